@@ -1,0 +1,1 @@
+"""feedbackloop: real-time personalized feedback loops on AWS."""

@@ -1,0 +1,1 @@
+"""Implementations of the ports: AWS (boto3, awswrangler) and in-memory."""

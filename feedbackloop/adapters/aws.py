@@ -1,0 +1,147 @@
+"""AWS adapters: Kinesis, DynamoDB, S3 and the Glue catalog through boto3 and awswrangler.
+
+Every adapter takes a boto3 session, so the same code talks to AWS or to the local endpoint
+(`AWS_ENDPOINT_URL`, set in one place: feedbackloop.wiring).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+
+import awswrangler as wr
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+from botocore.exceptions import ClientError
+
+from feedbackloop.cleaning.stats import CleanerState
+from feedbackloop.lake import LakeTable
+
+_BATCH_GET = 100  # DynamoDB BatchGetItem limit
+_STATE_KEY = "cleaner-stats"
+_STATE_ATTEMPTS = 8
+
+
+class KinesisStream:
+    def __init__(self, session: boto3.Session, stream_name: str) -> None:
+        self._client = session.client("kinesis")
+        self._stream = stream_name
+
+    def put_records(self, records: list[tuple[str, bytes]]) -> list[str | None]:
+        try:
+            response = self._client.put_records(
+                StreamName=self._stream,
+                Records=[{"PartitionKey": key, "Data": data} for key, data in records],
+            )
+        except ClientError as error:
+            code = error.response["Error"]["Code"]
+            return [code] * len(records)
+        return [r.get("ErrorCode") for r in response["Records"]]
+
+
+class DynamoDedupStore:
+    def __init__(self, session: boto3.Session, table_name: str, ttl_days: int) -> None:
+        self._client = session.client("dynamodb")
+        self._table = session.resource("dynamodb").Table(table_name)
+        self._name = table_name
+        self._ttl_seconds = ttl_days * 86400
+
+    def lookup(self, event_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(event_ids)
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), _BATCH_GET):
+            request = {self._name: {"Keys": [{"event_id": {"S": i}} for i in ids[start:start + _BATCH_GET]],
+                                    "ProjectionExpression": "event_id, object_key"}}
+            while request:
+                response = self._client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self._name, []):
+                    found[item["event_id"]["S"]] = item["object_key"]["S"]
+                request = response.get("UnprocessedKeys") or None
+        return found
+
+    def remember(self, keys: Mapping[str, str]) -> None:
+        expires = int(time.time()) + self._ttl_seconds
+        with self._table.batch_writer(overwrite_by_pkeys=["event_id"]) as batch:
+            for event_id, object_key in keys.items():
+                batch.put_item(Item={"event_id": event_id, "object_key": object_key, "expires_at": expires})
+
+
+class DynamoStateStore:
+    """The cleaner's statistics as one JSON document with optimistic concurrency."""
+
+    def __init__(self, session: boto3.Session, table_name: str) -> None:
+        self._table = session.resource("dynamodb").Table(table_name)
+
+    def _get(self) -> tuple[CleanerState, int]:
+        item = self._table.get_item(Key={"key": _STATE_KEY}, ConsistentRead=True).get("Item")
+        if not item:
+            return CleanerState(), 0
+        return CleanerState.from_json(json.loads(item["doc"])), int(item["version"])
+
+    def load(self) -> CleanerState:
+        return self._get()[0]
+
+    def merge(self, learned: CleanerState) -> None:
+        for _ in range(_STATE_ATTEMPTS):
+            state, version = self._get()
+            merged = state.merge(learned)
+            try:
+                self._table.put_item(
+                    Item={"key": _STATE_KEY, "doc": json.dumps(merged.to_json()), "version": Decimal(version + 1)},
+                    ConditionExpression="attribute_not_exists(#k) OR version = :v",
+                    ExpressionAttributeNames={"#k": "key"},
+                    ExpressionAttributeValues={":v": Decimal(version)},
+                )
+                return
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+        raise RuntimeError(f"state merge lost {_STATE_ATTEMPTS} races in a row")
+
+
+class S3Lake:
+    """Parquet objects on S3, one per batch and partition, registered in the Glue catalog."""
+
+    def __init__(self, session: boto3.Session, buckets: Mapping[str, str], database: str) -> None:
+        self._session = session
+        self._buckets = buckets  # BucketSpec.key -> bucket name
+        self._database = database
+        self._s3 = session.client("s3")
+        self._registered: set[tuple[str, str]] = set()
+
+    def _url(self, table: LakeTable, key: str) -> str:
+        return f"s3://{self._buckets[table.bucket_key]}/{key}"
+
+    def write(self, table: LakeTable, partition: str, name: str, rows: pa.Table) -> str:
+        key = table.partition_prefix(partition) + name
+        sink = io.BytesIO()
+        pq.write_table(rows.cast(table.arrow_schema), sink, compression="snappy")
+        sink.seek(0)
+        wr.s3.upload(local_file=sink, path=self._url(table, key), boto3_session=self._session)
+        if (table.name, partition) not in self._registered:
+            location = self._url(table, table.partition_prefix(partition))
+            try:
+                wr.catalog.add_parquet_partitions(
+                    database=self._database, table=table.name,
+                    partitions_values={location: [partition]}, compression="snappy",
+                    boto3_session=self._session,
+                )
+            except Exception as error:  # an existing partition is fine; anything else is not
+                if "AlreadyExists" not in repr(error):
+                    raise
+            self._registered.add((table.name, partition))
+        return table.object_key(partition, name)
+
+    def exists(self, key: str) -> bool:
+        bucket_key, _, object_key = key.partition("/")
+        try:
+            self._s3.head_object(Bucket=self._buckets[bucket_key], Key=object_key)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True

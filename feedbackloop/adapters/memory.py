@@ -1,0 +1,68 @@
+"""In-memory adapters: for unit tests and for the benchmark (Parquet is still really encoded)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from feedbackloop.cleaning.stats import CleanerState
+from feedbackloop.lake import LakeTable
+
+
+class MemoryStream:
+    def __init__(self, fail_codes: list[str | None] | None = None) -> None:
+        self.records: list[tuple[str, bytes]] = []
+        self.fail_codes = fail_codes  # per record of the next call, to simulate throttling
+
+    def put_records(self, records: list[tuple[str, bytes]]) -> list[str | None]:
+        codes = self.fail_codes or [None] * len(records)
+        self.fail_codes = None
+        self.records.extend(r for r, code in zip(records, codes, strict=False) if code is None)
+        return list(codes[: len(records)])
+
+
+class MemoryDedupStore:
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}
+
+    def lookup(self, event_ids: Iterable[str]) -> dict[str, str]:
+        return {i: self.keys[i] for i in event_ids if i in self.keys}
+
+    def remember(self, keys: Mapping[str, str]) -> None:
+        self.keys.update(keys)
+
+
+class MemoryStateStore:
+    def __init__(self) -> None:
+        self.state = CleanerState()
+
+    def load(self) -> CleanerState:
+        return CleanerState.from_json(self.state.to_json())
+
+    def merge(self, learned: CleanerState) -> None:
+        self.state = self.state.merge(learned)
+
+
+class MemoryLake:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.fail_partitions: set[str] = set()
+
+    def write(self, table: LakeTable, partition: str, name: str, rows: pa.Table) -> str:
+        if partition in self.fail_partitions:
+            raise OSError(f"injected write failure for {partition}")
+        key = table.object_key(partition, name)
+        sink = io.BytesIO()
+        pq.write_table(rows.cast(table.arrow_schema), sink, compression="snappy")
+        self.objects[key] = sink.getvalue()
+        return key
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
+    def read(self, table: LakeTable) -> pa.Table:
+        parts = [pq.read_table(io.BytesIO(v)) for k, v in sorted(self.objects.items()) if k.startswith(f"{table.bucket_key}/{table.prefix}")]
+        return pa.concat_tables(parts) if parts else table.arrow_schema.empty_table()

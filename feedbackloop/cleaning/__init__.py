@@ -1,0 +1,1 @@
+"""The cleaner's pure core: decode, validate, de-duplicate, impute, filter, normalize, encode."""

@@ -1,0 +1,199 @@
+"""The cleaner as a service over its ports: what the Lambda handler and the local poller call."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from feedbackloop.cleaning.clean import CleaningRules, clean_events
+from feedbackloop.cleaning.decode import DecodedBatch, SourceRecord, decode_batch
+from feedbackloop.lake import CURATED_EVENTS, QUARANTINE
+from feedbackloop.names import QuarantineReason
+from feedbackloop.ports import DedupStore, LakeWriter, StateStore
+
+_REDELIVERY_IS_DUPLICATE = frozenset(
+    {QuarantineReason.OUTLIER.value, QuarantineReason.TOO_OLD.value, QuarantineReason.FUTURE.value}
+)
+
+
+class ConservationError(AssertionError):
+    """records in != clean + quarantined + duplicates: a bug, never to be shipped silently."""
+
+
+@dataclass
+class BatchOutcome:
+    records_in: int = 0
+    clean: int = 0
+    duplicates: int = 0
+    imputed: int = 0
+    quarantined: Counter = field(default_factory=Counter)  # reason -> count, duplicates excluded
+    failed_sources: list[str] = field(default_factory=list)  # "<shard>:<seq>" of records to retry
+    fast_path: int = 0
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+    def partial_failure_response(self) -> dict:
+        """Lambda's ReportBatchItemFailures shape."""
+        return {"batchItemFailures": [{"itemIdentifier": s.split(":", 1)[1]} for s in self.failed_sources]}
+
+
+class CleanerService:
+    def __init__(
+        self,
+        dedup: DedupStore,
+        state: StateStore,
+        lake: LakeWriter,
+        rules: CleaningRules,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._dedup = dedup
+        self._state = state
+        self._lake = lake
+        self._rules = rules
+        self._clock = clock
+
+    def clean(self, records: list[SourceRecord]) -> BatchOutcome:
+        now = self._clock()
+        outcome = BatchOutcome(records_in=len(records))
+        if not records:
+            return outcome
+        batch_name = _batch_name(records)
+        decoded = decode_batch(records)
+        outcome.fast_path = decoded.fast_rows
+        valid, duplicate_rows = self._split_duplicates(decoded.valid)
+
+        result = clean_events(valid, self._state.load(), now, self._rules)
+        sources = np.array([r.source for r in records], dtype=object)
+        curated = result.curated.set_column(
+            CURATED_EVENTS.arrow_schema.get_field_index("source"), "source",
+            pa.array(sources[result.curated["record_index"].to_numpy()], type=pa.string()),
+        )
+        quarantine = self._quarantine_rows(records, decoded, result.quarantined, duplicate_rows, now)
+
+        # Intent first: each id points at the object that will hold it. A crash before that object
+        # exists makes a redelivery write it again; a crash after makes the redelivery a duplicate.
+        curated_keys = {
+            day: CURATED_EVENTS.object_key(day, batch_name)
+            for day in pc.unique(curated[CURATED_EVENTS.partition.name]).to_pylist()
+        }
+        quarantine_key = QUARANTINE.object_key(now.strftime("%Y-%m-%d"), batch_name)
+        intents = {
+            event_id: curated_keys[day]
+            for event_id, day in zip(curated["event_id"].to_pylist(),
+                                     curated[CURATED_EVENTS.partition.name].to_pylist(), strict=True)
+        }
+        # rows the cleaning rules quarantined are settled too; a schema violation is not: the
+        # producer may fix it and resend the same id
+        settled = _REDELIVERY_IS_DUPLICATE
+        for event_id, reason in zip(quarantine["event_id"].to_pylist(), quarantine["reason"].to_pylist(),
+                                    strict=True):
+            if event_id and reason in settled:
+                intents.setdefault(event_id, quarantine_key)
+        self._dedup.remember(intents)
+
+        failed: list[np.ndarray] = []
+        for day, key in curated_keys.items():
+            rows = curated.filter(pc.equal(curated[CURATED_EVENTS.partition.name], day))
+            if not self._write(CURATED_EVENTS, day, batch_name, rows):
+                failed.append(rows["record_index"].to_numpy())
+        if quarantine.num_rows and not self._write(
+            QUARANTINE, now.strftime("%Y-%m-%d"), batch_name, quarantine.drop_columns(["record_index"])
+        ):
+            failed.append(quarantine["record_index"].to_numpy())
+        if failed:
+            indexes = np.unique(np.concatenate(failed))
+            outcome.failed_sources = [records[i].source for i in indexes]
+        else:
+            self._state.merge(result.learned)
+
+        outcome.clean = curated.num_rows
+        outcome.imputed = result.imputed
+        reasons = Counter(quarantine["reason"].to_pylist())
+        outcome.duplicates = reasons.pop(QuarantineReason.DUPLICATE.value, 0)
+        outcome.quarantined = reasons
+        if outcome.clean + outcome.quarantined_total + outcome.duplicates != outcome.records_in:
+            raise ConservationError(
+                f"in {outcome.records_in} != clean {outcome.clean} + quarantined "
+                f"{outcome.quarantined_total} + duplicates {outcome.duplicates}"
+            )
+        return outcome
+
+    def _write(self, table, partition: str, name: str, rows: pa.Table) -> bool:
+        try:
+            self._lake.write(table, partition, name, rows.select(table.arrow_schema.names))
+        except Exception:  # noqa: BLE001 - any storage failure means: retry these records
+            return False
+        return True
+
+    def _split_duplicates(self, valid: pa.Table) -> tuple[pa.Table, np.ndarray]:
+        """Drop ids already committed (their object exists) or repeated earlier in this batch."""
+        ids = valid["event_id"].to_numpy(zero_copy_only=False)
+        repeated = _repeated_in_batch(ids)
+        seen = self._dedup.lookup(set(ids.tolist()))
+        committed = {key for key in set(seen.values()) if self._lake.exists(key)}
+        already = np.array([seen.get(i) in committed for i in ids], dtype=bool)
+        duplicate = repeated | already
+        return valid.filter(pa.array(~duplicate)), valid["record_index"].to_numpy()[duplicate]
+
+    def _quarantine_rows(self, records, decoded: DecodedBatch, cleaned, duplicate_rows, now) -> pa.Table:
+        index = [r.record_index for r in decoded.rejected]
+        reason = [r.reason.value for r in decoded.rejected]
+        detail = [r.detail for r in decoded.rejected]
+        index += cleaned.record_index.tolist()
+        reason += cleaned.reason
+        detail += cleaned.detail
+        index += duplicate_rows.tolist()
+        reason += [QuarantineReason.DUPLICATE.value] * len(duplicate_rows)
+        detail += ["event_id already committed"] * len(duplicate_rows)
+        events = {r.record_index: r.event for r in decoded.rejected}
+        valid = decoded.valid
+        by_index = dict(zip(valid["record_index"].to_pylist(), range(valid.num_rows), strict=True))
+        columns = {"event_id": [], "user_id": [], "event_type": [], "schema_version": [],
+                   "payload": [], "received_at": [], "source": []}
+        for i in index:
+            row = by_index.get(i)
+            event = events.get(i) or {}
+            for name in ("event_id", "user_id", "event_type", "schema_version"):
+                value = valid[name][row].as_py() if row is not None else event.get(name)
+                columns[name].append(value if isinstance(value, str) else None)
+            columns["payload"].append(_payload_text(records[i].data))
+            columns["received_at"].append(
+                valid["received_at"][row].as_py() if row is not None else records[i].arrival
+            )
+            columns["source"].append(records[i].source)
+        columns |= {"reason": reason, "detail": detail, "quarantined_at": [now] * len(index), "record_index": index}
+        return pa.Table.from_pydict(columns, schema=_QUARANTINE_WITH_INDEX)
+
+
+_QUARANTINE_WITH_INDEX = pa.schema(list(QUARANTINE.arrow_schema) + [pa.field("record_index", pa.int64())])
+
+
+def _repeated_in_batch(ids: np.ndarray) -> np.ndarray:
+    _, first = np.unique(ids, return_index=True)
+    repeated = np.ones(len(ids), dtype=bool)
+    repeated[first] = False
+    return repeated
+
+
+def _payload_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(data).decode("ascii")
+
+
+def _batch_name(records: list[SourceRecord]) -> str:
+    """A name fixed by the records themselves, so a retried batch rewrites the same objects."""
+    digest = hashlib.sha256("\n".join(r.source for r in records).encode()).hexdigest()[:20]
+    shard = records[0].source.split(":", 1)[0]
+    return f"{shard}-{digest}.parquet"

@@ -1,0 +1,39 @@
+"""The small interfaces the core talks to; adapters for AWS and for memory implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+import pyarrow as pa
+
+from feedbackloop.cleaning.stats import CleanerState
+from feedbackloop.lake import LakeTable
+
+
+class EventStream(Protocol):
+    def put_records(self, records: list[tuple[str, bytes]]) -> list[str | None]:
+        """Put (partition key, data) records; per record None when stored, else an error code."""
+
+
+class DedupStore(Protocol):
+    def lookup(self, event_ids: Iterable[str]) -> dict[str, str]:
+        """The object key recorded for each id already seen (ids never seen are absent)."""
+
+    def remember(self, keys: Mapping[str, str]) -> None:
+        """Record, for each event id, the object that holds (or will hold) its row."""
+
+
+class StateStore(Protocol):
+    def load(self) -> CleanerState: ...
+
+    def merge(self, learned: CleanerState) -> None:
+        """Merge what a batch learned into the stored state, safe against concurrent writers."""
+
+
+class LakeWriter(Protocol):
+    def write(self, table: LakeTable, partition: str, name: str, rows: pa.Table) -> str:
+        """Write one Parquet object into a partition (registering it); return its key. Idempotent
+        for the same name."""
+
+    def exists(self, key: str) -> bool: ...

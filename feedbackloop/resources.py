@@ -1,0 +1,65 @@
+"""What the system is made of, in one list: the CDK constructs and the local runtime both build
+their resources from these specs, and an infra test checks the synthesized template against them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from feedbackloop.lake import TABLES, LakeTable
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    key: str
+    shards: int
+    retention_hours: int
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    key: str
+    purpose: str
+    expire_days: int | None  # None: kept until erased
+    infrequent_access_days: int | None = None
+
+
+@dataclass(frozen=True)
+class KeyValueTableSpec:
+    key: str
+    partition_key: str
+    ttl_attribute: str | None
+    purpose: str
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    key: str
+    purpose: str
+    retention_days: int
+
+
+GLUE_DATABASE = "feedbackloop"
+
+EVENT_STREAM = StreamSpec(key="events", shards=2, retention_hours=168)
+
+RAW_BUCKET = BucketSpec("raw", "every accepted record, unchanged, for audit and replay", None, 30)
+CURATED_BUCKET = BucketSpec("curated", "clean Parquet tables", None, 90)
+QUARANTINE_BUCKET = BucketSpec("quarantine", "rejected records with a typed reason", 365)
+BUCKETS = (RAW_BUCKET, CURATED_BUCKET, QUARANTINE_BUCKET)
+
+DEDUP_TABLE = KeyValueTableSpec(
+    "dedup", "event_id", "expires_at", "event ids already committed, and the object that holds each"
+)
+STATE_TABLE = KeyValueTableSpec("state", "key", None, "streaming statistics the cleaner keeps between batches")
+KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE)
+
+CLEANER_FAILURES = QueueSpec("cleaner-failures", "batches the cleaner gave up on after bounded retries", 14)
+QUEUES = (CLEANER_FAILURES,)
+
+LAKE_TABLES: tuple[LakeTable, ...] = TABLES
+
+# Raw archive layout, the same in Firehose's prefix and the local archiver.
+RAW_PREFIX = "raw/events/"
+RAW_ERROR_PREFIX = "raw/errors/"
+# How long an event id is remembered for de-duplication (a replay older than this is re-admitted).
+DEDUP_TTL_DAYS = 400

@@ -1,0 +1,1 @@
+"""The schema registry: versioned JSON Schemas for feedback events, one folder per schema."""

@@ -1,0 +1,162 @@
+"""The feedback event schema registry.
+
+`feedback_event/<major>.json` is the contract for a major version; `feedback_event/event_types.json`
+adds the per event type rules that JSON Schema draft-04 (what API Gateway models accept) cannot
+express. API Gateway's request model, the ingest Lambda, the cleaner and the tests all read these
+files through this module.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import fastjsonschema
+from pydantic import BaseModel, ConfigDict, Field
+
+CURRENT_MAJOR = 1
+CURRENT_VERSION = "1.0"
+MAX_BATCH_EVENTS = 500
+MAX_EVENT_BYTES = 8 * 1024
+MAX_BODY_BYTES = 1024 * 1024
+
+_VERSION = re.compile(r"^(\d+)\.(\d+)$")
+
+
+class EventTypeRule(BaseModel):
+    """How the cleaner treats one event type (see event_types.json)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["explicit", "implicit"]
+    min: float
+    max: float
+    impute: bool
+    fallback: float | None = None
+    outlier: Literal["none", "zscore", "iqr"]
+    weight: float = Field(gt=0, le=1)
+    polarity: Literal[-1, 1]
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class SchemaError:
+    """A record that does not satisfy the contract: which field, and why."""
+
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "reason": self.reason}
+
+
+def _read(name: str) -> dict[str, Any]:
+    return json.loads(resources.files(__package__).joinpath("feedback_event", name).read_text("utf-8"))
+
+
+@cache
+def event_schema(major: int = CURRENT_MAJOR) -> dict[str, Any]:
+    """The JSON Schema of one major version (KeyError for a major this build does not know)."""
+    try:
+        return _read(f"{major}.json")
+    except FileNotFoundError:
+        raise KeyError(major) from None
+
+
+def known_majors() -> tuple[int, ...]:
+    folder = resources.files(__package__).joinpath("feedback_event")
+    return tuple(sorted(int(p.name[:-5]) for p in folder.iterdir() if p.name[:-5].isdigit()))
+
+
+@cache
+def event_type_rules() -> dict[str, EventTypeRule]:
+    rules = _read("event_types.json")["event_types"]
+    return {name: EventTypeRule.model_validate(rule) for name, rule in rules.items()}
+
+
+def batch_schema(major: int = CURRENT_MAJOR) -> dict[str, Any]:
+    """The body of `POST /events`: `{"events": [1..500 events]}` (API Gateway's request model)."""
+    event = copy.deepcopy(event_schema(major))
+    draft = event.pop("$schema")
+    event.pop("title", None)
+    return {
+        "$schema": draft,
+        "title": "FeedbackEventBatch",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["events"],
+        "properties": {
+            "events": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_EVENTS, "items": event}
+        },
+    }
+
+
+def major_of(version: object) -> int | None:
+    """The major of a `MAJOR.MINOR` string, or None when it is not one."""
+    if not isinstance(version, str):
+        return None
+    match = _VERSION.match(version)
+    return int(match.group(1)) if match else None
+
+
+@cache
+def _compiled(major: int):
+    return fastjsonschema.compile(event_schema(major))
+
+
+def _field_of(error: fastjsonschema.JsonSchemaValueException) -> str:
+    path = [str(p) for p in (error.path or [])][1:]  # drop the leading "data"
+    if error.rule == "required":
+        # fastjsonschema names the missing property only in its message
+        missing = re.search(r"must contain \[(.*?)\] properties", error.message)
+        if missing:
+            path.append(missing.group(1).split(",")[0].strip(" '\""))
+    elif error.rule == "additionalProperties":
+        extra = re.search(r"must not contain \{(.*?)\} properties", error.message)
+        if extra:
+            path.append(extra.group(1).split(",")[0].strip(" '\""))
+    return ".".join(path) or "$"
+
+
+def validate_event(event: object) -> SchemaError | None:
+    """Check one decoded event against its major's schema and its event type's rules."""
+    if not isinstance(event, dict):
+        return SchemaError("$", "an event must be a JSON object")
+    version = event.get("schema_version")
+    major = major_of(version)
+    if major is None:
+        if "schema_version" not in event:
+            return SchemaError("schema_version", "is required")
+        return SchemaError("schema_version", "must be a MAJOR.MINOR string such as '1.0'")
+    if major not in known_majors():
+        return SchemaError("schema_version", f"unknown major version {major}; known: {list(known_majors())}")
+    try:
+        _compiled(major)(event)
+    except fastjsonschema.JsonSchemaValueException as error:
+        reason = error.message.removeprefix("data.").removeprefix("data ")
+        return SchemaError(_field_of(error), reason)
+    return check_event_type_rules(event)
+
+
+def check_event_type_rules(event: dict[str, Any]) -> SchemaError | None:
+    """The per event type value rules of event_types.json (JSON Schema draft-04 cannot say these)."""
+    rule = event_type_rules()[event["event_type"]]
+    value = event.get("value")
+    if value is None:
+        if not rule.impute:
+            return SchemaError("value", f"is required for {event['event_type']} events")
+        return None
+    if not rule.min <= value <= rule.max:
+        return SchemaError("value", f"must be between {rule.min:g} and {rule.max:g} for {event['event_type']}")
+    if rule.integer and value != int(value):
+        return SchemaError("value", f"must be a whole number for {event['event_type']}")
+    return None
+
+
+def is_unknown_version(error: SchemaError | None) -> bool:
+    return error is not None and error.field == "schema_version" and error.reason.startswith("unknown major")

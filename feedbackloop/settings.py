@@ -1,0 +1,64 @@
+"""Typed settings of the handlers, validated once at cold start.
+
+CDK writes them as environment variables with `to_env`; the handlers read them with `from_env`;
+the local runtime builds the same models. A bad or missing setting fails at start with a message
+that names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "FEEDBACKLOOP_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid."""
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return f"{ENV_PREFIX}{field.upper()}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self:
+        values = {f: environ[cls.env_name(f)] for f in cls.model_fields if cls.env_name(f) in environ}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{cls.env_name(str(e['loc'][0]))}: {e['msg']}" for e in error.errors()
+            )
+            raise SettingsError(f"invalid {cls.__name__}: {problems}") from None
+
+    def to_env(self) -> dict[str, str]:
+        return {self.env_name(k): str(v) for k, v in self.model_dump().items()}
+
+
+class IngestSettings(_Settings):
+    stream_name: str = Field(min_length=1)
+
+
+class CleanerSettings(_Settings):
+    curated_bucket: str = Field(min_length=1)
+    quarantine_bucket: str = Field(min_length=1)
+    dedup_table: str = Field(min_length=1)
+    state_table: str = Field(min_length=1)
+    glue_database: str = Field(min_length=1)
+    # timestamp sanity, measured against when the API received the event
+    max_event_age_days: float = Field(default=30, gt=0)
+    max_clock_skew_seconds: float = Field(default=300, ge=0)
+    # outlier filters and streaming statistics
+    min_samples: int = Field(default=50, ge=1, description="samples before stats drive filters")
+    zscore_threshold: float = Field(default=4.0, gt=0)
+    iqr_k: float = Field(default=3.0, gt=0)
+
+
+class ReplaySettings(_Settings):
+    raw_bucket: str = Field(min_length=1)

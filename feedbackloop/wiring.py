@@ -1,0 +1,58 @@
+"""The one place that picks adapters and reads the environment.
+
+Handlers call these factories; the domain never builds its own clients. Pointing at the local
+stand-in is a matter of `AWS_ENDPOINT_URL`, which boto3 and awswrangler both honour.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+import boto3
+
+from feedbackloop.adapters.aws import DynamoDedupStore, DynamoStateStore, KinesisStream, S3Lake
+from feedbackloop.cleaning.clean import CleaningRules
+from feedbackloop.cleaning.service import CleanerService
+from feedbackloop.resources import CURATED_BUCKET, DEDUP_TTL_DAYS, QUARANTINE_BUCKET
+from feedbackloop.settings import CleanerSettings, IngestSettings
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def session() -> boto3.Session:
+    return boto3.Session()
+
+
+def event_stream(environ: Mapping[str, str] = os.environ) -> KinesisStream:
+    settings = IngestSettings.from_env(environ)
+    return KinesisStream(session(), settings.stream_name)
+
+
+def cleaning_rules(settings: CleanerSettings) -> CleaningRules:
+    return CleaningRules(
+        max_event_age=timedelta(days=settings.max_event_age_days),
+        max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds),
+        min_samples=settings.min_samples,
+        zscore_threshold=settings.zscore_threshold,
+        iqr_k=settings.iqr_k,
+    )
+
+
+def cleaner_service(environ: Mapping[str, str] = os.environ) -> CleanerService:
+    settings = CleanerSettings.from_env(environ)
+    aws = session()
+    return CleanerService(
+        dedup=DynamoDedupStore(aws, settings.dedup_table, DEDUP_TTL_DAYS),
+        state=DynamoStateStore(aws, settings.state_table),
+        lake=S3Lake(
+            aws,
+            {CURATED_BUCKET.key: settings.curated_bucket, QUARANTINE_BUCKET.key: settings.quarantine_bucket},
+            settings.glue_database,
+        ),
+        rules=cleaning_rules(settings),
+        clock=utc_now,
+    )

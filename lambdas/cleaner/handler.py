@@ -1,0 +1,50 @@
+"""The cleaner on the Kinesis stream: decode, clean, write Parquet, report partial failures.
+
+The batch is processed as a whole (vectorized; see docs/adr/0004) and the response uses Lambda's
+ReportBatchItemFailures contract, so only records whose writes failed are retried (with bisection
+and bounded retries configured on the event source mapping, then the on-failure destination).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+
+from feedbackloop import wiring
+from feedbackloop.cleaning.decode import records_from_kinesis_event
+from feedbackloop.names import METRICS_NAMESPACE, REASON_DIMENSION, Metric
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@cache
+def _cleaner():
+    return wiring.cleaner_service()
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: object) -> PartialItemFailureResponse:
+    outcome = _cleaner().clean(records_from_kinesis_event(event))
+    metrics.add_metric(Metric.RECORDS_IN, MetricUnit.Count, outcome.records_in)
+    metrics.add_metric(Metric.RECORDS_CLEAN, MetricUnit.Count, outcome.clean)
+    metrics.add_metric(Metric.RECORDS_QUARANTINED, MetricUnit.Count, outcome.quarantined_total)
+    metrics.add_metric(Metric.RECORDS_DUPLICATE, MetricUnit.Count, outcome.duplicates)
+    metrics.add_metric(Metric.RECORDS_IMPUTED, MetricUnit.Count, outcome.imputed)
+    metrics.add_metric(Metric.BATCH_ITEM_FAILURES, MetricUnit.Count, len(outcome.failed_sources))
+    for reason, count in outcome.quarantined.items():
+        with single_metric(name=Metric.RECORDS_QUARANTINED, unit=MetricUnit.Count, value=count,
+                           namespace=METRICS_NAMESPACE) as metric:
+            metric.add_dimension(name=REASON_DIMENSION, value=reason)
+    logger.info(
+        "batch cleaned",
+        extra={"records_in": outcome.records_in, "clean": outcome.clean, "duplicates": outcome.duplicates,
+               "quarantined": dict(outcome.quarantined), "failed": len(outcome.failed_sources)},
+    )
+    return outcome.partial_failure_response()

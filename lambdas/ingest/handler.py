@@ -1,0 +1,53 @@
+"""POST /events behind API Gateway: parse, call the core, emit metrics."""
+
+from __future__ import annotations
+
+import base64
+import json
+from functools import cache
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
+
+from feedbackloop import wiring
+from feedbackloop.ingest import accept_batch
+from feedbackloop.names import Metric
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = APIGatewayRestResolver()
+
+
+@cache
+def _stream():
+    return wiring.event_stream()
+
+
+@app.post("/events")
+@tracer.capture_method
+def post_events() -> Response:
+    event = app.current_event
+    raw = event.get("body") or ""
+    body = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode("utf-8", "surrogatepass")
+    result = accept_batch(body, wiring.utc_now(), _stream())
+    metrics.add_metric(Metric.EVENTS_ACCEPTED, MetricUnit.Count, result.accepted)
+    metrics.add_metric(Metric.EVENTS_REJECTED, MetricUnit.Count, result.rejected)
+    metrics.add_metric(Metric.EVENTS_THROTTLED, MetricUnit.Count, result.throttled)
+    if result.status >= 400 and not result.accepted:
+        metrics.add_metric(Metric.REQUESTS_REJECTED, MetricUnit.Count, 1)
+        logger.info("batch refused", extra={"status": result.status, "error": result.body.get("error")})
+    return Response(
+        status_code=result.status,
+        content_type="application/json",
+        body=json.dumps(result.body),
+        headers=result.headers,
+    )
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: object) -> dict:
+    return app.resolve(event, context)
