@@ -25,7 +25,7 @@ _REDELIVERY_IS_DUPLICATE = frozenset(
 
 
 class ConservationError(AssertionError):
-    """records in != clean + quarantined + duplicates: a bug, never to be shipped silently."""
+    """records in != clean + quarantined + duplicates + to retry: a bug, never shipped silently."""
 
 
 @dataclass
@@ -35,7 +35,9 @@ class BatchOutcome:
     duplicates: int = 0
     imputed: int = 0
     quarantined: Counter = field(default_factory=Counter)  # reason -> count, duplicates excluded
-    failed_sources: list[str] = field(default_factory=list)  # "<shard>:<seq>" of records to retry
+    # "<shard>:<seq>" of records whose rows could not be written: not counted above, to be retried
+    failed_sources: list[str] = field(default_factory=list)
+    write_errors: list[str] = field(default_factory=list)
     fast_path: int = 0
 
     @property
@@ -102,36 +104,39 @@ class CleanerService:
         self._dedup.remember(intents)
 
         failed: list[np.ndarray] = []
-        for day, key in curated_keys.items():
+        for day in curated_keys:
             rows = curated.filter(pc.equal(curated[CURATED_EVENTS.partition.name], day))
-            if not self._write(CURATED_EVENTS, day, batch_name, rows):
+            if self._write(outcome, CURATED_EVENTS, day, batch_name, rows):
+                outcome.clean += rows.num_rows
+            else:
                 failed.append(rows["record_index"].to_numpy())
-        if quarantine.num_rows and not self._write(
-            QUARANTINE, now.strftime("%Y-%m-%d"), batch_name, quarantine.drop_columns(["record_index"])
-        ):
-            failed.append(quarantine["record_index"].to_numpy())
+        if quarantine.num_rows:
+            if self._write(outcome, QUARANTINE, now.strftime("%Y-%m-%d"), batch_name, quarantine):
+                reasons = Counter(quarantine["reason"].to_pylist())
+                outcome.duplicates = reasons.pop(QuarantineReason.DUPLICATE.value, 0)
+                outcome.quarantined = reasons
+            else:
+                failed.append(quarantine["record_index"].to_numpy())
         if failed:
             indexes = np.unique(np.concatenate(failed))
             outcome.failed_sources = [records[i].source for i in indexes]
         else:
             self._state.merge(result.learned)
-
-        outcome.clean = curated.num_rows
         outcome.imputed = result.imputed
-        reasons = Counter(quarantine["reason"].to_pylist())
-        outcome.duplicates = reasons.pop(QuarantineReason.DUPLICATE.value, 0)
-        outcome.quarantined = reasons
-        if outcome.clean + outcome.quarantined_total + outcome.duplicates != outcome.records_in:
+
+        accounted = outcome.clean + outcome.quarantined_total + outcome.duplicates + len(outcome.failed_sources)
+        if accounted != outcome.records_in:
             raise ConservationError(
-                f"in {outcome.records_in} != clean {outcome.clean} + quarantined "
-                f"{outcome.quarantined_total} + duplicates {outcome.duplicates}"
+                f"in {outcome.records_in} != clean {outcome.clean} + quarantined {outcome.quarantined_total}"
+                f" + duplicates {outcome.duplicates} + to retry {len(outcome.failed_sources)}"
             )
         return outcome
 
-    def _write(self, table, partition: str, name: str, rows: pa.Table) -> bool:
+    def _write(self, outcome: BatchOutcome, table, partition: str, name: str, rows: pa.Table) -> bool:
         try:
             self._lake.write(table, partition, name, rows.select(table.arrow_schema.names))
-        except Exception:  # noqa: BLE001 - any storage failure means: retry these records
+        except Exception as error:  # noqa: BLE001 - any storage failure means: retry these records
+            outcome.write_errors.append(f"{table.name}/{partition}: {error!r}")
             return False
         return True
 

@@ -42,6 +42,8 @@ def lambda_handler(event: dict, context: object) -> PartialItemFailureResponse:
         with single_metric(name=Metric.RECORDS_QUARANTINED, unit=MetricUnit.Count, value=count,
                            namespace=METRICS_NAMESPACE) as metric:
             metric.add_dimension(name=REASON_DIMENSION, value=reason)
+    for error in outcome.write_errors:
+        logger.error("write failed; its records will be retried", extra={"error": error})
     logger.info(
         "batch cleaned",
         extra={"records_in": outcome.records_in, "clean": outcome.clean, "duplicates": outcome.duplicates,

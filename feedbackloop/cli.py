@@ -1,0 +1,98 @@
+"""The `feedbackloop` command: local stack, demo, replay and benchmarks. Thin: parse, call, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _local_up(args: argparse.Namespace) -> int:
+    from feedbackloop.local.runtime import LocalRuntime, run_forever
+
+    console = sys.stdout
+    runtime = LocalRuntime(api_port=args.api_port, moto_port=args.moto_port).start()
+    try:
+        console.write(
+            f"local stack up\n  API        {runtime.api.url}  (POST /events, header x-api-key)\n"
+            f"  API key    {runtime.api_key}\n  AWS        {runtime.moto.endpoint} (moto server)\n"
+            f"  endpoints  {runtime.state_dir / 'endpoints.json'}\n  logs       {runtime.state_dir / 'logs'}\n"
+            "Ctrl-C stops it.\n"
+        )
+        console.flush()
+        run_forever(runtime, console)
+    finally:
+        runtime.stop()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from feedbackloop.demo import run_demo
+
+    return run_demo(limit=args.limit, console=sys.stdout)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import os
+
+    import boto3
+
+    from feedbackloop import wiring
+    from feedbackloop.local.environment import (
+        LocalEndpoints,
+        cleaner_settings,
+        replay_settings,
+        use_endpoint,
+    )
+    from feedbackloop.replay import raw_records, replay
+    from feedbackloop.settings import ReplaySettings
+
+    if args.local:
+        use_endpoint(LocalEndpoints.load().aws_endpoint)
+        os.environ.update(cleaner_settings().to_env() | replay_settings().to_env())
+    bucket = ReplaySettings.from_env(os.environ).raw_bucket
+    outcome = replay(wiring.cleaner_service(), raw_records(boto3.client("s3"), bucket, args.since))
+    print(f"replayed {outcome.records_in} records: clean {outcome.clean}, duplicates {outcome.duplicates}, "
+          f"quarantined {dict(outcome.quarantined)}, failed {len(outcome.failed_sources)}")
+    return 1 if outcome.failed_sources else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from feedbackloop.bench import run_benchmark
+
+    return run_benchmark(args.name, args.json, sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feedbackloop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    local = commands.add_parser("local", help="the embedded local stand-in").add_subparsers(dest="action", required=True)
+    up = local.add_parser("up", help="start moto server, the local API and the stream consumers; Ctrl-C stops")
+    up.add_argument("--api-port", type=int, default=8787)
+    up.add_argument("--moto-port", type=int, default=None)
+    up.set_defaults(func=_local_up)
+
+    demo = commands.add_parser("demo", help="replay Online Retail through the local API and show the result")
+    demo.add_argument("--limit", type=int, default=None, help="send only the last N invoice lines")
+    demo.set_defaults(func=_demo)
+
+    rp = commands.add_parser("replay", help="re-run cleaning from the raw archive")
+    rp.add_argument("--since", help="first day to replay, yyyy-mm-dd (default: everything)")
+    rp.add_argument("--local", action="store_true", help="against a running `feedbackloop local up`")
+    rp.set_defaults(func=_replay)
+
+    bench = commands.add_parser("bench", help="benchmarks: print a table and write JSON")
+    bench.add_argument("name", choices=["ingest"])
+    bench.add_argument("--json", required=True, help="where to write the results")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

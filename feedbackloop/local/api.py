@@ -1,0 +1,118 @@
+"""The local API: the same routes, auth rule and handler as API Gateway, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from feedbackloop.local.environment import LOOPBACK, REGION
+from feedbackloop.local.functions import LocalFunction
+
+API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # API Gateway's own payload limit, before any Lambda runs
+ROUTES = {("POST", "/events")}
+API_KEY_HEADER = "x-api-key"
+
+
+def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes) -> dict:
+    """An API Gateway REST proxy event, as the Lambda integration receives it."""
+    try:
+        text, encoded = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode("ascii"), True
+    now = time.time()
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": path, "httpMethod": method, "path": f"/local{path}", "stage": "local",
+            "requestId": f"local-{now}", "requestTimeEpoch": int(now * 1000), "accountId": "000000000000",
+            "apiId": "local", "identity": {"sourceIp": LOOPBACK, "apiKey": headers.get(API_KEY_HEADER)},
+            "domainName": LOOPBACK, "protocol": "HTTP/1.1", "extendedRequestId": "local",
+        },
+        "body": text,
+        "isBase64Encoded": encoded,
+    }
+
+
+class LocalApi:
+    def __init__(self, ingest: LocalFunction, api_key: str, port: int = 0) -> None:
+        self.api_key = api_key
+        self._ingest = ingest
+        self._server = ThreadingHTTPServer((LOOPBACK, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> LocalApi:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler_class(self):
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # access logs would drown the demo's output
+                pass
+
+            def _reply(self, status: int, body: dict | str, headers: dict[str, str] | None = None) -> None:
+                data = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _route(self, method: str) -> None:
+                if (method, self.path.split("?")[0]) not in ROUTES:
+                    self._reply(404 if all(p != self.path for _, p in ROUTES) else 405, {"message": "Not Found"})
+                    return
+                # API Gateway checks the key before the integration runs: 403 with its own message
+                if self.headers.get(API_KEY_HEADER) != api.api_key:
+                    self._reply(403, {"message": "Forbidden"})
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > API_GATEWAY_MAX_BODY:
+                    self._reply(413, {"message": "Request Too Long"}, {"Connection": "close"})
+                    self.close_connection = True
+                    return
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    response = api._ingest.invoke(proxy_event(method, self.path, headers, body))
+                except Exception:  # as API Gateway does when the integration fails
+                    self._reply(502, {"message": "Internal server error"})
+                    return
+                self._reply(response["statusCode"], response.get("body") or "", response.get("headers"))
+
+            def do_POST(self) -> None:
+                self._route("POST")
+
+            def do_GET(self) -> None:
+                self._route("GET")
+
+        return Handler
+
+
+__all__ = ["LocalApi", "proxy_event", "REGION"]

@@ -1,0 +1,167 @@
+"""Start moto server on loopback and create, from feedbackloop.resources, what the stacks define."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import awswrangler as wr
+import boto3
+from moto.server import ThreadedMotoServer
+
+from feedbackloop import resources
+from feedbackloop.lake import LakeTable
+from feedbackloop.names import METRICS_NAMESPACE, SERVICE
+from feedbackloop.settings import CleanerSettings, IngestSettings, ReplaySettings
+
+LOOPBACK = "127.0.0.1"
+REGION = "us-east-1"
+STATE_DIR = Path(".feedbackloop")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def physical_name(key: str) -> str:
+    return f"{SERVICE}-{key}-local"
+
+
+@dataclass(frozen=True)
+class LocalEndpoints:
+    """What another process needs to reach a running local stack (written to .feedbackloop/)."""
+
+    aws_endpoint: str
+    api_url: str
+    api_key: str
+
+    def save(self, folder: Path = STATE_DIR) -> Path:
+        folder.mkdir(exist_ok=True)
+        path = folder / "endpoints.json"
+        path.write_text(json.dumps(asdict(self), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, folder: Path = STATE_DIR) -> LocalEndpoints:
+        path = folder / "endpoints.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: start the local stack with `feedbackloop local up`")
+        return cls(**json.loads(path.read_text()))
+
+
+def ingest_settings() -> IngestSettings:
+    return IngestSettings(stream_name=physical_name(resources.EVENT_STREAM.key))
+
+
+def cleaner_settings(**overrides) -> CleanerSettings:
+    return CleanerSettings(
+        curated_bucket=physical_name(resources.CURATED_BUCKET.key),
+        quarantine_bucket=physical_name(resources.QUARANTINE_BUCKET.key),
+        dedup_table=physical_name(resources.DEDUP_TABLE.key),
+        state_table=physical_name(resources.STATE_TABLE.key),
+        glue_database=resources.GLUE_DATABASE,
+        **overrides,
+    )
+
+
+def replay_settings() -> ReplaySettings:
+    return ReplaySettings(raw_bucket=physical_name(resources.RAW_BUCKET.key))
+
+
+def aws_environment(endpoint: str) -> dict[str, str]:
+    """Point boto3 and awswrangler at the local endpoint with throwaway credentials."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_SESSION_TOKEN": "local",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "POWERTOOLS_SERVICE_NAME": SERVICE,
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+
+
+def use_endpoint(endpoint: str) -> None:
+    os.environ.update(aws_environment(endpoint))
+    for service in ("s3", "glue", "dynamodb", "kinesis", "sts", "cloudwatch"):
+        setattr(wr.config, f"{service}_endpoint_url", endpoint)
+
+
+class MotoServer:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._server = ThreadedMotoServer(ip_address=LOOPBACK, port=self.port, verbose=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> MotoServer:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+def create_resources(session: boto3.Session) -> None:
+    """Create every resource of feedbackloop.resources, the same list the CDK constructs read."""
+    stream = resources.EVENT_STREAM
+    kinesis = session.client("kinesis")
+    kinesis.create_stream(StreamName=physical_name(stream.key), ShardCount=stream.shards)
+    kinesis.get_waiter("stream_exists").wait(StreamName=physical_name(stream.key))
+    s3 = session.client("s3")
+    for bucket in resources.BUCKETS:
+        s3.create_bucket(Bucket=physical_name(bucket.key))
+    dynamodb = session.client("dynamodb")
+    for table in resources.KEY_VALUE_TABLES:
+        dynamodb.create_table(
+            TableName=physical_name(table.key),
+            KeySchema=[{"AttributeName": table.partition_key, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": table.partition_key, "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        if table.ttl_attribute:
+            dynamodb.update_time_to_live(
+                TableName=physical_name(table.key),
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
+            )
+    sqs = session.client("sqs")
+    for queue in resources.QUEUES:
+        sqs.create_queue(QueueName=physical_name(queue.key))
+    glue = session.client("glue")
+    glue.create_database(DatabaseInput={"Name": resources.GLUE_DATABASE})
+    for table in resources.LAKE_TABLES:
+        glue.create_table(DatabaseName=resources.GLUE_DATABASE, TableInput=glue_table_input(table))
+
+
+def glue_table_input(table: LakeTable) -> dict:
+    bucket = next(b for b in resources.BUCKETS if b.key == table.bucket_key)
+    return {
+        "Name": table.name,
+        "Description": table.description,
+        "TableType": "EXTERNAL_TABLE",
+        "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE"},
+        "PartitionKeys": [{"Name": table.partition.name, "Type": table.partition.glue_type}],
+        "StorageDescriptor": {
+            "Columns": [{"Name": c.name, "Type": c.glue_type, "Comment": c.comment} for c in table.columns],
+            "Location": f"s3://{physical_name(bucket.key)}/{table.prefix}",
+            "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+            "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+            "SerdeInfo": {"SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"},
+        },
+    }
+
+
+def new_api_key() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,138 @@
+"""The embedded local default: everything `cdk deploy` creates, on one machine, in one process."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+
+from feedbackloop import resources
+from feedbackloop.local.api import LocalApi
+from feedbackloop.local.environment import (
+    STATE_DIR,
+    LocalEndpoints,
+    MotoServer,
+    cleaner_settings,
+    create_resources,
+    ingest_settings,
+    new_api_key,
+    physical_name,
+    replay_settings,
+    use_endpoint,
+)
+from feedbackloop.local.functions import CLEANER_FUNCTION, INGEST_FUNCTION, LocalFunction, LogSink
+from feedbackloop.local.stream import EventSourceMapping, MappingConfig, RawArchiver
+
+_HANDLER_CACHES = {"lambdas.ingest.handler": "_stream", "lambdas.cleaner.handler": "_cleaner"}
+
+
+@dataclass
+class LocalRuntime:
+    """Start with `with LocalRuntime() as runtime:`; stops cleanly on exit (and on Ctrl-C)."""
+
+    cleaner_overrides: dict = field(default_factory=dict)
+    state_dir: Path = STATE_DIR
+    api_port: int = 0
+    moto_port: int | None = None
+    capture_logs: bool = True
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+
+    def start(self) -> LocalRuntime:
+        self.moto = MotoServer(self.moto_port).start()
+        use_endpoint(self.moto.endpoint)
+        self.session = boto3.Session()
+        create_resources(self.session)
+        os.environ.update(ingest_settings().to_env())
+        os.environ.update(cleaner_settings(**self.cleaner_overrides).to_env())
+        os.environ.update(replay_settings().to_env())
+        self._stdout = sys.stdout
+        if self.capture_logs:
+            self.log_sink = LogSink(self.state_dir / "logs" / "lambda.log", self.session)
+            sys.stdout = self.log_sink
+        _reset_handler_caches()
+        self.ingest = LocalFunction("ingest", INGEST_FUNCTION)
+        self.cleaner = LocalFunction("cleaner", CLEANER_FUNCTION)
+        self.api_key = new_api_key()
+        self.api = LocalApi(self.ingest, self.api_key, self.api_port).start()
+
+        stream_name = ingest_settings().stream_name
+        kinesis = self.session.client("kinesis")
+        stream_arn = kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]["StreamARN"]
+        shards = [s["ShardId"] for s in kinesis.list_shards(StreamName=stream_name)["Shards"]]
+        queue_url = self.session.client("sqs").get_queue_url(
+            QueueName=physical_name(resources.CLEANER_FAILURES.key))["QueueUrl"]
+        self.mappings = [
+            EventSourceMapping(self.session, stream_name, shard, stream_arn, self.cleaner.invoke, queue_url,
+                               self.mapping)
+            for shard in shards
+        ]
+        self.archivers = [
+            RawArchiver(self.session, stream_name, shard, replay_settings().raw_bucket) for shard in shards
+        ]
+        for consumer in (*self.mappings, *self.archivers):
+            consumer.start()
+        self.endpoints = LocalEndpoints(self.moto.endpoint, self.api.url, self.api_key)
+        self.endpoints.save(self.state_dir)
+        return self
+
+    @property
+    def records_cleaned(self) -> int:
+        return sum(m.records_seen for m in self.mappings)
+
+    @property
+    def records_archived(self) -> int:
+        return sum(a.records_archived for a in self.archivers)
+
+    def wait_until_processed(self, records: int, timeout: float = 600) -> bool:
+        """Block until the cleaner has taken `records` records off the stream and the archiver has
+        written them; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.records_cleaned >= records and sum(a.records_seen for a in self.archivers) >= records:
+                for archiver in self.archivers:
+                    archiver.flush_soon()
+                if self.records_archived >= records:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        for consumer in (*self.mappings, *self.archivers):
+            consumer.stop()
+        for consumer in (*self.mappings, *self.archivers):
+            consumer.join(timeout=30)
+        for archiver in self.archivers:
+            archiver.flush()
+        self.api.stop()
+        sys.stdout = self._stdout
+        if self.capture_logs:
+            self.log_sink.flush()
+        self.moto.stop()
+
+    def __enter__(self) -> LocalRuntime:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _reset_handler_caches() -> None:
+    """Handlers build their clients once per container; a new local stack is a new container."""
+    for module, cache in _HANDLER_CACHES.items():
+        if module in sys.modules:
+            getattr(sys.modules[module], cache).cache_clear()
+
+
+def run_forever(runtime: LocalRuntime, console) -> None:
+    """`feedbackloop local up`: serve until Ctrl-C."""
+    stop = threading.Event()
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        console.write("\nstopping...\n")

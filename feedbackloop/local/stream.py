@@ -1,0 +1,197 @@
+"""Stream consumers of the local runtime: the event source mapping that invokes the cleaner, and
+the archiver that stands in for Firehose. Both read the moto Kinesis stream with GetRecords."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import boto3
+
+from feedbackloop.local.environment import REGION
+from feedbackloop.resources import RAW_PREFIX
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    """The event source mapping's settings (the CDK construct sets the same in AWS)."""
+
+    batch_size: int = 1000
+    max_retries: int = 3
+    bisect_on_error: bool = True
+    poll_interval: float = 0.05
+
+
+def kinesis_event(records: list[dict], shard_id: str, stream_arn: str) -> dict:
+    """A Lambda Kinesis event from GetRecords output."""
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r["PartitionKey"],
+                    "sequenceNumber": r["SequenceNumber"],
+                    "data": base64.b64encode(r["Data"]).decode("ascii"),
+                    "approximateArrivalTimestamp": r["ApproximateArrivalTimestamp"].timestamp(),
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"{shard_id}:{r['SequenceNumber']}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": f"arn:aws:iam::000000000000:role/{shard_id}",
+                "awsRegion": REGION,
+                "eventSourceARN": stream_arn,
+            }
+            for r in records
+        ]
+    }
+
+
+class _ShardReader(threading.Thread):
+    def __init__(self, session: boto3.Session, stream_name: str, shard_id: str, name: str, limit: int,
+                 poll_interval: float) -> None:
+        super().__init__(name=f"{name}-{shard_id}", daemon=True)
+        self._kinesis = session.client("kinesis")
+        self.stream_name = stream_name
+        self.shard_id = shard_id
+        self._limit = limit
+        self._poll = poll_interval
+        self._stopping = threading.Event()
+        self.records_seen = 0
+        self.errors: list[str] = []
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def handle(self, records: list[dict]) -> None:
+        raise NotImplementedError  # each consumer says what it does with a batch
+
+    def idle(self) -> None:
+        """Called when a poll returns nothing."""
+
+    def run(self) -> None:
+        iterator = self._kinesis.get_shard_iterator(
+            StreamName=self.stream_name, ShardId=self.shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while not self._stopping.is_set():
+            try:
+                response = self._kinesis.get_records(ShardIterator=iterator, Limit=self._limit)
+            except Exception as error:  # the endpoint went away at shutdown, or a transient error
+                if self._stopping.is_set():
+                    return
+                self.errors.append(repr(error))
+                time.sleep(0.5)
+                continue
+            iterator = response["NextShardIterator"]
+            records = response["Records"]
+            if records:
+                self.handle(records)
+                self.records_seen += len(records)
+            else:
+                self.idle()
+                self._stopping.wait(self._poll)
+
+
+class EventSourceMapping(_ShardReader):
+    """Lambda's Kinesis event source mapping for one shard: in order, partial batch responses,
+    bisection on function errors, bounded retries, then the on-failure destination."""
+
+    def __init__(self, session: boto3.Session, stream_name: str, shard_id: str, stream_arn: str,
+                 invoke: Callable[[dict], dict], failure_queue_url: str, config: MappingConfig) -> None:
+        super().__init__(session, stream_name, shard_id, "mapping", config.batch_size, config.poll_interval)
+        self._invoke = invoke
+        self._arn = stream_arn
+        self._sqs = session.client("sqs")
+        self._queue = failure_queue_url
+        self._config = config
+        self.sent_to_failure_queue = 0
+
+    def handle(self, records: list[dict]) -> None:
+        self._deliver(records)
+
+    def _deliver(self, records: list[dict]) -> None:
+        pending = records
+        for _attempt in range(self._config.max_retries + 1):
+            try:
+                response = self._invoke(kinesis_event(pending, self.shard_id, self._arn)) or {}
+                failed = [f["itemIdentifier"] for f in response.get("batchItemFailures", [])]
+            except Exception as error:
+                self.errors.append(repr(error))
+                if self._config.bisect_on_error and len(pending) > 1:
+                    middle = len(pending) // 2
+                    self._deliver(pending[:middle])
+                    self._deliver(pending[middle:])
+                    return
+                failed = [pending[0]["SequenceNumber"]]
+            if not failed:
+                return
+            # Kinesis checkpoints at the lowest failed sequence number: retry from there on
+            lowest = min(int(s) for s in failed)
+            pending = [r for r in pending if int(r["SequenceNumber"]) >= lowest]
+        self._to_failure_queue(pending)
+
+    def _to_failure_queue(self, records: list[dict]) -> None:
+        """What Lambda sends to an on-failure destination: where the batch is, not its data."""
+        self.sent_to_failure_queue += len(records)
+        self._sqs.send_message(QueueUrl=self._queue, MessageBody=json.dumps({
+            "requestContext": {"condition": "RetryAttemptsExhausted", "functionArn": "local-cleaner"},
+            "KinesisBatchInfo": {
+                "shardId": self.shard_id, "streamArn": self._arn, "batchSize": len(records),
+                "startSequenceNumber": records[0]["SequenceNumber"],
+                "endSequenceNumber": records[-1]["SequenceNumber"],
+                "approximateArrivalOfFirstRecord": records[0]["ApproximateArrivalTimestamp"].isoformat(),
+                "approximateArrivalOfLastRecord": records[-1]["ApproximateArrivalTimestamp"].isoformat(),
+            },
+        }))
+
+
+def raw_object_key(shard_id: str, first_sequence: str, arrival: datetime) -> str:
+    """Firehose's layout (RAW_PREFIX + yyyy/MM/dd/HH/), gzip-compressed JSON lines."""
+    return f"{RAW_PREFIX}{arrival:%Y/%m/%d/%H}/local-archive-{shard_id}-{first_sequence}.gz"
+
+
+class RawArchiver(_ShardReader):
+    """Stands in for the Firehose delivery stream: buffers records and writes them unchanged."""
+
+    def __init__(self, session: boto3.Session, stream_name: str, shard_id: str, bucket: str,
+                 buffer_records: int = 5000, buffer_seconds: float = 1.0) -> None:
+        super().__init__(session, stream_name, shard_id, "archiver", 10000, 0.1)
+        self._s3 = session.client("s3")
+        self._bucket = bucket
+        self._buffer: list[dict] = []
+        self._buffer_records = buffer_records
+        self._buffer_seconds = buffer_seconds
+        self._since = time.monotonic()
+        self.records_archived = 0
+
+    def handle(self, records: list[dict]) -> None:
+        self._buffer.extend(records)
+        if len(self._buffer) >= self._buffer_records or time.monotonic() - self._since > self._buffer_seconds:
+            self.flush()
+
+    def idle(self) -> None:
+        if self._buffer and time.monotonic() - self._since > self._buffer_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            self._since = time.monotonic()
+            return
+        first = self._buffer[0]
+        key = raw_object_key(self.shard_id, first["SequenceNumber"],
+                             first["ApproximateArrivalTimestamp"].astimezone(UTC))
+        body = gzip.compress(b"".join(r["Data"] for r in self._buffer))
+        self._s3.put_object(Bucket=self._bucket, Key=key, Body=body)
+        self.records_archived += len(self._buffer)
+        self._buffer = []
+        self._since = time.monotonic()
+
+    def flush_soon(self) -> None:
+        """Ask for the buffer to be written at the next idle poll (Firehose's buffer interval)."""
+        self._since = 0.0
