@@ -61,16 +61,16 @@ def _transform(values: np.ndarray, kind: str) -> np.ndarray:
 
 
 def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: CleaningRules) -> CleanResult:
-    df = batch.to_pandas(types_mapper=None)
+    df = batch.select([c for c in batch.column_names if c not in ("event_time", "received_at")]).to_pandas()
     n = len(df)
     reason = np.full(n, "", dtype=object)
     detail = np.full(n, "", dtype=object)
 
     # 1. timestamp sanity, against when the API received the event
-    received = df["received_at"]
-    event_time = df["event_time"]
-    future = (event_time > received + rules.max_clock_skew).to_numpy()
-    too_old = (event_time < received - rules.max_event_age).to_numpy()
+    received = batch["received_at"].to_numpy(zero_copy_only=False)
+    event_time = batch["event_time"].to_numpy(zero_copy_only=False)
+    future = event_time > received + np.timedelta64(rules.max_clock_skew)
+    too_old = event_time < received - np.timedelta64(rules.max_event_age)
     reason[future] = QuarantineReason.FUTURE.value
     detail[future] = "timestamp is later than its arrival plus the allowed clock skew"
     reason[too_old] = QuarantineReason.TOO_OLD.value
@@ -145,39 +145,30 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
 
     keep = reason == ""
     device_code = np.array([DEVICES.index(d) + 1 if d in DEVICES else 0 for d in device], dtype=np.int32)
-    curated = pd.DataFrame({
-        "event_id": df["event_id"],
-        "user_id": df["user_id"],
-        "item_id": df["item_id"],
-        "event_type": df["event_type"],
-        "feedback_kind": kind,
+    column = {name: batch[name] for name in (
+        "event_id", "user_id", "item_id", "event_type", "event_time", "received_at", "schema_version",
+        "session_id", "page", "experiment", "variant", "segment", "country", "price", "record_index")}
+    curated = {
+        **column,
+        "feedback_kind": pa.array(kind, type=pa.string()),
         "value": value,
         "value_imputed": value_imputed,
-        "value_minmax": minmax,
-        "value_zscore": zscore,
+        "value_minmax": pa.array(minmax, from_pandas=True),
+        "value_zscore": pa.array(zscore, from_pandas=True),
         "feedback_score": score,
         "confidence": confidence,
-        "event_time": event_time,
-        "received_at": received,
-        "processed_at": pd.Timestamp(now),
-        "schema_version": df["schema_version"],
-        "session_id": df["session_id"],
-        "device": device,
+        "processed_at": pa.array(np.full(n, np.datetime64(now.replace(tzinfo=None), "us")),
+                                 type=pa.timestamp("us", tz="UTC")),
+        "device": pa.array(device, type=pa.string(), from_pandas=True),
         "device_imputed": device_imputed & ~pd.isna(device),
-        "page": df["page"],
-        "experiment": df["experiment"],
-        "variant": df["variant"],
-        "segment": df["segment"],
-        "country": df["country"],
-        "price": df["price"],
         "device_code": device_code,
         "page_code": _hash_codes(df["page"]),
         "segment_code": _hash_codes(df["segment"]),
-        "source": "",
-        "record_index": df["record_index"],
-        CURATED_EVENTS.partition.name: event_time.dt.strftime("%Y-%m-%d"),
-    })[keep]
-    table = pa.Table.from_pandas(curated, schema=_CURATED_WITH_INDEX, preserve_index=False)
+        "source": pa.array(np.full(n, ""), type=pa.string()),
+        CURATED_EVENTS.partition.name: pc.strftime(batch["event_time"], "%Y-%m-%d"),
+    }
+    table = pa.table({f.name: curated[f.name] for f in _CURATED_WITH_INDEX}, schema=_CURATED_WITH_INDEX)
+    table = table.filter(pa.array(keep))
     quarantined = Quarantined(
         record_index=df["record_index"].to_numpy()[~keep],
         reason=reason[~keep].tolist(),

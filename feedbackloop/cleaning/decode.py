@@ -55,7 +55,7 @@ DECODED_SCHEMA = pa.schema(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceRecord:
     """One stream record as the cleaner sees it."""
 
@@ -82,19 +82,18 @@ class DecodedBatch:
 def records_from_kinesis_event(event: dict[str, Any]) -> list[SourceRecord]:
     """The records of a Lambda Kinesis event (base64 data, arrival time in epoch seconds)."""
     out = []
+    arrivals: dict[float, datetime] = {}  # records of one PutRecords call share their arrival time
     for record in event["Records"]:
         kinesis = record["kinesis"]
         try:
-            data = base64.b64decode(kinesis["data"], validate=True)
-        except (binascii.Error, ValueError):
-            data = kinesis["data"].encode("utf-8", "surrogateescape")
-        out.append(
-            SourceRecord(
-                data=data,
-                source=f"{record['eventID'].split(':', 1)[0]}:{kinesis['sequenceNumber']}",
-                arrival=datetime.fromtimestamp(float(kinesis["approximateArrivalTimestamp"]), tz=UTC),
-            )
-        )
+            data = binascii.a2b_base64(kinesis["data"])
+        except (binascii.Error, ValueError):  # not base64: keep the bytes for the quarantine
+            data = str(kinesis["data"]).encode("utf-8", "surrogateescape")
+        epoch = float(kinesis["approximateArrivalTimestamp"])
+        arrival = arrivals.get(epoch)
+        if arrival is None:
+            arrival = arrivals[epoch] = datetime.fromtimestamp(epoch, tz=UTC)
+        out.append(SourceRecord(data, f"{record['eventID'].split(':', 1)[0]}:{kinesis['sequenceNumber']}", arrival))
     return out
 
 
@@ -107,13 +106,12 @@ def decode_batch(records: list[SourceRecord]) -> DecodedBatch:
         data = record.data
         if len(data) > MAX_RECORD_BYTES:
             rejected.append(Rejection(i, QuarantineReason.OVERSIZED, f"record of {len(data)} bytes > {MAX_RECORD_BYTES}"))
-            continue
-        line = data[:-1] if data.endswith(b"\n") else data
-        if b"\n" in line or not line.startswith(b'{"received_at"'):
-            slow.append(i)
-        else:
-            fast_lines.append(line)
+        # the ingest API's envelope on one line; anything else takes the exact path
+        elif data.startswith(b'{"received_at":"') and data.endswith(b"}\n") and data.count(b"\n") == 1:
+            fast_lines.append(data)
             fast_index.append(i)
+        else:
+            slow.append(i)
 
     tables = []
     fast_rows = 0
@@ -137,13 +135,14 @@ def decode_batch(records: list[SourceRecord]) -> DecodedBatch:
     if slow_rows:
         tables.append(pa.Table.from_pylist(slow_rows, schema=DECODED_SCHEMA))
     valid = pa.concat_tables(tables) if tables else DECODED_SCHEMA.empty_table()
-    # fill arrival time where the producer did not stamp received_at
-    arrivals = pa.array([records[i].arrival for i in valid["record_index"].to_pylist()],
-                        type=pa.timestamp("us", tz="UTC"))
-    valid = valid.set_column(
-        valid.schema.get_field_index("received_at"), "received_at",
-        pc.coalesce(valid["received_at"], arrivals),
-    )
+    missing = pc.is_null(valid["received_at"])
+    if pc.any(missing).as_py():  # not stamped by the ingest API: use the stream's arrival time
+        arrivals = pa.array([records[i].arrival for i in valid["record_index"].to_pylist()],
+                            type=pa.timestamp("us", tz="UTC"))
+        valid = valid.set_column(
+            valid.schema.get_field_index("received_at"), "received_at",
+            pc.if_else(missing, arrivals, valid["received_at"]),
+        )
     return DecodedBatch(valid=valid.sort_by("record_index"), rejected=rejected, fast_rows=fast_rows)
 
 
@@ -153,7 +152,7 @@ def _parse_blocks(lines: list[bytes], index: list[int], slow: list[int]):
         return
     try:
         table = pajson.read_json(
-            io.BytesIO(b"\n".join(lines)),
+            io.BytesIO(b"".join(lines)),
             read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 24),
             parse_options=_PARSE,
         )
@@ -187,7 +186,10 @@ def _flatten(envelope: pa.Table, index: np.ndarray) -> tuple[pa.Table, pa.Array]
 
 def _parse_times(values: pd.Series) -> pa.Array:
     parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
-    return pa.array(parsed, type=pa.timestamp("us", tz="UTC"), from_pandas=True)
+    # RFC 3339 allows nine fraction digits; the lake keeps microseconds (a lossy cast would raise)
+    # (naive UTC values typed as UTC: pandas deprecates converting a tz-aware Series to numpy)
+    naive = parsed.dt.floor("us").dt.tz_convert(None).to_numpy()
+    return pa.array(naive, type=pa.timestamp("us", tz="UTC"), from_pandas=True)
 
 
 def _property_checks(column: pa.Array, prop: dict[str, Any]) -> pa.Array:
@@ -276,4 +278,4 @@ def _decode_one(data: bytes, index: int) -> dict[str, Any] | Rejection:
 
 def _parse_time(text: str) -> datetime | None:
     parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-    return None if pd.isna(parsed) else parsed.to_pydatetime()
+    return None if pd.isna(parsed) else parsed.floor("us").to_pydatetime()

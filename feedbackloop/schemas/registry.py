@@ -25,7 +25,7 @@ MAX_BATCH_EVENTS = 500
 MAX_EVENT_BYTES = 8 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 
-_VERSION = re.compile(r"^(\d+)\.(\d+)$")
+_VERSION = re.compile(r"([0-9]+)\.([0-9]+)")  # fullmatch: `$` and `\d` would admit "1.0\n" and other digits
 
 
 class EventTypeRule(BaseModel):
@@ -100,7 +100,7 @@ def major_of(version: object) -> int | None:
     """The major of a `MAJOR.MINOR` string, or None when it is not one."""
     if not isinstance(version, str):
         return None
-    match = _VERSION.match(version)
+    match = _VERSION.fullmatch(version)
     return int(match.group(1)) if match else None
 
 
@@ -140,7 +140,23 @@ def validate_event(event: object) -> SchemaError | None:
     except fastjsonschema.JsonSchemaValueException as error:
         reason = error.message.removeprefix("data.").removeprefix("data ")
         return SchemaError(_field_of(error), reason)
+    unencodable = _unencodable_field(event)
+    if unencodable is not None:
+        return SchemaError(unencodable, "must be valid Unicode text (it holds a lone surrogate escape)")
     return check_event_type_rules(event)
+
+
+def _unencodable_field(event: dict[str, Any]) -> str | None:
+    """The first string with no UTF-8 form: JSON escapes such as "\\ud800" decode to one, and neither the
+    stream nor Parquet can store it."""
+    fields = list(event.items()) + [(f"context.{k}", v) for k, v in (event.get("context") or {}).items()]
+    for name, value in fields:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return name
+    return None
 
 
 def check_event_type_rules(event: dict[str, Any]) -> SchemaError | None:

@@ -1,0 +1,55 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := $(PYTHON) -m uv
+VENV := .venv
+PY := $(VENV)/bin/python
+LAYER := build/lambda-layer
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_CLI_TELEMETRY := true
+
+.PHONY: setup test demo bench synth deploy lambda-layer lint clean
+
+setup: $(VENV)/.synced node_modules/.installed
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# What the Lambda functions need beyond the runtime and the managed Powertools / SDK for pandas
+# layers, built for Lambda's platform from the lock file (no Docker needed).
+lambda-layer: $(LAYER)/.built
+$(LAYER)/.built: uv.lock | $(VENV)/.synced
+	rm -rf $(LAYER) && mkdir -p $(LAYER)/python
+	$(UV) export --frozen --only-group lambda --no-hashes --no-emit-project --quiet -o build/lambda-requirements.txt
+	$(UV) pip install --quiet --target $(LAYER)/python --python-platform x86_64-manylinux_2_28 \
+		--python-version 3.12 --only-binary :all: -r build/lambda-requirements.txt
+	@touch $@
+
+test: setup lambda-layer
+	$(PY) -m pytest -n 2 --dist loadfile -q
+
+demo: setup
+	$(VENV)/bin/feedbackloop demo
+
+bench: setup
+	@mkdir -p bench-results
+	$(VENV)/bin/feedbackloop bench ingest --json bench-results/ingest.json
+
+synth: setup lambda-layer
+	npx --no-install cdk synth --quiet --no-notices
+
+deploy: synth
+	npx --no-install cdk deploy --all --no-notices --require-approval broadening
+
+lint: setup
+	$(VENV)/bin/ruff check feedbackloop lambdas cdk tests
+
+clean:
+	rm -rf build cdk.out .feedbackloop bench-results

@@ -1,0 +1,124 @@
+"""The cleaner over one 10,000-record Kinesis batch (decode, validate, clean, encode Parquet; no
+network), against a Powertools BatchProcessor with a per-record pydantic model that only
+validates and writes Parquet."""
+
+from __future__ import annotations
+
+import base64
+import io
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Literal, TextIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from pydantic import BaseModel, ConfigDict, Field
+
+from feedbackloop.adapters.memory import MemoryDedupStore, MemoryLake, MemoryStateStore
+from feedbackloop.bench import write_results
+from feedbackloop.cleaning.clean import CleaningRules
+from feedbackloop.cleaning.decode import records_from_kinesis_event
+from feedbackloop.cleaning.service import CleanerService
+from feedbackloop.datasets import online_retail
+from feedbackloop.ingest import envelope
+
+BATCH = 10_000
+REPEATS = 7
+
+
+class _Context(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session_id: str | None = Field(default=None, max_length=128)
+    device: Literal["desktop", "mobile", "tablet", "tv", "other"] | None = None
+    page: str | None = Field(default=None, max_length=256)
+    experiment: str | None = Field(default=None, max_length=128)
+    variant: str | None = Field(default=None, max_length=64)
+    segment: str | None = Field(default=None, max_length=64)
+    country: str | None = Field(default=None, max_length=64)
+    price: float | None = Field(default=None, ge=0, le=10_000_000)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    user_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
+    item_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
+    event_type: Literal["rating", "form_score", "nps", "click", "view", "dwell", "feature_use", "purchase", "cancel"]
+    value: float | None = Field(default=None, ge=0, le=1e9)
+    timestamp: datetime
+    schema_version: str = Field(pattern=r"^1\.[0-9]+$")
+    context: _Context | None = None
+
+
+class _Envelope(BaseModel):
+    received_at: datetime
+    event: _Event
+
+
+def kinesis_batch(size: int = BATCH) -> dict:
+    """Real events (Online Retail lines with a customer), enveloped as the ingest API puts them."""
+    frame = online_retail.load()
+    frame = frame[frame["CustomerID"].notna() & (frame["Quantity"] > 0)].tail(size)
+    now = datetime.now(UTC)
+    events = online_retail.to_events(frame, shift_to=now - timedelta(hours=1))
+    records = []
+    for i, event in enumerate(events):
+        data = envelope(event, now)
+        records.append({
+            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": event["user_id"],
+                        "sequenceNumber": str(49_000_000 + i), "data": base64.b64encode(data).decode(),
+                        "approximateArrivalTimestamp": now.timestamp()},
+            "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventName": "aws:kinesis:record",
+            "eventID": f"shardId-000000000000:{49_000_000 + i}", "awsRegion": "us-east-1",
+            "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/bench",
+        })
+    return {"Records": records}
+
+
+def run_cleaner(event: dict) -> int:
+    service = CleanerService(MemoryDedupStore(), MemoryStateStore(), MemoryLake(),
+                             CleaningRules(max_event_age=timedelta(days=400)), lambda: datetime.now(UTC))
+    outcome = service.clean(records_from_kinesis_event(event))
+    return outcome.clean
+
+
+def run_baseline(event: dict) -> int:
+    rows: list[dict] = []
+    processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
+
+    def record_handler(record) -> None:
+        rows.append(_Envelope.model_validate_json(base64.b64decode(record.kinesis.data)).event.model_dump())
+
+    process_partial_response(event=event, record_handler=record_handler, processor=processor, context=None)
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), sink, compression="snappy")
+    return len(rows)
+
+
+def _rate(function, event: dict) -> tuple[float, int]:
+    function(event)  # warm-up: imports, compiled validators, caches
+    times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        rows = function(event)
+        times.append(time.perf_counter() - started)
+    return len(event["Records"]) / statistics.median(times), rows
+
+
+def run(json_path: str, console: TextIO) -> int:
+    event = kinesis_batch()
+    cleaner_rate, cleaner_rows = _rate(run_cleaner, event)
+    baseline_rate, baseline_rows = _rate(run_baseline, event)
+    benchmarks = [{
+        "name": "ingest_cleaner_records_per_s",
+        "unit": "records/s",
+        "value": round(cleaner_rate, 1),
+        "baseline": {"name": "powertools_batchprocessor_pydantic_records_per_s", "value": round(baseline_rate, 1)},
+        "ratio": round(cleaner_rate / baseline_rate, 2),
+        "better": "higher",
+    }]
+    write_results(json_path, benchmarks, console, batch_records=len(event["Records"]), repeats=REPEATS,
+                  rows_written={"cleaner": cleaner_rows, "baseline": baseline_rows}, target_ratio=3.0)
+    return 0

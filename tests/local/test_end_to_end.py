@@ -1,0 +1,95 @@
+"""From an HTTP request on the local API to curated Parquet read back with DuckDB, then a replay."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from urllib.error import HTTPError
+
+import boto3
+import pytest
+
+from feedbackloop.local.client import EventsClient
+from feedbackloop.local.environment import physical_name, replay_settings
+from feedbackloop.local.lake_reader import connect
+from feedbackloop.local.runtime import LocalRuntime
+from feedbackloop.replay import raw_records, replay
+from feedbackloop.resources import CLEANER_FAILURES
+from feedbackloop.wiring import cleaner_service
+
+pytestmark = pytest.mark.local
+
+
+def _event(i: int, **changes) -> dict:
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    event = {
+        "event_id": f"e2e-{i}", "user_id": f"u{i % 7}", "item_id": f"item-{i % 11}",
+        "event_type": ["rating", "click", "purchase", "dwell", "nps"][i % 5],
+        "value": [4, 1, 3, 42.5, 9][i % 5],
+        "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "schema_version": "1.0",
+        "context": {"session_id": f"s{i % 5}", "device": "mobile", "page": "/home"},
+    }
+    return event | changes
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory):
+    with LocalRuntime(state_dir=tmp_path_factory.mktemp("local")) as runtime:
+        yield runtime
+
+
+def _post(runtime: LocalRuntime, body: bytes, key: str | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{runtime.api.url}/events", data=body, method="POST",
+                                     headers={"x-api-key": key if key is not None else runtime.api_key})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def test_the_local_api_refuses_what_api_gateway_refuses(runtime):
+    assert _post(runtime, b'{"events": []}', key="wrong")[0] == 403
+    status, body = _post(runtime, b"\xff\xfe not utf-8")
+    assert status == 400 and body["error"] == "invalid_encoding"
+    status, body = _post(runtime, b'{"events": [')
+    assert status == 400 and body["error"] == "malformed_json"
+    status, body = _post(runtime, json.dumps({"events": [_event(1, value="high")]}).encode())
+    assert status == 400 and body["field"] == "events[0].value"
+    status, body = _post(runtime, json.dumps({"events": [_event(i) for i in range(501)]}).encode())
+    assert status == 413 and body["field"] == "events"
+
+
+def test_events_reach_curated_parquet_exactly_once_and_replay_adds_nothing(runtime):
+    good = [_event(i) for i in range(300)]
+    redelivered = good[:20]  # a client retry: same ids again
+    late = [_event(1000, event_id="e2e-old", timestamp="2020-01-01T00:00:00Z")]
+    client = EventsClient(runtime.api.url, runtime.api_key)
+    report = client.send(good + redelivered + late, batch_size=100)
+    client.close()
+    assert report.accepted == 321 and report.refused_total == 0
+    assert runtime.wait_until_processed(321, timeout=120)
+
+    con = connect(runtime.moto.endpoint)
+    clean, distinct = con.execute("SELECT count(*), count(DISTINCT event_id) FROM feedback_events").fetchone()
+    reasons = dict(con.execute("SELECT reason, count(*) FROM feedback_quarantine GROUP BY 1").fetchall())
+    assert clean == distinct == 300
+    assert reasons == {"duplicate": 20, "too_old": 1}
+    row = con.execute("SELECT feedback_score, confidence, device_code FROM feedback_events "
+                      "WHERE event_id = 'e2e-0'").fetchone()
+    assert row == (0.5, 1.0, 2)  # rating 4 of 1..5 -> 0.5 on [-1, 1]; explicit weight 1; mobile
+
+    # every accepted record is in the raw archive, unchanged, and replaying it adds no row
+    session = boto3.Session()
+    archived = list(raw_records(session.client("s3"), replay_settings().raw_bucket))
+    assert len(archived) == 321
+    outcome = replay(cleaner_service(), iter(archived))
+    # the late event was settled in the quarantine: its redelivery is a duplicate too
+    assert outcome.clean == 0 and outcome.duplicates == 321 and not outcome.quarantined
+    assert connect(runtime.moto.endpoint).execute("SELECT count(*) FROM feedback_events").fetchone()[0] == 300
+
+    # nothing went to the on-failure destination
+    sqs = session.client("sqs")
+    queue = sqs.get_queue_url(QueueName=physical_name(CLEANER_FAILURES.key))["QueueUrl"]
+    assert "Messages" not in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0)
