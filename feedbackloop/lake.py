@@ -3,9 +3,11 @@ local runtime) and the readers share."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 _ARROW_TO_GLUE = {
     pa.string(): "string",
@@ -23,6 +25,7 @@ class Column:
     name: str
     type: pa.DataType
     comment: str
+    categorical: bool = False  # few distinct values: dictionary-encode it in Parquet
 
     @property
     def glue_type(self) -> str:
@@ -44,6 +47,13 @@ class LakeTable:
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, c.type) for c in self.columns])
 
+    def parquet(self, rows: pa.Table) -> bytes:
+        """One Parquet object of this table: snappy, dictionary pages only where values repeat."""
+        sink = io.BytesIO()
+        pq.write_table(rows.cast(self.arrow_schema), sink, compression="snappy",
+                       use_dictionary=[c.name for c in self.columns if c.categorical])
+        return sink.getvalue()
+
     def partition_prefix(self, value: str) -> str:
         return f"{self.prefix}{self.partition.name}={value}/"
 
@@ -64,8 +74,8 @@ CURATED_EVENTS = LakeTable(
         Column("event_id", pa.string(), "idempotency key from the client"),
         Column("user_id", pa.string(), "who acted"),
         Column("item_id", pa.string(), "what they acted on"),
-        Column("event_type", pa.string(), "rating, form_score, nps, click, view, dwell, feature_use, purchase, cancel"),
-        Column("feedback_kind", pa.string(), "explicit or implicit"),
+        Column("event_type", pa.string(), "rating, form_score, nps, click, view, dwell, feature_use, purchase, cancel", categorical=True),
+        Column("feedback_kind", pa.string(), "explicit or implicit", categorical=True),
         Column("value", pa.float64(), "the value after imputation"),
         Column("value_imputed", pa.bool_(), "true when value was missing and imputed"),
         Column("value_minmax", pa.float64(), "value scaled to [0, 1] (schema bounds or streaming quantiles)"),
@@ -75,15 +85,15 @@ CURATED_EVENTS = LakeTable(
         Column("event_time", _TS, "when the user acted"),
         Column("received_at", _TS, "when the API accepted it"),
         Column("processed_at", _TS, "when the cleaner wrote it"),
-        Column("schema_version", pa.string(), "MAJOR.MINOR of the event schema"),
+        Column("schema_version", pa.string(), "MAJOR.MINOR of the event schema", categorical=True),
         Column("session_id", pa.string(), "context.session_id"),
-        Column("device", pa.string(), "context.device (mode-imputed when missing)"),
+        Column("device", pa.string(), "context.device (mode-imputed when missing)", categorical=True),
         Column("device_imputed", pa.bool_(), "true when device was missing and imputed"),
-        Column("page", pa.string(), "context.page"),
-        Column("experiment", pa.string(), "context.experiment"),
-        Column("variant", pa.string(), "context.variant"),
-        Column("segment", pa.string(), "context.segment"),
-        Column("country", pa.string(), "context.country"),
+        Column("page", pa.string(), "context.page", categorical=True),
+        Column("experiment", pa.string(), "context.experiment", categorical=True),
+        Column("variant", pa.string(), "context.variant", categorical=True),
+        Column("segment", pa.string(), "context.segment", categorical=True),
+        Column("country", pa.string(), "context.country", categorical=True),
         Column("price", pa.float64(), "context.price"),
         Column("device_code", pa.int32(), "ordinal code of device from the schema's enum (0 = unknown)"),
         Column("page_code", pa.int32(), "hashed bucket of page (0 = none)"),
@@ -99,12 +109,12 @@ QUARANTINE = LakeTable(
     description="Every record the cleaner did not pass, with a typed reason; nothing is dropped silently.",
     partition=Column("quarantine_date", pa.string(), "UTC date the record was quarantined, yyyy-mm-dd"),
     columns=(
-        Column("reason", pa.string(), "a QuarantineReason value"),
+        Column("reason", pa.string(), "a QuarantineReason value", categorical=True),
         Column("detail", pa.string(), "the field and the rule it broke, or the error"),
         Column("event_id", pa.string(), "when it could be read"),
         Column("user_id", pa.string(), "when it could be read"),
-        Column("event_type", pa.string(), "when it could be read"),
-        Column("schema_version", pa.string(), "when it could be read"),
+        Column("event_type", pa.string(), "when it could be read", categorical=True),
+        Column("schema_version", pa.string(), "when it could be read", categorical=True),
         Column("payload", pa.string(), "the record as received (utf-8, or base64 when it was not utf-8)"),
         Column("received_at", _TS, "when the API accepted it, or the stream's arrival time"),
         Column("quarantined_at", _TS, "when the cleaner quarantined it"),

@@ -15,7 +15,6 @@ from decimal import Decimal
 import awswrangler as wr
 import boto3
 import pyarrow as pa
-import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
 from feedbackloop.cleaning.stats import CleanerState
@@ -118,10 +117,8 @@ class S3Lake:
 
     def write(self, table: LakeTable, partition: str, name: str, rows: pa.Table) -> str:
         key = table.partition_prefix(partition) + name
-        sink = io.BytesIO()
-        pq.write_table(rows.cast(table.arrow_schema), sink, compression="snappy")
-        sink.seek(0)
-        wr.s3.upload(local_file=sink, path=self._url(table, key), boto3_session=self._session)
+        wr.s3.upload(local_file=io.BytesIO(table.parquet(rows)), path=self._url(table, key),
+                     boto3_session=self._session)
         if (table.name, partition) not in self._registered:
             location = self._url(table, table.partition_prefix(partition))
             try:

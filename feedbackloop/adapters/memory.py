@@ -55,9 +55,7 @@ class MemoryLake:
         if partition in self.fail_partitions:
             raise OSError(f"injected write failure for {partition}")
         key = table.object_key(partition, name)
-        sink = io.BytesIO()
-        pq.write_table(rows.cast(table.arrow_schema), sink, compression="snappy")
-        self.objects[key] = sink.getvalue()
+        self.objects[key] = table.parquet(rows)
         return key
 
     def exists(self, key: str) -> bool:

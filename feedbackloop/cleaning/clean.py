@@ -10,6 +10,7 @@ numbers, and a burst of outliers cannot drag the fences along with it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -61,8 +62,7 @@ def _transform(values: np.ndarray, kind: str) -> np.ndarray:
 
 
 def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: CleaningRules) -> CleanResult:
-    df = batch.select([c for c in batch.column_names if c not in ("event_time", "received_at")]).to_pandas()
-    n = len(df)
+    n = batch.num_rows
     reason = np.full(n, "", dtype=object)
     detail = np.full(n, "", dtype=object)
 
@@ -76,9 +76,9 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
     reason[too_old] = QuarantineReason.TOO_OLD.value
     detail[too_old] = f"timestamp is older than {rules.max_event_age.days} days before its arrival"
 
-    value = df["value"].to_numpy(dtype=float, na_value=np.nan).copy()
+    value = batch["value"].to_numpy(zero_copy_only=False).astype(float)  # a copy; null -> NaN
     value_imputed = np.isnan(value)
-    device = df["device"].to_numpy(dtype=object).copy()
+    device = batch["device"].to_numpy(zero_copy_only=False).astype(object)
     device_imputed = pd.isna(device)
     minmax = np.full(n, np.nan)
     zscore = np.full(n, np.nan)
@@ -86,12 +86,14 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
     confidence = np.zeros(n)
     kind = np.full(n, "", dtype=object)
     learned = CleanerState()
-    event_types = df["event_type"].to_numpy(dtype=object)
+    encoded = pc.dictionary_encode(batch["event_type"]).combine_chunks()
+    type_codes = encoded.indices.to_numpy(zero_copy_only=False)
+    present = {name: code for code, name in enumerate(encoded.dictionary.to_pylist())}
 
     for name, rule in registry.event_type_rules().items():
-        rows = event_types == name
-        if not rows.any():
+        if name not in present:
             continue
+        rows = type_codes == present[name]
         stats = state.values.get(name, StreamStats())
         warm = stats.n >= rules.min_samples
 
@@ -144,7 +146,8 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
             learned.devices[name] = {str(k): int(v) for k, v in seen_devices.items()}
 
     keep = reason == ""
-    device_code = np.array([DEVICES.index(d) + 1 if d in DEVICES else 0 for d in device], dtype=np.int32)
+    device_code = _codes(pa.array(device, type=pa.string(), from_pandas=True),
+                         lambda d: DEVICES.index(d) + 1 if d in DEVICES else 0)
     column = {name: batch[name] for name in (
         "event_id", "user_id", "item_id", "event_type", "event_time", "received_at", "schema_version",
         "session_id", "page", "experiment", "variant", "segment", "country", "price", "record_index")}
@@ -162,29 +165,42 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
         "device": pa.array(device, type=pa.string(), from_pandas=True),
         "device_imputed": device_imputed & ~pd.isna(device),
         "device_code": device_code,
-        "page_code": _hash_codes(df["page"]),
-        "segment_code": _hash_codes(df["segment"]),
+        "page_code": _codes(batch["page"], _hash_code),
+        "segment_code": _codes(batch["segment"], _hash_code),
         "source": pa.array(np.full(n, ""), type=pa.string()),
-        CURATED_EVENTS.partition.name: pc.strftime(batch["event_time"], "%Y-%m-%d"),
+        CURATED_EVENTS.partition.name: _utc_dates(event_time),
     }
     table = pa.table({f.name: curated[f.name] for f in _CURATED_WITH_INDEX}, schema=_CURATED_WITH_INDEX)
     table = table.filter(pa.array(keep))
     quarantined = Quarantined(
-        record_index=df["record_index"].to_numpy()[~keep],
+        record_index=batch["record_index"].to_numpy()[~keep],
         reason=reason[~keep].tolist(),
         detail=detail[~keep].tolist(),
     )
     return CleanResult(table, quarantined, learned, imputed=int((value_imputed & keep).sum()))
 
 
-def _hash_codes(values: pd.Series) -> np.ndarray:
-    """Stable feature-hashing of a free-text category (the same code in every process)."""
-    present = values.notna().to_numpy()
-    codes = np.zeros(len(values), dtype=np.int32)
-    if present.any():
-        hashed = pd.util.hash_array(values[present].astype(str).to_numpy(dtype=object))
-        codes[present] = (hashed % HASH_BUCKETS + 1).astype(np.int32)
-    return codes
+def _codes(values: pa.Array | pa.ChunkedArray, code_of) -> np.ndarray:
+    """Encode a categorical column by its distinct values only (null -> 0)."""
+    encoded = pc.dictionary_encode(values)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    table = np.array([code_of(v) for v in encoded.dictionary.to_pylist()] + [0], dtype=np.int32)
+    indices = pc.fill_null(encoded.indices, len(table) - 1).to_numpy(zero_copy_only=False)
+    return table[indices]
+
+
+def _utc_dates(times: np.ndarray) -> pa.Array:
+    """yyyy-mm-dd of each UTC instant, formatting each distinct day once (strftime is per row)."""
+    days, index = np.unique(times.astype("datetime64[D]"), return_inverse=True)
+    labels = pa.array(np.datetime_as_string(days).tolist(), type=pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(index.astype(np.int32)), labels).cast(pa.string())
+
+
+def _hash_code(value: str) -> int:
+    """Stable feature hashing of a free-text category: the same code in every process."""
+    digest = hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % HASH_BUCKETS + 1
 
 
 _CURATED_WITH_INDEX = pa.schema(

@@ -9,10 +9,10 @@ and only bad records pay per-record cost.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -79,55 +79,127 @@ class DecodedBatch:
     fast_rows: int = 0
 
 
-def records_from_kinesis_event(event: dict[str, Any]) -> list[SourceRecord]:
-    """The records of a Lambda Kinesis event (base64 data, arrival time in epoch seconds)."""
-    out = []
-    arrivals: dict[float, datetime] = {}  # records of one PutRecords call share their arrival time
-    for record in event["Records"]:
-        kinesis = record["kinesis"]
+class SourceRecords(Sequence[SourceRecord]):
+    """A batch of stream records held by column, so a 10,000-record batch costs a few list
+    comprehensions rather than 10,000 objects. Indexing yields a SourceRecord."""
+
+    __slots__ = ("data", "sources", "arrivals")
+
+    def __init__(self, data: list[bytes], sources: list[str], arrivals: np.ndarray) -> None:
+        self.data = data
+        self.sources = sources  # "<shard id>:<sequence number>", Lambda's eventID
+        self.arrivals = arrivals.astype("datetime64[us]")  # UTC
+
+    @classmethod
+    def of(cls, records: Iterable[SourceRecord]) -> SourceRecords:
+        if isinstance(records, SourceRecords):
+            return records
+        records = list(records)
+        arrivals = np.array([r.arrival.astimezone(UTC).replace(tzinfo=None) for r in records],
+                            dtype="datetime64[us]")
+        return cls([r.data for r in records], [r.source for r in records], arrivals)
+
+    @classmethod
+    def from_kinesis_event(cls, event: dict[str, Any]) -> SourceRecords:
+        records = event["Records"]
+        encoded = [r["kinesis"]["data"] for r in records]
         try:
-            data = binascii.a2b_base64(kinesis["data"])
-        except (binascii.Error, ValueError):  # not base64: keep the bytes for the quarantine
-            data = str(kinesis["data"]).encode("utf-8", "surrogateescape")
-        epoch = float(kinesis["approximateArrivalTimestamp"])
-        arrival = arrivals.get(epoch)
-        if arrival is None:
-            arrival = arrivals[epoch] = datetime.fromtimestamp(epoch, tz=UTC)
-        out.append(SourceRecord(data, f"{record['eventID'].split(':', 1)[0]}:{kinesis['sequenceNumber']}", arrival))
-    return out
+            data = list(map(binascii.a2b_base64, encoded))
+        except (binascii.Error, ValueError, TypeError):
+            data = [_base64_or_raw(e) for e in encoded]
+        epochs = np.array([r["kinesis"]["approximateArrivalTimestamp"] for r in records], dtype=float)
+        return cls(data, [r["eventID"] for r in records], (epochs * 1e6).astype("datetime64[us]"))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        arrival = self.arrivals[i].astype(datetime).replace(tzinfo=UTC)
+        return SourceRecord(self.data[i], self.sources[i], arrival)
 
 
-def decode_batch(records: list[SourceRecord]) -> DecodedBatch:
+def _base64_or_raw(encoded: object) -> bytes:
+    try:
+        return binascii.a2b_base64(encoded)
+    except (binascii.Error, ValueError, TypeError):  # not base64: keep it for the quarantine
+        return str(encoded).encode("utf-8", "surrogateescape")
+
+
+def records_from_kinesis_event(event: dict[str, Any]) -> SourceRecords:
+    """The records of a Lambda Kinesis event (base64 data, arrival time in epoch seconds)."""
+    return SourceRecords.from_kinesis_event(event)
+
+
+_PREFIX = np.frombuffer(b'{"received_at":"', dtype=np.uint8)
+
+
+def _fast_candidates(data: list[bytes]) -> tuple[np.ndarray, np.ndarray, bytes]:
+    """Which records are the ingest API's one-line envelope (vectorized over one joined buffer),
+    which are oversized, and the joined buffer itself."""
+    lengths = np.fromiter(map(len, data), dtype=np.int64, count=len(data))
+    buffer = b"".join(data)
+    raw = np.frombuffer(buffer, dtype=np.uint8)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    oversized = lengths > MAX_RECORD_BYTES
+    long_enough = lengths > len(_PREFIX) + 2
+    if not long_enough.any():
+        return np.zeros(len(data), dtype=bool), oversized, buffer
+    safe_starts = np.where(long_enough, starts, 0)
+    safe_ends = np.where(long_enough, ends, len(_PREFIX) + 2)
+    prefix = raw[safe_starts[:, None] + np.arange(len(_PREFIX))] == _PREFIX
+    # every record ends in a newline and the buffer holds one per record: then none has two
+    if buffer.count(b"\n") == len(data):
+        per_record = np.ones(len(data), dtype=np.int64)
+    else:
+        per_record = np.fromiter((d.count(b"\n") for d in data), dtype=np.int64, count=len(data))
+    fast = (long_enough & ~oversized & prefix.all(axis=1) & (raw[safe_ends - 1] == 10)
+            & (raw[safe_ends - 2] == ord("}")) & (per_record == 1))
+    # Arrow's JSON reader does not check UTF-8: one C pass over the whole buffer, per record only
+    # when that finds something
+    try:
+        buffer.decode("utf-8")
+    except UnicodeDecodeError:
+        fast &= np.array([_is_utf8(d) for d in data], dtype=bool)
+    return fast, oversized, buffer
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def decode_batch(records: Sequence[SourceRecord]) -> DecodedBatch:
+    records = SourceRecords.of(records)
     rejected: list[Rejection] = []
-    fast_lines: list[bytes] = []
-    fast_index: list[int] = []
-    slow: list[int] = []
-    for i, record in enumerate(records):
-        data = record.data
-        if len(data) > MAX_RECORD_BYTES:
-            rejected.append(Rejection(i, QuarantineReason.OVERSIZED, f"record of {len(data)} bytes > {MAX_RECORD_BYTES}"))
-        # the ingest API's envelope on one line; anything else takes the exact path
-        elif data.startswith(b'{"received_at":"') and data.endswith(b"}\n") and data.count(b"\n") == 1:
-            fast_lines.append(data)
-            fast_index.append(i)
-        else:
-            slow.append(i)
+    fast, oversized, buffer = _fast_candidates(records.data)
+    for i in np.flatnonzero(oversized).tolist():
+        rejected.append(Rejection(i, QuarantineReason.OVERSIZED,
+                                  f"record of {len(records.data[i])} bytes > {MAX_RECORD_BYTES}"))
+    # the ingest API's envelope on one line takes the fast path; anything else the exact path
+    slow: list[int] = np.flatnonzero(~fast & ~oversized).tolist()
+    fast_index = np.flatnonzero(fast).tolist()
+    joined = buffer if len(fast_index) == len(records) else b"".join(records.data[i] for i in fast_index)
 
     tables = []
     fast_rows = 0
-    for lines, index in _parse_blocks(fast_lines, fast_index, slow):
-        envelope = pa.Table.from_batches(lines.to_batches(), schema=_ENVELOPE) if lines.num_rows else None
-        if envelope is None:
+    for lines, index in _parse_blocks(joined, records.data, fast_index, slow):
+        if not lines.num_rows:
             continue
+        envelope = pa.Table.from_batches(lines.to_batches(), schema=_ENVELOPE)
         flat, context_present = _flatten(envelope, np.asarray(index, dtype=np.int64))
         ok = _provably_valid(flat, context_present)
-        fast_rows += int(pc.sum(ok).as_py() or 0)
+        ok_numpy = ok.to_numpy(zero_copy_only=False)
+        fast_rows += int(ok_numpy.sum())
         tables.append(flat.filter(ok))
-        slow.extend(np.asarray(index)[~np.asarray(ok.to_numpy(zero_copy_only=False))].tolist())
+        slow.extend(np.asarray(index)[~ok_numpy].tolist())
 
     slow_rows = []
     for i in sorted(slow):
-        outcome = _decode_one(records[i].data, i)
+        outcome = _decode_one(records.data[i], i)
         if isinstance(outcome, Rejection):
             rejected.append(outcome)
         else:
@@ -137,34 +209,36 @@ def decode_batch(records: list[SourceRecord]) -> DecodedBatch:
     valid = pa.concat_tables(tables) if tables else DECODED_SCHEMA.empty_table()
     missing = pc.is_null(valid["received_at"])
     if pc.any(missing).as_py():  # not stamped by the ingest API: use the stream's arrival time
-        arrivals = pa.array([records[i].arrival for i in valid["record_index"].to_pylist()],
-                            type=pa.timestamp("us", tz="UTC"))
+        arrivals = pa.array(records.arrivals[valid["record_index"].to_numpy()], type=pa.timestamp("us", tz="UTC"))
         valid = valid.set_column(
             valid.schema.get_field_index("received_at"), "received_at",
             pc.if_else(missing, arrivals, valid["received_at"]),
         )
-    return DecodedBatch(valid=valid.sort_by("record_index"), rejected=rejected, fast_rows=fast_rows)
+    if slow_rows:  # the fast rows are in order already
+        valid = valid.sort_by("record_index")
+    return DecodedBatch(valid=valid, rejected=rejected, fast_rows=fast_rows)
 
 
-def _parse_blocks(lines: list[bytes], index: list[int], slow: list[int]):
-    """Parse lines with Arrow; bisect a block that fails so one bad line costs log2(n) re-parses."""
-    if not lines:
+def _parse_blocks(joined: bytes, data: list[bytes], index: list[int], slow: list[int]):
+    """Parse the joined lines with Arrow; bisect a block that fails, so one bad line costs about
+    log2(n) re-parses instead of sending the whole block down the exact path."""
+    if not index:
         return
     try:
         table = pajson.read_json(
-            io.BytesIO(b"".join(lines)),
+            io.BytesIO(joined),
             read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 24),
             parse_options=_PARSE,
         )
     except pa.ArrowInvalid:
-        if len(lines) == 1:
+        if len(index) == 1:
             slow.append(index[0])
             return
-        mid = len(lines) // 2
-        yield from _parse_blocks(lines[:mid], index[:mid], slow)
-        yield from _parse_blocks(lines[mid:], index[mid:], slow)
+        mid = len(index) // 2
+        for half in (index[:mid], index[mid:]):
+            yield from _parse_blocks(b"".join(data[i] for i in half), data, half, slow)
         return
-    if table.num_rows != len(lines):  # blank or split lines: let the exact path sort them out
+    if table.num_rows != len(index):  # blank or split lines: let the exact path sort them out
         slow.extend(index)
         return
     yield table, index
@@ -176,16 +250,29 @@ def _flatten(envelope: pa.Table, index: np.ndarray) -> tuple[pa.Table, pa.Array]
     # pc.struct_field honours a null parent, StructArray.field does not
     columns = {k: pc.struct_field(event, k) for k in TOP_FIELDS}
     columns |= {k: pc.struct_field(context, k) for k in CONTEXT_FIELDS}
-    received = _parse_times(envelope["received_at"].to_pandas())
+    received = _parse_times(envelope["received_at"].combine_chunks())
     columns["received_at"] = received
-    columns["event_time"] = _parse_times(columns["timestamp"].to_pandas())
+    columns["event_time"] = _parse_times(columns["timestamp"])
     columns["record_index"] = pa.array(index)
     # a null envelope event (e.g. {"received_at": ..} alone) has null fields: caught by the checks
     return pa.table(columns, schema=DECODED_SCHEMA), pc.is_valid(context)
 
 
-def _parse_times(values: pd.Series) -> pa.Array:
-    parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+_EARLIEST = pa.scalar(pd.Timestamp.min.ceil("us").to_pydatetime(), pa.timestamp("us", tz="UTC"))
+_LATEST = pa.scalar(pd.Timestamp.max.floor("us").to_pydatetime(), pa.timestamp("us", tz="UTC"))
+
+
+def _parse_times(values: pa.Array) -> pa.Array:
+    """RFC 3339 strings to UTC microseconds; null where a string is not a real instant. Arrow's
+    parser does a clean column at once; a column with a bad string takes pandas' coercing path."""
+    try:
+        parsed = pc.cast(values, pa.timestamp("us", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    else:  # the exact path (pandas) knows nanosecond-range instants only: agree with it
+        in_range = pc.and_(pc.greater_equal(parsed, _EARLIEST), pc.less_equal(parsed, _LATEST))
+        return pc.if_else(in_range, parsed, pa.scalar(None, parsed.type))
+    parsed = pd.to_datetime(values.to_pandas(), utc=True, errors="coerce", format="ISO8601")
     # RFC 3339 allows nine fraction digits; the lake keeps microseconds (a lossy cast would raise)
     # (naive UTC values typed as UTC: pandas deprecates converting a tz-aware Series to numpy)
     naive = parsed.dt.floor("us").dt.tz_convert(None).to_numpy()

@@ -5,16 +5,17 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedbackloop.cleaning.clean import CleaningRules, clean_events
-from feedbackloop.cleaning.decode import DecodedBatch, SourceRecord, decode_batch
+from feedbackloop.cleaning.decode import DecodedBatch, SourceRecord, SourceRecords, decode_batch
 from feedbackloop.lake import CURATED_EVENTS, QUARANTINE
 from feedbackloop.names import QuarantineReason
 from feedbackloop.ports import DedupStore, LakeWriter, StateStore
@@ -64,8 +65,9 @@ class CleanerService:
         self._rules = rules
         self._clock = clock
 
-    def clean(self, records: list[SourceRecord]) -> BatchOutcome:
+    def clean(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         now = self._clock()
+        records = SourceRecords.of(records)
         outcome = BatchOutcome(records_in=len(records))
         if not records:
             return outcome
@@ -75,7 +77,7 @@ class CleanerService:
         valid, duplicate_rows = self._split_duplicates(decoded.valid)
 
         result = clean_events(valid, self._state.load(), now, self._rules)
-        sources = np.array([r.source for r in records], dtype=object)
+        sources = np.array(records.sources, dtype=object)
         curated = result.curated.set_column(
             CURATED_EVENTS.arrow_schema.get_field_index("source"), "source",
             pa.array(sources[result.curated["record_index"].to_numpy()], type=pa.string()),
@@ -119,7 +121,7 @@ class CleanerService:
                 failed.append(quarantine["record_index"].to_numpy())
         if failed:
             indexes = np.unique(np.concatenate(failed))
-            outcome.failed_sources = [records[i].source for i in indexes]
+            outcome.failed_sources = [records.sources[i] for i in indexes]
         else:
             self._state.merge(result.learned)
         outcome.imputed = result.imputed
@@ -146,7 +148,9 @@ class CleanerService:
         repeated = _repeated_in_batch(ids)
         seen = self._dedup.lookup(set(ids.tolist()))
         committed = {key for key in set(seen.values()) if self._lake.exists(key)}
-        already = np.array([seen.get(i) in committed for i in ids], dtype=bool)
+        already = np.zeros(len(ids), dtype=bool)
+        if committed:
+            already = np.array([seen.get(i) in committed for i in ids], dtype=bool)
         duplicate = repeated | already
         return valid.filter(pa.array(~duplicate)), valid["record_index"].to_numpy()[duplicate]
 
@@ -171,11 +175,12 @@ class CleanerService:
             for name in ("event_id", "user_id", "event_type", "schema_version"):
                 value = valid[name][row].as_py() if row is not None else event.get(name)
                 columns[name].append(value if isinstance(value, str) else None)
-            columns["payload"].append(_payload_text(records[i].data))
+            columns["payload"].append(_payload_text(records.data[i]))
             columns["received_at"].append(
-                valid["received_at"][row].as_py() if row is not None else records[i].arrival
+                valid["received_at"][row].as_py() if row is not None
+                else records.arrivals[i].astype(datetime).replace(tzinfo=UTC)
             )
-            columns["source"].append(records[i].source)
+            columns["source"].append(records.sources[i])
         columns |= {"reason": reason, "detail": detail, "quarantined_at": [now] * len(index), "record_index": index}
         return pa.Table.from_pydict(columns, schema=_QUARANTINE_WITH_INDEX)
 
@@ -184,10 +189,8 @@ _QUARANTINE_WITH_INDEX = pa.schema(list(QUARANTINE.arrow_schema) + [pa.field("re
 
 
 def _repeated_in_batch(ids: np.ndarray) -> np.ndarray:
-    _, first = np.unique(ids, return_index=True)
-    repeated = np.ones(len(ids), dtype=bool)
-    repeated[first] = False
-    return repeated
+    """True for every occurrence of an id after its first (hash-based, no sort)."""
+    return pd.Index(ids).duplicated(keep="first")
 
 
 def _payload_text(data: bytes) -> str:
@@ -197,8 +200,8 @@ def _payload_text(data: bytes) -> str:
         return "base64:" + base64.b64encode(data).decode("ascii")
 
 
-def _batch_name(records: list[SourceRecord]) -> str:
+def _batch_name(records: SourceRecords) -> str:
     """A name fixed by the records themselves, so a retried batch rewrites the same objects."""
-    digest = hashlib.sha256("\n".join(r.source for r in records).encode()).hexdigest()[:20]
-    shard = records[0].source.split(":", 1)[0]
+    digest = hashlib.sha256("\n".join(records.sources).encode()).hexdigest()[:20]
+    shard = records.sources[0].split(":", 1)[0]
     return f"{shard}-{digest}.parquet"
