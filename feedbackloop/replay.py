@@ -22,7 +22,7 @@ def raw_records(s3, bucket: str, since: str | None = None) -> Iterator[SourceRec
     for page in paginator.paginate(Bucket=bucket, Prefix=RAW_PREFIX, StartAfter=start_after):
         for item in page.get("Contents", []):
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-            data = gzip.decompress(body) if item["Key"].endswith(".gz") or body[:2] == b"\x1f\x8b" else body
+            data = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body  # gzip's magic number
             for n, line in enumerate(data.splitlines(keepends=True)):
                 if line.strip():
                     yield SourceRecord(data=line, source=f"replay-{item['Key']}:{n}",

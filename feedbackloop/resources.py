@@ -61,5 +61,6 @@ LAKE_TABLES: tuple[LakeTable, ...] = TABLES
 # Raw archive layout, the same in Firehose's prefix and the local archiver.
 RAW_PREFIX = "raw/events/"
 RAW_ERROR_PREFIX = "raw/errors/"
+RAW_SUFFIX = ".jsonl.gz"  # gzip-compressed JSON lines, one stream record a line
 # How long an event id is remembered for de-duplication (a replay older than this is re-admitted).
 DEDUP_TTL_DAYS = 400

@@ -14,6 +14,7 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +80,10 @@ class DecodedBatch:
     fast_rows: int = 0
 
 
+_KINESIS, _DATA = itemgetter("kinesis"), itemgetter("data")
+_ARRIVAL, _EVENT_ID = itemgetter("approximateArrivalTimestamp"), itemgetter("eventID")
+
+
 class SourceRecords(Sequence[SourceRecord]):
     """A batch of stream records held by column, so a 10,000-record batch costs a few list
     comprehensions rather than 10,000 objects. Indexing yields a SourceRecord."""
@@ -102,13 +107,14 @@ class SourceRecords(Sequence[SourceRecord]):
     @classmethod
     def from_kinesis_event(cls, event: dict[str, Any]) -> SourceRecords:
         records = event["Records"]
-        encoded = [r["kinesis"]["data"] for r in records]
+        kinesis = list(map(_KINESIS, records))
+        encoded = list(map(_DATA, kinesis))
         try:
             data = list(map(binascii.a2b_base64, encoded))
         except (binascii.Error, ValueError, TypeError):
             data = [_base64_or_raw(e) for e in encoded]
-        epochs = np.array([r["kinesis"]["approximateArrivalTimestamp"] for r in records], dtype=float)
-        return cls(data, [r["eventID"] for r in records], (epochs * 1e6).astype("datetime64[us]"))
+        epochs = np.fromiter(map(_ARRIVAL, kinesis), dtype=float, count=len(kinesis))
+        return cls(data, list(map(_EVENT_ID, records)), (epochs * 1e6).astype("datetime64[us]"))
 
     def __len__(self) -> int:
         return len(self.data)

@@ -90,7 +90,10 @@ class CleanerService:
             day: CURATED_EVENTS.object_key(day, batch_name)
             for day in pc.unique(curated[CURATED_EVENTS.partition.name]).to_pylist()
         }
-        quarantine_key = QUARANTINE.object_key(now.strftime("%Y-%m-%d"), batch_name)
+        # Named by its verdicts too: a redelivery that finds the rows settled writes its 'duplicate'
+        # rows beside the first verdicts instead of over them.
+        quarantine_name = _verdict_name(batch_name, quarantine)
+        quarantine_key = QUARANTINE.object_key(now.strftime("%Y-%m-%d"), quarantine_name)
         intents = {
             event_id: curated_keys[day]
             for event_id, day in zip(curated["event_id"].to_pylist(),
@@ -113,7 +116,7 @@ class CleanerService:
             else:
                 failed.append(rows["record_index"].to_numpy())
         if quarantine.num_rows:
-            if self._write(outcome, QUARANTINE, now.strftime("%Y-%m-%d"), batch_name, quarantine):
+            if self._write(outcome, QUARANTINE, now.strftime("%Y-%m-%d"), quarantine_name, quarantine):
                 reasons = Counter(quarantine["reason"].to_pylist())
                 outcome.duplicates = reasons.pop(QuarantineReason.DUPLICATE.value, 0)
                 outcome.quarantined = reasons
@@ -154,35 +157,41 @@ class CleanerService:
         duplicate = repeated | already
         return valid.filter(pa.array(~duplicate)), valid["record_index"].to_numpy()[duplicate]
 
-    def _quarantine_rows(self, records, decoded: DecodedBatch, cleaned, duplicate_rows, now) -> pa.Table:
-        index = [r.record_index for r in decoded.rejected]
-        reason = [r.reason.value for r in decoded.rejected]
-        detail = [r.detail for r in decoded.rejected]
-        index += cleaned.record_index.tolist()
-        reason += cleaned.reason
-        detail += cleaned.detail
-        index += duplicate_rows.tolist()
-        reason += [QuarantineReason.DUPLICATE.value] * len(duplicate_rows)
-        detail += ["event_id already committed"] * len(duplicate_rows)
-        events = {r.record_index: r.event for r in decoded.rejected}
-        valid = decoded.valid
-        by_index = dict(zip(valid["record_index"].to_pylist(), range(valid.num_rows), strict=True))
-        columns = {"event_id": [], "user_id": [], "event_type": [], "schema_version": [],
-                   "payload": [], "received_at": [], "source": []}
-        for i in index:
-            row = by_index.get(i)
-            event = events.get(i) or {}
-            for name in ("event_id", "user_id", "event_type", "schema_version"):
-                value = valid[name][row].as_py() if row is not None else event.get(name)
-                columns[name].append(value if isinstance(value, str) else None)
-            columns["payload"].append(_payload_text(records.data[i]))
-            columns["received_at"].append(
-                valid["received_at"][row].as_py() if row is not None
-                else records.arrivals[i].astype(datetime).replace(tzinfo=UTC)
-            )
-            columns["source"].append(records.sources[i])
-        columns |= {"reason": reason, "detail": detail, "quarantined_at": [now] * len(index), "record_index": index}
-        return pa.Table.from_pydict(columns, schema=_QUARANTINE_WITH_INDEX)
+    def _quarantine_rows(self, records: SourceRecords, decoded: DecodedBatch, cleaned, duplicate_rows,
+                         now: datetime) -> pa.Table:
+        """Quarantine rows: what the decoder refused, what the rules refused, and duplicates."""
+        identity = ["event_id", "user_id", "event_type", "schema_version", "received_at"]
+        # rows that passed decoding: their identity comes from the decoded columns, by position
+        from_valid = np.concatenate([cleaned.record_index, duplicate_rows]).astype(np.int64)
+        positions = np.searchsorted(decoded.valid["record_index"].to_numpy(), from_valid)
+        parts = [decoded.valid.take(positions).select(identity)]
+        # rows the decoder refused: what could be read of them
+        rejected = decoded.rejected
+        parts.append(pa.Table.from_pylist(
+            [{name: _text_or_none((r.event or {}).get(name)) for name in identity[:-1]}
+             | {"received_at": records.arrivals[r.record_index].astype(datetime).replace(tzinfo=UTC)}
+             for r in rejected],
+            schema=parts[0].schema,
+        ))
+        index = np.concatenate([from_valid, np.array([r.record_index for r in rejected], dtype=np.int64)])
+        reason = (cleaned.reason + [QuarantineReason.DUPLICATE.value] * len(duplicate_rows)
+                  + [r.reason.value for r in rejected])
+        detail = (cleaned.detail + ["event_id already committed"] * len(duplicate_rows)
+                  + [r.detail for r in rejected])
+        table = pa.concat_tables(parts)
+        columns = {name: table[name] for name in identity} | {
+            "reason": pa.array(reason, type=pa.string()),
+            "detail": pa.array(detail, type=pa.string()),
+            "payload": pa.array([_payload_text(records.data[i]) for i in index.tolist()], type=pa.string()),
+            "source": pa.array([records.sources[i] for i in index.tolist()], type=pa.string()),
+            "quarantined_at": pa.array([now] * len(index), type=pa.timestamp("us", tz="UTC")),
+            "record_index": pa.array(index),
+        }
+        return pa.table({f.name: columns[f.name] for f in _QUARANTINE_WITH_INDEX}, schema=_QUARANTINE_WITH_INDEX)
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 _QUARANTINE_WITH_INDEX = pa.schema(list(QUARANTINE.arrow_schema) + [pa.field("record_index", pa.int64())])
@@ -198,6 +207,12 @@ def _payload_text(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return "base64:" + base64.b64encode(data).decode("ascii")
+
+
+def _verdict_name(batch_name: str, quarantine: pa.Table) -> str:
+    verdicts = "\n".join(f"{i}:{r}" for i, r in zip(quarantine["record_index"].to_pylist(),
+                                                     quarantine["reason"].to_pylist(), strict=True))
+    return batch_name.replace(".parquet", f"-q{hashlib.sha256(verdicts.encode()).hexdigest()[:12]}.parquet")
 
 
 def _batch_name(records: SourceRecords) -> str:

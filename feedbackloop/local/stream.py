@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import boto3
 
 from feedbackloop.local.environment import REGION
-from feedbackloop.resources import RAW_PREFIX
+from feedbackloop.resources import RAW_PREFIX, RAW_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class EventSourceMapping(_ShardReader):
 
 def raw_object_key(shard_id: str, first_sequence: str, arrival: datetime) -> str:
     """Firehose's layout (RAW_PREFIX + yyyy/MM/dd/HH/), gzip-compressed JSON lines."""
-    return f"{RAW_PREFIX}{arrival:%Y/%m/%d/%H}/local-archive-{shard_id}-{first_sequence}.gz"
+    return f"{RAW_PREFIX}{arrival:%Y/%m/%d/%H}/local-archive-{shard_id}-{first_sequence}{RAW_SUFFIX}"
 
 
 class RawArchiver(_ShardReader):

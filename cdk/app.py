@@ -1,0 +1,58 @@
+"""The CDK app: `python -m cdk.app` (or `cdk synth`) from the project root, offline, no credentials.
+
+Stacks are environment-agnostic: account and region come from the deploying credentials.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from aws_cdk import App, Validations
+from cdk_nag import AwsSolutionsChecks
+
+from cdk.project import LambdaLayerMissingError, ProjectLayout
+from cdk.stacks.data import FeedbackLoopData
+from cdk.stacks.ingest import FeedbackLoopIngest
+
+DATA_STACK = "FeedbackLoopData"
+INGEST_STACK = "FeedbackLoopIngest"
+
+
+def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
+    """Both stacks with the AwsSolutions checks; `app.synth()` fails on any unacknowledged finding.
+
+    `outdir` None: the CDK CLI's CDK_OUTDIR (or, without it, a temporary directory).
+    """
+    app = App(outdir=outdir, context=layout.cdk_context())
+    data = FeedbackLoopData(
+        app,
+        DATA_STACK,
+        description="feedbackloop: event stream, lake, catalog, cleaner state and raw archive",
+    )
+    FeedbackLoopIngest(
+        app,
+        INGEST_STACK,
+        description="feedbackloop: ingestion API and cleaner",
+        layout=layout,
+        event_stream=data.event_stream,
+        lake=data.lake,
+        cleaner_state=data.cleaner_state,
+    )
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app
+
+
+def main() -> None:
+    layout = ProjectLayout(root=Path.cwd())
+    # Under the CDK CLI, CDK_OUTDIR says where to write; run as plain python, write where the CLI would.
+    outdir = None if "CDK_OUTDIR" in os.environ else str(layout.cdk_output_dir)
+    try:
+        app = build_app(layout, outdir=outdir)
+    except LambdaLayerMissingError as error:
+        raise SystemExit(f"error: {error}") from None
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

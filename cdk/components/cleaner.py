@@ -1,0 +1,84 @@
+"""The cleaner: a Lambda on the event stream that validates, de-duplicates, imputes and normalizes
+each batch, writes curated and quarantined Parquet, registers partitions, and reports per-record
+failures so only the failed tail of a batch is retried."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kinesis as kinesis
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from cdk import nag
+from cdk.components.function import PythonFunction
+from cdk.components.lake import Lake
+from cdk.project import ProjectLayout
+from feedbackloop.lake import CURATED_EVENTS, QUARANTINE
+from feedbackloop.resources import CLEANER_FAILURES, DEDUP_TABLE, STATE_TABLE
+from feedbackloop.settings import CleanerSettings
+
+
+class Cleaner(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        layout: ProjectLayout,
+        stream: kinesis.IStream,
+        lake: Lake,
+        tables: dict[str, dynamodb.ITable],
+        queues: dict[str, sqs.IQueue],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        curated: s3.IBucket = lake.buckets[CURATED_EVENTS.bucket_key]
+        quarantine: s3.IBucket = lake.buckets[QUARANTINE.bucket_key]
+        dedup, state = tables[DEDUP_TABLE.key], tables[STATE_TABLE.key]
+        settings = CleanerSettings(
+            curated_bucket=curated.bucket_name,
+            quarantine_bucket=quarantine.bucket_name,
+            dedup_table=dedup.table_name,
+            state_table=state.table_name,
+            glue_database=lake.database_name,
+        )
+        cleaner = PythonFunction(
+            self,
+            "Cleaner",
+            layout=layout,
+            handler="lambdas.cleaner.handler.lambda_handler",
+            description="Kinesis -> curated/quarantine Parquet, Glue partitions, streaming statistics",
+            environment=settings.to_env(),
+            memory_size=1024,
+            timeout=Duration.seconds(120),
+        )
+        self.function = cleaner.function
+        cleaner.role.add_managed_policy(lake.writer_policy)
+        dedup.grant_read_write_data(self.function)
+        state.grant_read_write_data(self.function)
+
+        self.function.add_event_source(
+            sources.KinesisEventSource(
+                stream,
+                starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+                batch_size=1000,
+                max_batching_window=Duration.seconds(1),
+                parallelization_factor=2,
+                # A failing batch is halved until the bad records are isolated, each half retried at
+                # most 3 times; the handler also reports per-record failures so good records move on.
+                bisect_batch_on_error=True,
+                retry_attempts=3,
+                report_batch_item_failures=True,
+                max_record_age=Duration.days(1),
+                on_failure=sources.SqsDlq(queues[CLEANER_FAILURES.key]),
+            )
+        )
+        nag.acknowledge_all(
+            cleaner.role,
+            ["IAM5[Action::kms:GenerateDataKey*]", "IAM5[Action::kms:ReEncrypt*]"],
+            "Written by the queue and table grants on the data key (send failed-batch records to the "
+            "encrypted queue, read-write the encrypted tables): wildcards on that one key ARN.",
+        )

@@ -1,0 +1,45 @@
+"""Where the app finds what it packages: the project root, the Lambda code and the dependency layer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class LambdaLayerMissingError(FileNotFoundError):
+    """The project's Lambda dependency layer has not been built."""
+
+
+@dataclass(frozen=True)
+class ProjectLayout:
+    """Paths of one checkout. `root` is where cdk.json lives (the CDK CLI runs the app from there)."""
+
+    root: Path
+
+    @property
+    def lambda_layer_dir(self) -> Path:
+        # `make lambda-layer` installs the `lambda` dependency group here, for the Lambda platform.
+        return self.root / "build" / "lambda-layer"
+
+    def require_lambda_layer(self) -> Path:
+        layer = self.lambda_layer_dir
+        if not (layer / "python").is_dir():
+            raise LambdaLayerMissingError(
+                f"the Lambda dependency layer {layer}/python does not exist: run `make lambda-layer` first"
+            )
+        return layer
+
+    def cdk_context(self) -> dict[str, Any]:
+        """The context of cdk.json (feature flags). The CDK CLI passes it to the app; reading it here
+        too gives `python -m cdk.app` and the tests the same flags, hence the same templates."""
+        return dict(self._cdk_json().get("context", {}))
+
+    @property
+    def cdk_output_dir(self) -> Path:
+        """Where `cdk synth` writes the cloud assembly (cdk.json "output")."""
+        return self.root / self._cdk_json().get("output", "cdk.out")
+
+    def _cdk_json(self) -> dict[str, Any]:
+        return json.loads((self.root / "cdk.json").read_text("utf-8"))

@@ -1,0 +1,1 @@
+"""Stacks only compose components: stateful resources (data) apart from stateless ones (compute)."""

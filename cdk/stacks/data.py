@@ -1,0 +1,47 @@
+"""FeedbackLoopData: everything that holds data, and the raw archive that copies the stream into it.
+
+Nothing here runs our code, so it changes rarely; the compute stack can be destroyed and redeployed
+without touching a byte of data or pausing the archive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from cdk.components.cleaner_state import CleanerState
+from cdk.components.event_stream import EventStream
+from cdk.components.lake import Lake
+from cdk.components.raw_archive import RawArchive
+from feedbackloop.resources import RAW_BUCKET
+
+
+class FeedbackLoopData(Stack):
+    def __init__(self, scope: Construct, construct_id: str, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        # One customer-managed key for the stream, lake objects, tables and queue: reading any
+        # feedback data at rest needs a grant on this key as well.
+        self.key = kms.Key(
+            self,
+            "DataKey",
+            enable_key_rotation=True,
+            description="feedbackloop data at rest (stream to lake)",
+        )
+        self.event_stream = EventStream(self, "EventStream", key=self.key)
+        self.lake = Lake(self, "Lake", key=self.key)
+        self.cleaner_state = CleanerState(self, "CleanerState", key=self.key)
+        RawArchive(
+            self,
+            "RawArchive",
+            stream=self.event_stream.stream,
+            bucket=self.lake.buckets[RAW_BUCKET.key],
+            key=self.key,
+        )
+
+        CfnOutput(self, "StreamName", value=self.event_stream.stream.stream_name)
+        for key, bucket in self.lake.buckets.items():
+            CfnOutput(self, f"{key.capitalize()}BucketName", value=bucket.bucket_name)
+        CfnOutput(self, "GlueDatabase", value=self.lake.database_name)

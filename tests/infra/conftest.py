@@ -1,0 +1,60 @@
+"""One synthesis per test session: every infra test reads the same cloud assembly."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Quiets the Node 20 end-of-life banner; must be set before the first aws_cdk import starts Node.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+from aws_cdk import App  # noqa: E402
+from aws_cdk.assertions import Template  # noqa: E402
+
+from cdk.app import DATA_STACK, INGEST_STACK, build_app  # noqa: E402
+from cdk.project import ProjectLayout  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    app: App
+    outdir: Path
+    error: str | None  # why app.synth() failed (an unacknowledged finding), None when it passed
+
+    def template_json(self, stack: str) -> dict[str, Any]:
+        return json.loads((self.outdir / f"{stack}.template.json").read_text("utf-8"))
+
+    def validation_report(self) -> dict[str, Any]:
+        return json.loads((self.outdir / "validation-report.json").read_text("utf-8"))
+
+
+@pytest.fixture(scope="session")
+def layout(pytestconfig: pytest.Config) -> ProjectLayout:
+    return ProjectLayout(root=pytestconfig.rootpath)
+
+
+@pytest.fixture(scope="session")
+def synthesis(layout: ProjectLayout, tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = build_app(layout, outdir=str(outdir))
+    try:
+        app.synth()
+        error = None
+    except RuntimeError as failure:  # templates and the validation report are written before it raises
+        error = str(failure)
+    return Synthesis(app=app, outdir=outdir, error=error)
+
+
+@pytest.fixture(scope="session")
+def data(synthesis: Synthesis) -> Template:
+    return Template.from_json(synthesis.template_json(DATA_STACK))
+
+
+@pytest.fixture(scope="session")
+def ingest(synthesis: Synthesis) -> Template:
+    return Template.from_json(synthesis.template_json(INGEST_STACK))

@@ -1,0 +1,51 @@
+"""The app entry point, its configuration, and the schema converter."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from aws_cdk import aws_apigateway as apigw
+
+from cdk.app import main
+from cdk.json_schema import to_api_gateway_schema
+from cdk.project import LambdaLayerMissingError, ProjectLayout
+
+pytestmark = pytest.mark.infra
+
+
+def test_cdk_json_runs_the_app_with_the_venv_and_holds_no_account_data(layout: ProjectLayout) -> None:
+    config = json.loads((layout.root / "cdk.json").read_text("utf-8"))
+    assert config["app"] == ".venv/bin/python -m cdk.app"
+    assert config["output"] == "cdk.out"
+    context = json.dumps(config.get("context", {}))
+    assert not re.search(r"\b\d{12}\b", context), "an account id in cdk.json"
+    assert not any(key.startswith(("availability-zones:", "ssm:", "hosted-zone:")) for key in config["context"])
+
+
+def test_missing_lambda_layer_fails_with_the_make_target(tmp_path: Path, layout: ProjectLayout) -> None:
+    with pytest.raises(LambdaLayerMissingError, match="make lambda-layer"):
+        ProjectLayout(tmp_path).require_lambda_layer()
+
+
+def test_app_without_lambda_layer_exits_with_the_make_target(
+    tmp_path: Path, layout: ProjectLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(layout.root / "cdk.json", tmp_path / "cdk.json")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="run `make lambda-layer` first"):
+        main()
+
+
+def test_schema_converter_keeps_type_lists() -> None:
+    schema = to_api_gateway_schema({"type": ["number", "null"], "minimum": 0})
+    assert schema.type == [apigw.JsonSchemaType.NUMBER, apigw.JsonSchemaType.NULL]
+    assert schema.minimum == 0
+
+
+def test_schema_converter_refuses_keywords_it_cannot_carry() -> None:
+    with pytest.raises(ValueError, match="'if'"):
+        to_api_gateway_schema({"type": "object", "properties": {"x": {"if": {"type": "string"}}}})
