@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    from feedbackloop.local.runtime import LocalRuntime, run_forever
+    from feedbackloop.local.runtime import LocalRuntime, serve_until_interrupted
 
     console = sys.stdout
     runtime = LocalRuntime(api_port=args.api_port, moto_port=args.moto_port).start()
@@ -16,11 +16,11 @@ def _local_up(args: argparse.Namespace) -> int:
         console.write(
             f"local stack up\n  API        {runtime.api.url}  (POST /events, header x-api-key)\n"
             f"  API key    {runtime.api_key}\n  AWS        {runtime.moto.endpoint} (moto server)\n"
-            f"  endpoints  {runtime.state_dir / 'endpoints.json'}\n  logs       {runtime.state_dir / 'logs'}\n"
+            f"  endpoints  {runtime.state_dir / 'endpoints.json'}\n  logs       {runtime.log_file}\n"
             "Ctrl-C stops it.\n"
         )
         console.flush()
-        run_forever(runtime, console)
+        serve_until_interrupted(console)
     finally:
         runtime.stop()
     return 0

@@ -10,6 +10,7 @@ from feedbackloop.datasets import online_retail
 from feedbackloop.local.client import EventsClient, SendReport
 from feedbackloop.local.lake_reader import connect
 from feedbackloop.local.runtime import LocalRuntime
+from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.replay import raw_records
 from feedbackloop.resources import RAW_BUCKET
 
@@ -52,6 +53,18 @@ def run_demo(limit: int | None, console: TextIO) -> int:
         return _report(runtime, sent, say)
 
 
+def metric_sums(cloudwatch, names: list[Metric]) -> dict[str, float]:
+    """Sum of each metric (without dimensions) over the last day, from CloudWatch."""
+    end = datetime.now(UTC) + timedelta(minutes=5)
+    sums = {}
+    for name in names:
+        points = cloudwatch.get_metric_statistics(
+            Namespace=METRICS_NAMESPACE, MetricName=name, Dimensions=[{"Name": "service", "Value": SERVICE}],
+            StartTime=end - timedelta(days=1), EndTime=end, Period=86400, Statistics=["Sum"])["Datapoints"]
+        sums[name.value] = sum(p["Sum"] for p in points)
+    return sums
+
+
 def _report(runtime: LocalRuntime, sent: SendReport, say) -> int:
     con = connect(runtime.moto.endpoint)
     clean = con.execute("SELECT count(*) FROM feedback_events").fetchone()[0]
@@ -91,5 +104,11 @@ def _report(runtime: LocalRuntime, sent: SendReport, say) -> int:
     for reason, detail in con.execute(
             "SELECT reason, any_value(detail) FROM feedback_quarantine GROUP BY reason ORDER BY reason").fetchall():
         say(f"  {reason:<14} {detail[:100]}")
-    say(f"\nLambda logs and EMF metrics: {runtime.state_dir / 'logs' / 'lambda.log'}")
+    say("\nMetrics the handlers emitted (EMF, forwarded to the local CloudWatch), sums over the run")
+    sums = metric_sums(runtime.session.client("cloudwatch"), [
+        Metric.EVENTS_ACCEPTED, Metric.EVENTS_REJECTED, Metric.RECORDS_IN, Metric.RECORDS_CLEAN,
+        Metric.RECORDS_QUARANTINED, Metric.RECORDS_DUPLICATE, Metric.RECORDS_IMPUTED, Metric.BATCH_ITEM_FAILURES])
+    for name, total in sums.items():
+        say(f"  {METRICS_NAMESPACE}/{name:<22} {total:>12,.0f}")
+    say(f"\nLambda logs: {runtime.log_file}")
     return 0 if ok else 1

@@ -23,6 +23,7 @@ class Metric(StrEnum):
     RECORDS_IN = "RecordsIn"
     RECORDS_CLEAN = "RecordsClean"
     RECORDS_QUARANTINED = "RecordsQuarantined"
+    RECORDS_QUARANTINED_BY_REASON = "RecordsQuarantinedByReason"  # with the `reason` dimension
     RECORDS_DUPLICATE = "RecordsDuplicate"
     RECORDS_IMPUTED = "RecordsImputed"
     BATCH_ITEM_FAILURES = "BatchItemFailures"

@@ -371,4 +371,7 @@ def _decode_one(data: bytes, index: int) -> dict[str, Any] | Rejection:
 
 def _parse_time(text: str) -> datetime | None:
     parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-    return None if pd.isna(parsed) else parsed.floor("us").to_pydatetime()
+    # pandas parses years 0 and 10000 (e.g. "0000-01-01T00:00:00Z", valid RFC 3339); datetime cannot hold them
+    if pd.isna(parsed) or not 1 <= parsed.year <= 9999:
+        return None
+    return parsed.floor("us").to_pydatetime()

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import socket
+import subprocess
+import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import awswrangler as wr
 import boto3
-from moto.server import ThreadedMotoServer
 
 from feedbackloop import resources
 from feedbackloop.lake import LakeTable
@@ -97,21 +98,40 @@ def use_endpoint(endpoint: str) -> None:
 
 
 class MotoServer:
+    """moto server on loopback, in a child process (see feedbackloop.local.moto_process)."""
+
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
-        self._server = ThreadedMotoServer(ip_address=LOOPBACK, port=self.port, verbose=False)
+        self._process: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def start(self) -> MotoServer:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call
-        self._server.start()
-        return self
+    def start(self, timeout: float = 30) -> MotoServer:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "feedbackloop.local.moto_process", str(self.port)],
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self._process.returncode}")
+            with socket.socket() as sock:
+                if sock.connect_ex((LOOPBACK, self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"moto server did not listen on {self.endpoint} within {timeout}s")
 
     def stop(self) -> None:
-        self._server.stop()
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
 
 
 def create_resources(session: boto3.Session) -> None:

@@ -98,11 +98,13 @@ class LogSink(io.TextIOBase):
             return
         dimensions = [{"Name": d, "Value": str(document[d])} for group in directive["Dimensions"] for d in group
                       if d in document]
-        data = [
-            {"MetricName": m["Name"], "Value": float(document[m["Name"]]), "Unit": m.get("Unit", "None"),
-             "Dimensions": dimensions, "Timestamp": datetime.fromtimestamp(document["_aws"]["Timestamp"] / 1000, UTC)}
-            for m in directive["Metrics"] if not isinstance(document.get(m["Name"]), list)
-        ]
+        timestamp = datetime.fromtimestamp(document["_aws"]["Timestamp"] / 1000, UTC)
+        data = []
+        for metric in directive["Metrics"]:
+            values = document.get(metric["Name"])
+            for value in values if isinstance(values, list) else [values]:  # EMF allows a value or a list
+                data.append({"MetricName": metric["Name"], "Value": float(value), "Unit": metric.get("Unit", "None"),
+                             "Dimensions": dimensions, "Timestamp": timestamp})
         if data:
             self._cloudwatch.put_metric_data(Namespace=directive["Namespace"], MetricData=data)
             self.metric_documents += 1

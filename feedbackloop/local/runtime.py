@@ -51,8 +51,11 @@ class LocalRuntime:
         os.environ.update(cleaner_settings(**self.cleaner_overrides).to_env())
         os.environ.update(replay_settings().to_env())
         self._stdout = sys.stdout
+        self.log_file: Path | None = None
         if self.capture_logs:
-            self.log_sink = LogSink(self.state_dir / "logs" / "lambda.log", self.session)
+            started = time.strftime("%Y%m%dT%H%M%S")
+            self.log_file = self.state_dir / "logs" / f"lambda-{started}.log"  # a log stream per run
+            self.log_sink = LogSink(self.log_file, self.session)
             sys.stdout = self.log_sink
         _reset_handler_caches()
         self.ingest = LocalFunction("ingest", INGEST_FUNCTION)
@@ -128,11 +131,9 @@ def _reset_handler_caches() -> None:
             getattr(sys.modules[module], cache).cache_clear()
 
 
-def run_forever(runtime: LocalRuntime, console) -> None:
+def serve_until_interrupted(console) -> None:
     """`feedbackloop local up`: serve until Ctrl-C."""
-    stop = threading.Event()
     try:
-        while not stop.wait(1.0):
-            pass
+        threading.Event().wait()
     except KeyboardInterrupt:
         console.write("\nstopping...\n")

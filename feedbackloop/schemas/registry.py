@@ -68,6 +68,7 @@ def event_schema(major: int = CURRENT_MAJOR) -> dict[str, Any]:
         raise KeyError(major) from None
 
 
+@cache
 def known_majors() -> tuple[int, ...]:
     folder = resources.files(__package__).joinpath("feedback_event")
     return tuple(sorted(int(p.name[:-5]) for p in folder.iterdir() if p.name[:-5].isdigit()))

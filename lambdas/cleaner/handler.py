@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from functools import cache
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 from feedbackloop import wiring
@@ -19,7 +19,8 @@ from feedbackloop.names import METRICS_NAMESPACE, REASON_DIMENSION, Metric
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()
+# Ephemeral: no state shared with other functions that run in the same process (the local runtime)
+metrics = EphemeralMetrics()
 
 
 @cache
@@ -39,7 +40,7 @@ def lambda_handler(event: dict, context: object) -> PartialItemFailureResponse:
     metrics.add_metric(Metric.RECORDS_IMPUTED, MetricUnit.Count, outcome.imputed)
     metrics.add_metric(Metric.BATCH_ITEM_FAILURES, MetricUnit.Count, len(outcome.failed_sources))
     for reason, count in outcome.quarantined.items():
-        with single_metric(name=Metric.RECORDS_QUARANTINED, unit=MetricUnit.Count, value=count,
+        with single_metric(name=Metric.RECORDS_QUARANTINED_BY_REASON, unit=MetricUnit.Count, value=count,
                            namespace=METRICS_NAMESPACE) as metric:
             metric.add_dimension(name=REASON_DIMENSION, value=reason)
     for error in outcome.write_errors:

@@ -6,9 +6,9 @@ import base64
 import json
 from functools import cache
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from feedbackloop import wiring
 from feedbackloop.ingest import accept_batch
@@ -16,7 +16,8 @@ from feedbackloop.names import Metric
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()
+# Ephemeral: no state shared with other functions that run in the same process (the local runtime)
+metrics = EphemeralMetrics()
 app = APIGatewayRestResolver()
 
 
