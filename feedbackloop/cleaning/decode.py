@@ -233,7 +233,8 @@ def _parse_blocks(joined: bytes, data: list[bytes], index: list[int], slow: list
     try:
         table = pajson.read_json(
             io.BytesIO(joined),
-            read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 24),
+            # blocks of 512 KiB: Arrow parses them on its own thread pool, outside the GIL
+            read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 19),
             parse_options=_PARSE,
         )
     except pa.ArrowInvalid:
