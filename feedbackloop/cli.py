@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="feedbackloop", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    local = commands.add_parser("local", help="the embedded local stand-in").add_subparsers(dest="action", required=True)
+    local = commands.add_parser("local", help="the embedded local stand-in")
+    local = local.add_subparsers(dest="action", required=True)
     up = local.add_parser("up", help="start moto server, the local API and the stream consumers; Ctrl-C stops")
     up.add_argument("--api-port", type=int, default=8787)
     up.add_argument("--moto-port", type=int, default=None)

@@ -18,6 +18,7 @@ from feedbackloop.schemas import registry
 
 THROTTLED = "ProvisionedThroughputExceededException"
 RETRY_AFTER_SECONDS = 1
+_NOT_SENT = {"field": "$", "reason": "not sent: another event in the batch is invalid"}
 
 
 @dataclass
@@ -60,7 +61,8 @@ def accept_batch(body: bytes, received_at: datetime, stream: EventStream) -> Ing
     events = document["events"]
     if not 1 <= len(events) <= registry.MAX_BATCH_EVENTS:
         status = 413 if len(events) > registry.MAX_BATCH_EVENTS else 400
-        return _refuse(status, "batch_size", "events", f"must hold 1 to {registry.MAX_BATCH_EVENTS} events, got {len(events)}")
+        reason = f"must hold 1 to {registry.MAX_BATCH_EVENTS} events, got {len(events)}"
+        return _refuse(status, "batch_size", "events", reason)
 
     records: list[tuple[str, bytes]] = []
     errors: dict[int, dict[str, str]] = {}
@@ -77,7 +79,7 @@ def accept_batch(body: bytes, received_at: datetime, stream: EventStream) -> Ing
     if errors:
         results = [
             {"index": i, "event_id": _event_id(e), "accepted": False,
-             **({"error": errors[i]} if i in errors else {"error": {"field": "$", "reason": "not sent: another event in the batch is invalid"}})}
+             "error": errors.get(i, _NOT_SENT)}
             for i, e in enumerate(events)
         ]
         first = errors[min(errors)]

@@ -62,5 +62,6 @@ class MemoryLake:
         return key in self.objects
 
     def read(self, table: LakeTable) -> pa.Table:
-        parts = [pq.read_table(io.BytesIO(v)) for k, v in sorted(self.objects.items()) if k.startswith(f"{table.bucket_key}/{table.prefix}")]
+        prefix = f"{table.bucket_key}/{table.prefix}"
+        parts = [pq.read_table(io.BytesIO(v)) for k, v in sorted(self.objects.items()) if k.startswith(prefix)]
         return pa.concat_tables(parts) if parts else table.arrow_schema.empty_table()

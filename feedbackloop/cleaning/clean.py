@@ -110,16 +110,16 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
         # 3. outliers, on the transformed value, only once the statistics are warm
         t = _transform(value, rule.kind)
         candidates = rows & (reason == "")
-        if warm and rule.outlier == "zscore" and stats.std > 0:
+        if warm and rule.outlier == "zscore" and _has_spread(stats.std, stats.mean):
             z = np.abs(t - stats.mean) / stats.std
             out = candidates & (z > rules.zscore_threshold)
             reason[out] = QuarantineReason.OUTLIER.value
             detail[out] = [f"{name} value {v:g}: |z| {zz:.1f} > {rules.zscore_threshold:g}"
                            for v, zz in zip(value[out], z[out], strict=True)]
-        elif warm and rule.outlier == "iqr":
+        elif warm and rule.outlier == "iqr" and _has_spread(stats.quantile(0.75) - stats.quantile(0.25),
+                                                            stats.quantile(0.5)):
             q1, q3 = (_transform(np.array(stats.quantile(q)), rule.kind) for q in (0.25, 0.75))
-            spread = max(q3 - q1, 1e-9)
-            low, high = q1 - rules.iqr_k * spread, q3 + rules.iqr_k * spread
+            low, high = q1 - rules.iqr_k * (q3 - q1), q3 + rules.iqr_k * (q3 - q1)
             out = candidates & ((t < low) | (t > high))
             reason[out] = QuarantineReason.OUTLIER.value
             detail[out] = [f"{name} value {v:g} outside the IQR fences (k={rules.iqr_k:g})" for v in value[out]]
@@ -132,7 +132,7 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
             top = _transform(np.array(stats.quantile(UPPER_QUANTILE) if warm else rule.max), rule.kind)
             minmax[rows] = np.clip(t[rows] / max(float(top), 1e-9), 0, 1)
             score[rows] = rule.polarity * minmax[rows]
-        if warm and stats.std > 0:
+        if warm and _has_spread(stats.std, stats.mean):
             zscore[rows] = (t[rows] - stats.mean) / stats.std
         confidence[rows] = rule.weight
         kind[rows] = rule.kind
@@ -178,6 +178,13 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
         detail=detail[~keep].tolist(),
     )
     return CleanResult(table, quarantined, learned, imputed=int((value_imputed & keep).sum()))
+
+
+def _has_spread(spread: float, center: float) -> bool:
+    """A sample whose values are (all but) equal has no scale to judge outliers or z-scores by: a
+    click stream that is always 1 must not make a 2 an outlier. Rounding leaves constant samples a
+    tiny spread, hence the relative tolerance."""
+    return spread > 1e-9 * (1 + abs(center))
 
 
 def _codes(values: pa.Array | pa.ChunkedArray, code_of) -> np.ndarray:

@@ -86,31 +86,24 @@ class CleanerService:
 
         # Intent first: each id points at the object that will hold it. A crash before that object
         # exists makes a redelivery write it again; a crash after makes the redelivery a duplicate.
-        curated_keys = {
-            day: CURATED_EVENTS.object_key(day, batch_name)
-            for day in pc.unique(curated[CURATED_EVENTS.partition.name]).to_pylist()
-        }
+        partitions = _by_partition(curated, CURATED_EVENTS.partition.name)
+        intents: dict[str, str] = {}
+        for day, rows in partitions.items():
+            intents.update(dict.fromkeys(rows["event_id"].to_pylist(), CURATED_EVENTS.object_key(day, batch_name)))
         # Named by its verdicts too: a redelivery that finds the rows settled writes its 'duplicate'
         # rows beside the first verdicts instead of over them.
         quarantine_name = _verdict_name(batch_name, quarantine)
         quarantine_key = QUARANTINE.object_key(now.strftime("%Y-%m-%d"), quarantine_name)
-        intents = {
-            event_id: curated_keys[day]
-            for event_id, day in zip(curated["event_id"].to_pylist(),
-                                     curated[CURATED_EVENTS.partition.name].to_pylist(), strict=True)
-        }
         # rows the cleaning rules quarantined are settled too; a schema violation is not: the
         # producer may fix it and resend the same id
-        settled = _REDELIVERY_IS_DUPLICATE
         for event_id, reason in zip(quarantine["event_id"].to_pylist(), quarantine["reason"].to_pylist(),
                                     strict=True):
-            if event_id and reason in settled:
+            if event_id and reason in _REDELIVERY_IS_DUPLICATE:
                 intents.setdefault(event_id, quarantine_key)
         self._dedup.remember(intents)
 
         failed: list[np.ndarray] = []
-        for day in curated_keys:
-            rows = curated.filter(pc.equal(curated[CURATED_EVENTS.partition.name], day))
+        for day, rows in partitions.items():
             if self._write(outcome, CURATED_EVENTS, day, batch_name, rows):
                 outcome.clean += rows.num_rows
             else:
@@ -155,6 +148,8 @@ class CleanerService:
         if committed:
             already = np.array([seen.get(i) in committed for i in ids], dtype=bool)
         duplicate = repeated | already
+        if not duplicate.any():
+            return valid, np.array([], dtype=np.int64)
         return valid.filter(pa.array(~duplicate)), valid["record_index"].to_numpy()[duplicate]
 
     def _quarantine_rows(self, records: SourceRecords, decoded: DecodedBatch, cleaned, duplicate_rows,
@@ -195,6 +190,18 @@ def _text_or_none(value: object) -> str | None:
 
 
 _QUARANTINE_WITH_INDEX = pa.schema(list(QUARANTINE.arrow_schema) + [pa.field("record_index", pa.int64())])
+
+
+def _by_partition(table: pa.Table, column: str) -> dict[str, pa.Table]:
+    """The table's rows grouped by a low-cardinality column: one sort by code, then zero-copy slices."""
+    encoded = pc.dictionary_encode(table[column]).combine_chunks()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    ordered = table.take(pa.array(np.argsort(codes, kind="stable")))
+    counts = np.bincount(codes, minlength=len(encoded.dictionary))
+    starts = np.cumsum(counts) - counts
+    return {value: ordered.slice(start, count)
+            for value, start, count in zip(encoded.dictionary.to_pylist(), starts.tolist(), counts.tolist(),
+                                           strict=True) if count}
 
 
 def _repeated_in_batch(ids: np.ndarray) -> np.ndarray:

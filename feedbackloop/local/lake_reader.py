@@ -21,15 +21,22 @@ def s3_filesystem(endpoint: str) -> fs.S3FileSystem:
                            access_key="local", secret_key="local", session_token="local")
 
 
+def _partition(table: LakeTable) -> pa.Schema:
+    return pa.schema([(table.partition.name, pa.string())])
+
+
+def _schema(table: LakeTable) -> pa.Schema:
+    return pa.unify_schemas([table.arrow_schema, _partition(table)])
+
+
 def dataset(endpoint: str, table: LakeTable) -> ds.Dataset:
     bucket = next(b for b in resources.BUCKETS if b.key == table.bucket_key)
-    partition = pa.schema([(table.partition.name, pa.string())])
     return ds.dataset(
         f"{physical_name(bucket.key)}/{table.prefix}",
         filesystem=s3_filesystem(endpoint),
         format="parquet",
-        schema=pa.unify_schemas([table.arrow_schema, partition]),
-        partitioning=ds.partitioning(partition, flavor="hive"),
+        schema=_schema(table),
+        partitioning=ds.partitioning(_partition(table), flavor="hive"),
     )
 
 
@@ -40,6 +47,6 @@ def connect(endpoint: str) -> duckdb.DuckDBPyConnection:
         try:
             data = dataset(endpoint, table)
         except FileNotFoundError:  # nothing written yet
-            data = pa.unify_schemas([table.arrow_schema, pa.schema([(table.partition.name, pa.string())])]).empty_table()
+            data = _schema(table).empty_table()
         con.register(table.name, data)
     return con

@@ -23,11 +23,7 @@ def _last(shard: Shard) -> int:
 
 def _put_record(self: Shard, partition_key: str, data: str, explicit_hash_key: str) -> str:
     with _LOCK:
-        if len(self.records) != _last(self):  # not numbered by us from the start: stay correct
-            last = max(self.records, default=0)
-        else:
-            last = _last(self)
-        sequence_number = last + 1
+        sequence_number = _get_max_sequence_number(self) + 1
         self.records[sequence_number] = Record(partition_key, data, sequence_number, explicit_hash_key)
         self.__dict__["_feedbackloop_last"] = sequence_number
         return str(sequence_number)

@@ -12,11 +12,13 @@ import copy
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
 import fastjsonschema
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 CURRENT_MAJOR = 1
@@ -119,8 +121,8 @@ def _field_of(error: fastjsonschema.JsonSchemaValueException) -> str:
             path.append(missing.group(1).split(",")[0].strip(" '\""))
     elif error.rule == "additionalProperties":
         extra = re.search(r"must not contain \{(.*?)\} properties", error.message)
-        if extra:
-            path.append(extra.group(1).split(",")[0].strip(" '\""))
+        if extra:  # a set's text: name the first in sorted order, the same on every run
+            path.append(sorted(name.strip(" '\"") for name in extra.group(1).split(","))[0])
     return ".".join(path) or "$"
 
 
@@ -144,7 +146,18 @@ def validate_event(event: object) -> SchemaError | None:
     unencodable = _unencodable_field(event)
     if unencodable is not None:
         return SchemaError(unencodable, "must be valid Unicode text (it holds a lone surrogate escape)")
+    if parse_instant(event["timestamp"]) is None:  # the format admits leap seconds and year 0000
+        return SchemaError("timestamp", "is not a real instant between years 1 and 9999")
     return check_event_type_rules(event)
+
+
+def parse_instant(text: str) -> datetime | None:
+    """An RFC 3339 date-time as a UTC datetime truncated to microseconds (what the lake keeps), or
+    None when it names no real instant that Python and pandas can both hold."""
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    if pd.isna(parsed) or not 1 <= parsed.year <= 9999:
+        return None
+    return parsed.floor("us").to_pydatetime()
 
 
 def _unencodable_field(event: dict[str, Any]) -> str | None:

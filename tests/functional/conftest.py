@@ -1,0 +1,238 @@
+"""An AWS account in moto, in-process, holding the resources the handlers use, built from the same
+specs as the CDK stacks (feedbackloop.resources and feedbackloop.lake), and the handlers themselves."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import awswrangler as wr
+import boto3
+import pytest
+from moto import mock_aws
+
+from feedbackloop.lake import TABLES
+from feedbackloop.names import METRICS_NAMESPACE, SERVICE
+from feedbackloop.resources import DEDUP_TABLE, GLUE_DATABASE, STATE_TABLE
+from feedbackloop.settings import CleanerSettings, IngestSettings
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    function_name: str
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+@dataclass
+class Account:
+    """The moto account and the names of what it holds."""
+
+    session: boto3.Session
+    ingest: IngestSettings
+    cleaner: CleanerSettings
+
+    @property
+    def buckets(self) -> dict[str, str]:
+        return {"curated": self.cleaner.curated_bucket, "quarantine": self.cleaner.quarantine_bucket}
+
+    def stream_arn(self) -> str:
+        kinesis = self.session.client("kinesis")
+        return kinesis.describe_stream_summary(StreamName=self.ingest.stream_name)["StreamDescriptionSummary"][
+            "StreamARN"]
+
+    def kinesis_events(self) -> list[dict[str, Any]]:
+        """What the event source mapping would hand the cleaner: one Lambda event per shard, built
+        from the records really on the stream."""
+        kinesis = self.session.client("kinesis")
+        arn = self.stream_arn()
+        events = []
+        for shard in kinesis.list_shards(StreamName=self.ingest.stream_name)["Shards"]:
+            iterator = kinesis.get_shard_iterator(StreamName=self.ingest.stream_name, ShardId=shard["ShardId"],
+                                                  ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            records = kinesis.get_records(ShardIterator=iterator, Limit=10_000)["Records"]
+            if records:
+                events.append({"Records": [_lambda_record(shard["ShardId"], r, arn) for r in records]})
+        return events
+
+
+def _lambda_record(shard_id: str, record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
+    sequence = record["SequenceNumber"]
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": record["PartitionKey"],
+            "sequenceNumber": sequence,
+            "data": base64.b64encode(record["Data"]).decode("ascii"),
+            "approximateArrivalTimestamp": record["ApproximateArrivalTimestamp"].timestamp(),
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{sequence}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": f"arn:aws:iam::{ACCOUNT}:role/cleaner-role",
+        "awsRegion": REGION,
+        "eventSourceARN": stream_arn,
+    }
+
+
+def api_gateway_event(body: str | bytes, *, base64_encoded: bool = False, method: str = "POST",
+                      path: str = "/events") -> dict[str, Any]:
+    """An API Gateway REST API (v1) proxy integration event, as the ingest function receives it."""
+    if isinstance(body, bytes):
+        body = base64.b64encode(body).decode("ascii") if base64_encoded else body.decode("utf-8")
+    headers = {
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+        "Host": "abc123defg.execute-api.us-east-1.amazonaws.com",
+        "User-Agent": "feedbackloop-tests/1.0",
+        "X-Amzn-Trace-Id": "Root=1-68482a40-0123456789abcdef01234567",
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Proto": "https",
+        "x-api-key": "test-api-key",
+    }
+    now = datetime.now(UTC)
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "x1y2z3",
+            "resourcePath": path,
+            "httpMethod": method,
+            "extendedRequestId": "LgQ2yH8ZoAMFZ3w=",
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "path": f"/prod{path}",
+            "accountId": ACCOUNT,
+            "protocol": "HTTP/1.1",
+            "stage": "prod",
+            "domainPrefix": "abc123defg",
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "requestId": str(uuid.uuid4()),
+            "identity": {
+                "cognitoIdentityPoolId": None, "accountId": None, "cognitoIdentityId": None, "caller": None,
+                "apiKey": "test-api-key", "apiKeyId": "k1l2m3", "sourceIp": "203.0.113.7",
+                "principalOrgId": None, "accessKey": None, "cognitoAuthenticationType": None,
+                "cognitoAuthenticationProvider": None, "userArn": None, "userAgent": "feedbackloop-tests/1.0",
+                "user": None,
+            },
+            "domainName": "abc123defg.execute-api.us-east-1.amazonaws.com",
+            "apiId": "abc123defg",
+        },
+        "body": body,
+        "isBase64Encoded": base64_encoded,
+    }
+
+
+def _create_resources(session: boto3.Session, ingest: IngestSettings, cleaner: CleanerSettings) -> None:
+    session.client("kinesis").create_stream(StreamName=ingest.stream_name, ShardCount=2)
+    s3 = session.client("s3")
+    for bucket in (cleaner.curated_bucket, cleaner.quarantine_bucket):
+        s3.create_bucket(Bucket=bucket)
+    dynamodb = session.client("dynamodb")
+    for spec, name in ((DEDUP_TABLE, cleaner.dedup_table), (STATE_TABLE, cleaner.state_table)):
+        dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": spec.partition_key, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": spec.partition_key, "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    wr.catalog.create_database(cleaner.glue_database, boto3_session=session)
+    buckets = {"curated": cleaner.curated_bucket, "quarantine": cleaner.quarantine_bucket}
+    for table in TABLES:
+        wr.catalog.create_parquet_table(
+            database=cleaner.glue_database,
+            table=table.name,
+            path=f"s3://{buckets[table.bucket_key]}/{table.prefix}",
+            columns_types={c.name: c.glue_type for c in table.columns},
+            partitions_types={table.partition.name: table.partition.glue_type},
+            description=table.description,
+            columns_comments={c.name: c.comment for c in (*table.columns, table.partition)},
+            boto3_session=session,
+        )
+
+
+@pytest.fixture
+def account(monkeypatch) -> Iterator[Account]:
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_KINESIS",
+                 "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_GLUE"):
+        monkeypatch.delenv(name, raising=False)
+    ingest = IngestSettings(stream_name="feedback-events")
+    cleaner = CleanerSettings(
+        curated_bucket="feedback-curated-test", quarantine_bucket="feedback-quarantine-test",
+        dedup_table="feedback-dedup", state_table="feedback-state", glue_database=GLUE_DATABASE,
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+        "POWERTOOLS_SERVICE_NAME": SERVICE, "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
+        **ingest.to_env(), **cleaner.to_env(),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        _create_resources(session, ingest, cleaner)
+        yield Account(session, ingest, cleaner)
+
+
+def _handler_module(name: str, cache: str):
+    # imported only once the environment is set: Powertools reads it when the module is loaded
+    module = importlib.import_module(name)
+    getattr(module, cache).cache_clear()
+    return module
+
+
+@pytest.fixture
+def ingest_handler(account):
+    module = _handler_module("lambdas.ingest.handler", "_stream")
+    yield lambda event: module.lambda_handler(event, LambdaContext("feedbackloop-ingest"))
+    module._stream.cache_clear()
+
+
+@pytest.fixture
+def cleaner_handler(account):
+    module = _handler_module("lambdas.cleaner.handler", "_cleaner")
+    yield lambda event: module.lambda_handler(event, LambdaContext("feedbackloop-cleaner"))
+    module._cleaner.cache_clear()
+
+
+def post_events(ingest_handler, events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    response = ingest_handler(api_gateway_event(json.dumps({"events": events})))
+    return response["statusCode"], json.loads(response["body"])
+
+
+@pytest.fixture
+def post(ingest_handler):
+    """POST /events through the ingest handler: (status code, decoded body)."""
+    return lambda events: post_events(ingest_handler, events)
+
+
+@pytest.fixture(scope="session")
+def api_event():
+    return api_gateway_event
