@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import awswrangler as wr
 import boto3
 import pytest
 from moto import mock_aws
 
-from feedbackloop.lake import TABLES
+from feedbackloop.local.environment import cleaner_settings, create_resources, ingest_settings
+from feedbackloop.local.stream import kinesis_event
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE
-from feedbackloop.resources import DEDUP_TABLE, GLUE_DATABASE, STATE_TABLE
 from feedbackloop.settings import CleanerSettings, IngestSettings
 
 REGION = "us-east-1"
@@ -69,28 +68,8 @@ class Account:
                                                   ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
             records = kinesis.get_records(ShardIterator=iterator, Limit=10_000)["Records"]
             if records:
-                events.append({"Records": [_lambda_record(shard["ShardId"], r, arn) for r in records]})
+                events.append(kinesis_event(records, shard["ShardId"], arn))
         return events
-
-
-def _lambda_record(shard_id: str, record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
-    sequence = record["SequenceNumber"]
-    return {
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": record["PartitionKey"],
-            "sequenceNumber": sequence,
-            "data": base64.b64encode(record["Data"]).decode("ascii"),
-            "approximateArrivalTimestamp": record["ApproximateArrivalTimestamp"].timestamp(),
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": f"{shard_id}:{sequence}",
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": f"arn:aws:iam::{ACCOUNT}:role/cleaner-role",
-        "awsRegion": REGION,
-        "eventSourceARN": stream_arn,
-    }
 
 
 def api_gateway_event(body: str | bytes, *, base64_encoded: bool = False, method: str = "POST",
@@ -148,44 +127,12 @@ def api_gateway_event(body: str | bytes, *, base64_encoded: bool = False, method
     }
 
 
-def _create_resources(session: boto3.Session, ingest: IngestSettings, cleaner: CleanerSettings) -> None:
-    session.client("kinesis").create_stream(StreamName=ingest.stream_name, ShardCount=2)
-    s3 = session.client("s3")
-    for bucket in (cleaner.curated_bucket, cleaner.quarantine_bucket):
-        s3.create_bucket(Bucket=bucket)
-    dynamodb = session.client("dynamodb")
-    for spec, name in ((DEDUP_TABLE, cleaner.dedup_table), (STATE_TABLE, cleaner.state_table)):
-        dynamodb.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": spec.partition_key, "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": spec.partition_key, "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    wr.catalog.create_database(cleaner.glue_database, boto3_session=session)
-    buckets = {"curated": cleaner.curated_bucket, "quarantine": cleaner.quarantine_bucket}
-    for table in TABLES:
-        wr.catalog.create_parquet_table(
-            database=cleaner.glue_database,
-            table=table.name,
-            path=f"s3://{buckets[table.bucket_key]}/{table.prefix}",
-            columns_types={c.name: c.glue_type for c in table.columns},
-            partitions_types={table.partition.name: table.partition.glue_type},
-            description=table.description,
-            columns_comments={c.name: c.comment for c in (*table.columns, table.partition)},
-            boto3_session=session,
-        )
-
-
 @pytest.fixture
 def account(monkeypatch) -> Iterator[Account]:
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_KINESIS",
                  "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_GLUE"):
         monkeypatch.delenv(name, raising=False)
-    ingest = IngestSettings(stream_name="feedback-events")
-    cleaner = CleanerSettings(
-        curated_bucket="feedback-curated-test", quarantine_bucket="feedback-quarantine-test",
-        dedup_table="feedback-dedup", state_table="feedback-state", glue_database=GLUE_DATABASE,
-    )
+    ingest, cleaner = ingest_settings(), cleaner_settings()
     env = {
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
@@ -197,7 +144,7 @@ def account(monkeypatch) -> Iterator[Account]:
         monkeypatch.setenv(name, value)
     with mock_aws():
         session = boto3.Session(region_name=REGION)
-        _create_resources(session, ingest, cleaner)
+        create_resources(session)  # what the stacks define, from the same specs
         yield Account(session, ingest, cleaner)
 
 

@@ -1,0 +1,52 @@
+"""`feedbackloop local up` serves until Ctrl-C, then stops cleanly, moto server included."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from urllib.parse import urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.local
+
+
+def _listening(url: str) -> bool:
+    parts = urlsplit(url)
+    with socket.socket() as sock:
+        return sock.connect_ex((parts.hostname, parts.port)) == 0
+
+
+def test_local_up_serves_and_stops_on_ctrl_c(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "feedbackloop.cli", "local", "up", "--api-port", "0"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("Ctrl-C" in line for line in lines):
+            lines.append(process.stdout.readline())
+        banner = "".join(lines)
+        api = re.search(r"API\s+(http://127\.0\.0\.1:\d+)", banner).group(1)
+        key = re.search(r"API key\s+(\S+)", banner).group(1)
+        aws = re.search(r"AWS\s+(http://127\.0\.0\.1:\d+)", banner).group(1)
+        assert json.loads((tmp_path / ".feedbackloop" / "endpoints.json").read_text())["api_url"] == api
+
+        event = {"event_id": "up-1", "user_id": "u1", "item_id": "i1", "event_type": "click",
+                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "schema_version": "1.0"}
+        request = urllib.request.Request(f"{api}/events", data=json.dumps({"events": [event]}).encode(),
+                                         headers={"x-api-key": key}, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["accepted"] == 1
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert not _listening(api) and not _listening(aws)
+    finally:
+        if process.poll() is None:
+            process.kill()
