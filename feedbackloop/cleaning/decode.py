@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
+import pybase64
 
 from feedbackloop.names import QuarantineReason
 from feedbackloop.schemas import registry
@@ -109,8 +110,8 @@ class SourceRecords(Sequence[SourceRecord]):
         records = event["Records"]
         kinesis = list(map(_KINESIS, records))
         encoded = list(map(_DATA, kinesis))
-        try:
-            data = list(map(binascii.a2b_base64, encoded))
+        try:  # SIMD base64 (pybase64): 3x binascii's speed, and strict about the alphabet
+            data = [pybase64.b64decode(e, validate=True) for e in encoded]
         except (binascii.Error, ValueError, TypeError):
             data = [_base64_or_raw(e) for e in encoded]
         epochs = np.fromiter(map(_ARRIVAL, kinesis), dtype=float, count=len(kinesis))
@@ -126,7 +127,7 @@ class SourceRecords(Sequence[SourceRecord]):
 
 def _base64_or_raw(encoded: object) -> bytes:
     try:
-        return binascii.a2b_base64(encoded)
+        return pybase64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError, TypeError):  # not base64: keep it for the quarantine
         return str(encoded).encode("utf-8", "surrogateescape")
 
@@ -154,13 +155,8 @@ def _fast_candidates(data: list[bytes]) -> tuple[np.ndarray, np.ndarray, bytes]:
     safe_starts = np.where(long_enough, starts, 0)
     safe_ends = np.where(long_enough, ends, len(_PREFIX) + 2)
     prefix = raw[safe_starts[:, None] + np.arange(len(_PREFIX))] == _PREFIX
-    # every record ends in a newline and the buffer holds one per record: then none has two
-    if buffer.count(b"\n") == len(data):
-        per_record = np.ones(len(data), dtype=np.int64)
-    else:
-        per_record = np.fromiter((d.count(b"\n") for d in data), dtype=np.int64, count=len(data))
     fast = (long_enough & ~oversized & prefix.all(axis=1) & (raw[safe_ends - 1] == 10)
-            & (raw[safe_ends - 2] == ord("}")) & (per_record == 1))
+            & (raw[safe_ends - 2] == ord("}")))  # a newline inside a record shows as an extra row
     # Arrow's JSON reader does not check UTF-8: one C pass over the whole buffer, per record only
     # when that finds something
     try:
@@ -226,8 +222,9 @@ def decode_batch(records: Sequence[SourceRecord]) -> DecodedBatch:
 
 
 def _parse_blocks(joined: bytes, data: list[bytes], index: list[int], slow: list[int]):
-    """Parse the joined lines with Arrow; bisect a block that fails, so one bad line costs about
-    log2(n) re-parses instead of sending the whole block down the exact path."""
+    """Parse the joined lines with Arrow. A block that fails, or that has more rows than records (a
+    record with a newline inside), is bisected: one bad record costs about log2(n) re-parses
+    instead of sending the whole block down the exact path."""
     if not index:
         return
     try:
@@ -238,17 +235,15 @@ def _parse_blocks(joined: bytes, data: list[bytes], index: list[int], slow: list
             parse_options=_PARSE,
         )
     except pa.ArrowInvalid:
-        if len(index) == 1:
-            slow.append(index[0])
-            return
+        table = None
+    if table is not None and table.num_rows == len(index):
+        yield table, index
+    elif len(index) == 1:
+        slow.append(index[0])
+    else:
         mid = len(index) // 2
         for half in (index[:mid], index[mid:]):
             yield from _parse_blocks(b"".join(data[i] for i in half), data, half, slow)
-        return
-    if table.num_rows != len(index):  # blank or split lines: let the exact path sort them out
-        slow.extend(index)
-        return
-    yield table, index
 
 
 def _flatten(envelope: pa.Table, index: np.ndarray) -> tuple[pa.Table, pa.Array]:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -141,7 +140,7 @@ class CleanerService:
     def _split_duplicates(self, valid: pa.Table) -> tuple[pa.Table, np.ndarray]:
         """Drop ids already committed (their object exists) or repeated earlier in this batch."""
         ids = valid["event_id"].to_numpy(zero_copy_only=False)
-        repeated = _repeated_in_batch(ids)
+        repeated = _repeated_in_batch(valid["event_id"])
         seen = self._dedup.lookup(set(ids.tolist()))
         committed = {key for key in set(seen.values()) if self._lake.exists(key)}
         already = np.zeros(len(ids), dtype=bool)
@@ -204,9 +203,12 @@ def _by_partition(table: pa.Table, column: str) -> dict[str, pa.Table]:
                                            strict=True) if count}
 
 
-def _repeated_in_batch(ids: np.ndarray) -> np.ndarray:
-    """True for every occurrence of an id after its first (hash-based, no sort)."""
-    return pd.Index(ids).duplicated(keep="first")
+def _repeated_in_batch(ids: pa.ChunkedArray) -> np.ndarray:
+    """True for every occurrence of an id after its first (hash the strings once, then sort ints)."""
+    codes = pc.dictionary_encode(ids).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    repeated = np.ones(len(codes), dtype=bool)
+    repeated[np.unique(codes, return_index=True)[1]] = False
+    return repeated
 
 
 def _payload_text(data: bytes) -> str:
