@@ -196,8 +196,11 @@ def decode_batch(records: Sequence[SourceRecord]) -> DecodedBatch:
         ok = _provably_valid(flat, context_present)
         ok_numpy = ok.to_numpy(zero_copy_only=False)
         fast_rows += int(ok_numpy.sum())
-        tables.append(flat.filter(ok))
-        slow.extend(np.asarray(index)[~ok_numpy].tolist())
+        if ok_numpy.all():
+            tables.append(flat)
+        else:
+            tables.append(flat.filter(ok))
+            slow.extend(np.asarray(index)[~ok_numpy].tolist())
 
     slow_rows = []
     for i in sorted(slow):
@@ -285,20 +288,30 @@ def _property_checks(column: pa.Array, prop: dict[str, Any]) -> pa.Array:
     """The row passes this property's constraints. Absent and null look alike in Arrow, so a
     non-nullable property must be present (a missing optional one takes the exact path)."""
     nullable = "null" in (prop["type"] if isinstance(prop["type"], list) else [prop["type"]])
+    if column.null_count == len(column):  # absent from the whole batch, as optional fields often are
+        return pa.array(np.full(len(column), nullable))
     checks = []
     if "enum" in prop:
         allowed = pa.array([v for v in prop["enum"] if v is not None], type=column.type)
         checks.append(pc.is_in(column, value_set=allowed))
+    # Byte length (read off the offsets) bounds the character count from above, so it proves
+    # maxLength, and minLength 1; a longer minimum needs the characters counted.
     if "minLength" in prop:
-        checks.append(pc.greater_equal(pc.utf8_length(column), prop["minLength"]))
+        length = pc.binary_length(column) if prop["minLength"] <= 1 else pc.utf8_length(column)
+        checks.append(pc.greater_equal(length, prop["minLength"]))
     if "maxLength" in prop:
-        checks.append(pc.less_equal(pc.utf8_length(column), prop["maxLength"]))
+        checks.append(pc.less_equal(pc.binary_length(column), prop["maxLength"]))
     if "pattern" in prop:
         checks.append(pc.match_substring_regex(column, prop["pattern"]))
     if "minimum" in prop:
         checks.append(pc.greater_equal(column, prop["minimum"]))
     if "maximum" in prop:
         checks.append(pc.less_equal(column, prop["maximum"]))
+    if column.null_count == 0:  # present in every row: the checks alone decide
+        ok = pa.array(np.ones(len(column), dtype=bool))
+        for check in checks:
+            ok = pc.and_(ok, check)
+        return ok
     is_null = pc.is_null(column)
     ok = pc.invert(is_null) if not nullable else pa.array(np.ones(len(column), dtype=bool))
     for check in checks:

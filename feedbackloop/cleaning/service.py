@@ -195,7 +195,9 @@ def _by_partition(table: pa.Table, column: str) -> dict[str, pa.Table]:
     """The table's rows grouped by a low-cardinality column: one sort by code, then zero-copy slices."""
     encoded = pc.dictionary_encode(table[column]).combine_chunks()
     codes = encoded.indices.to_numpy(zero_copy_only=False)
-    ordered = table.take(pa.array(np.argsort(codes, kind="stable")))
+    # a stream is mostly in time order: then the rows are grouped already and need no copy
+    in_order = bool(np.all(np.diff(codes) >= 0))
+    ordered = table if in_order else table.take(pa.array(np.argsort(codes, kind="stable")))
     counts = np.bincount(codes, minlength=len(encoded.dictionary))
     starts = np.cumsum(counts) - counts
     return {value: ordered.slice(start, count)
