@@ -26,7 +26,9 @@ RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.X86_64
 
 # gitignore syntax, relative to the project root: everything but the two packages a handler imports.
-CODE_EXCLUDES = ["/*", "!/feedbackloop/", "!/lambdas/", "__pycache__/", "*.pyc"]
+# The shipped dataset, the local stand-in and the benchmarks never run in Lambda.
+CODE_EXCLUDES = ["/*", "!/feedbackloop/", "!/lambdas/", "__pycache__/", "*.pyc",
+                 "/feedbackloop/datasets/", "/feedbackloop/local/", "/feedbackloop/bench/"]
 
 # AWS publishes its managed layers' ARNs as public SSM parameters in every region, so an
 # environment-agnostic stack resolves the regional ARN at deploy time. The versions are the ones
