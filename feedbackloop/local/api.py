@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from feedbackloop.local.environment import LOOPBACK, REGION
@@ -16,13 +17,20 @@ ROUTES = {("POST", "/events")}
 API_KEY_HEADER = "x-api-key"
 
 
-def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes) -> dict:
-    """An API Gateway REST proxy event, as the Lambda integration receives it."""
-    try:
-        text, encoded = body.decode("utf-8"), False
-    except UnicodeDecodeError:
-        text, encoded = base64.b64encode(body).decode("ascii"), True
+def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes, *, base64_encoded: bool | None = None,
+                stage: str = "local", source_ip: str = LOOPBACK, account_id: str = "000000000000",
+                api_id: str = "local") -> dict:
+    """An API Gateway REST (v1) proxy event, as the Lambda integration receives it. The body goes
+    base64-encoded when it is not UTF-8 (or when asked), as API Gateway sends binary bodies."""
+    if base64_encoded is None:
+        try:
+            body.decode("utf-8")
+            base64_encoded = False
+        except UnicodeDecodeError:
+            base64_encoded = True
+    text = base64.b64encode(body).decode("ascii") if base64_encoded else body.decode("utf-8")
     now = time.time()
+    domain = f"{api_id}.execute-api.{REGION}.amazonaws.com"
     return {
         "resource": path,
         "path": path,
@@ -34,13 +42,20 @@ def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes) ->
         "pathParameters": None,
         "stageVariables": None,
         "requestContext": {
-            "resourcePath": path, "httpMethod": method, "path": f"/local{path}", "stage": "local",
-            "requestId": f"local-{now}", "requestTimeEpoch": int(now * 1000), "accountId": "000000000000",
-            "apiId": "local", "identity": {"sourceIp": LOOPBACK, "apiKey": headers.get(API_KEY_HEADER)},
-            "domainName": LOOPBACK, "protocol": "HTTP/1.1", "extendedRequestId": "local",
+            "resourceId": "local", "resourcePath": path, "httpMethod": method, "path": f"/{stage}{path}",
+            "stage": stage, "requestId": str(uuid.uuid4()), "extendedRequestId": "local",
+            "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "requestTimeEpoch": int(now * 1000), "accountId": account_id, "apiId": api_id,
+            "protocol": "HTTP/1.1", "domainName": domain, "domainPrefix": api_id,
+            "identity": {
+                "sourceIp": source_ip, "apiKey": headers.get(API_KEY_HEADER), "userAgent": headers.get("user-agent"),
+                "accessKey": None, "accountId": None, "caller": None, "cognitoAuthenticationProvider": None,
+                "cognitoAuthenticationType": None, "cognitoIdentityId": None, "cognitoIdentityPoolId": None,
+                "principalOrgId": None, "user": None, "userArn": None,
+            },
         },
         "body": text,
-        "isBase64Encoded": encoded,
+        "isBase64Encoded": base64_encoded,
     }
 
 

@@ -3,19 +3,18 @@ specs as the CDK stacks (feedbackloop.resources and feedbackloop.lake), and the 
 
 from __future__ import annotations
 
-import base64
 import importlib
 import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from feedbackloop.local.api import proxy_event
 from feedbackloop.local.environment import cleaner_settings, create_resources, ingest_settings
 from feedbackloop.local.stream import kinesis_event
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE
@@ -74,9 +73,7 @@ class Account:
 
 def api_gateway_event(body: str | bytes, *, base64_encoded: bool = False, method: str = "POST",
                       path: str = "/events") -> dict[str, Any]:
-    """An API Gateway REST API (v1) proxy integration event, as the ingest function receives it."""
-    if isinstance(body, bytes):
-        body = base64.b64encode(body).decode("ascii") if base64_encoded else body.decode("utf-8")
+    """An API Gateway REST API (v1) proxy integration event, as the ingest function receives it in AWS."""
     headers = {
         "Accept": "application/json",
         "Content-Type": "application/json",
@@ -88,43 +85,9 @@ def api_gateway_event(body: str | bytes, *, base64_encoded: bool = False, method
         "X-Forwarded-Proto": "https",
         "x-api-key": "test-api-key",
     }
-    now = datetime.now(UTC)
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourceId": "x1y2z3",
-            "resourcePath": path,
-            "httpMethod": method,
-            "extendedRequestId": "LgQ2yH8ZoAMFZ3w=",
-            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "path": f"/prod{path}",
-            "accountId": ACCOUNT,
-            "protocol": "HTTP/1.1",
-            "stage": "prod",
-            "domainPrefix": "abc123defg",
-            "requestTimeEpoch": int(now.timestamp() * 1000),
-            "requestId": str(uuid.uuid4()),
-            "identity": {
-                "cognitoIdentityPoolId": None, "accountId": None, "cognitoIdentityId": None, "caller": None,
-                "apiKey": "test-api-key", "apiKeyId": "k1l2m3", "sourceIp": "203.0.113.7",
-                "principalOrgId": None, "accessKey": None, "cognitoAuthenticationType": None,
-                "cognitoAuthenticationProvider": None, "userArn": None, "userAgent": "feedbackloop-tests/1.0",
-                "user": None,
-            },
-            "domainName": "abc123defg.execute-api.us-east-1.amazonaws.com",
-            "apiId": "abc123defg",
-        },
-        "body": body,
-        "isBase64Encoded": base64_encoded,
-    }
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    return proxy_event(method, path, headers, data, base64_encoded=base64_encoded, stage="prod",
+                       source_ip="203.0.113.7", account_id=ACCOUNT, api_id="abc123defg")
 
 
 @pytest.fixture
