@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -160,7 +160,7 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
         "value_zscore": pa.array(zscore, from_pandas=True),
         "feedback_score": score,
         "confidence": confidence,
-        "processed_at": pa.array(np.full(n, np.datetime64(now.replace(tzinfo=None), "us")),
+        "processed_at": pa.array(np.full(n, np.datetime64(now.astimezone(UTC).replace(tzinfo=None), "us")),
                                  type=pa.timestamp("us", tz="UTC")),
         "device": pa.array(device, type=pa.string(), from_pandas=True),
         "device_imputed": device_imputed & ~pd.isna(device),
