@@ -26,6 +26,7 @@ class Column:
     type: pa.DataType
     comment: str
     categorical: bool = False  # few distinct values: dictionary-encode it in Parquet
+    filtered: bool = False  # queries select rows by it: keep min/max statistics in the Parquet footer
 
     @property
     def glue_type(self) -> str:
@@ -48,10 +49,12 @@ class LakeTable:
         return pa.schema([pa.field(c.name, c.type) for c in self.columns])
 
     def parquet(self, rows: pa.Table) -> bytes:
-        """One Parquet object of this table: snappy, dictionary pages only where values repeat."""
+        """One Parquet object of this table: snappy, dictionary pages where values repeat, min/max
+        statistics where queries filter (categorical columns are filtered on too)."""
         sink = io.BytesIO()
         pq.write_table(rows.cast(self.arrow_schema), sink, compression="snappy",
-                       use_dictionary=[c.name for c in self.columns if c.categorical])
+                       use_dictionary=[c.name for c in self.columns if c.categorical],
+                       write_statistics=[c.name for c in self.columns if c.filtered or c.categorical])
         return sink.getvalue()
 
     def partition_prefix(self, value: str) -> str:
@@ -72,8 +75,8 @@ CURATED_EVENTS = LakeTable(
     partition=Column("event_date", pa.string(), "UTC date of the event, yyyy-mm-dd"),
     columns=(
         Column("event_id", pa.string(), "idempotency key from the client"),
-        Column("user_id", pa.string(), "who acted"),
-        Column("item_id", pa.string(), "what they acted on"),
+        Column("user_id", pa.string(), "who acted", filtered=True),
+        Column("item_id", pa.string(), "what they acted on", filtered=True),
         Column("event_type", pa.string(), "rating, form_score, nps, click, view, dwell, feature_use, purchase, cancel",
                categorical=True),
         Column("feedback_kind", pa.string(), "explicit or implicit", categorical=True),
@@ -83,7 +86,7 @@ CURATED_EVENTS = LakeTable(
         Column("value_zscore", pa.float64(), "z-score against the streaming mean and variance of its type"),
         Column("feedback_score", pa.float64(), "common scale in [-1, 1]: sign from polarity, magnitude from min-max"),
         Column("confidence", pa.float64(), "confidence weight of the event type (explicit above implicit)"),
-        Column("event_time", _TS, "when the user acted"),
+        Column("event_time", _TS, "when the user acted", filtered=True),
         Column("received_at", _TS, "when the API accepted it"),
         Column("processed_at", _TS, "when the cleaner wrote it"),
         Column("schema_version", pa.string(), "MAJOR.MINOR of the event schema", categorical=True),
@@ -113,12 +116,12 @@ QUARANTINE = LakeTable(
         Column("reason", pa.string(), "a QuarantineReason value", categorical=True),
         Column("detail", pa.string(), "the field and the rule it broke, or the error"),
         Column("event_id", pa.string(), "when it could be read"),
-        Column("user_id", pa.string(), "when it could be read"),
+        Column("user_id", pa.string(), "when it could be read", filtered=True),
         Column("event_type", pa.string(), "when it could be read", categorical=True),
         Column("schema_version", pa.string(), "when it could be read", categorical=True),
         Column("payload", pa.string(), "the record as received (utf-8, or base64 when it was not utf-8)"),
         Column("received_at", _TS, "when the API accepted it, or the stream's arrival time"),
-        Column("quarantined_at", _TS, "when the cleaner quarantined it"),
+        Column("quarantined_at", _TS, "when the cleaner quarantined it", filtered=True),
         Column("source", pa.string(), "shard id and sequence number of the stream record (lineage)"),
     ),
 )
