@@ -26,6 +26,7 @@ class Metric(StrEnum):
     RECORDS_QUARANTINED_BY_REASON = "RecordsQuarantinedByReason"  # with the `reason` dimension
     RECORDS_DUPLICATE = "RecordsDuplicate"
     RECORDS_IMPUTED = "RecordsImputed"
+    RECORDS_FAST_PATH = "RecordsFastPath"  # proven valid by the vectorized checks (the rest: per record)
     BATCH_ITEM_FAILURES = "BatchItemFailures"
     CONSERVATION_GAP = "ConservationGap"
 

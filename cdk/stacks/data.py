@@ -45,3 +45,6 @@ class FeedbackLoopData(Stack):
         for key, bucket in self.lake.buckets.items():
             CfnOutput(self, f"{key.capitalize()}BucketName", value=bucket.bucket_name)
         CfnOutput(self, "GlueDatabase", value=self.lake.database_name)
+        # what `feedbackloop replay` needs beside the buckets (CleanerSettings)
+        for key, table in self.cleaner_state.tables.items():
+            CfnOutput(self, f"{key.capitalize()}TableName", value=table.table_name)
