@@ -8,6 +8,7 @@ import gzip
 import json
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,7 +54,7 @@ def kinesis_event(records: list[dict], shard_id: str, stream_arn: str) -> dict:
     }
 
 
-class _ShardReader(threading.Thread):
+class _ShardReader(threading.Thread, ABC):
     def __init__(self, session: boto3.Session, stream_name: str, shard_id: str, name: str, limit: int,
                  poll_interval: float) -> None:
         super().__init__(name=f"{name}-{shard_id}", daemon=True)
@@ -69,8 +70,9 @@ class _ShardReader(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
 
+    @abstractmethod
     def handle(self, records: list[dict]) -> None:
-        raise NotImplementedError  # each consumer says what it does with a batch
+        """What the consumer does with a batch of GetRecords output."""
 
     def idle(self) -> None:
         """Called when a poll returns nothing."""
