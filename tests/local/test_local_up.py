@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from urllib.parse import urlsplit
@@ -27,11 +29,16 @@ def test_local_up_serves_and_stops_on_ctrl_c(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "feedbackloop.cli", "local", "up", "--api-port", "0"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        lines = []
+        # read the banner on a thread, so a server that hangs silently fails the test instead of CI
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+        banner = ""
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("Ctrl-C" in line for line in lines):
-            lines.append(process.stdout.readline())
-        banner = "".join(lines)
+        while "Ctrl-C" not in banner and time.monotonic() < deadline:
+            try:
+                banner += lines.get(timeout=1)
+            except queue.Empty:
+                assert process.poll() is None, f"local up exited early:\n{banner}"
         api = re.search(r"API\s+(http://127\.0\.0\.1:\d+)", banner).group(1)
         key = re.search(r"API key\s+(\S+)", banner).group(1)
         aws = re.search(r"AWS\s+(http://127\.0\.0\.1:\d+)", banner).group(1)
