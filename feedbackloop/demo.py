@@ -8,6 +8,7 @@ from typing import TextIO
 
 from feedbackloop.datasets import online_retail
 from feedbackloop.local.client import EventsClient, SendReport
+from feedbackloop.local.environment import physical_name
 from feedbackloop.local.lake_reader import connect
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
@@ -72,8 +73,6 @@ def _report(runtime: LocalRuntime, sent: SendReport, say) -> int:
         "SELECT reason, count(*) FROM feedback_quarantine GROUP BY reason ORDER BY 2 DESC").fetchall())
     duplicates = by_reason.pop("duplicate", 0)
     quarantined = sum(by_reason.values())
-    from feedbackloop.local.environment import physical_name
-
     archived = sum(1 for _ in raw_records(runtime.session.client("s3"), physical_name(RAW_BUCKET.key)))
     unique_ids = con.execute("SELECT count(DISTINCT event_id) FROM feedback_events").fetchone()[0]
 

@@ -129,5 +129,3 @@ class LocalApi:
 
         return Handler
 
-
-__all__ = ["LocalApi", "proxy_event", "REGION"]

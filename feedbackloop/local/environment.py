@@ -91,10 +91,22 @@ def aws_environment(endpoint: str) -> dict[str, str]:
     }
 
 
+# the services awswrangler has an endpoint setting for (boto3 clients follow AWS_ENDPOINT_URL)
+_WRANGLER_SERVICES = ("s3", "glue", "dynamodb", "sts")
+
+
 def use_endpoint(endpoint: str) -> None:
     os.environ.update(aws_environment(endpoint))
-    for service in ("s3", "glue", "dynamodb", "kinesis", "sts", "cloudwatch"):
+    for service in _WRANGLER_SERVICES:
         setattr(wr.config, f"{service}_endpoint_url", endpoint)
+
+
+def release_endpoint(environ: dict[str, str]) -> None:
+    """Undo use_endpoint and the settings set beside it: put back the environment as it was."""
+    os.environ.clear()
+    os.environ.update(environ)
+    for service in _WRANGLER_SERVICES:
+        wr.config.reset(f"{service}_endpoint_url")
 
 
 class MotoServer:

@@ -22,6 +22,7 @@ from feedbackloop.local.environment import (
     ingest_settings,
     new_api_key,
     physical_name,
+    release_endpoint,
     replay_settings,
     use_endpoint,
 )
@@ -43,6 +44,7 @@ class LocalRuntime:
     mapping: MappingConfig = field(default_factory=MappingConfig)
 
     def start(self) -> LocalRuntime:
+        self._environ = dict(os.environ)
         self.moto = MotoServer(self.moto_port).start()
         use_endpoint(self.moto.endpoint)
         self.session = boto3.Session()
@@ -116,6 +118,8 @@ class LocalRuntime:
         if self.capture_logs:
             self.log_sink.flush()
         self.moto.stop()
+        release_endpoint(self._environ)
+        _reset_handler_caches()  # their clients point at the endpoint that just went away
 
     def __enter__(self) -> LocalRuntime:
         return self.start()
