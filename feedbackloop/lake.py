@@ -98,6 +98,7 @@ CURATED_EVENTS = LakeTable(
         Column("variant", pa.string(), "context.variant", categorical=True),
         Column("segment", pa.string(), "context.segment", categorical=True),
         Column("country", pa.string(), "context.country", categorical=True),
+        Column("category", pa.string(), "context.category: the item's category (since schema 1.1)", categorical=True),
         Column("price", pa.float64(), "context.price"),
         Column("device_code", pa.int32(), "ordinal code of device from the schema's enum (0 = unknown)"),
         Column("page_code", pa.int32(), "hashed bucket of page (0 = none)"),

@@ -28,7 +28,7 @@ _EVENT: dict[str, Any] = {
     "event_type": "rating",
     "value": 4,
     "timestamp": "2025-06-10T11:59:00Z",
-    "schema_version": "1.0",
+    "schema_version": "1.1",
     "context": {
         "session_id": "sess-1",
         "device": "mobile",
@@ -37,6 +37,7 @@ _EVENT: dict[str, Any] = {
         "variant": "B",
         "segment": "new",
         "country": "DE",
+        "category": "books",
         "price": 9.5,
     },
 }

@@ -150,7 +150,8 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
                          lambda d: DEVICES.index(d) + 1 if d in DEVICES else 0)
     column = {name: batch[name] for name in (
         "event_id", "user_id", "item_id", "event_type", "event_time", "received_at", "schema_version",
-        "session_id", "page", "experiment", "variant", "segment", "country", "price", "record_index")}
+        "session_id", "page", "experiment", "variant", "segment", "country", "category", "price",
+        "record_index")}
     curated = {
         **column,
         "feedback_kind": pa.array(kind, type=pa.string()),

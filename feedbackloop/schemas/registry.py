@@ -22,7 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 CURRENT_MAJOR = 1
-CURRENT_VERSION = "1.0"
+CURRENT_VERSION = "1.1"  # 1.1 added context.category
 MAX_BATCH_EVENTS = 500
 MAX_EVENT_BYTES = 8 * 1024
 MAX_BODY_BYTES = 1024 * 1024
