@@ -1,10 +1,12 @@
-"""The `feedbackloop` command: local stack, demo, replay and benchmarks. Thin: parse, call, print."""
+"""The `feedbackloop` command: local stack, table jobs, demo, replay and benchmarks. Thin: parse, call, print."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+
+from glue_jobs.build_tables import JOB_NAMES
 
 
 def _local_up(args: argparse.Namespace) -> int:
@@ -57,6 +59,31 @@ def _replay(args: argparse.Namespace) -> int:
     return 1 if outcome.failed_sources else 0
 
 
+def _run_job(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    import boto3
+
+    from feedbackloop.local.environment import LocalEndpoints, use_endpoint
+    from feedbackloop.local.sql_engine import local_engine
+    from glue_jobs.build_tables import DataQualityError, run_job
+
+    endpoint = LocalEndpoints.load().aws_endpoint
+    use_endpoint(endpoint)
+    engine = local_engine(endpoint, boto3.Session())
+    for name in JOB_NAMES if args.name == "all" else [args.name]:
+        try:
+            reports = run_job(name, engine, full=args.full, settle=timedelta(minutes=args.settle_minutes))
+        except DataQualityError as error:
+            print(f"job {name} failed its data-quality checks: {error}", file=sys.stderr)
+            return 1
+        for report in reports:
+            outcome = f"skipped: {report.skipped}" if report.skipped else (
+                f"{report.rows:,} rows in {len(report.partitions)} partitions")
+            print(f"{name:<12} {report.table:<16} {outcome}  (data up to {report.until})")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from feedbackloop.bench import run_benchmark
 
@@ -73,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--api-port", type=int, default=8787)
     up.add_argument("--moto-port", type=int, default=None)
     up.set_defaults(func=_local_up)
+
+    job = local.add_parser("run-job", help="run a table job (Glue in AWS) on DuckDB against a running local stack")
+    job.add_argument("name", choices=[*JOB_NAMES, "all"], help="the job, or all of them in order")
+    job.add_argument("--full", action="store_true", help="rebuild every partition instead of the new ones")
+    job.add_argument("--settle-minutes", type=int, default=0,
+                     help="leave rows the cleaner processed this recently for the next run")
+    job.set_defaults(func=_run_job)
 
     demo = commands.add_parser("demo", help="replay Online Retail through the local API and show the result")
     demo.add_argument("--limit", type=int, default=None, help="send only the last N invoice lines")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from feedbackloop.lake import TABLES, LakeTable
+from feedbackloop.lake import CLEANER_TABLES, MODELLED_TABLES, TABLES, LakeTable
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ EVENT_STREAM = StreamSpec(key="events", shards=2, retention_hours=168)
 RAW_BUCKET = BucketSpec("raw", "every accepted record, unchanged, for audit and replay", None, 30)
 CURATED_BUCKET = BucketSpec("curated", "clean Parquet tables", None, 90)
 QUARANTINE_BUCKET = BucketSpec("quarantine", "rejected records with a typed reason", 365)
-BUCKETS = (RAW_BUCKET, CURATED_BUCKET, QUARANTINE_BUCKET)
+QUERY_RESULTS_BUCKET = BucketSpec("query-results", "Athena query results of the table jobs", 7)
+BUCKETS = (RAW_BUCKET, CURATED_BUCKET, QUARANTINE_BUCKET, QUERY_RESULTS_BUCKET)
 
 DEDUP_TABLE = KeyValueTableSpec(
     "dedup", "event_id", "expires_at", "event ids already committed, and the object that holds each"
@@ -57,6 +58,11 @@ CLEANER_FAILURES = QueueSpec("cleaner-failures", "batches the cleaner gave up on
 QUEUES = (CLEANER_FAILURES,)
 
 LAKE_TABLES: tuple[LakeTable, ...] = TABLES
+CLEANER_LAKE_TABLES: tuple[LakeTable, ...] = CLEANER_TABLES  # the cleaner writes these
+MODELLED_LAKE_TABLES: tuple[LakeTable, ...] = MODELLED_TABLES  # the table jobs (glue_jobs/) build these
+
+# The Athena workgroup of the table jobs: it enforces its result location, encryption and this limit.
+ATHENA_BYTES_SCANNED_CUTOFF = 10 * 1024**3  # per query; a runaway query fails instead of costing
 
 # Raw archive layout, the same in Firehose's prefix and the local archiver.
 RAW_PREFIX = "raw/events/"

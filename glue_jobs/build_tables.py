@@ -1,0 +1,362 @@
+"""Glue Python shell job (Python 3.9): build one group of the lake's modelled tables by running SQL files.
+
+The same `main()` runs in AWS with the Athena engine below and locally with a DuckDB engine that
+`feedbackloop.local` injects. This file depends on nothing from the core package: Glue Python shell
+gets only this script, its arguments and the SQL files (`--sql-location`, an S3 prefix in AWS).
+
+Incremental and idempotent (ADR 0006):
+- An incremental step rebuilds whole partitions: those of its source holding rows with `processed_at`
+  in (its bookmark, the source's bookmark]; running it twice rewrites the same partitions with the same
+  rows. The first table's source is the cleaner's, whose bookmark is "now minus a settle time" (long
+  enough for any in-flight cleaner batch to land).
+- A snapshot step writes one `as_of_date` partition from the layers it reads; it is rebuilt when its
+  source's bookmark moves.
+- A bookmark (`_bookmark.json` beside the table's partitions; readers skip files starting with `_`) is
+  written only after the step's output passed its data-quality checks, so a failed run is redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from string import Template
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+
+LOG = logging.getLogger("feedbackloop.glue")
+
+HALF_LIFE_DAYS = 30.0  # of the feedback layer's time decay
+SETTLE_MINUTES = 20  # the cleaner Lambda's timeout plus a margin: rows younger than this may still be in flight
+MAX_PARTITIONS_PER_QUERY = 100  # Athena's limit on the partitions one INSERT INTO may write
+SQL_DIR = Path(__file__).parent / "sql"
+CLEANER_SOURCE = "feedback_events"
+
+
+class DataQualityError(RuntimeError):
+    """An output broke a data-quality rule: the job fails and the bookmark does not move."""
+
+
+@dataclass(frozen=True)
+class Range:
+    column: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One table: built by `sql/<table>.sql` from `source`, checked, bookmarked."""
+
+    table: str
+    source: str
+    partition: str  # the table's partition column: event_date (incremental) or as_of_date (snapshot)
+    keys: Tuple[str, ...]  # not null and unique within a partition
+    ranges: Tuple[Range, ...] = ()
+    # two SQL counts that must be equal: (from the inputs, from the output); $where selects the run's rows
+    reconcile: Optional[Tuple[str, str]] = None
+
+    @property
+    def incremental(self) -> bool:
+        return self.partition == "event_date"
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    steps: Tuple[Step, ...]
+    after: Tuple[str, ...] = ()  # jobs whose tables this one reads
+
+
+_SHARE = ("desktop_share", "mobile_share", "tablet_share", "other_device_share", "unknown_device_share")
+
+JOBS: Tuple[Job, ...] = (
+    Job("interactions", (
+        Step("interactions", CLEANER_SOURCE, "event_date", keys=("event_id",),
+             ranges=(Range("feedback_score", -1, 1), Range("confidence", 0, 1)),
+             reconcile=("SELECT count(*) FROM feedback_events WHERE $where",
+                        "SELECT count(*) FROM interactions WHERE $where")),
+    )),
+    Job("feedback", (
+        Step("feedback_daily", "interactions", "event_date", keys=("user_id", "item_id"),
+             ranges=(Range("decayed_weight_sum", 0, None),),
+             reconcile=("SELECT count(*) FROM interactions WHERE $where",
+                        "SELECT sum(events) FROM feedback_daily WHERE $where")),
+        Step("user_feedback", "feedback_daily", "as_of_date", keys=("user_id", "item_id"),
+             ranges=(Range("composite_score", -1, 1), Range("confidence_mass", 0, None)),
+             reconcile=("SELECT sum(events) FROM feedback_daily WHERE event_date <= '$as_of_date'",
+                        "SELECT sum(events) FROM user_feedback WHERE $where")),
+    ), after=("interactions",)),
+    Job("features", (
+        Step("user_daily", "interactions", "event_date", keys=("user_id",),
+             reconcile=("SELECT count(*) FROM interactions WHERE $where",
+                        "SELECT sum(events) FROM user_daily WHERE $where")),
+        Step("user_features", "user_daily", "as_of_date", keys=("user_id",),
+             ranges=tuple(Range(c, 0, 1) for c in _SHARE + ("explicit_share",))
+             # cancels can exceed purchases: an order bought before the data began is cancelled in it
+             + (Range("cancel_rate", 0, None), Range("recency_days", 0, None), Range("nps", -100, 100),
+                Range("satisfaction", -1, 1)),
+             reconcile=("SELECT count(DISTINCT user_id) FROM user_daily WHERE event_date <= '$as_of_date'",
+                        "SELECT count(*) FROM user_features WHERE $where")),
+        Step("item_features", "feedback_daily", "as_of_date", keys=("item_id",),
+             ranges=(Range("mean_score", -1, 1), Range("positive_share", 0, 1), Range("ctr", 0, None)),
+             reconcile=("SELECT count(DISTINCT item_id) FROM feedback_daily WHERE event_date <= '$as_of_date'",
+                        "SELECT count(*) FROM item_features WHERE $where")),
+    ), after=("feedback",)),
+    Job("engagement", (
+        Step("engagement", "interactions", "event_date",
+             keys=("grain", "period_start", "scope", "segment", "experiment", "variant"),
+             ranges=(Range("ctr", 0, None), Range("bounce_rate", 0, 1), Range("conversion_rate", 0, 1),
+                     Range("nps", -100, 100)),
+             reconcile=("SELECT count(*) FROM interactions WHERE $where",
+                        "SELECT sum(events) FROM engagement WHERE $where AND grain = 'day' AND scope = 'global'")),
+    ), after=("interactions",)),
+)
+JOB_NAMES = tuple(job.name for job in JOBS)
+
+
+class Engine(Protocol):
+    """Where the SQL runs: Athena in AWS, DuckDB locally. SQL is given in the Trino dialect."""
+
+    def rows(self, sql: str) -> List[Tuple[Any, ...]]: ...
+
+    def replace(self, table: str, partitions: Sequence[str], select: str) -> None:
+        """Replace these partitions of `table` with the rows of `select`."""
+
+    def drop(self, table: str, partitions: Sequence[str]) -> None: ...
+
+    def partitions(self, table: str) -> List[str]: ...
+
+    def read_bookmark(self, table: str) -> Optional[Dict[str, Any]]: ...
+
+    def write_bookmark(self, table: str, bookmark: Dict[str, Any]) -> None: ...
+
+
+class SqlFiles(Protocol):
+    def read(self, name: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class DirectorySqlFiles:
+    folder: Path = SQL_DIR
+
+    def read(self, name: str) -> str:
+        return (self.folder / name).read_text(encoding="utf-8")
+
+
+@dataclass
+class StepReport:
+    table: str
+    partitions: List[str] = field(default_factory=list)
+    rows: int = 0
+    until: Optional[str] = None
+    skipped: Optional[str] = None  # why nothing was built
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"table": self.table, "partitions": len(self.partitions), "rows": self.rows, "until": self.until,
+                "skipped": self.skipped}
+
+
+def render(sql: str, **values: Any) -> str:
+    return Template(sql).substitute(half_life_days=repr(HALF_LIFE_DAYS), **values)
+
+
+def quoted(values: Sequence[str]) -> str:
+    for value in values:
+        if not all(c.isalnum() or c == "-" for c in value):  # partition values are dates; refuse anything else
+            raise ValueError(f"unexpected partition value {value!r}")
+    return ", ".join(f"'{v}'" for v in values)
+
+
+def _instant(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _timestamp_literal(text: str) -> str:
+    return f"TIMESTAMP '{text}'"
+
+
+def run_step(step: Step, engine: Engine, sql_files: SqlFiles, now: datetime, full: bool = False,
+             settle: timedelta = timedelta(minutes=SETTLE_MINUTES)) -> StepReport:
+    report = StepReport(step.table)
+    mine = None if full else engine.read_bookmark(step.table)
+    if step.source == CLEANER_SOURCE:
+        until = _instant(now - settle)
+    else:
+        upstream = engine.read_bookmark(step.source)
+        if upstream is None:
+            report.skipped = f"{step.source} has not been built yet"
+            return report
+        until = upstream["until"]
+    report.until = until
+    if mine is not None and mine["until"] >= until:
+        report.skipped = "up to date"
+        return report
+    sql = sql_files.read(f"{step.table}.sql")
+
+    if step.incremental:
+        since = f" AND processed_at > {_timestamp_literal(mine['until'])}" if mine else ""
+        changed = [r[0] for r in engine.rows(
+            f"SELECT DISTINCT event_date FROM {step.source} "
+            f"WHERE processed_at <= {_timestamp_literal(until)}{since} ORDER BY 1")]
+        if full:  # a full rebuild also drops what its source no longer has (an erased day, say)
+            engine.drop(step.table, sorted(set(engine.partitions(step.table)) - set(changed)))
+        for start in range(0, len(changed), MAX_PARTITIONS_PER_QUERY):
+            chunk = changed[start:start + MAX_PARTITIONS_PER_QUERY]
+            where = f"event_date IN ({quoted(chunk)})"
+            engine.replace(step.table, chunk, render(sql, partitions=quoted(chunk)))
+            report.rows += check(step, engine, where=where, as_of_date="")
+            report.partitions.extend(chunk)
+    else:
+        as_of_date = until[:10]
+        engine.replace(step.table, [as_of_date], render(sql, as_of_date=as_of_date))
+        report.rows = check(step, engine, where=f"as_of_date = '{as_of_date}'", as_of_date=as_of_date)
+        report.partitions.append(as_of_date)
+    engine.write_bookmark(step.table, {"until": until, "partitions": report.partitions,
+                                       "built_at": _instant(now), "rows": report.rows})
+    return report
+
+
+def check(step: Step, engine: Engine, where: str, as_of_date: str) -> int:
+    """The data-quality rules of a step's output: return its row count, or raise DataQualityError naming
+    every broken rule."""
+    failures = []
+    scope = f"FROM {step.table} WHERE {where}"
+    null_keys = " OR ".join(f"{k} IS NULL" for k in step.keys)
+    (rows, nulls) = engine.rows(f"SELECT count(*), count_if({null_keys}) {scope}")[0]
+    if nulls:
+        failures.append(f"{nulls} rows with a null key ({', '.join(step.keys)})")
+    keys = ", ".join(step.keys + (step.partition,))
+    (repeated,) = engine.rows(
+        f"SELECT count(*) FROM (SELECT {keys} {scope} GROUP BY {keys} HAVING count(*) > 1) AS repeated")[0]
+    if repeated:
+        failures.append(f"{repeated} keys ({keys}) appear more than once")
+    for rule in step.ranges:
+        bounds = [f"{rule.column} < {rule.low}" if rule.low is not None else "",
+                  f"{rule.column} > {rule.high}" if rule.high is not None else ""]
+        (outside,) = engine.rows(f"SELECT count(*) {scope} AND ({' OR '.join(b for b in bounds if b)})")[0]
+        if outside:
+            failures.append(f"{outside} rows with {rule.column} outside [{rule.low}, {rule.high}]")
+    if step.reconcile:
+        expected, actual = (engine.rows(render(sql, where=where, as_of_date=as_of_date))[0][0] or 0
+                            for sql in step.reconcile)
+        if expected != actual:
+            failures.append(f"row counts do not reconcile: inputs {expected}, output {actual}")
+    if failures:
+        raise DataQualityError(f"{step.table}: " + "; ".join(failures))
+    return rows
+
+
+def run_job(name: str, engine: Engine, sql_files: SqlFiles = DirectorySqlFiles(), now: Optional[datetime] = None,
+            full: bool = False, settle: timedelta = timedelta(minutes=SETTLE_MINUTES)) -> List[StepReport]:
+    job = next((j for j in JOBS if j.name == name), None)
+    if job is None:
+        raise ValueError(f"no job {name!r}; jobs: {', '.join(JOB_NAMES)}")
+    now = now or datetime.now(timezone.utc)
+    reports = []
+    for step in job.steps:
+        report = run_step(step, engine, sql_files, now, full=full, settle=settle)
+        LOG.info(json.dumps({"job": name, **report.as_dict()}))
+        reports.append(report)
+    return reports
+
+
+class AthenaEngine:
+    """The engine in AWS: Athena runs the SQL in the job's workgroup (which enforces the result location,
+    encryption and the bytes-scanned limit); the Glue catalog and S3 hold the tables."""
+
+    def __init__(self, database: str, workgroup: str) -> None:
+        import awswrangler as wr  # in Glue's analytics library set; imported here so DuckDB runs need not
+
+        self._wr = wr
+        self._database = database
+        self._workgroup = workgroup
+
+    def rows(self, sql: str) -> List[Tuple[Any, ...]]:
+        frame = self._wr.athena.read_sql_query(sql, database=self._database, workgroup=self._workgroup,
+                                               ctas_approach=False)
+        return [tuple(row) for row in frame.itertuples(index=False, name=None)]
+
+    def replace(self, table: str, partitions: Sequence[str], select: str) -> None:
+        self.drop(table, partitions)
+        self._wr.athena.start_query_execution(f"INSERT INTO {table}\n{select}", database=self._database,
+                                              workgroup=self._workgroup, wait=True)
+
+    def drop(self, table: str, partitions: Sequence[str]) -> None:
+        if not partitions:
+            return
+        location, column = self._location(table)
+        for value in partitions:
+            self._wr.s3.delete_objects(f"{location}{column}={value}/")
+        existing = set(self.partitions(table))
+        gone = [[v] for v in partitions if v in existing]
+        if gone:
+            self._wr.catalog.delete_partitions(table=table, database=self._database, partitions_values=gone)
+
+    def partitions(self, table: str) -> List[str]:
+        found = self._wr.catalog.get_partitions(database=self._database, table=table)
+        return sorted(values[0] for values in found.values())
+
+    def read_bookmark(self, table: str) -> Optional[Dict[str, Any]]:
+        path = self._bookmark_path(table)
+        if not self._wr.s3.does_object_exist(path):
+            return None
+        import boto3
+
+        bucket, key = path[len("s3://"):].split("/", 1)
+        return json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def write_bookmark(self, table: str, bookmark: Dict[str, Any]) -> None:
+        import boto3
+
+        bucket, key = self._bookmark_path(table)[len("s3://"):].split("/", 1)
+        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(bookmark).encode(),
+                                      ContentType="application/json")
+
+    def _location(self, table: str) -> Tuple[str, str]:
+        description = self._wr.catalog.table(database=self._database, table=table)
+        column = description[description["Partition"]]["Column Name"].iloc[0]
+        location = self._wr.catalog.get_table_location(database=self._database, table=table)
+        return location.rstrip("/") + "/", column
+
+    def _bookmark_path(self, table: str) -> str:
+        return self._location(table)[0] + "_bookmark.json"
+
+
+class S3SqlFiles:
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix.rstrip("/") + "/"
+
+    def read(self, name: str) -> str:
+        import boto3
+
+        bucket, key = (self._prefix + name)[len("s3://"):].split("/", 1)
+        return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True, choices=JOB_NAMES)
+    parser.add_argument("--database", required=True)
+    parser.add_argument("--workgroup", required=True)
+    parser.add_argument("--sql-location", required=True, help="s3:// prefix of the SQL files")
+    parser.add_argument("--full", default="false", choices=("true", "false"), help="rebuild every partition")
+    parser.add_argument("--settle-minutes", type=int, default=SETTLE_MINUTES)
+    args, _ = parser.parse_known_args(argv)  # Glue adds its own arguments (--JOB_ID, --scriptLocation, ...)
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    args = parse_args(argv)
+    engine = AthenaEngine(args.database, args.workgroup)
+    run_job(args.job, engine, S3SqlFiles(args.sql_location), full=args.full == "true",
+            settle=timedelta(minutes=args.settle_minutes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
