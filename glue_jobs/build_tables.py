@@ -21,11 +21,12 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from string import Template
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Protocol
 
 LOG = logging.getLogger("feedbackloop.glue")
 
@@ -43,8 +44,8 @@ class DataQualityError(RuntimeError):
 @dataclass(frozen=True)
 class Range:
     column: str
-    low: Optional[float] = None
-    high: Optional[float] = None
+    low: float | None = None
+    high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,10 @@ class Step:
     table: str
     source: str
     partition: str  # the table's partition column: event_date (incremental) or as_of_date (snapshot)
-    keys: Tuple[str, ...]  # not null and unique within a partition
-    ranges: Tuple[Range, ...] = ()
+    keys: tuple[str, ...]  # not null and unique within a partition
+    ranges: tuple[Range, ...] = ()
     # two SQL counts that must be equal: (from the inputs, from the output); $where selects the run's rows
-    reconcile: Optional[Tuple[str, str]] = None
+    reconcile: tuple[str, str] | None = None
 
     @property
     def incremental(self) -> bool:
@@ -67,13 +68,13 @@ class Step:
 @dataclass(frozen=True)
 class Job:
     name: str
-    steps: Tuple[Step, ...]
-    after: Tuple[str, ...] = ()  # jobs whose tables this one reads
+    steps: tuple[Step, ...]
+    after: tuple[str, ...] = ()  # jobs whose tables this one reads
 
 
 _SHARE = ("desktop_share", "mobile_share", "tablet_share", "other_device_share", "unknown_device_share")
 
-JOBS: Tuple[Job, ...] = (
+JOBS: tuple[Job, ...] = (
     Job("interactions", (
         Step("interactions", CLEANER_SOURCE, "event_date", keys=("event_id",),
              ranges=(Range("feedback_score", -1, 1), Range("confidence", 0, 1)),
@@ -121,18 +122,18 @@ JOB_NAMES = tuple(job.name for job in JOBS)
 class Engine(Protocol):
     """Where the SQL runs: Athena in AWS, DuckDB locally. SQL is given in the Trino dialect."""
 
-    def rows(self, sql: str) -> List[Tuple[Any, ...]]: ...
+    def rows(self, sql: str) -> list[tuple[Any, ...]]: ...
 
     def replace(self, table: str, partitions: Sequence[str], select: str) -> None:
         """Replace these partitions of `table` with the rows of `select`."""
 
     def drop(self, table: str, partitions: Sequence[str]) -> None: ...
 
-    def partitions(self, table: str) -> List[str]: ...
+    def partitions(self, table: str) -> list[str]: ...
 
-    def read_bookmark(self, table: str) -> Optional[Dict[str, Any]]: ...
+    def read_bookmark(self, table: str) -> dict[str, Any] | None: ...
 
-    def write_bookmark(self, table: str, bookmark: Dict[str, Any]) -> None: ...
+    def write_bookmark(self, table: str, bookmark: dict[str, Any]) -> None: ...
 
 
 class SqlFiles(Protocol):
@@ -150,12 +151,12 @@ class DirectorySqlFiles:
 @dataclass
 class StepReport:
     table: str
-    partitions: List[str] = field(default_factory=list)
+    partitions: list[str] = field(default_factory=list)
     rows: int = 0
-    until: Optional[str] = None
-    skipped: Optional[str] = None  # why nothing was built
+    until: str | None = None
+    skipped: str | None = None  # why nothing was built
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         return {"table": self.table, "partitions": len(self.partitions), "rows": self.rows, "until": self.until,
                 "skipped": self.skipped}
 
@@ -250,8 +251,8 @@ def check(step: Step, engine: Engine, where: str, as_of_date: str) -> int:
     return rows
 
 
-def run_job(name: str, engine: Engine, sql_files: SqlFiles = DirectorySqlFiles(), now: Optional[datetime] = None,
-            full: bool = False, settle: timedelta = timedelta(minutes=SETTLE_MINUTES)) -> List[StepReport]:
+def run_job(name: str, engine: Engine, sql_files: SqlFiles = DirectorySqlFiles(), now: datetime | None = None,
+            full: bool = False, settle: timedelta = timedelta(minutes=SETTLE_MINUTES)) -> list[StepReport]:
     job = next((j for j in JOBS if j.name == name), None)
     if job is None:
         raise ValueError(f"no job {name!r}; jobs: {', '.join(JOB_NAMES)}")
@@ -275,7 +276,7 @@ class AthenaEngine:
         self._database = database
         self._workgroup = workgroup
 
-    def rows(self, sql: str) -> List[Tuple[Any, ...]]:
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
         frame = self._wr.athena.read_sql_query(sql, database=self._database, workgroup=self._workgroup,
                                                ctas_approach=False)
         return [tuple(row) for row in frame.itertuples(index=False, name=None)]
@@ -296,11 +297,11 @@ class AthenaEngine:
         if gone:
             self._wr.catalog.delete_partitions(table=table, database=self._database, partitions_values=gone)
 
-    def partitions(self, table: str) -> List[str]:
+    def partitions(self, table: str) -> list[str]:
         found = self._wr.catalog.get_partitions(database=self._database, table=table)
         return sorted(values[0] for values in found.values())
 
-    def read_bookmark(self, table: str) -> Optional[Dict[str, Any]]:
+    def read_bookmark(self, table: str) -> dict[str, Any] | None:
         path = self._bookmark_path(table)
         if not self._wr.s3.does_object_exist(path):
             return None
@@ -309,14 +310,14 @@ class AthenaEngine:
         bucket, key = path[len("s3://"):].split("/", 1)
         return json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
 
-    def write_bookmark(self, table: str, bookmark: Dict[str, Any]) -> None:
+    def write_bookmark(self, table: str, bookmark: dict[str, Any]) -> None:
         import boto3
 
         bucket, key = self._bookmark_path(table)[len("s3://"):].split("/", 1)
         boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(bookmark).encode(),
                                       ContentType="application/json")
 
-    def _location(self, table: str) -> Tuple[str, str]:
+    def _location(self, table: str) -> tuple[str, str]:
         description = self._wr.catalog.table(database=self._database, table=table)
         column = description[description["Partition"]]["Column Name"].iloc[0]
         location = self._wr.catalog.get_table_location(database=self._database, table=table)
@@ -337,7 +338,7 @@ class S3SqlFiles:
         return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--job", required=True, choices=JOB_NAMES)
     parser.add_argument("--database", required=True)
@@ -349,7 +350,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     args = parse_args(argv)
     engine = AthenaEngine(args.database, args.workgroup)

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyarrow import fs
 import sqlglot
+from pyarrow import fs
 from sqlglot import exp
 
 from feedbackloop import resources
@@ -114,6 +114,21 @@ class DuckDBEngine:
         self._location.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with self._location.filesystem.open_output_stream(path) as stream:
             stream.write(pa.py_buffer(data))
+
+
+def write_rows(location: LakeLocation, table: LakeTable, rows: pa.Table, name: str) -> list[str]:
+    """Write rows (with their partition column) as one object `name` per partition, as the cleaner lays
+    them out; return the partitions written. For fixtures and benchmarks over a directory."""
+    column = rows[table.partition.name]
+    written = []
+    for value in pc.unique(column).to_pylist():
+        part = rows.filter(pc.equal(column, value)).drop_columns([table.partition.name])
+        path = f"{location.folder(table)}/{table.partition.name}={value}/{name}"
+        location.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with location.filesystem.open_output_stream(path) as stream:
+            stream.write(pa.py_buffer(table.parquet(part)))
+        written.append(value)
+    return written
 
 
 class GlueCatalog:

@@ -1,0 +1,365 @@
+"""The table jobs (glue_jobs/build_tables.py and its SQL) on DuckDB over a directory lake, against
+hand-checked rows: time decay, conflict reconciliation, features, engagement; idempotence;
+incremental runs equal a full rebuild; data-quality failures."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import sqlglot
+
+from feedbackloop.lake import CURATED_EVENTS, MODELLED_TABLES
+from feedbackloop.local.lake_reader import LakeLocation, connect, schema
+from feedbackloop.local.sql_engine import DuckDBEngine, to_duckdb, write_rows
+from glue_jobs import build_tables
+from glue_jobs.build_tables import (
+    HALF_LIFE_DAYS,
+    JOB_NAMES,
+    JOBS,
+    SQL_DIR,
+    DataQualityError,
+    parse_args,
+    render,
+    run_job,
+)
+
+pytestmark = pytest.mark.unit
+
+AS_OF = "2026-03-31"
+AS_OF_END = datetime(2026, 4, 1, tzinfo=UTC)  # decay reference: the end of the snapshot date
+NOW = AS_OF_END - timedelta(minutes=1)  # settle 0: rows processed up to now are built
+_ids = itertools.count()
+
+
+def event(user: str, item: str, event_type: str, at: datetime, score: float, confidence: float, *,
+          value: float = 1.0, processed_at: datetime | None = None, **context) -> dict:
+    kind = "explicit" if event_type in {"rating", "form_score", "nps"} else "implicit"
+    row = {c.name: None for c in CURATED_EVENTS.columns} | {
+        "event_id": f"e{next(_ids)}", "user_id": user, "item_id": item, "event_type": event_type,
+        "feedback_kind": kind, "value": value, "value_imputed": False, "feedback_score": score,
+        "confidence": confidence, "event_time": at, "received_at": at + timedelta(seconds=2),
+        "processed_at": processed_at or at + timedelta(seconds=5), "schema_version": "1.1",
+        "device_imputed": False, "device_code": 0, "page_code": 0, "segment_code": 0, "source": "s:1",
+        "event_date": at.strftime("%Y-%m-%d"),
+    }
+    return row | context
+
+
+def lake(tmp_path: Path, rows: list[dict], name: str = "wave-1.parquet") -> DuckDBEngine:
+    location = LakeLocation.directory(tmp_path)
+    write_rows(location, CURATED_EVENTS, pa.Table.from_pylist(rows, schema=schema(CURATED_EVENTS)), name)
+    return DuckDBEngine(location)
+
+
+def build_all(engine: DuckDBEngine, now: datetime = NOW, full: bool = False) -> None:
+    for name in JOB_NAMES:
+        run_job(name, engine, now=now, full=full, settle=timedelta(0))
+
+
+def table(tmp_path: Path, name: str, where: str = "TRUE") -> list[dict]:
+    con = connect(LakeLocation.directory(tmp_path))
+    return con.sql(f"SELECT * FROM {name} WHERE {where}").to_arrow_table().to_pylist()
+
+
+def decay(at: datetime) -> float:
+    return 0.5 ** ((AS_OF_END - at).total_seconds() / (HALF_LIFE_DAYS * 86400))
+
+
+# --- the SQL itself ---------------------------------------------------------------------------------
+
+SQL_FILES = sorted(SQL_DIR.glob("*.sql"))
+
+
+def test_every_step_has_its_sql_file_and_every_file_a_step():
+    steps = {s.table for job in JOBS for s in job.steps}
+    assert {f.stem for f in SQL_FILES} == steps == {t.name for t in MODELLED_TABLES}
+
+
+@pytest.mark.parametrize("path", SQL_FILES, ids=lambda p: p.stem)
+def test_sql_parses_as_trino_and_transpiles_to_duckdb(path: Path):
+    sql = render(path.read_text(), partitions="'2026-01-01', '2026-01-02'", as_of_date=AS_OF)
+    (tree,) = sqlglot.parse(sql, read="trino", error_level=sqlglot.ErrorLevel.RAISE)
+    assert isinstance(tree, sqlglot.exp.Query)
+    duck, tables = to_duckdb(sql)
+    sqlglot.parse(duck, read="duckdb", error_level=sqlglot.ErrorLevel.RAISE)
+    assert tables  # reads at least one lake table
+
+
+def test_job_script_stays_python_39_and_independent_of_the_core():
+    source = Path(build_tables.__file__).read_text()
+    tree = ast.parse(source, feature_version=(3, 9))
+    imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(name.split(".")[0] in {"feedbackloop", "lambdas", "cdk"} for name in imported)
+    assert "from __future__ import annotations" in source  # PEP 604 annotations stay strings on 3.9
+
+
+def test_glue_arguments_are_parsed_and_glue_extras_ignored():
+    args = parse_args(["--job", "feedback", "--database", "db", "--workgroup", "wg", "--sql-location", "s3://b/sql/",
+                       "--JOB_ID", "j_1", "--JOB_RUN_ID", "jr_1", "--scriptLocation", "s3://b/s.py"])
+    assert (args.job, args.database, args.workgroup, args.full, args.settle_minutes) == (
+        "feedback", "db", "wg", "false", build_tables.SETTLE_MINUTES)
+    with pytest.raises(SystemExit):
+        parse_args(["--job", "nope", "--database", "d", "--workgroup", "w", "--sql-location", "s3://b/"])
+
+
+def test_jobs_run_after_the_jobs_whose_tables_their_sql_reads():
+    jobs = {job.name: job for job in JOBS}
+
+    def upstream(name: str) -> set[str]:
+        return set(jobs[name].after).union(*(upstream(dep) for dep in jobs[name].after))
+
+    order = {name: i for i, name in enumerate(JOB_NAMES)}
+    built_by = {s.table: job.name for job in JOBS for s in job.steps}
+    for job in JOBS:
+        assert all(order[dep] < order[job.name] for dep in job.after)
+        earlier: set[str] = set()
+        for step in job.steps:
+            _, reads = to_duckdb(render((SQL_DIR / f"{step.table}.sql").read_text(), partitions="'x'",
+                                        as_of_date=AS_OF))
+            assert step.source in reads
+            for name in reads - {c.name for c in (CURATED_EVENTS,)}:
+                assert name in earlier or built_by[name] in upstream(job.name), f"{step.table} reads {name}"
+            earlier.add(step.table)
+
+
+def test_outputs_match_the_table_specs_column_for_column(tmp_path: Path):
+    t = datetime(2026, 3, 30, 10, tzinfo=UTC)
+    engine = lake(tmp_path, [event("u1", "i1", "rating", t, 1.0, 1.0, value=5, category="books", device="mobile",
+                                   segment="s", experiment="x", variant="A", session_id="s1", price=2.0)])
+    build_all(engine)
+    for spec in MODELLED_TABLES:
+        result = engine._run(f"SELECT * FROM {spec.name}").to_arrow_table()  # noqa: SLF001 (read back)
+        assert result.schema.names == schema(spec).names, spec.name
+        assert result.num_rows >= 1, spec.name
+
+
+# --- hand-checked rows -------------------------------------------------------------------------------
+
+def test_feedback_layer_decays_weights_and_reconciles_conflicts(tmp_path: Path):
+    thirty_days_ago = AS_OF_END - timedelta(days=30)
+    last_second = AS_OF_END - timedelta(minutes=2)  # processed before NOW
+    t1, t2 = datetime(2026, 3, 20, 9, tzinfo=UTC), datetime(2026, 3, 21, 9, tzinfo=UTC)
+    rows = [
+        # u1/i1: a 5-star rating 30 days back (decay 0.5) and a click two minutes before the end (decay ~1)
+        event("u1", "i1", "rating", thirty_days_ago, 1.0, 1.0, value=5, category="books"),
+        event("u1", "i1", "click", last_second, 0.5, 0.2, category="books"),
+        # u1/i2: a purchase, then a cancel: the latest signal is negative, so the score is capped at 0
+        event("u1", "i2", "purchase", t1, 0.8, 0.6, category="toys"),
+        event("u1", "i2", "cancel", t2, -0.5, 0.7, category="toys"),
+        # u2/i2: a cancel, then a good rating: the weighted mean stands
+        event("u2", "i2", "cancel", t1, -0.5, 0.7, category="toys"),
+        event("u2", "i2", "rating", t2, 0.5, 1.0, value=4, category="toys"),
+    ]
+    engine = lake(tmp_path, rows)
+    build_all(engine)
+    scores = {(r["user_id"], r["item_id"]): r for r in table(tmp_path, "user_feedback")}
+
+    d_rating, d_click = decay(thirty_days_ago), decay(last_second)
+    assert d_rating == pytest.approx(0.5)
+    u1i1 = scores["u1", "i1"]
+    expected = (1.0 * 1.0 * d_rating + 0.2 * 0.5 * d_click) / (1.0 * d_rating + 0.2 * d_click)
+    assert u1i1["composite_score"] == pytest.approx(expected, rel=1e-9)
+    assert expected == pytest.approx(0.6 / 0.7, rel=1e-5)  # the hand figure: (0.5 + 0.1) / (0.5 + 0.2)
+    assert u1i1["confidence_mass"] == pytest.approx(1.0 * d_rating + 0.2 * d_click, rel=1e-9)
+    assert (u1i1["feedback_type"], u1i1["conflicting"], u1i1["events"], u1i1["rating_mean"]) == (
+        "explicit", False, 2, 5.0)
+
+    u1i2 = scores["u1", "i2"]
+    mean = (0.6 * 0.8 * decay(t1) - 0.7 * 0.5 * decay(t2)) / (0.6 * decay(t1) + 0.7 * decay(t2))
+    assert mean > 0  # without the rule the pair would look liked
+    assert (u1i2["composite_score"], u1i2["conflicting"], u1i2["feedback_type"]) == (0.0, True, "implicit")
+    assert (u1i2["purchases"], u1i2["cancels"]) == (1, 1)
+
+    u2i2 = scores["u2", "i2"]
+    expected = (-0.7 * 0.5 * decay(t1) + 1.0 * 0.5 * decay(t2)) / (0.7 * decay(t1) + 1.0 * decay(t2))
+    assert u2i2["composite_score"] == pytest.approx(expected, rel=1e-9)
+    assert u2i2["conflicting"] is True
+
+
+def test_feature_layer_rows(tmp_path: Path):
+    day1, day2 = datetime(2026, 3, 29, 10, tzinfo=UTC), datetime(2026, 3, 30, 10, tzinfo=UTC)
+    rows = [
+        event("u1", "i1", "purchase", day1, 0.5, 0.6, value=2, price=3.0, category="books", device="mobile",
+              session_id="a", country="FR"),
+        event("u1", "i2", "purchase", day1 + timedelta(minutes=5), 0.5, 0.6, value=1, price=10.0, category="toys",
+              device="mobile", session_id="a", country="FR"),
+        event("u1", "i1", "view", day2, 0.1, 0.1, category="books", device="desktop", session_id="b", country="DE"),
+        event("u1", "i1", "click", day2 + timedelta(minutes=1), 0.3, 0.2, category="books", device="desktop",
+              session_id="b", country="DE"),
+        event("u1", "i2", "cancel", day2 + timedelta(minutes=2), -0.5, 0.7, category="toys", session_id="b"),
+        event("u1", "i3", "nps", day2 + timedelta(minutes=3), 0.8, 1.0, value=9, session_id="b"),
+        event("u2", "i1", "nps", day2, -0.6, 1.0, value=2, category="books", session_id="c"),
+        event("u2", "i1", "view", day2 + timedelta(minutes=1), 0.1, 0.1, category="books", session_id="c"),
+    ]
+    engine = lake(tmp_path, rows)
+    build_all(engine)
+    users = {r["user_id"]: r for r in table(tmp_path, "user_features")}
+    u1 = users["u1"]
+    assert (u1["events"], u1["active_days"], u1["sessions"], u1["items"]) == (6, 2, 2, 3)
+    assert (u1["recency_days"], u1["tenure_days"]) == (1, 3)
+    assert (u1["purchases"], u1["cancels"], u1["cancel_rate"]) == (2, 1, 0.5)
+    assert u1["revenue"] == pytest.approx(2 * 3.0 + 1 * 10.0)
+    assert u1["ctr"] == 1.0
+    assert u1["nps"] == 100.0 and u1["satisfaction"] == pytest.approx(0.8)
+    assert (u1["mobile_share"], u1["desktop_share"], u1["unknown_device_share"]) == (
+        pytest.approx(2 / 6), pytest.approx(2 / 6), pytest.approx(2 / 6))
+    assert u1["country"] == "DE"  # of the latest event that names one... the latest event's country
+    assert (u1["top_category"], list(u1["top_categories"])) == ("books", ["books"])  # toys cancelled: score 0
+    # u2's only item has a negative score: no preferred category
+    assert users["u2"]["nps"] == -100.0 and list(users["u2"]["top_categories"]) == []
+
+    items = {r["item_id"]: r for r in table(tmp_path, "item_features")}
+    i1 = items["i1"]
+    assert (i1["users"], i1["users_30d"], i1["events"], i1["views"], i1["clicks"], i1["purchases"]) == (
+        2, 2, 5, 2, 1, 1)
+    assert (i1["ctr"], i1["popularity_rank"], i1["category"]) == (0.5, 1, "books")
+    assert items["i2"]["cancel_rate"] == 1.0
+    assert items["i1"]["positive_share"] == 0.5  # u1 likes it, u2 gave it a detractor's NPS
+
+
+def test_engagement_layer_rows(tmp_path: Path):
+    h = datetime(2026, 3, 30, 10, tzinfo=UTC)
+    rows = [
+        event("u1", "i1", "view", h, 0.1, 0.1, session_id="a", segment="s1", experiment="x", variant="A"),
+        event("u1", "i1", "click", h + timedelta(minutes=2), 0.3, 0.2, session_id="a", segment="s1",
+              experiment="x", variant="A"),
+        event("u1", "i1", "purchase", h + timedelta(minutes=4), 0.5, 0.6, value=1, price=5.0, session_id="a",
+              segment="s1", experiment="x", variant="A"),
+        event("u2", "i2", "view", h + timedelta(minutes=70), 0.1, 0.1, session_id="b", segment="s2",
+              experiment="x", variant="B"),
+        event("u2", "i3", "view", h + timedelta(minutes=75), 0.1, 0.1, session_id="c", segment="s2",
+              experiment="x", variant="B"),
+        event("u2", "i3", "rating", h + timedelta(minutes=80), 0.5, 1.0, value=4, session_id="c", segment="s2",
+              experiment="x", variant="B"),
+    ]
+    engine = lake(tmp_path, rows)
+    build_all(engine)
+    got = {(r["grain"], r["scope"], r["segment"], r["variant"], r["period_start"].hour): r
+           for r in table(tmp_path, "engagement")}
+    day = got["day", "global", "*", "*", 0]
+    assert (day["events"], day["users"], day["impressions"], day["clicks"], day["sessions"]) == (6, 2, 3, 1, 3)
+    assert day["ctr"] == pytest.approx(1 / 3)
+    assert day["bounce_rate"] == pytest.approx(1 / 3)  # session b has one event
+    assert day["conversion_rate"] == pytest.approx(1 / 3)
+    assert day["avg_session_seconds"] == pytest.approx((240 + 0 + 300) / 3)
+    assert (day["ratings"], day["rating_mean"], day["revenue"]) == (1, 4.0, 5.0)
+    variant_a = got["day", "variant", "*", "A", 0]
+    assert (variant_a["events"], variant_a["ctr"], variant_a["conversion_rate"]) == (3, 1.0, 1.0)
+    hour_11_b = got["hour", "segment_variant", "s2", "B", 11]
+    assert (hour_11_b["events"], hour_11_b["sessions"], hour_11_b["bounce_rate"]) == (3, 2, 0.5)
+    assert got["hour", "segment", "s1", "*", 10]["events"] == 3
+    scopes = {r["scope"] for r in table(tmp_path, "engagement")}
+    assert scopes == {"global", "segment", "variant", "segment_variant"}
+
+
+def test_interactions_carry_derived_time_and_revenue(tmp_path: Path):
+    t = datetime(2026, 3, 30, 13, 45, tzinfo=UTC)  # a Monday
+    engine = lake(tmp_path, [event("u1", "i1", "purchase", t, 0.5, 0.6, value=3, price=2.5)])
+    build_all(engine)
+    (row,) = table(tmp_path, "interactions")
+    assert (row["hour_of_day"], row["day_of_week"], row["revenue"], row["arrival_delay_seconds"]) == (13, 1, 7.5, 2.0)
+    assert row["event_hour"] == datetime(2026, 3, 30, 13, tzinfo=UTC)
+
+
+# --- incremental, idempotent, checked ------------------------------------------------------------------
+
+def _snapshot(tmp_path: Path) -> dict[str, list[str]]:
+    """Every table's rows, order-free; doubles to 12 significant digits (parallel aggregation may sum
+    in another order and change the last bits)."""
+    def row(values: dict) -> str:
+        return repr({k: float(f"{v:.12g}") if isinstance(v, float) else v for k, v in values.items()})
+
+    con = connect(LakeLocation.directory(tmp_path))
+    return {t.name: sorted(map(row, con.sql(f"SELECT * FROM {t.name}").to_arrow_table().to_pylist()))
+            for t in MODELLED_TABLES}
+
+
+def _waves() -> tuple[list[dict], list[dict]]:
+    d1, d2, d3 = (datetime(2026, 3, d, 12, tzinfo=UTC) for d in (28, 29, 30))
+    first = [event(f"u{i % 3}", f"i{i % 4}", "purchase", d1 + timedelta(minutes=i), 0.4, 0.6, category="c",
+                   session_id=f"s{i % 2}") for i in range(6)]
+    first += [event("u1", "i1", "rating", d2, 1.0, 1.0, value=5, category="c", session_id="s9")]
+    late = datetime(2026, 3, 31, 1, tzinfo=UTC)  # processed in the second wave
+    second = [event("u1", "i1", "cancel", d1 + timedelta(hours=3), -0.5, 0.7, category="c", processed_at=late),
+              event("u2", "i3", "click", d3, 0.3, 0.2, category="c", processed_at=late),
+              event("u3", "i3", "view", d3, 0.1, 0.1, category="c", processed_at=late)]
+    return first, second
+
+
+def test_incremental_runs_equal_a_full_rebuild(tmp_path: Path):
+    first, second = _waves()
+    incremental = lake(tmp_path / "inc", first)
+    build_all(incremental, now=datetime(2026, 3, 31, 0, tzinfo=UTC))
+    write_rows(incremental._location, CURATED_EVENTS,  # noqa: SLF001 (the same lake)
+               pa.Table.from_pylist(second, schema=schema(CURATED_EVENTS)), "wave-2.parquet")
+    reports = [r for name in JOB_NAMES for r in run_job(name, incremental, now=NOW, settle=timedelta(0))]
+    rebuilt = {r.table: r.partitions for r in reports}
+    assert rebuilt["interactions"] == ["2026-03-28", "2026-03-30"]  # the late row's day and the new day only
+
+    full = lake(tmp_path / "full", first + second)
+    build_all(full, full=True)
+    assert _snapshot(tmp_path / "inc") == _snapshot(tmp_path / "full")
+
+
+def test_running_twice_leaves_the_same_tables(tmp_path: Path):
+    first, second = _waves()
+    engine = lake(tmp_path, first + second)
+    build_all(engine)
+    once = _snapshot(tmp_path)
+    reports = [r for name in JOB_NAMES for r in run_job(name, engine, now=NOW, settle=timedelta(0))]
+    assert all(r.skipped == "up to date" for r in reports)
+    build_all(engine, full=True)  # and a forced rebuild rewrites the same rows
+    assert _snapshot(tmp_path) == once
+    assert sorted(p.name for p in (tmp_path / "curated/tables/interactions").iterdir()) == [
+        "_bookmark.json", "event_date=2026-03-28", "event_date=2026-03-29", "event_date=2026-03-30"]
+
+
+def test_rows_still_settling_wait_for_the_next_run(tmp_path: Path):
+    t = datetime(2026, 3, 30, 12, tzinfo=UTC)
+    engine = lake(tmp_path, [event("u1", "i1", "click", t, 0.3, 0.2, processed_at=NOW - timedelta(minutes=5))])
+    (report,) = run_job("interactions", engine, now=NOW, settle=timedelta(minutes=20))
+    assert report.partitions == [] and table(tmp_path, "interactions") == []
+    (report,) = run_job("interactions", engine, now=NOW + timedelta(minutes=20), settle=timedelta(minutes=20))
+    assert report.partitions == ["2026-03-30"] and len(table(tmp_path, "interactions")) == 1
+
+
+def test_downstream_jobs_wait_for_their_sources(tmp_path: Path):
+    engine = lake(tmp_path, [event("u1", "i1", "click", datetime(2026, 3, 30, tzinfo=UTC), 0.3, 0.2)])
+    reports = run_job("feedback", engine, now=NOW, settle=timedelta(0))
+    assert [r.skipped for r in reports] == [
+        "interactions has not been built yet", "feedback_daily has not been built yet"]
+
+
+def test_a_broken_output_fails_the_job_loudly_and_keeps_the_bookmark(tmp_path: Path):
+    t = datetime(2026, 3, 30, 12, tzinfo=UTC)
+    engine = lake(tmp_path, [event("u1", "i1", "click", t, 3.0, 0.2), event("u1", "i2", "click", t, 0.3, 0.2)])
+    with pytest.raises(DataQualityError, match=r"interactions: 1 rows with feedback_score outside \[-1, 1\]"):
+        run_job("interactions", engine, now=NOW, settle=timedelta(0))
+    assert engine.read_bookmark("interactions") is None  # the next run redoes it
+
+
+def test_checks_catch_null_keys_duplicates_and_unreconciled_counts(tmp_path: Path):
+    t = datetime(2026, 3, 30, 12, tzinfo=UTC)
+    twin = event("u1", "i1", "click", t, 0.3, 0.2)
+    nameless = event("u3", "i1", "click", t, 0.3, 0.2) | {"event_id": None}
+    engine = lake(tmp_path, [twin, twin | {"user_id": "u2"}, nameless])
+    with pytest.raises(DataQualityError) as failure:
+        run_job("interactions", engine, now=NOW, settle=timedelta(0))
+    assert "1 rows with a null key (event_id)" in str(failure.value)
+    assert "1 keys (event_id, event_date) appear more than once" in str(failure.value)
+
+
+def test_partition_values_are_refused_unless_they_are_dates():
+    with pytest.raises(ValueError, match="unexpected partition value"):
+        build_tables.quoted(["2026-01-01", "x'); DROP TABLE t; --"])
+
+
+def test_half_life_is_the_documented_one():
+    assert math.isclose(HALF_LIFE_DAYS, 30.0)
