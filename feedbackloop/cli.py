@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_replay)
 
     bench = commands.add_parser("bench", help="benchmarks: print a table and write JSON")
-    bench.add_argument("name", choices=["ingest"])
+    bench.add_argument("name", choices=["ingest", "tables"])
     bench.add_argument("--json", required=True, help="where to write the results")
     bench.set_defaults(func=_bench)
     return parser

@@ -35,4 +35,8 @@ def run_benchmark(name: str, json_path: str, console: TextIO) -> int:
         from feedbackloop.bench.ingest import run
 
         return run(json_path, console)
+    if name == "tables":
+        from feedbackloop.bench.tables import run
+
+        return run(json_path, console)
     raise ValueError(name)
