@@ -10,7 +10,7 @@ Incremental and idempotent (ADR 0006):
   rows. The first table's source is the cleaner's, whose bookmark is "now minus a settle time" (long
   enough for any in-flight cleaner batch to land).
 - A snapshot step writes one `as_of_date` partition from the layers it reads; it is rebuilt when its
-  source's bookmark moves.
+  source changed or the date moved on (decay depends on it).
 - A bookmark (`_bookmark.json` beside the table's partitions; readers skip files starting with `_`) is
   written only after the step's output passed its data-quality checks, so a failed run is redone.
 """
@@ -185,39 +185,50 @@ def run_step(step: Step, engine: Engine, sql_files: SqlFiles, now: datetime, ful
     report = StepReport(step.table)
     mine = None if full else engine.read_bookmark(step.table)
     if step.source == CLEANER_SOURCE:
-        until = _instant(now - settle)
+        until, source_changed = _instant(now - settle), None
     else:
         upstream = engine.read_bookmark(step.source)
         if upstream is None:
             report.skipped = f"{step.source} has not been built yet"
             return report
-        until = upstream["until"]
+        until, source_changed = upstream["until"], upstream["changed"]
     report.until = until
     if mine is not None and mine["until"] >= until:
         report.skipped = "up to date"
         return report
+    # `changed`: the `until` of the last run that rewrote data; snapshots compare it with their source's
+    changed = mine["changed"] if mine else None
     sql = sql_files.read(f"{step.table}.sql")
 
     if step.incremental:
         since = f" AND processed_at > {_timestamp_literal(mine['until'])}" if mine else ""
-        changed = [r[0] for r in engine.rows(
+        partitions = [r[0] for r in engine.rows(
             f"SELECT DISTINCT event_date FROM {step.source} "
             f"WHERE processed_at <= {_timestamp_literal(until)}{since} ORDER BY 1")]
         if full:  # a full rebuild also drops what its source no longer has (an erased day, say)
-            engine.drop(step.table, sorted(set(engine.partitions(step.table)) - set(changed)))
-        for start in range(0, len(changed), MAX_PARTITIONS_PER_QUERY):
-            chunk = changed[start:start + MAX_PARTITIONS_PER_QUERY]
+            engine.drop(step.table, sorted(set(engine.partitions(step.table)) - set(partitions)))
+        for start in range(0, len(partitions), MAX_PARTITIONS_PER_QUERY):
+            chunk = partitions[start:start + MAX_PARTITIONS_PER_QUERY]
             where = f"event_date IN ({quoted(chunk)})"
             engine.replace(step.table, chunk, render(sql, partitions=quoted(chunk)))
             report.rows += check(step, engine, where=where, as_of_date="")
             report.partitions.extend(chunk)
+        if partitions or full:
+            changed = until
+        else:
+            report.skipped = "no new data"
     else:
         as_of_date = until[:10]
-        engine.replace(step.table, [as_of_date], render(sql, as_of_date=as_of_date))
-        report.rows = check(step, engine, where=f"as_of_date = '{as_of_date}'", as_of_date=as_of_date)
-        report.partitions.append(as_of_date)
-    engine.write_bookmark(step.table, {"until": until, "partitions": report.partitions,
-                                       "built_at": _instant(now), "rows": report.rows})
+        if mine and mine["source_changed"] == source_changed and mine["until"][:10] == as_of_date:
+            report.skipped = "no new data"  # the same inputs as of the same day: the same snapshot
+        else:
+            engine.replace(step.table, [as_of_date], render(sql, as_of_date=as_of_date))
+            report.rows = check(step, engine, where=f"as_of_date = '{as_of_date}'", as_of_date=as_of_date)
+            report.partitions.append(as_of_date)
+            changed = until
+    engine.write_bookmark(step.table, {"until": until, "changed": changed, "source_changed": source_changed,
+                                       "partitions": report.partitions, "built_at": _instant(now),
+                                       "rows": report.rows})
     return report
 
 

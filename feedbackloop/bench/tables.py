@@ -45,8 +45,8 @@ def curated_online_retail(now: datetime = ARRIVAL) -> pa.Table:
     arrival = np.datetime64(now.replace(tzinfo=None), "us")
     for start in range(0, len(events), BATCH):
         chunk = events[start:start + BATCH]
-        cleaner.clean(SourceRecords([envelope(e, now) for e in chunk], [f"bench:{start + i}" for i in range(len(chunk))],
-                                    np.full(len(chunk), arrival)))
+        sources = [f"bench:{start + i}" for i in range(len(chunk))]
+        cleaner.clean(SourceRecords([envelope(e, now) for e in chunk], sources, np.full(len(chunk), arrival)))
     prefix = CURATED_EVENTS.object_key("", "").rsplit("=", 1)[0] + "="
     parts = []
     for key, data in lake.objects.items():

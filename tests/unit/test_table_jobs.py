@@ -363,3 +363,16 @@ def test_partition_values_are_refused_unless_they_are_dates():
 
 def test_half_life_is_the_documented_one():
     assert math.isclose(HALF_LIFE_DAYS, 30.0)
+
+
+def test_snapshots_follow_the_date_without_new_data_and_stay_put_within_it(tmp_path: Path):
+    engine = lake(tmp_path, [event("u1", "i1", "rating", datetime(2026, 3, 30, 12, tzinfo=UTC), 1.0, 1.0, value=5)])
+    build_all(engine)
+    same_day = [r for n in JOB_NAMES for r in run_job(n, engine, now=NOW + timedelta(seconds=30), settle=timedelta(0))]
+    assert {r.skipped for r in same_day} == {"no new data"}
+    next_day = {r.table: r for n in JOB_NAMES
+                for r in run_job(n, engine, now=NOW + timedelta(days=1), settle=timedelta(0))}
+    assert next_day["interactions"].skipped == "no new data"
+    assert next_day["user_feedback"].partitions == ["2026-04-01"]  # decay moved on: a new snapshot
+    mass = {r["as_of_date"]: r["confidence_mass"] for r in table(tmp_path, "user_feedback")}
+    assert mass["2026-04-01"] == pytest.approx(mass[AS_OF] * 0.5 ** (1 / HALF_LIFE_DAYS))
