@@ -41,6 +41,7 @@ demo: setup
 bench: setup
 	@mkdir -p bench-results
 	$(VENV)/bin/feedbackloop bench ingest --json bench-results/ingest.json
+	$(VENV)/bin/feedbackloop bench tables --json bench-results/tables.json
 
 synth: setup lambda-layer
 	npx --no-install cdk synth --quiet --no-notices
