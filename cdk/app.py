@@ -14,13 +14,15 @@ from cdk_nag import AwsSolutionsChecks
 from cdk.project import LambdaLayerMissingError, ProjectLayout
 from cdk.stacks.data import FeedbackLoopData
 from cdk.stacks.ingest import FeedbackLoopIngest
+from cdk.stacks.tables import FeedbackLoopTables
 
 DATA_STACK = "FeedbackLoopData"
 INGEST_STACK = "FeedbackLoopIngest"
+TABLES_STACK = "FeedbackLoopTables"
 
 
 def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
-    """Both stacks with the AwsSolutions checks; `app.synth()` fails on any unacknowledged finding.
+    """The stacks with the AwsSolutions checks; `app.synth()` fails on any unacknowledged finding.
 
     `outdir` None: the CDK CLI's CDK_OUTDIR (or, without it, a temporary directory).
     """
@@ -38,6 +40,13 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
         event_stream=data.event_stream,
         lake=data.lake,
         cleaner_state=data.cleaner_state,
+    )
+    FeedbackLoopTables(
+        app,
+        TABLES_STACK,
+        description="feedbackloop: the Glue jobs and Athena workgroup that build the modelled lake tables",
+        lake=data.lake,
+        key=data.key,
     )
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app

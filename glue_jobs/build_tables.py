@@ -2,7 +2,7 @@
 
 The same `main()` runs in AWS with the Athena engine below and locally with a DuckDB engine that
 `feedbackloop.local` injects. This file depends on nothing from the core package: Glue Python shell
-gets only this script, its arguments and the SQL files (`--sql-location`, an S3 prefix in AWS).
+gets only this script, its arguments and the SQL files (`--sql-location`, a zip archive on S3).
 
 Incremental and idempotent (ADR 0006):
 - An incremental step rebuilds whole partitions: those of its source holding rows with `processed_at`
@@ -18,9 +18,11 @@ Incremental and idempotent (ADR 0006):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -338,15 +340,21 @@ class AthenaEngine:
         return self._location(table)[0] + "_bookmark.json"
 
 
-class S3SqlFiles:
-    def __init__(self, prefix: str) -> None:
-        self._prefix = prefix.rstrip("/") + "/"
+class ZipSqlFiles:
+    """The SQL folder as CDK deploys it: one zip archive (an asset), read once."""
 
-    def read(self, name: str) -> str:
+    def __init__(self, archive: bytes) -> None:
+        self._archive = zipfile.ZipFile(io.BytesIO(archive))
+
+    @classmethod
+    def from_s3(cls, url: str) -> ZipSqlFiles:
         import boto3
 
-        bucket, key = (self._prefix + name)[len("s3://"):].split("/", 1)
-        return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+        bucket, key = url[len("s3://"):].split("/", 1)
+        return cls(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def read(self, name: str) -> str:
+        return self._archive.read(name).decode("utf-8")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -354,7 +362,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--job", required=True, choices=JOB_NAMES)
     parser.add_argument("--database", required=True)
     parser.add_argument("--workgroup", required=True)
-    parser.add_argument("--sql-location", required=True, help="s3:// prefix of the SQL files")
+    parser.add_argument("--sql-location", required=True, help="s3:// URL of the zip of the SQL files")
     parser.add_argument("--full", default="false", choices=("true", "false"), help="rebuild every partition")
     parser.add_argument("--settle-minutes", type=int, default=SETTLE_MINUTES)
     args, _ = parser.parse_known_args(argv)  # Glue adds its own arguments (--JOB_ID, --scriptLocation, ...)
@@ -365,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     args = parse_args(argv)
     engine = AthenaEngine(args.database, args.workgroup)
-    run_job(args.job, engine, S3SqlFiles(args.sql_location), full=args.full == "true",
+    run_job(args.job, engine, ZipSqlFiles.from_s3(args.sql_location), full=args.full == "true",
             settle=timedelta(minutes=args.settle_minutes))
     return 0
 

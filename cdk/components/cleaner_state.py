@@ -10,6 +10,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk import nag
+from cdk.naming import pascal_case
 from feedbackloop.resources import KEY_VALUE_TABLES, QUEUES, KeyValueTableSpec, QueueSpec
 
 
@@ -22,7 +23,7 @@ class CleanerState(Construct):
     def _table(self, spec: KeyValueTableSpec, key: kms.IKey) -> dynamodb.Table:
         return dynamodb.Table(
             self,
-            f"{_pascal(spec.key)}Table",
+            f"{pascal_case(spec.key)}Table",
             partition_key=dynamodb.Attribute(name=spec.partition_key, type=dynamodb.AttributeType.STRING),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
@@ -36,7 +37,7 @@ class CleanerState(Construct):
     def _queue(self, spec: QueueSpec, key: kms.IKey) -> sqs.Queue:
         queue = sqs.Queue(
             self,
-            f"{_pascal(spec.key)}Queue",
+            f"{pascal_case(spec.key)}Queue",
             encryption=sqs.QueueEncryption.KMS,
             encryption_master_key=key,
             enforce_ssl=True,
@@ -51,7 +52,3 @@ class CleanerState(Construct):
             "target); its messages are read by an operator or a replay, never by a consumer that could fail.",
         )
         return queue
-
-
-def _pascal(key: str) -> str:
-    return "".join(part.capitalize() for part in key.replace("_", "-").split("-"))

@@ -1,13 +1,19 @@
-"""The lake: one bucket per `resources.BUCKETS` zone, their access logs, and the Glue catalog of
-`resources.LAKE_TABLES`.
+"""The lake: one bucket per `resources.BUCKETS` zone, their access logs, the Glue catalog of
+`resources.LAKE_TABLES`, and one managed policy per writer of those tables.
 
 Zone buckets use SSE-KMS with the data key (and S3 Bucket Keys, which cut KMS requests to about one
 per object batch): every reader of lake data then needs an explicit `kms:Decrypt` grant, which is the
 point. The access-log bucket uses SSE-S3 because S3 server access logging cannot deliver to a
 bucket whose default encryption is SSE-KMS.
+
+The writer policies live here, beside the data they open: a consumer in another stack attaches one by
+ARN, so its template carries no statement on this stack's objects (whose wildcard ARNs would reach it
+as cross-stack outputs), and who may write which table is decided in one place.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from aws_cdk import ArnFormat, Aws, Duration, Stack
 from aws_cdk import aws_glue as glue
@@ -17,8 +23,18 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from cdk import nag
+from cdk.naming import pascal_case
 from feedbackloop.lake import Column, LakeTable
-from feedbackloop.resources import BUCKETS, GLUE_DATABASE, LAKE_TABLES, RAW_BUCKET, BucketSpec
+from feedbackloop.resources import (
+    BUCKETS,
+    CLEANER_LAKE_TABLES,
+    GLUE_DATABASE,
+    LAKE_TABLES,
+    MODELLED_LAKE_TABLES,
+    QUERY_RESULTS_BUCKET,
+    RAW_BUCKET,
+    BucketSpec,
+)
 
 ACCESS_LOG_DAYS = 90
 RAW_NONCURRENT_VERSION_DAYS = 30
@@ -36,11 +52,29 @@ CATALOG_WRITE_ACTIONS = [
     "glue:CreatePartition",
     "glue:BatchCreatePartition",
 ]
+# What the table builder needs to read the catalog (Athena plans its queries with these) ...
+CATALOG_READ_ACTIONS = [
+    "glue:GetDatabase",
+    "glue:GetTable",
+    "glue:GetTables",
+    "glue:GetPartition",
+    "glue:GetPartitions",
+]
+# ... and to replace whole partitions of the tables it builds (never a schema change).
+PARTITION_WRITE_ACTIONS = [
+    "glue:BatchCreatePartition",
+    "glue:CreatePartition",
+    "glue:BatchDeletePartition",
+    "glue:DeletePartition",
+    "glue:UpdatePartition",
+]
 
 
 class Lake(Construct):
-    """Zone buckets by `BucketSpec.key`, the Glue database and tables, and `writer_policy`, the
-    managed policy that lets a writer (the cleaner) append to the lake tables."""
+    """Zone buckets by `BucketSpec.key`, the Glue database and tables, and two managed policies:
+    `writer_policy` lets the cleaner append to its tables (`resources.CLEANER_LAKE_TABLES`);
+    `builder_policy` lets the table jobs read those and rebuild the modelled tables
+    (`resources.MODELLED_LAKE_TABLES`) through Athena, whose results go to the query-results bucket."""
 
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
@@ -61,40 +95,27 @@ class Lake(Construct):
             catalog_id=Aws.ACCOUNT_ID,
             # Glue needs a physical name; the shared constant is the one the local runtime uses too.
             database_input=glue.CfnDatabase.DatabaseInputProperty(
-                name=GLUE_DATABASE, description="feedbackloop lake: curated and quarantined feedback events"
+                name=GLUE_DATABASE,
+                description="feedbackloop lake: curated and quarantined feedback events, and the tables modelled "
+                "from them",
             ),
         )
         self.tables = {table.name: self._table(table) for table in LAKE_TABLES}
         self.writer_policy = self._writer_policy(key)
+        self.builder_policy = self._builder_policy(key)
 
     @property
     def database_name(self) -> str:
         return self.database.ref
 
     def _writer_policy(self, key: kms.IKey) -> iam.ManagedPolicy:
-        """Append to the lake tables: their objects, their data key, their partitions. It lives here,
-        beside the data it opens, so consumers in other stacks attach it by ARN and their own
-        templates carry no statements on this stack's resources."""
-        stack = Stack.of(self)
-        buckets = [self.buckets[zone] for zone in sorted({t.bucket_key for t in LAKE_TABLES})]
-        objects = [b.arn_for_objects("*") for b in buckets]
-        catalog = [
-            stack.format_arn(service="glue", resource="catalog", arn_format=ArnFormat.NO_RESOURCE_NAME),
-            stack.format_arn(service="glue", resource="database", resource_name=self.database_name, arn_format=_SLASH),
-            *(
-                stack.format_arn(
-                    service="glue",
-                    resource="table",
-                    resource_name=f"{self.database_name}/{t.name}",
-                    arn_format=_SLASH,
-                )
-                for t in LAKE_TABLES
-            ),
-        ]
+        """Append to the cleaner's tables: their objects, their data key, their partitions."""
+        tables = CLEANER_LAKE_TABLES
+        objects = self._objects(tables)
         policy = iam.ManagedPolicy(
             self,
             "WriterPolicy",
-            description="feedbackloop: write the lake tables (objects, data key, Glue partitions)",
+            description="feedbackloop: write the cleaner's lake tables (objects, data key, Glue partitions)",
             statements=[
                 iam.PolicyStatement(
                     actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
@@ -102,20 +123,94 @@ class Lake(Construct):
                 ),
                 iam.PolicyStatement(
                     actions=["s3:ListBucket", "s3:GetBucketLocation"],
-                    resources=[b.bucket_arn for b in buckets],
+                    resources=[b.bucket_arn for b in self._buckets_of(tables)],
                 ),
                 # SSE-KMS: GenerateDataKey writes an object, Decrypt reads it or completes a multipart upload.
                 iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[key.key_arn]),
-                iam.PolicyStatement(actions=CATALOG_WRITE_ACTIONS, resources=catalog),
+                iam.PolicyStatement(actions=CATALOG_WRITE_ACTIONS, resources=self._catalog(tables)),
             ],
         )
         nag.acknowledge_all(
             policy,
             [nag.wildcard_resource(self, arn) for arn in objects],
-            "Object-level S3 actions need an object ARN; the wildcard covers the objects of the buckets "
-            "that hold the lake tables, and nothing else.",
+            "Object-level S3 actions need an object ARN; each wildcard covers the prefix of one of the "
+            "cleaner's tables (its partitions and their objects), and nothing else.",
         )
         return policy
+
+    def _builder_policy(self, key: kms.IKey) -> iam.ManagedPolicy:
+        """Rebuild the modelled tables with Athena: read every table in their bucket (the cleaner's
+        curated events and the modelled tables themselves), replace objects and partitions of the
+        modelled tables only, and keep Athena's results in the query-results bucket."""
+        modelled = MODELLED_LAKE_TABLES
+        # the modelled tables are built from the tables that share their bucket (ADR 0006: curated events)
+        sources = tuple(t for t in LAKE_TABLES if t.bucket_key in {m.bucket_key for m in modelled})
+        results = self.buckets[QUERY_RESULTS_BUCKET.key]
+        readable, writable, scratch = self._objects(sources), self._objects(modelled), results.arn_for_objects("*")
+        policy = iam.ManagedPolicy(
+            self,
+            "BuilderPolicy",
+            description="feedbackloop: rebuild the modelled lake tables (objects, data key, Glue partitions, "
+            "Athena results)",
+            statements=[
+                iam.PolicyStatement(actions=["s3:GetObject"], resources=readable),
+                # whole partitions are replaced: old objects deleted, new ones written by Athena's INSERT INTO
+                iam.PolicyStatement(
+                    actions=["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"], resources=writable
+                ),
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                    resources=[b.bucket_arn for b in self._buckets_of(sources)],
+                ),
+                # what Athena needs of a workgroup's result location
+                iam.PolicyStatement(
+                    actions=[
+                        "s3:GetObject",
+                        "s3:PutObject",
+                        "s3:AbortMultipartUpload",
+                        "s3:ListMultipartUploadParts",
+                    ],
+                    resources=[scratch],
+                ),
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
+                    resources=[results.bucket_arn],
+                ),
+                # SSE-KMS on the lake objects and on Athena's results (the workgroup enforces the data key)
+                iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[key.key_arn]),
+                iam.PolicyStatement(actions=CATALOG_READ_ACTIONS, resources=self._catalog(sources)),
+                iam.PolicyStatement(actions=PARTITION_WRITE_ACTIONS, resources=self._catalog(modelled)),
+            ],
+        )
+        nag.acknowledge_all(
+            policy,
+            [nag.wildcard_resource(self, arn) for arn in (*readable, *writable, scratch)],
+            "Object-level S3 actions need an object ARN; each wildcard covers the prefix of one lake table "
+            "(reads: the curated bucket's tables; writes: the modelled tables only) or the objects of the "
+            "query-results bucket that holds nothing but Athena's results of the table jobs.",
+        )
+        return policy
+
+    def _buckets_of(self, tables: Iterable[LakeTable]) -> list[s3.Bucket]:
+        return [self.buckets[zone] for zone in sorted({t.bucket_key for t in tables})]
+
+    def _objects(self, tables: Iterable[LakeTable]) -> list[str]:
+        """The objects of these tables: everything under each table's prefix."""
+        return [self.buckets[t.bucket_key].arn_for_objects(f"{t.prefix}*") for t in tables]
+
+    def _catalog(self, tables: Iterable[LakeTable]) -> list[str]:
+        """Glue authorizes a table action on the catalog, the database and the table together."""
+        stack = Stack.of(self)
+        return [
+            stack.format_arn(service="glue", resource="catalog", arn_format=ArnFormat.NO_RESOURCE_NAME),
+            stack.format_arn(service="glue", resource="database", resource_name=self.database_name, arn_format=_SLASH),
+            *(
+                stack.format_arn(
+                    service="glue", resource="table", resource_name=f"{self.database_name}/{t.name}", arn_format=_SLASH
+                )
+                for t in tables
+            ),
+        ]
 
     def _zone_bucket(self, spec: BucketSpec, key: kms.IKey) -> s3.Bucket:
         transitions = []
@@ -136,7 +231,7 @@ class Lake(Construct):
         )
         return s3.Bucket(
             self,
-            f"{spec.key.capitalize()}Bucket",
+            f"{pascal_case(spec.key)}Bucket",
             encryption=s3.BucketEncryption.KMS,
             encryption_key=key,
             bucket_key_enabled=True,

@@ -16,6 +16,7 @@ from cdk.components.cleaner_state import CleanerState
 from cdk.components.event_stream import EventStream
 from cdk.components.lake import Lake
 from cdk.components.raw_archive import RawArchive
+from cdk.naming import pascal_case
 from feedbackloop.resources import RAW_BUCKET
 
 
@@ -43,8 +44,8 @@ class FeedbackLoopData(Stack):
 
         CfnOutput(self, "StreamName", value=self.event_stream.stream.stream_name)
         for key, bucket in self.lake.buckets.items():
-            CfnOutput(self, f"{key.capitalize()}BucketName", value=bucket.bucket_name)
+            CfnOutput(self, f"{pascal_case(key)}BucketName", value=bucket.bucket_name)
         CfnOutput(self, "GlueDatabase", value=self.lake.database_name)
         # what `feedbackloop replay` needs beside the buckets (CleanerSettings)
         for key, table in self.cleaner_state.tables.items():
-            CfnOutput(self, f"{key.capitalize()}TableName", value=table.table_name)
+            CfnOutput(self, f"{pascal_case(key)}TableName", value=table.table_name)

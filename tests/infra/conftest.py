@@ -16,7 +16,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 from aws_cdk import App  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
-from cdk.app import DATA_STACK, INGEST_STACK, build_app  # noqa: E402
+from cdk.app import DATA_STACK, INGEST_STACK, TABLES_STACK, build_app  # noqa: E402
 from cdk.project import ProjectLayout  # noqa: E402
 
 
@@ -31,6 +31,14 @@ class Synthesis:
 
     def validation_report(self) -> dict[str, Any]:
         return json.loads((self.outdir / "validation-report.json").read_text("utf-8"))
+
+    def producer_value(self, reference: Any) -> Any:
+        """What a weak cross-stack reference ({"Fn::GetStackOutput": ...}) stands for in the producing
+        stack, e.g. {"Ref": "LakeDatabase..."}; anything else is returned as it is."""
+        if not (isinstance(reference, dict) and "Fn::GetStackOutput" in reference):
+            return reference
+        output = reference["Fn::GetStackOutput"]
+        return self.template_json(output["StackName"])["Outputs"][output["OutputName"]]["Value"]
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +66,8 @@ def data(synthesis: Synthesis) -> Template:
 @pytest.fixture(scope="session")
 def ingest(synthesis: Synthesis) -> Template:
     return Template.from_json(synthesis.template_json(INGEST_STACK))
+
+
+@pytest.fixture(scope="session")
+def tables(synthesis: Synthesis) -> Template:
+    return Template.from_json(synthesis.template_json(TABLES_STACK))

@@ -8,13 +8,18 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
+from cdk.components.lake import CATALOG_READ_ACTIONS, PARTITION_WRITE_ACTIONS
 from cdk.components.raw_archive import DATA_PREFIX, ERROR_PREFIX
+from cdk.naming import pascal_case
 from feedbackloop.resources import (
     BUCKETS,
+    CLEANER_LAKE_TABLES,
     EVENT_STREAM,
     GLUE_DATABASE,
     KEY_VALUE_TABLES,
     LAKE_TABLES,
+    MODELLED_LAKE_TABLES,
+    QUERY_RESULTS_BUCKET,
     QUEUES,
     RAW_BUCKET,
     RAW_ERROR_PREFIX,
@@ -36,7 +41,7 @@ def _key_id(data: Template) -> str:
 def _bucket_ids(data: Template) -> dict[str, str]:
     """Logical id of each zone bucket, by BucketSpec.key (through the stack's bucket name outputs)."""
     outputs = data.to_json()["Outputs"]
-    return {spec.key: outputs[f"{spec.key.capitalize()}BucketName"]["Value"]["Ref"] for spec in BUCKETS}
+    return {spec.key: outputs[f"{pascal_case(spec.key)}BucketName"]["Value"]["Ref"] for spec in BUCKETS}
 
 
 def test_one_key_with_rotation(data: Template) -> None:
@@ -205,14 +210,72 @@ def test_outputs_name_the_stream_and_every_bucket(data: Template) -> None:
     assert set(_bucket_ids(data)) == {spec.key for spec in BUCKETS}
 
 
-def test_lake_writer_policy_opens_the_lake_tables_only(data: Template) -> None:
-    (policy,) = data.find_resources("AWS::IAM::ManagedPolicy").values()
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    glue = [s for s in statements if any(a.startswith("glue:") for a in s["Action"])]
-    (glue_statement,) = glue
-    resources = json.dumps(glue_statement["Resource"])
-    assert all(f"/{table.name}" in resources for table in LAKE_TABLES)
-    assert len(glue_statement["Resource"]) == 2 + len(LAKE_TABLES)  # catalog, database, each table
-    objects = [s for s in statements if "s3:PutObject" in s["Action"]]
-    zone_ids = {_bucket_ids(data)[table.bucket_key] for table in LAKE_TABLES}
-    assert {r["Fn::Join"][1][0]["Fn::GetAtt"][0] for r in objects[0]["Resource"]} == zone_ids
+def _managed_policy(data: Template, construct_id: str) -> list[dict[str, Any]]:
+    """The statements of the Lake's managed policy `construct_id`."""
+    (policy,) = [
+        p for logical_id, p in data.find_resources("AWS::IAM::ManagedPolicy").items()
+        if logical_id.startswith(f"Lake{construct_id}")
+    ]
+    return policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def _table_objects(data: Template, tables) -> list[dict[str, Any]]:
+    """The object ARNs of these tables as the template writes them: <bucket ARN>/<table prefix>*."""
+    return [
+        {"Fn::Join": ["", [{"Fn::GetAtt": [_bucket_ids(data)[t.bucket_key], "Arn"]}, f"/{t.prefix}*"]]}
+        for t in tables
+    ]
+
+
+def _table_names(resources: list[Any]) -> set[str]:
+    """The lake table names among Glue table ARNs (.../table/<database>/<name>)."""
+    rendered = [json.dumps(r) for r in resources]
+    return {t.name for t in LAKE_TABLES if any(f'"/{t.name}"' in r for r in rendered)}
+
+
+def _statements_with(statements: list[dict[str, Any]], actions: list[str]) -> list[dict[str, Any]]:
+    return [s for s in statements if set(actions) & set(_listed(s["Action"]))]
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _same(resources: list[Any], expected: list[Any]) -> bool:
+    """The same resources in any order (CDK sorts and merges statements)."""
+    return sorted(map(json.dumps, resources)) == sorted(map(json.dumps, expected))
+
+
+def test_lake_has_one_managed_policy_per_writer(data: Template) -> None:
+    data.resource_count_is("AWS::IAM::ManagedPolicy", 2)
+
+
+def test_writer_policy_opens_the_cleaners_tables_only(data: Template) -> None:
+    statements = _managed_policy(data, "WriterPolicy")
+    (glue_statement,) = [s for s in statements if any(a.startswith("glue:") for a in _listed(s["Action"]))]
+    assert _table_names(glue_statement["Resource"]) == {t.name for t in CLEANER_LAKE_TABLES}
+    assert len(glue_statement["Resource"]) == 2 + len(CLEANER_LAKE_TABLES)  # catalog, database, each table
+    (objects,) = _statements_with(statements, ["s3:PutObject"])
+    assert _same(_listed(objects["Resource"]), _table_objects(data, CLEANER_LAKE_TABLES))
+
+
+def test_builder_policy_writes_the_modelled_tables_only(data: Template) -> None:
+    statements = _managed_policy(data, "BuilderPolicy")
+    results = {"Fn::Join": ["", [{"Fn::GetAtt": [_bucket_ids(data)[QUERY_RESULTS_BUCKET.key], "Arn"]}, "/*"]]}
+    writable = [
+        r for s in _statements_with(statements, ["s3:PutObject", "s3:DeleteObject"]) for r in _listed(s["Resource"])
+    ]
+    assert _same(writable, [*_table_objects(data, MODELLED_LAKE_TABLES), results])
+    (partitions,) = _statements_with(statements, PARTITION_WRITE_ACTIONS)
+    assert _table_names(partitions["Resource"]) == {t.name for t in MODELLED_LAKE_TABLES}
+
+
+def test_builder_policy_reads_the_curated_bucket_tables(data: Template) -> None:
+    statements = _managed_policy(data, "BuilderPolicy")
+    curated = [t for t in LAKE_TABLES if t.bucket_key == MODELLED_LAKE_TABLES[0].bucket_key]
+    assert {t.bucket_key for t in MODELLED_LAKE_TABLES} == {curated[0].bucket_key}
+    (reads,) = [s for s in statements if _listed(s["Action"]) == ["s3:GetObject"]]
+    assert _same(_listed(reads["Resource"]), _table_objects(data, curated))
+    (catalog,) = _statements_with(statements, CATALOG_READ_ACTIONS)
+    assert _table_names(catalog["Resource"]) == {t.name for t in curated}
+    assert not _table_names(catalog["Resource"]) & {t.name for t in CLEANER_LAKE_TABLES if t not in curated}

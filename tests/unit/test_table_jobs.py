@@ -376,3 +376,15 @@ def test_snapshots_follow_the_date_without_new_data_and_stay_put_within_it(tmp_p
     assert next_day["user_feedback"].partitions == ["2026-04-01"]  # decay moved on: a new snapshot
     mass = {r["as_of_date"]: r["confidence_mass"] for r in table(tmp_path, "user_feedback")}
     assert mass["2026-04-01"] == pytest.approx(mass[AS_OF] * 0.5 ** (1 / HALF_LIFE_DAYS))
+
+
+def test_the_sql_zip_that_cdk_deploys_is_read_like_the_folder():
+    import io
+    import zipfile
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in SQL_FILES:
+            zipped.write(path, path.name)
+    files = build_tables.ZipSqlFiles(archive.getvalue())
+    assert all(files.read(p.name) == build_tables.DirectorySqlFiles().read(p.name) for p in SQL_FILES)
