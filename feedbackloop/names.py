@@ -29,6 +29,10 @@ class Metric(StrEnum):
     RECORDS_FAST_PATH = "RecordsFastPath"  # proven valid by the vectorized checks (the rest: per record)
     BATCH_ITEM_FAILURES = "BatchItemFailures"
     CONSERVATION_GAP = "ConservationGap"
+    MODEL_CANDIDATE_NDCG = "ModelCandidateNdcgAt10"  # hold-out NDCG@10 of each trained candidate
+    MODEL_GATE_PASSED = "ModelGatePassed"
+    MODEL_GATE_REJECTED = "ModelGateRejected"  # the current model stays: an alarm's signal
+    MODEL_PUBLISHED = "ModelPublished"
 
 
 class QuarantineReason(StrEnum):

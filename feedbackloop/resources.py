@@ -46,13 +46,20 @@ RAW_BUCKET = BucketSpec("raw", "every accepted record, unchanged, for audit and 
 CURATED_BUCKET = BucketSpec("curated", "clean Parquet tables", None, 90)
 QUARANTINE_BUCKET = BucketSpec("quarantine", "rejected records with a typed reason", 365)
 QUERY_RESULTS_BUCKET = BucketSpec("query-results", "Athena query results of the table jobs", 7)
-BUCKETS = (RAW_BUCKET, CURATED_BUCKET, QUARANTINE_BUCKET, QUERY_RESULTS_BUCKET)
+MODELS_BUCKET = BucketSpec("models", "training outputs (candidates) and published model versions", None)
+BUCKETS = (RAW_BUCKET, CURATED_BUCKET, QUARANTINE_BUCKET, QUERY_RESULTS_BUCKET, MODELS_BUCKET)
+# Layout of the models bucket: SageMaker writes <CANDIDATES_PREFIX><job name>/output/model.tar.gz;
+# publishing copies a candidate to <PUBLISHED_PREFIX><version>/.
+CANDIDATES_PREFIX = "candidates/"
+PUBLISHED_PREFIX = "published/"
 
 DEDUP_TABLE = KeyValueTableSpec(
     "dedup", "event_id", "expires_at", "event ids already committed, and the object that holds each"
 )
 STATE_TABLE = KeyValueTableSpec("state", "key", None, "streaming statistics the cleaner keeps between batches")
-KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE)
+REGISTRY_TABLE = KeyValueTableSpec("registry", "key", None,
+                                   "the published model: a 'current' pointer and one record per version")
+KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE, REGISTRY_TABLE)
 
 CLEANER_FAILURES = QueueSpec("cleaner-failures", "batches the cleaner gave up on after bounded retries", 14)
 QUEUES = (CLEANER_FAILURES,)

@@ -62,3 +62,12 @@ class CleanerSettings(_Settings):
 
 class ReplaySettings(_Settings):
     raw_bucket: str = Field(min_length=1)
+
+
+class RetrainSettings(_Settings):
+    """The retraining workflow's Evaluate and Publish steps."""
+
+    models_bucket: str = Field(min_length=1)
+    registry_table: str = Field(min_length=1)
+    # relative improvement of hold-out NDCG@10 a candidate needs over the published model
+    gate_margin: float = Field(default=0.01, ge=0, le=1)

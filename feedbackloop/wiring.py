@@ -12,11 +12,18 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 
-from feedbackloop.adapters.aws import DynamoDedupStore, DynamoStateStore, KinesisStream, S3Lake
+from feedbackloop.adapters.aws import (
+    DynamoDedupStore,
+    DynamoModelRegistry,
+    DynamoStateStore,
+    KinesisStream,
+    S3Artifacts,
+    S3Lake,
+)
 from feedbackloop.cleaning.clean import CleaningRules
 from feedbackloop.cleaning.service import CleanerService
 from feedbackloop.resources import CURATED_BUCKET, DEDUP_TTL_DAYS, QUARANTINE_BUCKET
-from feedbackloop.settings import CleanerSettings, IngestSettings
+from feedbackloop.settings import CleanerSettings, IngestSettings, RetrainSettings
 
 
 def utc_now() -> datetime:
@@ -56,3 +63,15 @@ def cleaner_service(environ: Mapping[str, str] = os.environ) -> CleanerService:
         rules=cleaning_rules(settings),
         clock=utc_now,
     )
+
+
+def retrain_settings(environ: Mapping[str, str] = os.environ) -> RetrainSettings:
+    return RetrainSettings.from_env(environ)
+
+
+def model_registry(environ: Mapping[str, str] = os.environ) -> DynamoModelRegistry:
+    return DynamoModelRegistry(session(), retrain_settings(environ).registry_table)
+
+
+def artifacts() -> S3Artifacts:
+    return S3Artifacts(session())

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from typing import Any
 
 import awswrangler as wr
 import boto3
@@ -19,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from feedbackloop.cleaning.stats import CleanerState
 from feedbackloop.lake import LakeTable
+from feedbackloop.registry import CURRENT_KEY, StaleRegistryError
 
 _BATCH_GET = 100  # DynamoDB BatchGetItem limit
 _STATE_KEY = "cleaner-stats"
@@ -142,3 +144,62 @@ class S3Lake:
                 return False
             raise
         return True
+
+
+def _plain(value: Any) -> Any:
+    return float(value) if isinstance(value, Decimal) else value
+
+
+class DynamoModelRegistry:
+    """The published model as a DynamoDB pointer: `current` names the version serving reads; one
+    record per version keeps the history. Moving the pointer is conditional on what it pointed at."""
+
+    def __init__(self, session: boto3.Session, table_name: str) -> None:
+        self._client = session.client("dynamodb")
+        self._table = session.resource("dynamodb").Table(table_name)
+        self._name = table_name
+
+    def current(self) -> dict[str, Any] | None:
+        item = self._table.get_item(Key={"key": CURRENT_KEY}, ConsistentRead=True).get("Item")
+        return None if item is None else {k: _plain(v) for k, v in item.items() if k != "key"}
+
+    def publish(self, record: dict[str, Any], replaces: str | None) -> None:
+        from boto3.dynamodb.types import TypeSerializer
+
+        serialize = TypeSerializer().serialize
+        values = {k: Decimal(str(v)) if isinstance(v, float) else v for k, v in record.items() if v is not None}
+        condition = ({"ConditionExpression": "attribute_not_exists(#k)", "ExpressionAttributeNames": {"#k": "key"}}
+                     if replaces is None else
+                     {"ConditionExpression": "version = :replaces",
+                      "ExpressionAttributeValues": {":replaces": serialize(replaces)}})
+        def item(key: str) -> dict[str, Any]:
+            return {k: serialize(v) for k, v in ({"key": key} | values).items()}
+
+        try:
+            self._client.transact_write_items(TransactItems=[
+                {"Put": {"TableName": self._name, "Item": item(f"version#{record['version']}")}},
+                {"Put": {"TableName": self._name, "Item": item(CURRENT_KEY), **condition}},
+            ])
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "TransactionCanceledException":
+                raise StaleRegistryError(f"the current model is no longer {replaces!r}") from error
+            raise
+
+
+class S3Artifacts:
+    def __init__(self, session: boto3.Session) -> None:
+        self._s3 = session.client("s3")
+
+    @staticmethod
+    def _split(url: str) -> tuple[str, str]:
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        return bucket, key
+
+    def read(self, url: str) -> bytes:
+        bucket, key = self._split(url)
+        return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def copy(self, source_url: str, target_url: str) -> None:
+        bucket, key = self._split(source_url)
+        target_bucket, target_key = self._split(target_url)
+        self._s3.copy({"Bucket": bucket, "Key": key}, target_bucket, target_key)

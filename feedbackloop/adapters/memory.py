@@ -65,3 +65,31 @@ class MemoryLake:
         prefix = f"{table.bucket_key}/{table.prefix}"
         parts = [pq.read_table(io.BytesIO(v)) for k, v in sorted(self.objects.items()) if k.startswith(prefix)]
         return pa.concat_tables(parts) if parts else table.arrow_schema.empty_table()
+
+
+class MemoryModelRegistry:
+    def __init__(self) -> None:
+        self.records: dict[str, dict] = {}
+        self.pointer: dict | None = None
+
+    def current(self) -> dict | None:
+        return None if self.pointer is None else dict(self.pointer)
+
+    def publish(self, record: dict, replaces: str | None) -> None:
+        from feedbackloop.registry import StaleRegistryError
+
+        if (self.pointer or {}).get("version") != replaces:
+            raise StaleRegistryError(f"the current model is no longer {replaces!r}")
+        self.records[record["version"]] = dict(record)
+        self.pointer = dict(record)
+
+
+class MemoryArtifacts:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def read(self, url: str) -> bytes:
+        return self.objects[url]
+
+    def copy(self, source_url: str, target_url: str) -> None:
+        self.objects[target_url] = self.objects[source_url]

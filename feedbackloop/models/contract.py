@@ -1,0 +1,16 @@
+"""What a training run hands to the rest of the system: file names and the number the gate compares.
+Light on purpose: the workflow's Lambdas import it without the training libraries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+K = 10
+MODEL_FILE = "model.npz"
+METRICS_FILE = "metrics.json"
+GATE_METRIC = f"ndcg_at_{K}"
+
+
+def gate_value(metrics: dict[str, Any]) -> float | None:
+    """The number the gate compares: the model's NDCG@10 on its temporal hold-out."""
+    return metrics.get("ranking", {}).get("model", {}).get(GATE_METRIC)

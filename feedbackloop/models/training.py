@@ -1,0 +1,167 @@
+"""Train, evaluate on a temporal hold-out, and package the models of one version.
+
+The hold-out: the last `holdout_days` days of the feedback layer are hidden; the models are fitted on
+the composite feedback as of the day before and ranked for users seen on both sides; an item is
+relevant when the user gave it a positive signal in the hidden days. A popularity ranking is scored
+the same way in the same run. The published models are then refitted on everything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE, K
+from feedbackloop.models.data import HALF_LIFE_DAYS, Interactions, feedback_as_of
+from feedbackloop.models.evaluation import ranking_metrics, rmse
+from feedbackloop.models.factorization import FeedbackMF, top_k
+from feedbackloop.models.rating import BiasedRatingModel
+from feedbackloop.models.segments import UserSegmentation
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    factors: int = 64
+    regularization: float = 0.05
+    alpha: float = 2.0
+    iterations: int = 15
+    history_weight: float = 1.0
+    holdout_days: int = 30
+    half_life_days: float = HALF_LIFE_DAYS
+    segments_min: int = 2
+    segments_max: int = 8
+    segment_method: str = "kmeans"
+    random_state: int = 0
+
+    def mf(self) -> FeedbackMF:
+        return FeedbackMF(factors=self.factors, regularization=self.regularization, alpha=self.alpha,
+                          iterations=self.iterations, history_weight=self.history_weight,
+                          random_state=self.random_state)
+
+
+@dataclass
+class TrainedModel:
+    version: str
+    params: TrainingParams
+    mf: FeedbackMF
+    segmentation: UserSegmentation | None
+    rating: BiasedRatingModel | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    cutoff: str
+    train: pd.DataFrame  # feedback pairs as of the cutoff
+    relevant: dict[str, set[str]]  # user -> items with a positive signal after it
+    test_ratings: pd.DataFrame  # user_id, item_id, rating: explicit ratings after it
+
+
+def hold_out(daily: pd.DataFrame, days: int, half_life_days: float = HALF_LIFE_DAYS) -> HoldOut:
+    last = date.fromisoformat(daily["event_date"].max())
+    cutoff = (last - timedelta(days=days)).isoformat()
+    train = feedback_as_of(daily[daily["event_date"] <= cutoff], cutoff, half_life_days)
+    later = daily[daily["event_date"] > cutoff]
+    positive = later[later["last_positive_at"].notna()]
+    known = set(train["user_id"])
+    relevant = {u: set(g) for u, g in positive.groupby("user_id")["item_id"] if u in known}
+    rated = later[later["ratings"] > 0].groupby(["user_id", "item_id"])[["rating_sum", "ratings"]].sum()
+    test_ratings = (rated["rating_sum"] / rated["ratings"]).rename("rating").reset_index()
+    return HoldOut(cutoff, train, relevant, test_ratings)
+
+
+def evaluate_ranking(model: FeedbackMF, interactions: Interactions, relevant: dict[str, set[str]]) -> dict:
+    """The model and the popularity baseline on the same users and relevant items."""
+    candidates = list(relevant)
+    found = model.rows_of(candidates)
+    users = [u for u, row in zip(candidates, found, strict=True) if row >= 0]
+    rows = found[found >= 0]
+    item_index = {item: i for i, item in enumerate(interactions.item_ids)}
+    wanted = [{item_index[i] for i in relevant[u] if i in item_index} or {-1} for u in users]
+    ranked = np.vstack([top_k(model.scores(rows[s:s + 1024]), K) for s in range(0, len(rows), 1024)])
+    popular = np.tile(top_k(model.popularity_[None, :], K), (len(rows), 1))
+    n_items = len(interactions.item_ids)
+    return {"model": ranking_metrics(ranked, wanted, n_items), "popularity": ranking_metrics(popular, wanted, n_items)}
+
+
+def _ratings(pairs: pd.DataFrame) -> pd.DataFrame:
+    rated = pairs[pairs["ratings"] > 0]
+    return pd.DataFrame({"user_id": rated["user_id"], "item_id": rated["item_id"], "rating": rated["rating_mean"]})
+
+
+def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParams, version: str) -> TrainedModel:
+    """`daily`: rows of feedback_daily; `users`: rows of one user_features snapshot (None: no segments)."""
+    metrics: dict[str, Any] = {"k": K}
+    split = hold_out(daily, params.holdout_days, params.half_life_days)
+    if split.relevant:
+        interactions = Interactions.from_pairs(split.train)
+        started = time.perf_counter()
+        candidate = params.mf().fit(interactions)
+        metrics["fit_seconds_holdout"] = time.perf_counter() - started
+        metrics["ranking"] = evaluate_ranking(candidate, interactions, split.relevant)
+        metrics["holdout"] = {"cutoff": split.cutoff, "users": len(split.relevant)}
+        if len(split.test_ratings) and (split.train["ratings"] > 0).any():
+            rating = BiasedRatingModel().fit(_ratings(split.train))
+            predicted = rating.predict(split.test_ratings["user_id"].to_numpy(),
+                                       split.test_ratings["item_id"].to_numpy())
+            actual = split.test_ratings["rating"].to_numpy()
+            metrics["rating"] = {"rmse": rmse(predicted, actual),
+                                 "rmse_global_mean": rmse(np.full(len(actual), rating.global_mean_), actual),
+                                 "ratings": len(actual)}
+
+    as_of = daily["event_date"].max()
+    pairs = feedback_as_of(daily, as_of, params.half_life_days)
+    started = time.perf_counter()
+    mf = params.mf().fit(Interactions.from_pairs(pairs))
+    metrics["fit_seconds"] = time.perf_counter() - started
+    rating = BiasedRatingModel().fit(_ratings(pairs)) if (pairs["ratings"] > 0).any() else None
+    segmentation = None
+    if users is not None and len(users) > params.segments_min + 1:
+        segmentation = UserSegmentation(params.segments_min, params.segments_max, params.segment_method,
+                                        params.random_state).fit(users)
+        metrics["segments"] = {"k": segmentation.k_, "silhouette": segmentation.silhouettes_[segmentation.k_],
+                               "silhouettes": segmentation.silhouettes_}
+    data = {"as_of": as_of, "pairs": len(pairs), "users": len(mf.user_ids_), "items": len(mf.item_ids_),
+            "daily_rows": len(daily)}
+    return TrainedModel(version, params, mf, segmentation, rating, metrics, data)
+
+
+def save(model: TrainedModel, folder: Path) -> None:
+    """model.npz (arrays serving loads) and metrics.json (params, metrics, segment profiles)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {
+        "user_ids": model.mf.user_ids_.astype(str), "item_ids": model.mf.item_ids_.astype(str),
+        "user_factors": model.mf.user_factors_, "item_factors": model.mf.item_factors_,
+        "popularity": model.mf.popularity_,
+    }
+    if model.segmentation is not None:
+        arrays |= {"segment_user_ids": model.segmentation.user_ids_.astype(str),
+                   "segment_labels": model.segmentation.segments_.astype(str),
+                   "segment_centers": model.segmentation.centers_,
+                   "segment_scaler_mean": model.segmentation.scaler_.mean_,
+                   "segment_scaler_scale": model.segmentation.scaler_.scale_}
+    if model.rating is not None:
+        arrays |= {"rating_user_ids": model.rating.user_ids_.astype(str),
+                   "rating_item_ids": model.rating.item_ids_.astype(str),
+                   "rating_user_bias": model.rating.user_bias_, "rating_item_bias": model.rating.item_bias_,
+                   "rating_global_mean": np.array([model.rating.global_mean_])}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    (folder / MODEL_FILE).write_bytes(buffer.getvalue())
+    document = {"version": model.version, "params": asdict(model.params), "metrics": model.metrics,
+                "data": model.data,
+                "segments": model.segmentation.profiles_ if model.segmentation is not None else []}
+    (folder / METRICS_FILE).write_text(json.dumps(document, indent=2, default=float))
+
+
+def load_metrics(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / METRICS_FILE).read_text())

@@ -1,0 +1,84 @@
+"""The retraining workflow: build tables, train, evaluate, gate, publish.
+
+One ordered list of steps is the shape of both the Step Functions state machine (an infra test checks
+the synthesized definition against it) and the local in-process runner. The decisions are pure
+functions here; the Lambdas and the local runner call them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from feedbackloop.models.contract import GATE_METRIC, METRICS_FILE, gate_value
+from feedbackloop.registry import Artifacts, ModelRegistry
+
+BUILD_TABLES, TRAIN, EVALUATE, GATE, PUBLISH = "BuildTables", "Train", "Evaluate", "Gate", "Publish"
+STEPS = (BUILD_TABLES, TRAIN, EVALUATE, GATE, PUBLISH)
+KEPT_CURRENT = "KeptCurrent"  # the state the gate takes instead of Publish, after raising the alert
+MODEL_ARCHIVE = "model.tar.gz"
+
+@dataclass(frozen=True)
+class GateDecision:
+    publish: bool
+    reason: str
+    metric: str
+    candidate: float | None
+    current: float | None
+    margin: float
+
+
+def decide(candidate: dict[str, Any], current: dict[str, Any] | None, margin: float) -> GateDecision:
+    """Publish when the candidate beats the current model's hold-out NDCG@10 by `margin` (relative), or
+    when there is no current model; never publish a candidate without a hold-out score."""
+    new = gate_value(candidate)
+    old = None if current is None else current.get("gate_value")
+    if new is None:
+        return GateDecision(False, "the candidate has no hold-out score (too little data to evaluate)",
+                            GATE_METRIC, new, old, margin)
+    if old is None:
+        return GateDecision(True, "no model is published yet", GATE_METRIC, new, old, margin)
+    needed = old * (1 + margin)
+    if new >= needed:
+        return GateDecision(True, f"{GATE_METRIC} {new:.4f} >= {needed:.4f} (current {old:.4f} + {margin:.0%})",
+                            GATE_METRIC, new, old, margin)
+    return GateDecision(False, f"{GATE_METRIC} {new:.4f} < {needed:.4f} (current {old:.4f} + {margin:.0%}): "
+                               f"keeping the current model", GATE_METRIC, new, old, margin)
+
+
+def metrics_from_archive(archive: bytes) -> dict[str, Any]:
+    """metrics.json from a SageMaker model.tar.gz."""
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        member = tar.extractfile(METRICS_FILE)
+        if member is None:
+            raise FileNotFoundError(f"{METRICS_FILE} is not in the model archive")
+        return json.loads(member.read())
+
+
+def evaluate(candidate_url: str, artifacts: Artifacts, registry: ModelRegistry, margin: float) -> dict[str, Any]:
+    """The Evaluate step: the candidate's metrics against the current model's, and the gate's decision."""
+    metrics = metrics_from_archive(artifacts.read(candidate_url))
+    current = registry.current()
+    decision = decide(metrics["metrics"], current, margin)
+    return {"candidate": {"url": candidate_url, "version": metrics["version"], "gate_value": decision.candidate,
+                          "metrics": metrics["metrics"]},
+            "current": current, "decision": asdict(decision)}
+
+
+def publish(evaluation: dict[str, Any], artifacts: Artifacts, registry: ModelRegistry, published_prefix: str,
+            now: datetime | None = None) -> dict[str, Any]:
+    """The Publish step: copy the candidate to its versioned place and move the registry pointer (only
+    from the model the gate compared against)."""
+    candidate = evaluation["candidate"]
+    target = f"{published_prefix.rstrip('/')}/{candidate['version']}/{MODEL_ARCHIVE}"
+    artifacts.copy(candidate["url"], target)
+    record = {"version": candidate["version"], "artifact": target, "gate_metric": GATE_METRIC,
+              "gate_value": candidate["gate_value"], "published_at": (now or datetime.now(UTC)).isoformat(),
+              "metrics": json.dumps(candidate["metrics"], default=float)}
+    current = evaluation.get("current")
+    registry.publish(record, replaces=None if current is None else current["version"])
+    return record

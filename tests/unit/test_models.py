@@ -1,0 +1,253 @@
+"""The models and the retraining decisions: the pandas feedback aggregation against the SQL, fold-in
+against implicit's own solve, metrics against hand values, rating biases, segments, the gate, publishing,
+and the training script end to end on a small lake."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from implicit.cpu.als import AlternatingLeastSquares
+from lake_fixtures import event, lake
+from threadpoolctl import threadpool_limits
+
+from feedbackloop.adapters.memory import MemoryArtifacts, MemoryModelRegistry
+from feedbackloop.local.lake_reader import LakeLocation, connect
+from feedbackloop.models.data import Interactions, feedback_as_of
+from feedbackloop.models.evaluation import ranking_metrics, rmse
+from feedbackloop.models.factorization import FeedbackMF, top_k
+from feedbackloop.models.rating import BiasedRatingModel
+from feedbackloop.models.segments import UserSegmentation
+from feedbackloop.models.training import TrainingParams, hold_out, save, train
+from feedbackloop.registry import StaleRegistryError
+from feedbackloop.retraining import decide, evaluate, metrics_from_archive, publish
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).parents[2]
+
+
+def _lake_with_history(tmp_path: Path, users: int = 40, items: int = 30, days: int = 60, seed: int = 0):
+    """A lake where each user has a taste (a block of items), buys from it over `days` days, and
+    sometimes cancels; the table jobs build it."""
+    rng = np.random.default_rng(seed)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = []
+    for u in range(users):
+        taste = (u % 3) * (items // 3)
+        for d in rng.choice(days, size=12, replace=False):
+            item = taste + int(rng.integers(items // 3))
+            at = start + timedelta(days=int(d), hours=int(rng.integers(24)))
+            rows.append(event(f"u{u}", f"i{item}", "purchase", at, 0.5, 0.6, category=f"c{taste}",
+                              session_id=f"s{u}-{d}"))
+            if rng.random() < 0.1:
+                rows.append(event(f"u{u}", f"i{item}", "cancel", at + timedelta(hours=1), -0.4, 0.7,
+                                  category=f"c{taste}", session_id=f"s{u}-{d}"))
+        if u % 4 == 0:
+            rows.append(event(f"u{u}", f"i{taste}", "rating", start + timedelta(days=days - 1), 1.0, 1.0, value=5,
+                              category=f"c{taste}"))
+    engine = lake(tmp_path, rows)
+    now = start + timedelta(days=days + 1)
+    from glue_jobs.build_tables import JOB_NAMES, run_job
+
+    for name in JOB_NAMES:
+        run_job(name, engine, now=now, settle=timedelta(0))
+    con = connect(LakeLocation.directory(tmp_path))
+    daily, snapshot, users_frame = (con.sql(f"SELECT * FROM {name}").to_arrow_table().to_pandas()
+                                    for name in ("feedback_daily", "user_feedback", "user_features"))
+    return daily, snapshot, users_frame
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    return _lake_with_history(tmp_path_factory.mktemp("lake"))
+
+
+def test_pandas_aggregation_equals_the_user_feedback_table(history):
+    daily, snapshot, _ = history
+    as_of = snapshot["as_of_date"].iloc[0]
+    ours = feedback_as_of(daily, as_of).set_index(["user_id", "item_id"]).sort_index()
+    sql = snapshot.set_index(["user_id", "item_id"]).sort_index()
+    assert ours.index.equals(sql.index)
+    for column in ("composite_score", "confidence_mass", "events", "purchases", "cancels"):
+        np.testing.assert_allclose(ours[column].to_numpy(float), sql[column].to_numpy(float), rtol=1e-9, atol=1e-12)
+    assert (ours["feedback_type"] == sql["feedback_type"]).all()
+    assert (ours["composite_score"] == 0).sum() > 0  # the cancels capped some pairs
+
+
+def test_interactions_sign_follows_the_composite_score():
+    pairs = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"],
+                          "composite_score": [0.5, 0.0, -0.2], "confidence_mass": [2.0, 1.0, 3.0]})
+    matrix = Interactions.from_pairs(pairs)
+    assert matrix.confidence.toarray().tolist() == [[2.0, -1.0], [-3.0, 0.0]]
+    assert matrix.liked.toarray().tolist() == [[2.0, 0.0], [0.0, 0.0]]
+
+
+def test_fold_in_is_the_als_user_step(history):
+    daily, _, _ = history
+    interactions = Interactions.from_pairs(feedback_as_of(daily, daily["event_date"].max()))
+    model = FeedbackMF(factors=8, iterations=5, alpha=3.0, regularization=0.1).fit(interactions)
+    reference = AlternatingLeastSquares(factors=8, iterations=1, alpha=3.0, regularization=0.1, random_state=0)
+    row = interactions.confidence[3]
+    with threadpool_limits(1, "blas"):
+        reference.fit(interactions.confidence.astype(np.float32), show_progress=False)
+        reference.item_factors = model.item_factors_
+        expected = reference.recalculate_user(3, row.astype(np.float32))
+    ours = model.fold_in(row.indices, row.data)
+    np.testing.assert_allclose(ours, np.asarray(expected).ravel(), rtol=1e-3, atol=1e-4)
+
+
+def test_the_model_ranks_a_users_taste_above_the_rest(history):
+    daily, _, _ = history
+    interactions = Interactions.from_pairs(feedback_as_of(daily, daily["event_date"].max()))
+    model = FeedbackMF(factors=8, iterations=10, history_weight=0.0).fit(interactions)
+    top = [item for item, _ in model.recommend("u1", k=5)]  # u1's taste: items 10..19
+    assert all(10 <= int(item[1:]) < 20 for item in top)
+    assert [i for i, _ in model.recommend("stranger", k=3)] == [
+        str(model.item_ids_[i]) for i in top_k(model.popularity_[None, :], 3)[0]]
+
+
+def test_ranking_metrics_against_hand_values():
+    recommended = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    relevant = [{1, 3, 9}, {8}]
+    m = ranking_metrics(recommended, relevant, n_items=10, k=4)
+    discount = 1 / np.log2(np.arange(2, 6))
+    ndcg_1 = (discount[0] + discount[2]) / discount[:3].sum()
+    ndcg_2 = discount[3] / discount[0]
+    assert m["ndcg_at_4"] == pytest.approx((ndcg_1 + ndcg_2) / 2)
+    assert m["precision_at_4"] == pytest.approx((2 / 4 + 1 / 4) / 2)
+    assert m["recall_at_4"] == pytest.approx((2 / 3 + 1) / 2)
+    assert m["map_at_4"] == pytest.approx(((1 + 2 / 3) / 3 + (1 / 4) / 1) / 2)
+    assert m["coverage"] == 0.8
+    assert rmse(np.array([1.0, 3.0]), np.array([2.0, 3.0])) == pytest.approx(np.sqrt(0.5))
+
+
+def test_rating_model_recovers_user_and_item_biases():
+    rng = np.random.default_rng(1)
+    user_bias, item_bias = rng.normal(0, 0.5, 50), rng.normal(0, 0.8, 40)
+    u, i = rng.integers(50, size=4000), rng.integers(40, size=4000)
+    ratings = pd.DataFrame({"user_id": [f"u{x}" for x in u], "item_id": [f"i{x}" for x in i],
+                            "rating": 3.5 + user_bias[u] + item_bias[i] + rng.normal(0, 0.1, 4000)})
+    model = BiasedRatingModel(user_regularization=1, item_regularization=1).fit(ratings)
+    predicted = model.predict(ratings["user_id"].to_numpy(), ratings["item_id"].to_numpy())
+    assert rmse(predicted, ratings["rating"].to_numpy()) < 0.15
+    assert model.predict(np.array(["new"]), np.array(["new"]))[0] == pytest.approx(model.global_mean_)
+
+
+def test_segments_find_separated_groups_and_name_them_by_size():
+    rng = np.random.default_rng(2)
+    sizes = {0: 120, 1: 60, 2: 30}
+    frames = []
+    for group, n in sizes.items():
+        frames.append(pd.DataFrame({
+            "user_id": [f"g{group}-{j}" for j in range(n)], "events": np.exp(1 + 2 * group + rng.normal(0, .05, n)),
+            "active_days": 1 + group * 5 + rng.integers(0, 1, n), "sessions": 2 + group * 4,
+            "revenue": np.exp(3 + 2 * group + rng.normal(0, .05, n)), "events_per_active_day": 5.0 + group,
+            "recency_days": 100 - 40 * group + rng.normal(0, 1, n), "cancel_rate": 0.0, "explicit_share": 0.0,
+            "ctr": np.nan, "satisfaction": np.nan, "mean_item_score": 0.3, "desktop_share": 0.0,
+            "mobile_share": 0.0, "tablet_share": 0.0, "other_device_share": 0.0,
+            "top_category": f"cat{group}"}))
+    users = pd.concat(frames, ignore_index=True)
+    for method in ("kmeans", "hierarchical"):
+        model = UserSegmentation(2, 5, method=method).fit(users)
+        assert model.k_ == 3, method
+        assert [p["users"] for p in model.profiles_] == [120, 60, 30]
+        assert [p["top_categories"] for p in model.profiles_] == [["cat0"], ["cat1"], ["cat2"]]
+        assert (model.predict(users) == model.segments_).all()
+
+
+# --- the gate and publishing ----------------------------------------------------------------------------
+
+def _metrics(ndcg: float | None) -> dict:
+    return {} if ndcg is None else {"ranking": {"model": {"ndcg_at_10": ndcg}}}
+
+
+@pytest.mark.parametrize(("candidate", "current", "margin", "publish"), [
+    (0.30, None, 0.01, True),  # nothing published yet
+    (0.303, 0.30, 0.01, True),  # exactly the margin
+    (0.302, 0.30, 0.01, False),  # better, but not by the margin
+    (0.25, 0.30, 0.0, False),
+    (None, None, 0.0, False),  # no hold-out score: never published
+])
+def test_gate(candidate, current, margin, publish):
+    decision = decide(_metrics(candidate), None if current is None else {"gate_value": current}, margin)
+    assert decision.publish is publish, decision.reason
+
+
+def _archive(version: str, ndcg: float) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = json.dumps({"version": version, "metrics": _metrics(ndcg)}).encode()
+        info = tarfile.TarInfo("metrics.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_evaluate_then_publish_moves_the_pointer_only_from_what_was_compared():
+    artifacts, registry = MemoryArtifacts(), MemoryModelRegistry()
+    artifacts.objects["s3://m/candidates/v1/model.tar.gz"] = _archive("v1", 0.30)
+    artifacts.objects["s3://m/candidates/v2/model.tar.gz"] = _archive("v2", 0.25)
+    artifacts.objects["s3://m/candidates/v3/model.tar.gz"] = _archive("v3", 0.35)
+
+    first = evaluate("s3://m/candidates/v1/model.tar.gz", artifacts, registry, margin=0.01)
+    assert first["decision"]["publish"] and first["current"] is None
+    record = publish(first, artifacts, registry, "s3://m/published/")
+    assert record["artifact"] == "s3://m/published/v1/model.tar.gz"
+    assert artifacts.read(record["artifact"]) == artifacts.read("s3://m/candidates/v1/model.tar.gz")
+    assert registry.current()["version"] == "v1"
+
+    worse = evaluate("s3://m/candidates/v2/model.tar.gz", artifacts, registry, margin=0.01)
+    assert not worse["decision"]["publish"] and "keeping the current model" in worse["decision"]["reason"]
+
+    better = evaluate("s3://m/candidates/v3/model.tar.gz", artifacts, registry, margin=0.01)
+    registry.pointer = {"version": "v9"}  # another run published meanwhile
+    with pytest.raises(StaleRegistryError):
+        publish(better, artifacts, registry, "s3://m/published/")
+
+
+def test_metrics_are_read_from_a_sagemaker_model_archive():
+    assert metrics_from_archive(_archive("v7", 0.4))["version"] == "v7"
+
+
+# --- training -------------------------------------------------------------------------------------------
+
+def test_training_evaluates_on_a_temporal_hold_out_and_saves(history, tmp_path: Path):
+    daily, _, users = history
+    split = hold_out(daily, days=14)
+    assert split.train["last_seen_at"].max() < pd.Timestamp(split.cutoff, tz="UTC") + pd.Timedelta(days=1)
+    assert split.relevant and all(items for items in split.relevant.values())
+    model = train(daily, users, TrainingParams(factors=8, iterations=5, holdout_days=14, segments_max=4), "v1")
+    ranking = model.metrics["ranking"]
+    assert ranking["model"]["ndcg_at_10"] > ranking["popularity"]["ndcg_at_10"]
+    assert model.segmentation is not None and 2 <= model.metrics["segments"]["k"] <= 4
+    save(model, tmp_path)
+    arrays = np.load(tmp_path / "model.npz")
+    assert arrays["item_factors"].shape == (len(arrays["item_ids"]), 8)
+    assert json.loads((tmp_path / "metrics.json").read_text())["version"] == "v1"
+
+
+def test_the_training_script_runs_as_a_process_with_the_sagemaker_contract(tmp_path: Path, history):
+    lake = tmp_path / "lake"
+    daily, _, users = _lake_with_history(lake, users=20, days=40)
+    model_dir = tmp_path / "model"
+    environ = os.environ | {"SM_MODEL_DIR": str(model_dir),
+                            "SM_CHANNEL_FEEDBACK": str(lake / "curated/tables/feedback_daily"),
+                            "SM_CHANNEL_USERS": str(lake / "curated/tables/user_features"),
+                            "OPENBLAS_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(ROOT / "sagemaker/train.py"), "--factors", "4", "--iterations", "3",
+                             "--holdout_days", "10", "--version", "v-script"],
+                            env=environ, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "model_ndcg_at_10=" in result.stdout
+    document = json.loads((model_dir / "metrics.json").read_text())
+    assert document["version"] == "v-script" and document["params"]["factors"] == 4
