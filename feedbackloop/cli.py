@@ -1,8 +1,10 @@
-"""The `feedbackloop` command: local stack, table jobs, demo, replay and benchmarks. Thin: parse, call, print."""
+"""The `feedbackloop` command: local stack, table jobs, retraining, demo, replay and benchmarks.
+Thin: parse, call, print."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -84,6 +86,29 @@ def _run_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain(args: argparse.Namespace) -> int:
+    import boto3
+
+    if not args.local:
+        if not args.state_machine_arn:
+            print("error: --state-machine-arn (or FEEDBACKLOOP_STATE_MACHINE_ARN) names the workflow to start; "
+                  "the FeedbackLoopTraining stack outputs it. Use --local for the local stand-in.", file=sys.stderr)
+            return 2
+        execution = boto3.client("stepfunctions").start_execution(stateMachineArn=args.state_machine_arn)
+        print(f"started {execution['executionArn']}")
+        return 0
+
+    from feedbackloop.local.environment import LocalEndpoints, use_endpoint
+    from feedbackloop.local.retrain import run_retraining
+    from feedbackloop.models.training import TrainingParams
+
+    endpoint = LocalEndpoints.load().aws_endpoint
+    use_endpoint(endpoint)
+    run = run_retraining(endpoint, boto3.Session(), TrainingParams(), args.margin)
+    print(" > ".join(run.steps))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from feedbackloop.bench import run_benchmark
 
@@ -116,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--since", help="first day to replay, yyyy-mm-dd (default: everything)")
     rp.add_argument("--local", action="store_true", help="against a running `feedbackloop local up`")
     rp.set_defaults(func=_replay)
+
+    from feedbackloop.settings import RetrainSettings
+
+    rt = commands.add_parser("retrain", help="the retraining workflow: start it in AWS, or run it locally (--local)")
+    rt.add_argument("--local", action="store_true", help="in process, against a running `feedbackloop local up`")
+    rt.add_argument("--state-machine-arn", default=os.environ.get("FEEDBACKLOOP_STATE_MACHINE_ARN"))
+    rt.add_argument("--margin", type=float, default=RetrainSettings.model_fields["gate_margin"].default,
+                    help="relative NDCG@10 gain a candidate needs over the published model (local runs)")
+    rt.set_defaults(func=_retrain)
 
     bench = commands.add_parser("bench", help="benchmarks: print a table and write JSON")
     bench.add_argument("name", choices=["ingest", "tables"])

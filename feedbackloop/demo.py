@@ -1,5 +1,5 @@
-"""`make demo`: the loop on real data, on the embedded local stand-in: ingestion, cleaning, and the
-modelled tables."""
+"""`make demo`: the loop on real data, on the embedded local stand-in: ingestion, cleaning, the
+modelled tables, and retraining with its gate."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from feedbackloop.datasets import online_retail
 from feedbackloop.local.client import EventsClient, SendReport
 from feedbackloop.local.environment import physical_name
 from feedbackloop.local.lake_reader import connect
+from feedbackloop.local.retrain import run_retraining
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.local.sql_engine import local_engine
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.replay import raw_records
 from feedbackloop.resources import MODELLED_LAKE_TABLES, RAW_BUCKET
+from feedbackloop.models.training import TrainingParams
+from feedbackloop.settings import RetrainSettings
 from glue_jobs.build_tables import JOB_NAMES, DataQualityError, run_job
 
 # The dataset spans 374 days, shifted to end an hour ago: accept a year of late data in the demo.
@@ -55,7 +58,7 @@ def run_demo(limit: int | None, console: TextIO) -> int:
             return 1
         say(f"  drained in {time.perf_counter() - started:.1f}s; {runtime.cleaner.invocations} cleaner invocations")
         status = _report(runtime, sent, say)
-        return status or _build_tables(runtime, say)
+        return status or _build_tables(runtime, say) or _retrain(runtime, say)
 
 
 def metric_sums(cloudwatch, names: list[Metric]) -> dict[str, float]:
@@ -154,3 +157,28 @@ def _build_tables(runtime: LocalRuntime, say) -> int:
         for row in result.fetchall():
             say("    " + " | ".join(str(v) for v in row))
     return 0
+
+
+def _retrain(runtime: LocalRuntime, say) -> int:
+    say("\nRetraining: the state machine's steps in process (training: sagemaker/train.py as a process)")
+    margin = RetrainSettings.model_fields["gate_margin"].default
+    first = run_retraining(runtime.moto.endpoint, runtime.session, TrainingParams(), margin, say=say)
+    metrics = first.evaluation["candidate"]["metrics"]
+    ranking = metrics.get("ranking")
+    if ranking:
+        hold = metrics["holdout"]
+        say(f"\n  temporal hold-out: the {hold['days']} days after {hold['cutoff']}, "
+            f"{hold['users']:,} users, top-10")
+        names = ["ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10", "coverage"]
+        say("    " + f"{'model':<22}" + "".join(f"{n:>17}" for n in names))
+        for label, key in (("feedback MF (ours)", "model"), ("popularity baseline", "popularity")):
+            say("    " + f"{label:<22}" + "".join(f"{ranking[key][n]:>17.4f}" for n in names))
+    segments = metrics.get("segments")
+    if segments:
+        say(f"  segments: k = {segments['k']} by silhouette ({segments['silhouette']:.3f})")
+    say("\n  again, on the same data: the gate must keep the published model")
+    second = run_retraining(runtime.moto.endpoint, runtime.session, TrainingParams(), margin, say=say)
+    kept = second.alert is not None and first.published is not None
+    say(f"  registry: current = {first.published['version'] if first.published else None}"
+        f"{' (kept)' if kept else ''}")
+    return 0 if kept else 1

@@ -31,9 +31,10 @@ class FeedbackMF:
         self.random_state = random_state
 
     def fit(self, interactions: Interactions) -> FeedbackMF:
-        model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-                                        iterations=self.iterations, random_state=self.random_state)
         with threadpool_limits(1, "blas"):  # implicit parallelizes over users itself
+            model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
+                                            alpha=self.alpha, iterations=self.iterations,
+                                            random_state=self.random_state)
             model.fit(interactions.confidence.astype(np.float32), show_progress=False)
         self.user_ids_ = interactions.user_ids
         self.item_ids_ = interactions.item_ids

@@ -61,13 +61,17 @@ class TrainedModel:
 @dataclass(frozen=True)
 class HoldOut:
     cutoff: str
+    days: int
     train: pd.DataFrame  # feedback pairs as of the cutoff
     relevant: dict[str, set[str]]  # user -> items with a positive signal after it
     test_ratings: pd.DataFrame  # user_id, item_id, rating: explicit ratings after it
 
 
 def hold_out(daily: pd.DataFrame, days: int, half_life_days: float = HALF_LIFE_DAYS) -> HoldOut:
-    last = date.fromisoformat(daily["event_date"].max())
+    """The last `days` days hidden, or the last quarter of the data's span when that is shorter (a young
+    system still gets a hold-out score)."""
+    first, last = (date.fromisoformat(d) for d in (daily["event_date"].min(), daily["event_date"].max()))
+    days = min(days, max(1, (last - first).days // 4))
     cutoff = (last - timedelta(days=days)).isoformat()
     train = feedback_as_of(daily[daily["event_date"] <= cutoff], cutoff, half_life_days)
     later = daily[daily["event_date"] > cutoff]
@@ -76,7 +80,7 @@ def hold_out(daily: pd.DataFrame, days: int, half_life_days: float = HALF_LIFE_D
     relevant = {u: set(g) for u, g in positive.groupby("user_id")["item_id"] if u in known}
     rated = later[later["ratings"] > 0].groupby(["user_id", "item_id"])[["rating_sum", "ratings"]].sum()
     test_ratings = (rated["rating_sum"] / rated["ratings"]).rename("rating").reset_index()
-    return HoldOut(cutoff, train, relevant, test_ratings)
+    return HoldOut(cutoff, days, train, relevant, test_ratings)
 
 
 def evaluate_ranking(model: FeedbackMF, interactions: Interactions, relevant: dict[str, set[str]]) -> dict:
@@ -108,7 +112,7 @@ def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParam
         candidate = params.mf().fit(interactions)
         metrics["fit_seconds_holdout"] = time.perf_counter() - started
         metrics["ranking"] = evaluate_ranking(candidate, interactions, split.relevant)
-        metrics["holdout"] = {"cutoff": split.cutoff, "users": len(split.relevant)}
+        metrics["holdout"] = {"cutoff": split.cutoff, "days": split.days, "users": len(split.relevant)}
         if len(split.test_ratings) and (split.train["ratings"] > 0).any():
             rating = BiasedRatingModel().fit(_ratings(split.train))
             predicted = rating.predict(split.test_ratings["user_id"].to_numpy(),

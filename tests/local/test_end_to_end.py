@@ -124,3 +124,34 @@ def test_table_jobs_build_the_modelled_tables_on_the_local_lake_and_catalog(runt
     rerun = [r for name in JOB_NAMES for r in run_job(name, engine, settle=timedelta(0))]
     assert sum(r.rows for r in rerun) == 0 and not any(r.partitions for r in rerun)
     assert {r.skipped for r in rerun} <= {"up to date", "no new data"}
+
+
+def test_retraining_trains_evaluates_gates_and_publishes_on_the_local_stack(runtime):
+    """The state machine's steps in process: a first model is published to the local S3 and registry,
+    and the same data again leaves it in place (the gate needs a margin)."""
+    from feedbackloop import retraining
+    from feedbackloop.adapters.aws import DynamoModelRegistry
+    from feedbackloop.local.retrain import run_retraining
+    from feedbackloop.models.training import TrainingParams
+    from feedbackloop.resources import REGISTRY_TABLE
+
+    # twelve days of purchases by users with a taste each, so there is a hold-out to score
+    days = datetime.now(UTC) - timedelta(days=12)
+    history = [_event(2000 + i, event_id=f"hist-{i}", user_id=f"h{i % 9}", item_id=f"item-{(i % 9) % 3}{i % 4}",
+                      event_type="purchase", value=1 + i % 3,
+                      timestamp=(days + timedelta(hours=7 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")) for i in range(40)]
+    client = EventsClient(runtime.api.url, runtime.api_key)
+    assert client.send(history, batch_size=100).accepted == len(history)
+    client.close()
+    assert runtime.wait_until_processed(321 + len(history), timeout=120)
+
+    params = TrainingParams(factors=4, iterations=3, segments_max=3)
+    lines: list[str] = []
+    first = run_retraining(runtime.moto.endpoint, runtime.session, params, margin=0.01, say=lines.append)
+    registry = DynamoModelRegistry(runtime.session, physical_name(REGISTRY_TABLE.key))
+    assert first.steps == list(retraining.STEPS), lines
+    assert first.evaluation["decision"]["candidate"] > 0
+    current = registry.current()
+    assert current["version"] == first.version and current["artifact"].endswith(f"/{first.version}/model.tar.gz")
+    second = run_retraining(runtime.moto.endpoint, runtime.session, params, margin=0.01, say=lines.append)
+    assert second.steps[-1] == retraining.KEPT_CURRENT and registry.current()["version"] == first.version

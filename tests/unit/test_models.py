@@ -96,9 +96,9 @@ def test_fold_in_is_the_als_user_step(history):
     daily, _, _ = history
     interactions = Interactions.from_pairs(feedback_as_of(daily, daily["event_date"].max()))
     model = FeedbackMF(factors=8, iterations=5, alpha=3.0, regularization=0.1).fit(interactions)
-    reference = AlternatingLeastSquares(factors=8, iterations=1, alpha=3.0, regularization=0.1, random_state=0)
     row = interactions.confidence[3]
     with threadpool_limits(1, "blas"):
+        reference = AlternatingLeastSquares(factors=8, iterations=1, alpha=3.0, regularization=0.1, random_state=0)
         reference.fit(interactions.confidence.astype(np.float32), show_progress=False)
         reference.item_factors = model.item_factors_
         expected = reference.recalculate_user(3, row.astype(np.float32))

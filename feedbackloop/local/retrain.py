@@ -1,0 +1,130 @@
+"""The retraining workflow on the embedded stand-in: the state machine's steps, in its order, in process.
+
+BuildTables runs the table jobs on DuckDB; Train runs `sagemaker/train.py` as a process with the SM_*
+contract on the channels SageMaker would download, and uploads model.tar.gz where SageMaker puts it;
+Evaluate, Gate and Publish call the same functions as the workflow's Lambdas, against the local S3 and
+DynamoDB.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+from pyarrow import fs
+
+from feedbackloop import retraining
+from feedbackloop.adapters.aws import DynamoModelRegistry, S3Artifacts
+from feedbackloop.lake import FEEDBACK_DAILY, USER_FEATURES
+from feedbackloop.local.environment import physical_name
+from feedbackloop.local.lake_reader import LakeLocation
+from feedbackloop.local.sql_engine import local_engine
+from feedbackloop.models.training import TrainingParams
+from feedbackloop.resources import CANDIDATES_PREFIX, MODELS_BUCKET, PUBLISHED_PREFIX, REGISTRY_TABLE
+from glue_jobs.build_tables import JOB_NAMES, run_job
+
+TRAINING_SCRIPT = Path("sagemaker/train.py")  # relative to the project root, where the CLI runs
+
+
+class TrainingFailedError(RuntimeError):
+    """The training process exited with an error (SageMaker would mark the job Failed)."""
+
+
+@dataclass
+class RetrainingRun:
+    version: str
+    steps: list[str] = field(default_factory=list)  # the states taken, in order
+    evaluation: dict[str, Any] | None = None
+    published: dict[str, Any] | None = None
+    alert: str | None = None
+
+
+def run_retraining(endpoint: str, session: boto3.Session, params: TrainingParams, margin: float,
+                   version: str | None = None, say: Callable[[str], None] = print,
+                   script: Path = TRAINING_SCRIPT) -> RetrainingRun:
+    run = RetrainingRun(version or datetime.now(UTC).strftime("local-%Y%m%dT%H%M%S%fZ"))
+    models = physical_name(MODELS_BUCKET.key)
+    registry = DynamoModelRegistry(session, physical_name(REGISTRY_TABLE.key))
+    artifacts = S3Artifacts(session)
+    candidate_url = f"s3://{models}/{CANDIDATES_PREFIX}{run.version}/output/{retraining.MODEL_ARCHIVE}"
+
+    def build_tables() -> None:
+        engine = local_engine(endpoint, session)
+        for name in JOB_NAMES:
+            built = run_job(name, engine, settle=timedelta(0))
+            say(f"    {name}: " + ", ".join(f"{r.table} {r.rows:,} rows" if not r.skipped else
+                                             f"{r.table} {r.skipped}" for r in built))
+
+    def train() -> None:
+        with tempfile.TemporaryDirectory(prefix="feedbackloop-train-") as folder:
+            channels = _download_channels(endpoint, Path(folder))
+            model_dir = Path(folder) / "model"
+            environ = os.environ | {"SM_MODEL_DIR": str(model_dir), "OPENBLAS_NUM_THREADS": "1",
+                                    **{f"SM_CHANNEL_{k.upper()}": str(v) for k, v in channels.items()}}
+            arguments = [f"--{k}={v}" for k, v in asdict(params).items()] + [f"--version={run.version}"]
+            result = subprocess.run([sys.executable, str(script), *arguments], env=environ, capture_output=True,
+                                    text=True, check=False)
+            if result.returncode:
+                raise TrainingFailedError(f"training exited with {result.returncode}: {result.stderr[-2000:]}")
+            bucket, key = candidate_url.removeprefix("s3://").split("/", 1)
+            session.client("s3").put_object(Bucket=bucket, Key=key, Body=_tar_gz(model_dir))
+        say(f"    candidate {run.version} -> {candidate_url}")
+
+    def evaluate() -> None:
+        run.evaluation = retraining.evaluate(candidate_url, artifacts, registry, margin)
+
+    def gate() -> None:
+        decision = run.evaluation["decision"]
+        say(f"    {'publish' if decision['publish'] else 'keep the current model'}: {decision['reason']}")
+
+    def publish() -> None:
+        run.published = retraining.publish(run.evaluation, artifacts, registry, f"s3://{models}/{PUBLISHED_PREFIX}")
+        say(f"    published {run.published['version']} -> {run.published['artifact']}")
+
+    steps = {retraining.BUILD_TABLES: build_tables, retraining.TRAIN: train, retraining.EVALUATE: evaluate,
+             retraining.GATE: gate, retraining.PUBLISH: publish}
+    assert tuple(steps) == retraining.STEPS, "the local runner must follow the state machine's steps"
+    for name, step in steps.items():
+        if name == retraining.PUBLISH and not run.evaluation["decision"]["publish"]:
+            run.alert = run.evaluation["decision"]["reason"]
+            say(f"  {retraining.KEPT_CURRENT} (alert raised: {run.alert})")
+            run.steps.append(retraining.KEPT_CURRENT)
+            break
+        say(f"  {name}")
+        step()
+        run.steps.append(name)
+    return run
+
+
+def _download_channels(endpoint: str, folder: Path) -> dict[str, Path]:
+    """What SageMaker's File mode does: copy each channel's S3 prefix to local disk."""
+    location = LakeLocation.local_s3(endpoint)
+    channels = {"feedback": FEEDBACK_DAILY, "users": USER_FEATURES}
+    paths = {}
+    for name, table in channels.items():
+        target = folder / name
+        target.mkdir(parents=True)
+        source = location.folder(table)
+        if location.filesystem.get_file_info(source).type != fs.FileType.NotFound:
+            fs.copy_files(source, str(target), source_filesystem=location.filesystem,
+                          destination_filesystem=fs.LocalFileSystem())
+        paths[name] = target
+    return paths
+
+
+def _tar_gz(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(folder.iterdir()):
+            tar.add(path, arcname=path.name)
+    return buffer.getvalue()
