@@ -14,10 +14,10 @@ from feedbackloop.local.lake_reader import connect
 from feedbackloop.local.retrain import run_retraining
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.local.sql_engine import local_engine
+from feedbackloop.models.training import TrainingParams
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.replay import raw_records
 from feedbackloop.resources import MODELLED_LAKE_TABLES, RAW_BUCKET
-from feedbackloop.models.training import TrainingParams
 from feedbackloop.settings import RetrainSettings
 from glue_jobs.build_tables import JOB_NAMES, DataQualityError, run_job
 
