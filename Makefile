@@ -42,6 +42,7 @@ bench: setup
 	@mkdir -p bench-results
 	$(VENV)/bin/feedbackloop bench ingest --json bench-results/ingest.json
 	$(VENV)/bin/feedbackloop bench tables --json bench-results/tables.json
+	$(VENV)/bin/feedbackloop bench model --json bench-results/model.json
 
 synth: setup lambda-layer
 	npx --no-install cdk synth --quiet --no-notices

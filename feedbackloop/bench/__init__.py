@@ -25,9 +25,14 @@ def write_results(path: str, benchmarks: list[dict], console: TextIO, **extra) -
     width = max(len(b["name"]) for b in benchmarks)
     console.write(f"{'benchmark':<{width}}  {'value':>12}  {'baseline':>12}  {'ratio':>7}  unit\n")
     for b in benchmarks:
-        console.write(f"{b['name']:<{width}}  {b['value']:>12,.1f}  {b['baseline']['value']:>12,.1f}  "
+        console.write(f"{b['name']:<{width}}  {_number(b['value']):>12}  {_number(b['baseline']['value']):>12}  "
                       f"{b['ratio']:>6.2f}x  {b['unit']} ({b['better']} is better; baseline {b['baseline']['name']})\n")
     console.write(f"peak memory {peak_mb:,.0f} MB; written to {path}\n")
+
+
+def _number(value: float) -> str:
+    """Large values with thousands separators, small ones (scores, seconds) with four digits."""
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
 
 
 def run_benchmark(name: str, json_path: str, console: TextIO) -> int:
@@ -37,6 +42,10 @@ def run_benchmark(name: str, json_path: str, console: TextIO) -> int:
         return run(json_path, console)
     if name == "tables":
         from feedbackloop.bench.tables import run
+
+        return run(json_path, console)
+    if name == "model":
+        from feedbackloop.bench.model import run
 
         return run(json_path, console)
     raise ValueError(name)

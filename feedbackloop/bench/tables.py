@@ -8,11 +8,13 @@ from __future__ import annotations
 import io
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -34,19 +36,25 @@ BATCH = 10_000
 ARRIVAL = datetime(2026, 11, 1, tzinfo=UTC)  # when the data "arrived"; the last invoice an hour before
 
 
-def curated_online_retail(now: datetime = ARRIVAL) -> pa.Table:
-    """The curated table the demo builds, in seconds: every invoice line with a customer, through the
-    real cleaner with in-memory stores, in stream-sized batches. Rows carry their event_date."""
-    frame = online_retail.load()
-    events = online_retail.to_events(frame[frame["CustomerID"].notna()], shift_to=now - timedelta(hours=1))
+def curated_events(frame: pd.DataFrame, arrival: datetime, shift_to: datetime | None = None,
+                   max_event_age: timedelta = timedelta(days=3650)) -> tuple[pa.Table, dict[str, int]]:
+    """`frame`'s invoice lines as events (`online_retail.to_events`, their times kept, or shifted so the
+    last falls at `shift_to`) through the real cleaner with in-memory stores, in stream-sized batches,
+    arriving (and processed) at `arrival`. The curated rows with their event_date, and the cleaner's
+    counts. """
+    events = online_retail.to_events(frame, shift_to=shift_to)
     lake = MemoryLake()
-    cleaner = CleanerService(MemoryDedupStore(), MemoryStateStore(), lake,
-                             CleaningRules(max_event_age=timedelta(days=400)), lambda: now)
-    arrival = np.datetime64(now.replace(tzinfo=None), "us")
+    cleaner = CleanerService(MemoryDedupStore(), MemoryStateStore(), lake, CleaningRules(max_event_age=max_event_age),
+                             lambda: arrival)
+    stamp = np.datetime64(arrival.astimezone(UTC).replace(tzinfo=None), "us")
+    counts: Counter = Counter()
     for start in range(0, len(events), BATCH):
         chunk = events[start:start + BATCH]
         sources = [f"bench:{start + i}" for i in range(len(chunk))]
-        cleaner.clean(SourceRecords([envelope(e, now) for e in chunk], sources, np.full(len(chunk), arrival)))
+        outcome = cleaner.clean(SourceRecords([envelope(e, arrival) for e in chunk], sources,
+                                              np.full(len(chunk), stamp)))
+        counts.update(records=outcome.records_in, clean=outcome.clean, duplicates=outcome.duplicates)
+        counts.update({f"quarantined_{reason}": n for reason, n in outcome.quarantined.items()})
     prefix = CURATED_EVENTS.object_key("", "").rsplit("=", 1)[0] + "="
     parts = []
     for key, data in lake.objects.items():
@@ -54,7 +62,16 @@ def curated_online_retail(now: datetime = ARRIVAL) -> pa.Table:
             rows = pq.read_table(io.BytesIO(data))
             date = key[len(prefix):].split("/", 1)[0]
             parts.append(rows.append_column(CURATED_EVENTS.partition.name, pa.array([date] * rows.num_rows)))
-    return pa.concat_tables(parts)
+    return pa.concat_tables(parts), dict(counts)
+
+
+def curated_online_retail(now: datetime = ARRIVAL) -> pa.Table:
+    """The curated table the demo builds, in seconds: every invoice line with a customer, shifted to
+    end an hour before `now`. Rows carry their event_date."""
+    frame = online_retail.load()
+    curated, _ = curated_events(frame[frame["CustomerID"].notna()], now, shift_to=now - timedelta(hours=1),
+                                max_event_age=timedelta(days=400))
+    return curated
 
 
 def _copy(rows: pa.Table, k: int) -> pa.Table:
