@@ -15,10 +15,12 @@ from cdk.project import LambdaLayerMissingError, ProjectLayout
 from cdk.stacks.data import FeedbackLoopData
 from cdk.stacks.ingest import FeedbackLoopIngest
 from cdk.stacks.tables import FeedbackLoopTables
+from cdk.stacks.training import FeedbackLoopTraining
 
 DATA_STACK = "FeedbackLoopData"
 INGEST_STACK = "FeedbackLoopIngest"
 TABLES_STACK = "FeedbackLoopTables"
+TRAINING_STACK = "FeedbackLoopTraining"
 
 
 def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
@@ -30,7 +32,7 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
     data = FeedbackLoopData(
         app,
         DATA_STACK,
-        description="feedbackloop: event stream, lake, catalog, cleaner state and raw archive",
+        description="feedbackloop: event stream, lake, catalog, cleaner state, model registry and raw archive",
     )
     FeedbackLoopIngest(
         app,
@@ -41,12 +43,22 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
         lake=data.lake,
         cleaner_state=data.cleaner_state,
     )
-    FeedbackLoopTables(
+    tables = FeedbackLoopTables(
         app,
         TABLES_STACK,
         description="feedbackloop: the Glue jobs and Athena workgroup that build the modelled lake tables",
         lake=data.lake,
         key=data.key,
+    )
+    FeedbackLoopTraining(
+        app,
+        TRAINING_STACK,
+        description="feedbackloop: the nightly retraining workflow (build tables, train, evaluate, gate, publish)",
+        layout=layout,
+        lake=data.lake,
+        key=data.key,
+        model_store=data.model_store,
+        glue_jobs=tables.table_jobs.jobs,
     )
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app

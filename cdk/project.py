@@ -1,4 +1,5 @@
-"""Where the app finds what it packages: the project root, the Lambda code and the dependency layer."""
+"""Where the app finds what it packages: the project root, the Lambda code and the dependency layer, and
+the training scripts with the source bundle built from them."""
 
 from __future__ import annotations
 
@@ -22,6 +23,20 @@ class ProjectLayout:
     def lambda_layer_dir(self) -> Path:
         # `make lambda-layer` installs the `lambda` dependency group here, for the Lambda platform.
         return self.root / "build" / "lambda-layer"
+
+    @property
+    def sagemaker_dir(self) -> Path:
+        """The training entry point and its requirements (a folder, not a package: see DESIGN.md)."""
+        return self.root / "sagemaker"
+
+    @property
+    def core_package_dir(self) -> Path:
+        return self.root / "feedbackloop"
+
+    @property
+    def sagemaker_source_bundle(self) -> Path:
+        # Built at synth (SageMaker script mode wants a tar.gz, CDK folder assets are zips).
+        return self.root / "build" / "sagemaker" / "sourcedir.tar.gz"
 
     def require_lambda_layer(self) -> Path:
         layer = self.lambda_layer_dir

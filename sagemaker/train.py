@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.users and Path(args.users).exists() and any(Path(args.users).rglob("*.parquet")):
         snapshots = read_table(args.users, "as_of_date")
         users = snapshots[snapshots["as_of_date"] == snapshots["as_of_date"].max()]
-    version = args.version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    version = args.version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     model = train(daily, users, params, version)
     save(model, Path(args.model_dir))
     # one line per number, in the shape SageMaker's metric definitions match: `name=value;`

@@ -1,5 +1,6 @@
-"""What the cleaner keeps between batches: the key-value tables of `resources.KEY_VALUE_TABLES` and
-the queues of `resources.QUEUES` (where the stream's event source mapping parks failed batches)."""
+"""What the cleaner keeps between batches: its two key-value tables (de-duplication and streaming
+state) and the queues of `resources.QUEUES` (where the stream's event source mapping parks failed
+batches). The other key-value table, the model registry, belongs to the `ModelStore`."""
 
 from __future__ import annotations
 
@@ -10,29 +11,18 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk import nag
+from cdk.components.key_value import key_value_table
 from cdk.naming import pascal_case
-from feedbackloop.resources import KEY_VALUE_TABLES, QUEUES, KeyValueTableSpec, QueueSpec
+from feedbackloop.resources import DEDUP_TABLE, QUEUES, STATE_TABLE, QueueSpec
+
+CLEANER_TABLES = (DEDUP_TABLE, STATE_TABLE)
 
 
 class CleanerState(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
-        self.tables: dict[str, dynamodb.Table] = {spec.key: self._table(spec, key) for spec in KEY_VALUE_TABLES}
+        self.tables: dict[str, dynamodb.Table] = {spec.key: key_value_table(self, spec, key) for spec in CLEANER_TABLES}
         self.queues: dict[str, sqs.Queue] = {spec.key: self._queue(spec, key) for spec in QUEUES}
-
-    def _table(self, spec: KeyValueTableSpec, key: kms.IKey) -> dynamodb.Table:
-        return dynamodb.Table(
-            self,
-            f"{pascal_case(spec.key)}Table",
-            partition_key=dynamodb.Attribute(name=spec.partition_key, type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=key,
-            time_to_live_attribute=spec.ttl_attribute,
-        )
 
     def _queue(self, spec: QueueSpec, key: kms.IKey) -> sqs.Queue:
         queue = sqs.Queue(

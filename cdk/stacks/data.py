@@ -1,4 +1,5 @@
-"""FeedbackLoopData: everything that holds data, and the raw archive that copies the stream into it.
+"""FeedbackLoopData: everything that holds data (the stream, the lake, the cleaner's state, the model
+registry), and the raw archive that copies the stream into it.
 
 Nothing here runs our code, so it changes rarely; the compute stack can be destroyed and redeployed
 without touching a byte of data or pausing the archive.
@@ -15,9 +16,10 @@ from constructs import Construct
 from cdk.components.cleaner_state import CleanerState
 from cdk.components.event_stream import EventStream
 from cdk.components.lake import Lake
+from cdk.components.model_store import ModelStore
 from cdk.components.raw_archive import RawArchive
 from cdk.naming import pascal_case
-from feedbackloop.resources import RAW_BUCKET
+from feedbackloop.resources import RAW_BUCKET, REGISTRY_TABLE
 
 
 class FeedbackLoopData(Stack):
@@ -34,6 +36,7 @@ class FeedbackLoopData(Stack):
         self.event_stream = EventStream(self, "EventStream", key=self.key)
         self.lake = Lake(self, "Lake", key=self.key)
         self.cleaner_state = CleanerState(self, "CleanerState", key=self.key)
+        self.model_store = ModelStore(self, "ModelStore", lake=self.lake, key=self.key)
         RawArchive(
             self,
             "RawArchive",
@@ -49,3 +52,4 @@ class FeedbackLoopData(Stack):
         # what `feedbackloop replay` needs beside the buckets (CleanerSettings)
         for key, table in self.cleaner_state.tables.items():
             CfnOutput(self, f"{pascal_case(key)}TableName", value=table.table_name)
+        CfnOutput(self, f"{pascal_case(REGISTRY_TABLE.key)}TableName", value=self.model_store.registry.table_name)

@@ -16,7 +16,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 from aws_cdk import App  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
-from cdk.app import DATA_STACK, INGEST_STACK, TABLES_STACK, build_app  # noqa: E402
+from cdk.app import DATA_STACK, INGEST_STACK, TABLES_STACK, TRAINING_STACK, build_app  # noqa: E402
 from cdk.project import ProjectLayout  # noqa: E402
 
 
@@ -71,3 +71,8 @@ def ingest(synthesis: Synthesis) -> Template:
 @pytest.fixture(scope="session")
 def tables(synthesis: Synthesis) -> Template:
     return Template.from_json(synthesis.template_json(TABLES_STACK))
+
+
+@pytest.fixture(scope="session")
+def training(synthesis: Synthesis) -> Template:
+    return Template.from_json(synthesis.template_json(TRAINING_STACK))

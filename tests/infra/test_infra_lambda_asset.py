@@ -1,5 +1,5 @@
 """The Lambda code asset holds every module the handlers import from the project: imported from the
-asset alone (plus the dependency layer and the packages the runtime and managed layers provide), both
+asset alone (plus the dependency layer and the packages the runtime and managed layers provide), the
 handlers load, and nothing of the local stand-in, the benchmarks or the dataset ships."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def test_the_handlers_import_from_the_asset(code_asset):
     # (the dependency layer itself is built for Python 3.12 and checked below)
     probe = (
         "import sys; sys.path[:0] = sys.argv[1:]\n"
-        "import feedbackloop, lambdas.ingest.handler, lambdas.cleaner.handler\n"
+        "import feedbackloop, lambdas.ingest.handler, lambdas.cleaner.handler, lambdas.retrain.handler\n"
         "print(feedbackloop.__file__)\n"
     )
     paths = [str(code_asset), sysconfig.get_paths()["purelib"]]
@@ -43,6 +43,11 @@ def test_the_dependency_layer_holds_the_lambda_group(layout):
     assert {"fastjsonschema", "pybase64", "pydantic", "pydantic_core"} <= installed
     assert any(p.name.endswith("cpython-312-x86_64-linux-gnu.so")
                for p in (layout.lambda_layer_dir / "python" / "pydantic_core").iterdir())
+    # the managed SDK for pandas layer brings numpy, pandas and pyarrow; training libraries stay out,
+    # or the layers together pass Lambda's 250 MB unzipped limit
+    assert not installed & {"numpy", "pandas", "pyarrow", "scipy", "sklearn", "implicit", "sqlglot"}
+    size = sum(p.stat().st_size for p in layout.lambda_layer_dir.rglob("*") if p.is_file())
+    assert size < 30_000_000, f"dependency layer is {size / 1e6:.0f} MB"
 
 
 def test_only_what_lambda_runs_is_shipped(code_asset):
