@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from feedbackloop.lake import FEEDBACK_DAILY, USER_FEATURES, LakeTable
 from feedbackloop.models.contract import GATE_METRIC, METRICS_FILE, gate_value
 from feedbackloop.registry import Artifacts, ModelRegistry
 
@@ -21,6 +22,8 @@ BUILD_TABLES, TRAIN, EVALUATE, GATE, PUBLISH = "BuildTables", "Train", "Evaluate
 STEPS = (BUILD_TABLES, TRAIN, EVALUATE, GATE, PUBLISH)
 KEPT_CURRENT = "KeptCurrent"  # the state the gate takes instead of Publish, after raising the alert
 MODEL_ARCHIVE = "model.tar.gz"
+# The training job's input channels (sagemaker/train.py reads SM_CHANNEL_<NAME>), each a lake table.
+TRAINING_CHANNELS: dict[str, LakeTable] = {"feedback": FEEDBACK_DAILY, "users": USER_FEATURES}
 
 @dataclass(frozen=True)
 class GateDecision:

@@ -22,12 +22,11 @@ from constructs import Construct
 from cdk import nag
 from cdk.components.key_value import key_value_table
 from cdk.components.lake import Lake
-from feedbackloop.lake import FEEDBACK_DAILY, USER_FEATURES, LakeTable
 from feedbackloop.resources import CANDIDATES_PREFIX, MODELS_BUCKET, PUBLISHED_PREFIX, REGISTRY_TABLE
+from feedbackloop.retraining import TRAINING_CHANNELS
 
 # The training job's input channels (sagemaker/train.py reads SM_CHANNEL_FEEDBACK and SM_CHANNEL_USERS)
 # and the lake table each one is.
-TRAINING_CHANNELS: dict[str, LakeTable] = {"feedback": FEEDBACK_DAILY, "users": USER_FEATURES}
 
 # Object writes of a (possibly multipart) upload or copy, and nothing that deletes or retags.
 _S3_WRITE = ["s3:PutObject", "s3:AbortMultipartUpload"]

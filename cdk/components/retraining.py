@@ -50,12 +50,12 @@ from constructs import Construct
 from cdk import nag
 from cdk.components.function import PythonFunction
 from cdk.components.lake import Lake
-from cdk.components.model_store import TRAINING_CHANNELS, ModelStore
+from cdk.components.model_store import ModelStore
 from cdk.naming import pascal_case
 from cdk.project import ProjectLayout
 from feedbackloop.models.contract import GATE_METRIC, K
 from feedbackloop.resources import CANDIDATES_PREFIX, MODELS_BUCKET
-from feedbackloop.retraining import BUILD_TABLES, EVALUATE, GATE, KEPT_CURRENT, PUBLISH, TRAIN
+from feedbackloop.retraining import BUILD_TABLES, EVALUATE, GATE, KEPT_CURRENT, PUBLISH, TRAIN, TRAINING_CHANNELS
 from feedbackloop.settings import RetrainSettings
 from glue_jobs.build_tables import JOB_NAMES
 

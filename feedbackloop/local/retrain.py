@@ -25,7 +25,6 @@ from pyarrow import fs
 
 from feedbackloop import retraining
 from feedbackloop.adapters.aws import DynamoModelRegistry, S3Artifacts
-from feedbackloop.lake import FEEDBACK_DAILY, USER_FEATURES
 from feedbackloop.local.environment import physical_name
 from feedbackloop.local.lake_reader import LakeLocation
 from feedbackloop.local.sql_engine import local_engine
@@ -109,9 +108,8 @@ def run_retraining(endpoint: str, session: boto3.Session, params: TrainingParams
 def _download_channels(endpoint: str, folder: Path) -> dict[str, Path]:
     """What SageMaker's File mode does: copy each channel's S3 prefix to local disk."""
     location = LakeLocation.local_s3(endpoint)
-    channels = {"feedback": FEEDBACK_DAILY, "users": USER_FEATURES}
     paths = {}
-    for name, table in channels.items():
+    for name, table in retraining.TRAINING_CHANNELS.items():
         target = folder / name
         target.mkdir(parents=True)
         source = location.folder(table)
