@@ -29,9 +29,10 @@ from feedbackloop.models.segments import UserSegmentation
 
 @dataclass(frozen=True)
 class TrainingParams:
+    # defaults: the setting `feedbackloop bench model` picks on its validation split
     factors: int = 64
-    regularization: float = 0.05
-    alpha: float = 2.0
+    regularization: float = 0.01
+    alpha: float = 10.0
     iterations: int = 15
     history_weight: float = 1.0
     holdout_days: int = 30
