@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import cached_property
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,17 +45,26 @@ class LakeTable:
     partition: Column
     description: str
 
-    @property
+    @cached_property
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, c.type) for c in self.columns])
+
+    @cached_property
+    def _dictionary_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.categorical]
+
+    @cached_property
+    def _statistics_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.filtered or c.categorical]
 
     def parquet(self, rows: pa.Table) -> bytes:
         """One Parquet object of this table: snappy, dictionary pages where values repeat, min/max
         statistics where queries filter (categorical columns are filtered on too)."""
         sink = io.BytesIO()
-        pq.write_table(rows.cast(self.arrow_schema), sink, compression="snappy",
-                       use_dictionary=[c.name for c in self.columns if c.categorical],
-                       write_statistics=[c.name for c in self.columns if c.filtered or c.categorical])
+        if not rows.schema.equals(self.arrow_schema):
+            rows = rows.cast(self.arrow_schema)
+        pq.write_table(rows, sink, compression="snappy", use_dictionary=self._dictionary_columns,
+                       write_statistics=self._statistics_columns)
         return sink.getvalue()
 
     def partition_prefix(self, value: str) -> str:

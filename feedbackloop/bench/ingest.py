@@ -37,6 +37,7 @@ class _Context(BaseModel):
     variant: str | None = Field(default=None, max_length=64)
     segment: str | None = Field(default=None, max_length=64)
     country: str | None = Field(default=None, max_length=64)
+    category: str | None = Field(default=None, max_length=64)
     price: float | None = Field(default=None, ge=0, le=10_000_000)
 
 

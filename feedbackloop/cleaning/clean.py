@@ -1,6 +1,6 @@
 """Cleaning rules over a batch of valid events, vectorized, with no I/O.
 
-Input: the decoded batch (only events that passed the schema and were not duplicates), the
+Input: the decoded batch (only events that passed the schema; duplicates marked as settled), the
 statistics learned from the stream so far, and the time. Output: curated rows, quarantined rows
 with a typed reason, and the statistics of what passed, to merge into the state.
 
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from feedbackloop.cleaning.decode import one_array
 from feedbackloop.cleaning.stats import CleanerState, StreamStats
 from feedbackloop.lake import CURATED_EVENTS
 from feedbackloop.names import QuarantineReason
@@ -61,10 +61,15 @@ def _transform(values: np.ndarray, kind: str) -> np.ndarray:
     return np.log1p(values) if kind == "implicit" else values
 
 
-def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: CleaningRules) -> CleanResult:
+def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: CleaningRules,
+                 settled: np.ndarray | None = None) -> CleanResult:
+    """`settled` marks rows decided before cleaning (duplicates): the result is that of the batch
+    without them, without copying the batch to drop them."""
     n = batch.num_rows
+    settled = np.zeros(n, dtype=bool) if settled is None else settled
     reason = np.full(n, "", dtype=object)
     detail = np.full(n, "", dtype=object)
+    flagged = settled.copy()  # settled, or reason != "" (known without comparing strings)
 
     # 1. timestamp sanity, against when the API received the event
     received = batch["received_at"].to_numpy(zero_copy_only=False)
@@ -75,25 +80,29 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
     detail[future] = "timestamp is later than its arrival plus the allowed clock skew"
     reason[too_old] = QuarantineReason.TOO_OLD.value
     detail[too_old] = f"timestamp is older than {rules.max_event_age.days} days before its arrival"
+    flagged |= future | too_old
 
     value = batch["value"].to_numpy(zero_copy_only=False).astype(float)  # a copy; null -> NaN
     value_imputed = np.isnan(value)
-    device = batch["device"].to_numpy(zero_copy_only=False).astype(object)
-    device_imputed = pd.isna(device)
+    # devices as indexes into the names of the batch's devices (-1: none), so that imputing and
+    # counting them is integer work
+    device_names, device = _indexes(batch["device"])
+    device_imputed = device < 0
     minmax = np.full(n, np.nan)
     zscore = np.full(n, np.nan)
     score = np.zeros(n)
     confidence = np.zeros(n)
-    kind = np.full(n, "", dtype=object)
     learned = CleanerState()
-    encoded = pc.dictionary_encode(batch["event_type"]).combine_chunks()
-    type_codes = encoded.indices.to_numpy(zero_copy_only=False)
-    present = {name: code for code, name in enumerate(encoded.dictionary.to_pylist())}
+    type_names, type_codes = _indexes(batch["event_type"])
+    present = {name: code for code, name in enumerate(type_names)}
+    kinds = [""] * len(type_names)  # feedback kind by type code
 
     for name, rule in registry.event_type_rules().items():
         if name not in present:
             continue
-        rows = type_codes == present[name]
+        rows = (type_codes == present[name]) & ~settled
+        if not rows.any():  # all of its rows are settled: as if absent
+            continue
         stats = state.values.get(name, StreamStats())
         warm = stats.n >= rules.min_samples
 
@@ -104,15 +113,18 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
         mode = state.device_mode(name)
         no_device = rows & device_imputed
         if mode is not None:
-            device[no_device] = mode
+            if mode not in device_names:
+                device_names.append(mode)
+            device[no_device] = device_names.index(mode)
         device_imputed[no_device] = mode is not None
 
         # 3. outliers, on the transformed value, only once the statistics are warm
         t = _transform(value, rule.kind)
-        candidates = rows & (reason == "")
+        candidates = rows & ~flagged
         if warm and rule.outlier == "zscore" and _has_spread(stats.std, stats.mean):
             z = np.abs(t - stats.mean) / stats.std
             out = candidates & (z > rules.zscore_threshold)
+            flagged |= out
             reason[out] = QuarantineReason.OUTLIER.value
             detail[out] = [f"{name} value {v:g}: |z| {zz:.1f} > {rules.zscore_threshold:g}"
                            for v, zz in zip(value[out], z[out], strict=True)]
@@ -121,6 +133,7 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
             q1, q3 = (_transform(np.array(stats.quantile(q)), rule.kind) for q in (0.25, 0.75))
             low, high = q1 - rules.iqr_k * (q3 - q1), q3 + rules.iqr_k * (q3 - q1)
             out = candidates & ((t < low) | (t > high))
+            flagged |= out
             reason[out] = QuarantineReason.OUTLIER.value
             detail[out] = [f"{name} value {v:g} outside the IQR fences (k={rules.iqr_k:g})" for v in value[out]]
 
@@ -135,26 +148,31 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
         if warm and _has_spread(stats.std, stats.mean):
             zscore[rows] = (t[rows] - stats.mean) / stats.std
         confidence[rows] = rule.weight
-        kind[rows] = rule.kind
+        kinds[present[name]] = rule.kind
 
         # 5. what this batch teaches the state: only values that passed
-        passed = rows & (reason == "")
+        passed = rows & ~flagged
         observed = passed & ~value_imputed
         learned.values[name] = StreamStats.of(value[observed], t[observed])
-        seen_devices = pd.Series(device[passed & ~device_imputed]).dropna().value_counts()
+        seen_devices = device[passed & (device >= 0) & ~device_imputed]
         if len(seen_devices):
-            learned.devices[name] = {str(k): int(v) for k, v in seen_devices.items()}
+            learned.devices[name] = _value_counts(seen_devices, device_names)
 
-    keep = reason == ""
-    device_code = _codes(pa.array(device, type=pa.string(), from_pandas=True),
-                         lambda d: DEVICES.index(d) + 1 if d in DEVICES else 0)
+    keep = ~flagged
+    has_device = device >= 0
+    device_column = pa.array(device_names, type=pa.string()).take(pa.array(device, mask=~has_device))
+    # a device's ordinal in the schema's enum (0: unknown); the last entry, 0, is for no device (-1)
+    device_code = np.array([DEVICES.index(d) + 1 if d in DEVICES else 0 for d in device_names] + [0], dtype=np.int32)
+    # per row the kind of its type: "" for a type without rules, or no type
+    type_of_row = pa.array(type_codes, mask=type_codes < 0)
+    feedback_kind = pc.fill_null(pa.array(kinds, type=pa.string()).take(type_of_row), "")
     column = {name: batch[name] for name in (
         "event_id", "user_id", "item_id", "event_type", "event_time", "received_at", "schema_version",
         "session_id", "page", "experiment", "variant", "segment", "country", "category", "price",
         "record_index")}
     curated = {
         **column,
-        "feedback_kind": pa.array(kind, type=pa.string()),
+        "feedback_kind": feedback_kind,
         "value": value,
         "value_imputed": value_imputed,
         "value_minmax": pa.array(minmax, from_pandas=True),
@@ -163,20 +181,22 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
         "confidence": confidence,
         "processed_at": pa.array(np.full(n, np.datetime64(now.astimezone(UTC).replace(tzinfo=None), "us")),
                                  type=pa.timestamp("us", tz="UTC")),
-        "device": pa.array(device, type=pa.string(), from_pandas=True),
-        "device_imputed": device_imputed & ~pd.isna(device),
-        "device_code": device_code,
+        "device": device_column,
+        "device_imputed": device_imputed & has_device,
+        "device_code": device_code[device],
         "page_code": _codes(batch["page"], _hash_code),
         "segment_code": _codes(batch["segment"], _hash_code),
-        "source": pa.array(np.full(n, ""), type=pa.string()),
+        "source": pa.repeat(pa.scalar("", pa.string()), n),  # the service knows the sources
         CURATED_EVENTS.partition.name: _utc_dates(event_time),
     }
     table = pa.table({f.name: curated[f.name] for f in _CURATED_WITH_INDEX}, schema=_CURATED_WITH_INDEX)
-    table = table.filter(pa.array(keep))
+    if not keep.all():
+        table = table.filter(pa.array(keep))
+    judged = flagged & ~settled
     quarantined = Quarantined(
-        record_index=batch["record_index"].to_numpy()[~keep],
-        reason=reason[~keep].tolist(),
-        detail=detail[~keep].tolist(),
+        record_index=batch["record_index"].to_numpy()[judged],
+        reason=reason[judged].tolist(),
+        detail=detail[judged].tolist(),
     )
     return CleanResult(table, quarantined, learned, imputed=int((value_imputed & keep).sum()))
 
@@ -188,14 +208,25 @@ def _has_spread(spread: float, center: float) -> bool:
     return spread > 1e-9 * (1 + abs(center))
 
 
-def _codes(values: pa.Array | pa.ChunkedArray, code_of) -> np.ndarray:
+def _indexes(values: pa.ChunkedArray) -> tuple[list, np.ndarray]:
+    """A column's distinct values in order of appearance, and per row the index of its value (-1
+    for null), writable."""
+    encoded = one_array(pc.dictionary_encode(values))
+    return encoded.dictionary.to_pylist(), pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)
+
+
+def _value_counts(indexes: np.ndarray, names: list) -> dict[str, int]:
+    """How often each value occurs, the most frequent first and ties in order of first occurrence
+    (the order of pandas' value_counts)."""
+    distinct, first, counts = np.unique(indexes, return_index=True, return_counts=True)
+    return {str(names[distinct[i]]): int(counts[i]) for i in np.lexsort((first, -counts))}
+
+
+def _codes(values: pa.ChunkedArray, code_of) -> np.ndarray:
     """Encode a categorical column by its distinct values only (null -> 0)."""
-    encoded = pc.dictionary_encode(values)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    table = np.array([code_of(v) for v in encoded.dictionary.to_pylist()] + [0], dtype=np.int32)
-    indices = pc.fill_null(encoded.indices, len(table) - 1).to_numpy(zero_copy_only=False)
-    return table[indices]
+    names, indexes = _indexes(values)
+    codes = np.array([code_of(v) for v in names] + [0], dtype=np.int32)  # the last: null (-1)
+    return codes[indexes]
 
 
 def _utc_dates(times: np.ndarray) -> pa.Array:

@@ -10,7 +10,7 @@ and only bad records pay per-record cost.
 from __future__ import annotations
 
 import binascii
-import io
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -109,11 +109,12 @@ class SourceRecords(Sequence[SourceRecord]):
     def from_kinesis_event(cls, event: dict[str, Any]) -> SourceRecords:
         records = event["Records"]
         kinesis = list(map(_KINESIS, records))
-        encoded = list(map(_DATA, kinesis))
         try:  # SIMD base64 (pybase64): 3x binascii's speed, and strict about the alphabet
-            data = [pybase64.b64decode(e, validate=True) for e in encoded]
+            # (altchars=None, validate=True) passed by position: parsing the keyword costs about as
+            # much as decoding a record
+            data = [pybase64.b64decode(k["data"], None, True) for k in kinesis]
         except (binascii.Error, ValueError, TypeError):
-            data = [_base64_or_raw(e) for e in encoded]
+            data = [_base64_or_raw(e) for e in map(_DATA, kinesis)]
         epochs = np.fromiter(map(_ARRIVAL, kinesis), dtype=float, count=len(kinesis))
         return cls(data, list(map(_EVENT_ID, records)), (epochs * 1e6).astype("datetime64[us]"))
 
@@ -137,33 +138,33 @@ def records_from_kinesis_event(event: dict[str, Any]) -> SourceRecords:
     return SourceRecords.from_kinesis_event(event)
 
 
-_PREFIX = np.frombuffer(b'{"received_at":"', dtype=np.uint8)
+_PREFIX = '{"received_at":"'
+_SUFFIX = "}\n"  # a newline inside a record shows as an extra row
 
 
-def _fast_candidates(data: list[bytes]) -> tuple[np.ndarray, np.ndarray, bytes]:
-    """Which records are the ingest API's one-line envelope (vectorized over one joined buffer),
-    which are oversized, and the joined buffer itself."""
-    lengths = np.fromiter(map(len, data), dtype=np.int64, count=len(data))
-    buffer = b"".join(data)
-    raw = np.frombuffer(buffer, dtype=np.uint8)
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
+def _fast_candidates(data: list[bytes]) -> tuple[np.ndarray, np.ndarray, pa.LargeBinaryArray]:
+    """Which records are the ingest API's one-line envelope and which are oversized, vectorized
+    over the records copied once into one Arrow array (returned too: its values are the joined lines)."""
+    records = pa.array(data, type=pa.large_binary())
+    lengths = pc.binary_length(records).to_numpy()
     oversized = lengths > MAX_RECORD_BYTES
-    long_enough = lengths > len(_PREFIX) + 2
-    if not long_enough.any():
-        return np.zeros(len(data), dtype=bool), oversized, buffer
-    safe_starts = np.where(long_enough, starts, 0)
-    safe_ends = np.where(long_enough, ends, len(_PREFIX) + 2)
-    prefix = raw[safe_starts[:, None] + np.arange(len(_PREFIX))] == _PREFIX
-    fast = (long_enough & ~oversized & prefix.all(axis=1) & (raw[safe_ends - 1] == 10)
-            & (raw[safe_ends - 2] == ord("}")))  # a newline inside a record shows as an extra row
-    # Arrow's JSON reader does not check UTF-8: one C pass over the whole buffer, per record only
-    # when that finds something
+    fast = ((lengths > len(_PREFIX) + len(_SUFFIX)) & ~oversized
+            & pc.starts_with(records, pattern=_PREFIX).to_numpy(zero_copy_only=False)
+            & pc.ends_with(records, pattern=_SUFFIX).to_numpy(zero_copy_only=False))
+    # Arrow's JSON reader does not check UTF-8: one pass over all records (the cast to strings
+    # validates), per record only when that finds something
     try:
-        buffer.decode("utf-8")
-    except UnicodeDecodeError:
+        records.cast(pa.large_string())
+    except pa.ArrowInvalid:
         fast &= np.array([_is_utf8(d) for d in data], dtype=bool)
-    return fast, oversized, buffer
+    return fast, oversized, records
+
+
+def _joined(records: pa.LargeBinaryArray) -> pa.Buffer:
+    """The values of a binary array end to end, without a copy."""
+    _, offsets, values = records.buffers()
+    start, end = np.frombuffer(offsets, dtype=np.int64)[[records.offset, records.offset + len(records)]]
+    return values.slice(start, end - start)
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -177,14 +178,19 @@ def _is_utf8(data: bytes) -> bool:
 def decode_batch(records: Sequence[SourceRecord]) -> DecodedBatch:
     records = SourceRecords.of(records)
     rejected: list[Rejection] = []
-    fast, oversized, buffer = _fast_candidates(records.data)
+    fast, oversized, candidates = _fast_candidates(records.data)
     for i in np.flatnonzero(oversized).tolist():
         rejected.append(Rejection(i, QuarantineReason.OVERSIZED,
                                   f"record of {len(records.data[i])} bytes > {MAX_RECORD_BYTES}"))
     # the ingest API's envelope on one line takes the fast path; anything else the exact path
     slow: list[int] = np.flatnonzero(~fast & ~oversized).tolist()
-    fast_index = np.flatnonzero(fast).tolist()
-    joined = buffer if len(fast_index) == len(records) else b"".join(records.data[i] for i in fast_index)
+    fast_index = np.flatnonzero(fast)
+    if not len(fast_index):
+        joined = b""
+    elif len(fast_index) == len(records):
+        joined = _joined(candidates)
+    else:
+        joined = _joined(candidates.filter(pa.array(fast)))
 
     tables = []
     fast_rows = 0
@@ -192,7 +198,7 @@ def decode_batch(records: Sequence[SourceRecord]) -> DecodedBatch:
         if not lines.num_rows:
             continue
         envelope = pa.Table.from_batches(lines.to_batches(), schema=_ENVELOPE)
-        flat, context_present = _flatten(envelope, np.asarray(index, dtype=np.int64))
+        flat, context_present = _flatten(envelope, index)
         ok = _provably_valid(flat, context_present)
         ok_numpy = ok.to_numpy(zero_copy_only=False)
         fast_rows += int(ok_numpy.sum())
@@ -200,7 +206,7 @@ def decode_batch(records: Sequence[SourceRecord]) -> DecodedBatch:
             tables.append(flat)
         else:
             tables.append(flat.filter(ok))
-            slow.extend(np.asarray(index)[~ok_numpy].tolist())
+            slow.extend(index[~ok_numpy].tolist())
 
     slow_rows = []
     for i in sorted(slow):
@@ -224,17 +230,19 @@ def decode_batch(records: Sequence[SourceRecord]) -> DecodedBatch:
     return DecodedBatch(valid=valid, rejected=rejected, fast_rows=fast_rows)
 
 
-def _parse_blocks(joined: bytes, data: list[bytes], index: list[int], slow: list[int]):
+def _parse_blocks(joined: pa.Buffer | bytes, data: list[bytes], index: np.ndarray, slow: list[int]):
     """Parse the joined lines with Arrow. A block that fails, or that has more rows than records (a
     record with a newline inside), is bisected: one bad record costs about log2(n) re-parses
     instead of sending the whole block down the exact path."""
-    if not index:
+    if not len(index):
         return
+    # Arrow parses blocks of 512 KiB on its own thread pool, outside the GIL; with one CPU the batch
+    # is one block, whose columns then need no copying together
+    block_size = 1 << 19 if pa.cpu_count() > 1 else max(1 << 19, len(joined))
     try:
         table = pajson.read_json(
-            io.BytesIO(joined),
-            # blocks of 512 KiB: Arrow parses them on its own thread pool, outside the GIL
-            read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 19),
+            pa.BufferReader(joined),
+            read_options=pajson.ReadOptions(use_threads=True, block_size=block_size),
             parse_options=_PARSE,
         )
     except pa.ArrowInvalid:
@@ -242,20 +250,26 @@ def _parse_blocks(joined: bytes, data: list[bytes], index: list[int], slow: list
     if table is not None and table.num_rows == len(index):
         yield table, index
     elif len(index) == 1:
-        slow.append(index[0])
+        slow.append(int(index[0]))
     else:
         mid = len(index) // 2
         for half in (index[:mid], index[mid:]):
             yield from _parse_blocks(b"".join(data[i] for i in half), data, half, slow)
 
 
+def one_array(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array: its only chunk as it is (combine_chunks copies even that)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def _flatten(envelope: pa.Table, index: np.ndarray) -> tuple[pa.Table, pa.Array]:
-    event = envelope["event"].combine_chunks()
-    context = pc.struct_field(event, "context")
-    # pc.struct_field honours a null parent, StructArray.field does not
-    columns = {k: pc.struct_field(event, k) for k in TOP_FIELDS}
-    columns |= {k: pc.struct_field(context, k) for k in CONTEXT_FIELDS}
-    received = _parse_times(envelope["received_at"].combine_chunks())
+    event = one_array(envelope["event"])
+    # StructArray.flatten honours a null parent (its fields are null), StructArray.field does not
+    fields = dict(zip(_EVENT_TYPE.names, event.flatten(), strict=True))
+    context = fields["context"]
+    columns = {k: fields[k] for k in TOP_FIELDS}
+    columns |= dict(zip(CONTEXT_FIELDS, context.flatten(), strict=True))
+    received = _parse_times(one_array(envelope["received_at"]))
     columns["received_at"] = received
     columns["event_time"] = _parse_times(columns["timestamp"])
     columns["record_index"] = pa.array(index)
@@ -267,6 +281,12 @@ _EARLIEST = pa.scalar(pd.Timestamp.min.ceil("us").to_pydatetime(), pa.timestamp(
 _LATEST = pa.scalar(pd.Timestamp.max.floor("us").to_pydatetime(), pa.timestamp("us", tz="UTC"))
 
 
+def _within(values: pa.Array, low: pa.Scalar, high: pa.Scalar) -> bool:
+    """Every value that is not null lies in [low, high] (one pass, no mask built)."""
+    bounds = pc.min_max(values)
+    return not bounds["min"].is_valid or (low.value <= bounds["min"].value and bounds["max"].value <= high.value)
+
+
 def _parse_times(values: pa.Array) -> pa.Array:
     """RFC 3339 strings to UTC microseconds; null where a string is not a real instant. Arrow's
     parser does a clean column at once; a column with a bad string takes pandas' coercing path."""
@@ -275,6 +295,8 @@ def _parse_times(values: pa.Array) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     else:  # the exact path (pandas) knows nanosecond-range instants only: agree with it
+        if _within(parsed, _EARLIEST, _LATEST):
+            return parsed
         in_range = pc.and_(pc.greater_equal(parsed, _EARLIEST), pc.less_equal(parsed, _LATEST))
         return pc.if_else(in_range, parsed, pa.scalar(None, parsed.type))
     parsed = pd.to_datetime(values.to_pandas(), utc=True, errors="coerce", format="ISO8601")
@@ -284,23 +306,26 @@ def _parse_times(values: pa.Array) -> pa.Array:
     return pa.array(naive, type=pa.timestamp("us", tz="UTC"), from_pandas=True)
 
 
-def _property_checks(column: pa.Array, prop: dict[str, Any]) -> pa.Array:
-    """The row passes this property's constraints. Absent and null look alike in Arrow, so a
-    non-nullable property must be present (a missing optional one takes the exact path)."""
+def _property_checks(column: pa.Array, prop: dict[str, Any]) -> list[pa.Array]:
+    """Boolean arrays whose conjunction is true where the row passes this property's constraints.
+    Absent and null look alike in Arrow, so a non-nullable property must be present (a missing
+    optional one takes the exact path)."""
     nullable = "null" in (prop["type"] if isinstance(prop["type"], list) else [prop["type"]])
     if column.null_count == len(column):  # absent from the whole batch, as optional fields often are
-        return pa.array(np.full(len(column), nullable))
+        return [] if nullable else [pa.array(np.zeros(len(column), dtype=bool))]
     checks = []
     if "enum" in prop:
         allowed = pa.array([v for v in prop["enum"] if v is not None], type=column.type)
         checks.append(pc.is_in(column, value_set=allowed))
     # Byte length (read off the offsets) bounds the character count from above, so it proves
     # maxLength, and minLength 1; a longer minimum needs the characters counted.
+    if "minLength" in prop or "maxLength" in prop:
+        byte_length = pc.binary_length(column)
     if "minLength" in prop:
-        length = pc.binary_length(column) if prop["minLength"] <= 1 else pc.utf8_length(column)
+        length = byte_length if prop["minLength"] <= 1 else pc.utf8_length(column)
         checks.append(pc.greater_equal(length, prop["minLength"]))
     if "maxLength" in prop:
-        checks.append(pc.less_equal(pc.binary_length(column), prop["maxLength"]))
+        checks.append(pc.less_equal(byte_length, prop["maxLength"]))
     if "pattern" in prop:
         checks.append(pc.match_substring_regex(column, prop["pattern"]))
     if "minimum" in prop:
@@ -308,25 +333,21 @@ def _property_checks(column: pa.Array, prop: dict[str, Any]) -> pa.Array:
     if "maximum" in prop:
         checks.append(pc.less_equal(column, prop["maximum"]))
     if column.null_count == 0:  # present in every row: the checks alone decide
-        ok = pa.array(np.ones(len(column), dtype=bool))
-        for check in checks:
-            ok = pc.and_(ok, check)
-        return ok
+        return checks
     is_null = pc.is_null(column)
-    ok = pc.invert(is_null) if not nullable else pa.array(np.ones(len(column), dtype=bool))
-    for check in checks:
-        ok = pc.and_(ok, pc.or_(is_null, pc.fill_null(check, False)) if nullable else pc.fill_null(check, False))
-    return ok
+    if nullable:  # a null passes every check
+        return [pc.or_(is_null, pc.fill_null(check, False)) for check in checks]
+    return [pc.invert(is_null)] + [pc.fill_null(check, False) for check in checks]
 
 
 def _provably_valid(flat: pa.Table, context_present: pa.Array) -> pa.Array:
     """True where the row satisfies every constraint of the schema and the event type rules."""
     props = EVENT_SCHEMA["properties"]
-    ok = pc.and_(pc.is_valid(flat["event_time"]), context_present)
+    checks = [pc.is_valid(flat["event_time"]), context_present]
     for name in TOP_FIELDS:
-        ok = pc.and_(ok, _property_checks(flat[name], props[name]))
+        checks += _property_checks(flat[name], props[name])
     for name in CONTEXT_FIELDS:
-        ok = pc.and_(ok, _property_checks(flat[name], props["context"]["properties"][name]))
+        checks += _property_checks(flat[name], props["context"]["properties"][name])
     # event type rules (event_types.json), vectorized through per-type lookup arrays
     rules = registry.event_type_rules()
     names = list(rules)
@@ -341,8 +362,8 @@ def _provably_valid(flat: pa.Table, context_present: pa.Array) -> pa.Array:
     missing = np.isnan(value)
     with np.errstate(invalid="ignore"):
         in_range = (value >= lo) & (value <= hi) & (~integer | (value == np.floor(value)))
-    type_ok = known & np.where(missing, impute, in_range)
-    return pc.and_(ok, pa.array(type_ok))
+    checks.append(pa.array(known & np.where(missing, impute, in_range)))
+    return functools.reduce(pc.and_, checks)
 
 
 def _decode_one(data: bytes, index: int) -> dict[str, Any] | Rejection:

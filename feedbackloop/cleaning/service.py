@@ -8,13 +8,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedbackloop.cleaning.clean import CleaningRules, clean_events
-from feedbackloop.cleaning.decode import DecodedBatch, SourceRecord, SourceRecords, decode_batch
+from feedbackloop.cleaning.decode import DecodedBatch, SourceRecord, SourceRecords, decode_batch, one_array
 from feedbackloop.lake import CURATED_EVENTS, QUARANTINE
 from feedbackloop.names import QuarantineReason
 from feedbackloop.ports import DedupStore, LakeWriter, StateStore
@@ -73,13 +74,14 @@ class CleanerService:
         batch_name = _batch_name(records)
         decoded = decode_batch(records)
         outcome.fast_path = decoded.fast_rows
-        valid, duplicate_rows = self._split_duplicates(decoded.valid)
+        duplicate, event_ids = self._duplicates(decoded.valid)
+        valid_rows = decoded.valid["record_index"].to_numpy()  # the record of each valid row, ascending
+        duplicate_rows = valid_rows[duplicate]
 
-        result = clean_events(valid, self._state.load(), now, self._rules)
-        sources = np.array(records.sources, dtype=object)
+        result = clean_events(decoded.valid, self._state.load(), now, self._rules, settled=duplicate)
         curated = result.curated.set_column(
-            CURATED_EVENTS.arrow_schema.get_field_index("source"), "source",
-            pa.array(sources[result.curated["record_index"].to_numpy()], type=pa.string()),
+            result.curated.schema.get_field_index("source"), "source",
+            pa.array(records.sources, type=pa.string()).take(result.curated["record_index"]),
         )
         quarantine = self._quarantine_rows(records, decoded, result.quarantined, duplicate_rows, now)
 
@@ -88,7 +90,8 @@ class CleanerService:
         partitions = _by_partition(curated, CURATED_EVENTS.partition.name)
         intents: dict[str, str] = {}
         for day, rows in partitions.items():
-            intents.update(dict.fromkeys(rows["event_id"].to_pylist(), CURATED_EVENTS.object_key(day, batch_name)))
+            ids = event_ids[np.searchsorted(valid_rows, rows["record_index"].to_numpy())]
+            intents.update(zip(ids.tolist(), repeat(CURATED_EVENTS.object_key(day, batch_name))))
         # Named by its verdicts too: a redelivery that finds the rows settled writes its 'duplicate'
         # rows beside the first verdicts instead of over them.
         quarantine_name = _verdict_name(batch_name, quarantine)
@@ -131,25 +134,26 @@ class CleanerService:
 
     def _write(self, outcome: BatchOutcome, table, partition: str, name: str, rows: pa.Table) -> bool:
         try:
-            self._lake.write(table, partition, name, rows.select(table.arrow_schema.names))
+            self._lake.write(table, partition, name, rows.select([c.name for c in table.columns]))
         except Exception as error:  # noqa: BLE001 - any storage failure means: retry these records
             outcome.write_errors.append(f"{table.name}/{partition}: {error!r}")
             return False
         return True
 
-    def _split_duplicates(self, valid: pa.Table) -> tuple[pa.Table, np.ndarray]:
-        """Drop ids already committed (their object exists) or repeated earlier in this batch."""
-        ids = valid["event_id"].to_numpy(zero_copy_only=False)
-        repeated = _repeated_in_batch(valid["event_id"])
-        seen = self._dedup.lookup(set(ids.tolist()))
+    def _duplicates(self, valid: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """The rows whose id is already committed (its object exists) or repeated earlier in this
+        batch; and each row's id, as the strings the lookup hashed already."""
+        # each distinct id once (hashing the strings once), and per row the index of its id
+        encoded = one_array(pc.dictionary_encode(valid["event_id"]))
+        ids = encoded.dictionary.to_pylist()
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        duplicate = np.ones(len(codes), dtype=bool)  # every occurrence of an id after its first
+        duplicate[np.unique(codes, return_index=True)[1]] = False
+        seen = self._dedup.lookup(ids)
         committed = {key for key in set(seen.values()) if self._lake.exists(key)}
-        already = np.zeros(len(ids), dtype=bool)
         if committed:
-            already = np.array([seen.get(i) in committed for i in ids], dtype=bool)
-        duplicate = repeated | already
-        if not duplicate.any():
-            return valid, np.array([], dtype=np.int64)
-        return valid.filter(pa.array(~duplicate)), valid["record_index"].to_numpy()[duplicate]
+            duplicate |= np.array([seen.get(i) in committed for i in ids], dtype=bool)[codes]
+        return duplicate, np.array(ids, dtype=object)[codes]
 
     def _quarantine_rows(self, records: SourceRecords, decoded: DecodedBatch, cleaned, duplicate_rows,
                          now: datetime) -> pa.Table:
@@ -158,7 +162,7 @@ class CleanerService:
         # rows that passed decoding: their identity comes from the decoded columns, by position
         from_valid = np.concatenate([cleaned.record_index, duplicate_rows]).astype(np.int64)
         positions = np.searchsorted(decoded.valid["record_index"].to_numpy(), from_valid)
-        parts = [decoded.valid.take(positions).select(identity)]
+        parts = [decoded.valid.select(identity).take(positions)]
         # rows the decoder refused: what could be read of them
         rejected = decoded.rejected
         parts.append(pa.Table.from_pylist(
@@ -193,7 +197,7 @@ _QUARANTINE_WITH_INDEX = pa.schema(list(QUARANTINE.arrow_schema) + [pa.field("re
 
 def _by_partition(table: pa.Table, column: str) -> dict[str, pa.Table]:
     """The table's rows grouped by a low-cardinality column: one sort by code, then zero-copy slices."""
-    encoded = pc.dictionary_encode(table[column]).combine_chunks()
+    encoded = one_array(pc.dictionary_encode(table[column]))
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     # a stream is mostly in time order: then the rows are grouped already and need no copy
     in_order = bool(np.all(np.diff(codes) >= 0))
@@ -203,14 +207,6 @@ def _by_partition(table: pa.Table, column: str) -> dict[str, pa.Table]:
     return {value: ordered.slice(start, count)
             for value, start, count in zip(encoded.dictionary.to_pylist(), starts.tolist(), counts.tolist(),
                                            strict=True) if count}
-
-
-def _repeated_in_batch(ids: pa.ChunkedArray) -> np.ndarray:
-    """True for every occurrence of an id after its first (hash the strings once, then sort ints)."""
-    codes = pc.dictionary_encode(ids).combine_chunks().indices.to_numpy(zero_copy_only=False)
-    repeated = np.ones(len(codes), dtype=bool)
-    repeated[np.unique(codes, return_index=True)[1]] = False
-    return repeated
 
 
 def _payload_text(data: bytes) -> str:

@@ -384,3 +384,32 @@ def test_cleaning_a_table_built_by_hand(received_at):
     result = clean_events(pa.Table.from_pylist([row], schema=DECODED_SCHEMA), CleanerState(), NOW, DEFAULT)
     (curated,) = result.curated.to_pylist()
     assert (curated["value"], curated["value_imputed"], curated["record_index"]) == (1.0, True, 7)
+
+
+def test_settled_rows_are_cleaned_as_if_absent(make_record, make_event, received_at):
+    """The service marks duplicates as settled instead of copying the batch without them: the
+    result must be that of the batch without them (verdicts, imputation, what is learned)."""
+    overrides = [
+        {"event_type": "click", "value": 3, "context": {"device": "tv"}},
+        {"event_type": "click", "value": None, "context": {"device": None}},
+        {"event_type": "click", "value": 900},  # an outlier once the state is warm
+        {"event_type": "view", "value": 2, "context": {"device": "mobile"}},  # its type only settled
+        {"event_type": "click", "value": 1, "timestamp": _at(received_at + timedelta(hours=1))},  # future
+        {"event_type": "rating", "value": 5, "context": {"device": "desktop"}},
+    ]
+    events = [make_event(**{"event_id": f"e{i}"} | o) for i, o in enumerate(overrides)]
+    batch = decode_batch([make_record(e, i) for i, e in enumerate(events)]).valid
+    state = CleanerState(values={"click": _stats([1, 2, 3, 4, 5] * 20)}, devices={"click": {"tv": 2}})
+    rules = CleaningRules(min_samples=10)
+    settled = np.array([False, True, False, True, True, False])
+
+    marked = clean_events(batch, state, NOW, rules, settled=settled)
+    dropped = clean_events(batch.filter(pa.array(~settled)), state, NOW, rules)
+
+    assert marked.curated.to_pylist() == dropped.curated.to_pylist()
+    assert marked.quarantined.record_index.tolist() == dropped.quarantined.record_index.tolist() == [2]
+    assert (marked.quarantined.reason, marked.quarantined.detail) == (dropped.quarantined.reason,
+                                                                      dropped.quarantined.detail)
+    assert marked.learned == dropped.learned
+    assert "view" not in marked.learned.values
+    assert marked.imputed == dropped.imputed
