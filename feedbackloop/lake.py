@@ -114,6 +114,8 @@ CURATED_EVENTS = LakeTable(
         Column("page_code", pa.int32(), "hashed bucket of page (0 = none)"),
         Column("segment_code", pa.int32(), "hashed bucket of segment (0 = none)"),
         Column("source", pa.string(), "shard id and sequence number of the stream record (lineage)"),
+        Column("personalized", pa.bool_(), "false when the user had turned personalization off: the event "
+                                           "counts in engagement, never in training or the online store"),
     ),
 )
 
@@ -173,6 +175,7 @@ INTERACTIONS = _modelled(
     *_curated("session_id", "device", "device_code", "page", "page_code", "experiment", "variant", "segment",
               "segment_code", "country", "category", "price"),
     Column("revenue", _F64, "value x price for purchases"),
+    *_curated("personalized"),
 )
 
 FEEDBACK_DAILY = _modelled(

@@ -33,6 +33,9 @@ class Metric(StrEnum):
     MODEL_GATE_PASSED = "ModelGatePassed"
     MODEL_GATE_REJECTED = "ModelGateRejected"  # the current model stays: an alarm's signal
     MODEL_PUBLISHED = "ModelPublished"
+    RECOMMENDATIONS_SERVED = "RecommendationsServed"
+    RECOMMENDATIONS_FALLBACK = "RecommendationsFallback"  # popularity: unknown user, no model vector or opted out
+    ONLINE_PROFILES_UPDATED = "OnlineProfilesUpdated"
 
 
 class QuarantineReason(StrEnum):

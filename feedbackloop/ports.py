@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from feedbackloop.cleaning.stats import CleanerState
 from feedbackloop.lake import LakeTable
+from feedbackloop.online import UserProfile
 
 
 class EventStream(Protocol):
@@ -37,3 +38,17 @@ class LakeWriter(Protocol):
         for the same name."""
 
     def exists(self, key: str) -> bool: ...
+
+
+class OnlineStore(Protocol):
+    """Each user's online profile (feedback per item and preferences), with optimistic concurrency."""
+
+    def load(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
+        """Profiles by user id; a user never seen gets an empty profile (version 0)."""
+
+    def save(self, profiles: Iterable[UserProfile]) -> list[str]:
+        """Write profiles whose stored version is still theirs; return the users that lost a race."""
+
+    def set_personalization(self, user_id: str, enabled: bool) -> None: ...
+
+    def delete(self, user_id: str) -> None: ...

@@ -59,7 +59,10 @@ DEDUP_TABLE = KeyValueTableSpec(
 STATE_TABLE = KeyValueTableSpec("state", "key", None, "streaming statistics the cleaner keeps between batches")
 REGISTRY_TABLE = KeyValueTableSpec("registry", "key", None,
                                    "the published model: a 'current' pointer and one record per version")
-KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE, REGISTRY_TABLE)
+ONLINE_TABLE = KeyValueTableSpec("online", "user_id", "expires_at",
+                                 "each user's recent feedback per item (decayed) and their preferences")
+KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE, REGISTRY_TABLE, ONLINE_TABLE)
+ONLINE_TTL_DAYS = 180  # a profile untouched this long expires (the nightly model still knows the user)
 
 CLEANER_FAILURES = QueueSpec("cleaner-failures", "batches the cleaner gave up on after bounded retries", 14)
 QUEUES = (CLEANER_FAILURES,)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "FEEDBACKLOOP_"
 
@@ -38,7 +38,7 @@ class _Settings(BaseModel):
             raise SettingsError(f"invalid {cls.__name__}: {problems}") from None
 
     def to_env(self) -> dict[str, str]:
-        return {self.env_name(k): str(v) for k, v in self.model_dump().items()}
+        return {self.env_name(k): str(v) for k, v in self.model_dump().items() if v is not None}
 
 
 class IngestSettings(_Settings):
@@ -51,6 +51,8 @@ class CleanerSettings(_Settings):
     dedup_table: str = Field(min_length=1)
     state_table: str = Field(min_length=1)
     glue_database: str = Field(min_length=1)
+    online_table: str | None = Field(default=None, min_length=1,
+                                     description="the online store; unset: no online profiles are kept")
     # timestamp sanity, measured against when the API received the event
     max_event_age_days: float = Field(default=30, gt=0)
     max_clock_skew_seconds: float = Field(default=300, ge=0)
@@ -71,3 +73,23 @@ class RetrainSettings(_Settings):
     registry_table: str = Field(min_length=1)
     # relative improvement of hold-out NDCG@10 a candidate needs over the published model
     gate_margin: float = Field(default=0.01, ge=0, le=1)
+
+
+class ServingSettings(_Settings):
+    """The serving Lambda."""
+
+    registry_table: str = Field(min_length=1)
+    online_table: str = Field(min_length=1)
+    model_refresh_seconds: float = Field(default=60, ge=0)
+    # ranking rules: items never recommended (comma-separated ids), and whether to leave out every item
+    # the user already has (off for repeat-purchase catalogues)
+    blocked_items: frozenset[str] = frozenset()
+    exclude_consumed: bool = False
+
+    @field_validator("blocked_items", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return frozenset(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
+
+    def to_env(self) -> dict[str, str]:
+        return super().to_env() | {self.env_name("blocked_items"): ",".join(sorted(self.blocked_items))}

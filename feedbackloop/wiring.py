@@ -15,6 +15,7 @@ import boto3
 from feedbackloop.adapters.aws import (
     DynamoDedupStore,
     DynamoModelRegistry,
+    DynamoOnlineStore,
     DynamoStateStore,
     KinesisStream,
     S3Artifacts,
@@ -23,7 +24,7 @@ from feedbackloop.adapters.aws import (
 from feedbackloop.cleaning.clean import CleaningRules
 from feedbackloop.cleaning.service import CleanerService
 from feedbackloop.resources import CURATED_BUCKET, DEDUP_TTL_DAYS, QUARANTINE_BUCKET
-from feedbackloop.settings import CleanerSettings, IngestSettings, RetrainSettings
+from feedbackloop.settings import CleanerSettings, IngestSettings, RetrainSettings, ServingSettings
 
 
 def utc_now() -> datetime:
@@ -62,6 +63,7 @@ def cleaner_service(environ: Mapping[str, str] = os.environ) -> CleanerService:
         ),
         rules=cleaning_rules(settings),
         clock=utc_now,
+        online=DynamoOnlineStore(aws, settings.online_table) if settings.online_table else None,
     )
 
 
@@ -75,3 +77,15 @@ def model_registry(environ: Mapping[str, str] = os.environ) -> DynamoModelRegist
 
 def artifacts() -> S3Artifacts:
     return S3Artifacts(session())
+
+
+def serving_settings(environ: Mapping[str, str] = os.environ) -> ServingSettings:
+    return ServingSettings.from_env(environ)
+
+
+def model_registry_for(table_name: str) -> DynamoModelRegistry:
+    return DynamoModelRegistry(session(), table_name)
+
+
+def online_store(table_name: str) -> DynamoOnlineStore:
+    return DynamoOnlineStore(session(), table_name)

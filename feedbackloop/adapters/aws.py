@@ -20,7 +20,9 @@ from botocore.exceptions import ClientError
 
 from feedbackloop.cleaning.stats import CleanerState
 from feedbackloop.lake import LakeTable
+from feedbackloop.online import UserProfile
 from feedbackloop.registry import CURRENT_KEY, StaleRegistryError
+from feedbackloop.resources import ONLINE_TTL_DAYS
 
 _BATCH_GET = 100  # DynamoDB BatchGetItem limit
 _STATE_KEY = "cleaner-stats"
@@ -203,3 +205,64 @@ class S3Artifacts:
         bucket, key = self._split(source_url)
         target_bucket, target_key = self._split(target_url)
         self._s3.copy({"Bucket": bucket, "Key": key}, target_bucket, target_key)
+
+
+class DynamoOnlineStore:
+    """One item per user: the profile document (JSON), its version, and `personalization`."""
+
+    def __init__(self, session: boto3.Session, table_name: str, ttl_days: int = ONLINE_TTL_DAYS) -> None:
+        self._resource = session.resource("dynamodb")
+        self._table = self._resource.Table(table_name)
+        self._name = table_name
+        self._ttl = ttl_days * 86400
+
+    def load(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
+        wanted = list(dict.fromkeys(user_ids))
+        found: dict[str, dict] = {}
+        for start in range(0, len(wanted), 100):
+            request = {self._name: {"Keys": [{"user_id": u} for u in wanted[start:start + 100]],
+                                    "ConsistentRead": True}}
+            while request:
+                response = self._resource.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self._name, []):
+                    found[item["user_id"]] = item
+                request = response.get("UnprocessedKeys") or None
+        return {u: self._profile(u, found.get(u)) for u in wanted}
+
+    @staticmethod
+    def _profile(user_id: str, item: dict | None) -> UserProfile:
+        if item is None:
+            return UserProfile(user_id)
+        document = json.loads(item["doc"]) if "doc" in item else None
+        return UserProfile.from_document(user_id, document, bool(item.get("personalization", True)),
+                                         int(item.get("version", 0)))
+
+    def save(self, profiles: Iterable[UserProfile]) -> list[str]:
+        lost = []
+        for profile in profiles:
+            try:
+                self._table.update_item(
+                    Key={"user_id": profile.user_id},
+                    UpdateExpression="SET doc = :doc, version = :next, expires_at = :expires",
+                    ConditionExpression="attribute_not_exists(version) OR version = :version",
+                    ExpressionAttributeValues={
+                        ":doc": json.dumps(profile.to_document(), separators=(",", ":")),
+                        ":next": profile.version + 1, ":version": profile.version,
+                        ":expires": int(profile.updated_at) + self._ttl},
+                )
+                profile.version += 1
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                lost.append(profile.user_id)
+        return lost
+
+    def set_personalization(self, user_id: str, enabled: bool) -> None:
+        # the version moves too, so a cleaner that read the old preference retries and sees the new one
+        self._table.update_item(
+            Key={"user_id": user_id},
+            UpdateExpression="SET personalization = :enabled ADD version :one",
+            ExpressionAttributeValues={":enabled": enabled, ":one": 1})
+
+    def delete(self, user_id: str) -> None:
+        self._table.delete_item(Key={"user_id": user_id})

@@ -93,3 +93,38 @@ class MemoryArtifacts:
 
     def copy(self, source_url: str, target_url: str) -> None:
         self.objects[target_url] = self.objects[source_url]
+
+
+class MemoryOnlineStore:
+    def __init__(self) -> None:
+        self.items: dict[str, dict] = {}
+
+    def load(self, user_ids) -> dict:
+        from feedbackloop.online import UserProfile
+
+        out = {}
+        for user in dict.fromkeys(user_ids):
+            item = self.items.get(user)
+            out[user] = (UserProfile(user) if item is None else
+                         UserProfile.from_document(user, item.get("doc"), item.get("personalization", True),
+                                                   item.get("version", 0)))
+        return out
+
+    def save(self, profiles) -> list[str]:
+        lost = []
+        for profile in profiles:
+            item = self.items.setdefault(profile.user_id, {"version": 0})
+            if item["version"] != profile.version:
+                lost.append(profile.user_id)
+                continue
+            item |= {"doc": profile.to_document(), "version": profile.version + 1}
+            profile.version += 1
+        return lost
+
+    def set_personalization(self, user_id: str, enabled: bool) -> None:
+        item = self.items.setdefault(user_id, {"version": 0})
+        item["personalization"] = enabled
+        item["version"] += 1
+
+    def delete(self, user_id: str) -> None:
+        self.items.pop(user_id, None)

@@ -48,4 +48,8 @@ def run_benchmark(name: str, json_path: str, console: TextIO) -> int:
         from feedbackloop.bench.model import run
 
         return run(json_path, console)
+    if name == "serve":
+        from feedbackloop.bench.serve import run
+
+        return run(json_path, console)
     raise ValueError(name)

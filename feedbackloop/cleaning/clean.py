@@ -187,6 +187,7 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
         "page_code": _codes(batch["page"], _hash_code),
         "segment_code": _codes(batch["segment"], _hash_code),
         "source": pa.repeat(pa.scalar("", pa.string()), n),  # the service knows the sources
+        "personalized": pa.repeat(pa.scalar(True), n),  # the service knows the users' preferences
         CURATED_EVENTS.partition.name: _utc_dates(event_time),
     }
     table = pa.table({f.name: curated[f.name] for f in _CURATED_WITH_INDEX}, schema=_CURATED_WITH_INDEX)

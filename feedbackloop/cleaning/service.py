@@ -18,7 +18,8 @@ from feedbackloop.cleaning.clean import CleaningRules, clean_events
 from feedbackloop.cleaning.decode import DecodedBatch, SourceRecord, SourceRecords, decode_batch, one_array
 from feedbackloop.lake import CURATED_EVENTS, QUARANTINE
 from feedbackloop.names import QuarantineReason
-from feedbackloop.ports import DedupStore, LakeWriter, StateStore
+from feedbackloop.online import UserProfile, merge_into_profiles
+from feedbackloop.ports import DedupStore, LakeWriter, OnlineStore, StateStore
 
 _REDELIVERY_IS_DUPLICATE = frozenset(
     {QuarantineReason.OUTLIER.value, QuarantineReason.TOO_OLD.value, QuarantineReason.FUTURE.value}
@@ -40,6 +41,8 @@ class BatchOutcome:
     failed_sources: list[str] = field(default_factory=list)
     write_errors: list[str] = field(default_factory=list)
     fast_path: int = 0
+    not_personalized: int = 0  # clean rows of users who turned personalization off
+    profiles_updated: int = 0  # online profiles the batch's clean rows were merged into
 
     @property
     def quarantined_total(self) -> int:
@@ -58,12 +61,14 @@ class CleanerService:
         lake: LakeWriter,
         rules: CleaningRules,
         clock: Callable[[], datetime],
+        online: OnlineStore | None = None,
     ) -> None:
         self._dedup = dedup
         self._state = state
         self._lake = lake
         self._rules = rules
         self._clock = clock
+        self._online = online
 
     def clean(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         now = self._clock()
@@ -84,6 +89,16 @@ class CleanerService:
             pa.array(records.sources, type=pa.string()).take(result.curated["record_index"]),
         )
         quarantine = self._quarantine_rows(records, decoded, result.quarantined, duplicate_rows, now)
+        profiles: dict[str, UserProfile] = {}
+        if self._online is not None and curated.num_rows:
+            # preferences decide before anything is written: an opted-out user's rows say so
+            profiles = self._online.load(pc.unique(curated["user_id"]).to_pylist())
+            opted_out = [u for u, p in profiles.items() if not p.personalization]
+            if opted_out:
+                consenting = pc.invert(pc.is_in(curated["user_id"], pa.array(opted_out, pa.string())))
+                curated = curated.set_column(curated.schema.get_field_index("personalized"), "personalized",
+                                             consenting)
+                outcome.not_personalized = curated.num_rows - pc.sum(consenting).as_py()
 
         # Intent first: each id points at the object that will hold it. A crash before that object
         # exists makes a redelivery write it again; a crash after makes the redelivery a duplicate.
@@ -105,11 +120,21 @@ class CleanerService:
         self._dedup.remember(intents)
 
         failed: list[np.ndarray] = []
+        written: list[pa.Table] = []
         for day, rows in partitions.items():
             if self._write(outcome, CURATED_EVENTS, day, batch_name, rows):
                 outcome.clean += rows.num_rows
+                written.append(rows)
             else:
                 failed.append(rows["record_index"].to_numpy())
+        if profiles and written:
+            # after the rows are committed: a retried record is a duplicate then, never merged twice
+            # (a failure here loses only the online update; training still sees the rows)
+            try:
+                outcome.profiles_updated = merge_into_profiles(
+                    self._online, profiles, pa.concat_tables(written), now.timestamp())
+            except Exception as error:  # noqa: BLE001 - the online store is a cache of the lake
+                outcome.write_errors.append(f"online store: {error!r}")
         if quarantine.num_rows:
             if self._write(outcome, QUARANTINE, now.strftime("%Y-%m-%d"), quarantine_name, quarantine):
                 reasons = Counter(quarantine["reason"].to_pylist())

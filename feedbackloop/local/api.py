@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 from feedbackloop.local.environment import LOOPBACK, REGION
 from feedbackloop.local.functions import LocalFunction
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # API Gateway's own payload limit, before any Lambda runs
-ROUTES = {("POST", "/events")}
+# (method, path pattern, function): the routes the REST API defines, and the function behind each
+ROUTES = (
+    ("POST", re.compile(r"/events"), "ingest"),
+    ("GET", re.compile(r"/users/[^/]+/recommendations"), "serving"),
+    ("PUT", re.compile(r"/users/[^/]+/preferences"), "serving"),
+)
 API_KEY_HEADER = "x-api-key"
 
 
@@ -29,6 +36,9 @@ def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes, *,
         except UnicodeDecodeError:
             base64_encoded = True
     text = base64.b64encode(body).decode("ascii") if base64_encoded else body.decode("utf-8")
+    url = urlsplit(path)
+    path = url.path
+    query = parse_qs(url.query, keep_blank_values=True)
     now = time.time()
     domain = f"{api_id}.execute-api.{REGION}.amazonaws.com"
     return {
@@ -37,8 +47,8 @@ def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes, *,
         "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
         "pathParameters": None,
         "stageVariables": None,
         "requestContext": {
@@ -60,9 +70,9 @@ def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes, *,
 
 
 class LocalApi:
-    def __init__(self, ingest: LocalFunction, api_key: str, port: int = 0) -> None:
+    def __init__(self, functions: dict[str, LocalFunction], api_key: str, port: int = 0) -> None:
         self.api_key = api_key
-        self._ingest = ingest
+        self._functions = functions
         self._server = ThreadingHTTPServer((LOOPBACK, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)
@@ -100,8 +110,12 @@ class LocalApi:
                 self.wfile.write(data)
 
             def _route(self, method: str) -> None:
-                if (method, self.path.split("?")[0]) not in ROUTES:
-                    self._reply(404 if all(p != self.path for _, p in ROUTES) else 405, {"message": "Not Found"})
+                path = self.path.split("?")[0]
+                matches = [(m, f) for m, pattern, f in ROUTES if pattern.fullmatch(path)]
+                function = next((f for m, f in matches if m == method), None)
+                if function is None:
+                    self._reply(405 if matches else 404, {"message": "Missing Authentication Token"
+                                                          if not matches else "Method Not Allowed"})
                     return
                 # API Gateway checks the key before the integration runs: 403 with its own message
                 if self.headers.get(API_KEY_HEADER) != api.api_key:
@@ -115,7 +129,7 @@ class LocalApi:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
-                    response = api._ingest.invoke(proxy_event(method, self.path, headers, body))
+                    response = api._functions[function].invoke(proxy_event(method, self.path, headers, body))
                 except Exception:  # as API Gateway does when the integration fails
                     self._reply(502, {"message": "Internal server error"})
                     return
@@ -126,6 +140,12 @@ class LocalApi:
 
             def do_GET(self) -> None:
                 self._route("GET")
+
+            def do_PUT(self) -> None:
+                self._route("PUT")
+
+            def do_DELETE(self) -> None:
+                self._route("DELETE")
 
         return Handler
 

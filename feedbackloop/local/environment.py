@@ -18,7 +18,7 @@ import boto3
 from feedbackloop import resources
 from feedbackloop.lake import LakeTable
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE
-from feedbackloop.settings import CleanerSettings, IngestSettings, ReplaySettings
+from feedbackloop.settings import CleanerSettings, IngestSettings, ReplaySettings, RetrainSettings, ServingSettings
 
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
@@ -68,8 +68,19 @@ def cleaner_settings(**overrides) -> CleanerSettings:
         dedup_table=physical_name(resources.DEDUP_TABLE.key),
         state_table=physical_name(resources.STATE_TABLE.key),
         glue_database=resources.GLUE_DATABASE,
+        online_table=physical_name(resources.ONLINE_TABLE.key),
         **overrides,
     )
+
+
+def serving_settings(**overrides) -> ServingSettings:
+    return ServingSettings(registry_table=physical_name(resources.REGISTRY_TABLE.key),
+                           online_table=physical_name(resources.ONLINE_TABLE.key), **overrides)
+
+
+def retrain_settings(**overrides) -> RetrainSettings:
+    return RetrainSettings(models_bucket=physical_name(resources.MODELS_BUCKET.key),
+                           registry_table=physical_name(resources.REGISTRY_TABLE.key), **overrides)
 
 
 def replay_settings() -> ReplaySettings:

@@ -60,6 +60,7 @@ class LocalFunction:
 
 INGEST_FUNCTION = "lambdas.ingest.handler.lambda_handler"
 CLEANER_FUNCTION = "lambdas.cleaner.handler.lambda_handler"
+SERVING_FUNCTION = "lambdas.serving.handler.lambda_handler"
 
 
 class LogSink(io.TextIOBase):

@@ -24,12 +24,20 @@ from feedbackloop.local.environment import (
     physical_name,
     release_endpoint,
     replay_settings,
+    serving_settings,
     use_endpoint,
 )
-from feedbackloop.local.functions import CLEANER_FUNCTION, INGEST_FUNCTION, LocalFunction, LogSink
+from feedbackloop.local.functions import (
+    CLEANER_FUNCTION,
+    INGEST_FUNCTION,
+    SERVING_FUNCTION,
+    LocalFunction,
+    LogSink,
+)
 from feedbackloop.local.stream import EventSourceMapping, MappingConfig, RawArchiver
 
-_HANDLER_CACHES = {"lambdas.ingest.handler": "_stream", "lambdas.cleaner.handler": "_cleaner"}
+_HANDLER_CACHES = {"lambdas.ingest.handler": ("_stream",), "lambdas.cleaner.handler": ("_cleaner",),
+                   "lambdas.serving.handler": ("_models", "_online")}
 
 
 @dataclass
@@ -37,6 +45,7 @@ class LocalRuntime:
     """Start with `with LocalRuntime() as runtime:`; stops cleanly on exit (and on Ctrl-C)."""
 
     cleaner_overrides: dict = field(default_factory=dict)
+    serving_overrides: dict = field(default_factory=dict)
     state_dir: Path = STATE_DIR
     api_port: int = 0
     moto_port: int | None = None
@@ -52,6 +61,7 @@ class LocalRuntime:
         os.environ.update(ingest_settings().to_env())
         os.environ.update(cleaner_settings(**self.cleaner_overrides).to_env())
         os.environ.update(replay_settings().to_env())
+        os.environ.update(serving_settings(**self.serving_overrides).to_env())
         self._stdout = sys.stdout
         self.log_file: Path | None = None
         if self.capture_logs:
@@ -62,8 +72,9 @@ class LocalRuntime:
         _reset_handler_caches()
         self.ingest = LocalFunction("ingest", INGEST_FUNCTION)
         self.cleaner = LocalFunction("cleaner", CLEANER_FUNCTION)
+        self.serving = LocalFunction("serving", SERVING_FUNCTION)
         self.api_key = new_api_key()
-        self.api = LocalApi(self.ingest, self.api_key, self.api_port).start()
+        self.api = LocalApi({"ingest": self.ingest, "serving": self.serving}, self.api_key, self.api_port).start()
 
         stream_name = ingest_settings().stream_name
         kinesis = self.session.client("kinesis")
@@ -130,9 +141,10 @@ class LocalRuntime:
 
 def _reset_handler_caches() -> None:
     """Handlers build their clients once per container; a new local stack is a new container."""
-    for module, cache in _HANDLER_CACHES.items():
+    for module, caches in _HANDLER_CACHES.items():
         if module in sys.modules:
-            getattr(sys.modules[module], cache).cache_clear()
+            for cache in caches:
+                getattr(sys.modules[module], cache).cache_clear()
 
 
 def serve_until_interrupted(console) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 K = 10
+HALF_LIFE_DAYS = 30.0  # of the feedback decay; glue_jobs/build_tables.py holds the same (a test checks)
 MODEL_FILE = "model.npz"
 METRICS_FILE = "metrics.json"
 GATE_METRIC = f"ndcg_at_{K}"

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-HALF_LIFE_DAYS = 30.0
+from feedbackloop.models.contract import HALF_LIFE_DAYS
 
 _SUMS = ["events", "explicit_events", "implicit_events", "views", "clicks", "purchases", "cancels", "ratings",
          "rating_sum"]

@@ -149,7 +149,9 @@ def save(model: TrainedModel, folder: Path) -> None:
         "popularity": model.mf.popularity_,
     }
     if model.segmentation is not None:
-        arrays |= {"segment_user_ids": model.segmentation.user_ids_.astype(str),
+        names, top = segment_popularity(model.mf, model.segmentation)
+        arrays |= {"segment_names": names, "segment_top_items": top,
+                   "segment_user_ids": model.segmentation.user_ids_.astype(str),
                    "segment_labels": model.segmentation.segments_.astype(str),
                    "segment_centers": model.segmentation.centers_,
                    "segment_scaler_mean": model.segmentation.scaler_.mean_,
@@ -166,6 +168,23 @@ def save(model: TrainedModel, folder: Path) -> None:
                 "data": model.data,
                 "segments": model.segmentation.profiles_ if model.segmentation is not None else []}
     (folder / METRICS_FILE).write_text(json.dumps(document, indent=2, default=float))
+
+
+SEGMENT_TOP_ITEMS = 100
+
+
+def segment_popularity(mf: FeedbackMF, segmentation: UserSegmentation) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment, its most liked items (indices into the model's items, most users first): the
+    cold-start ranking of a user whose segment is known but whose feedback is not."""
+    names = np.unique(segmentation.segments_)
+    top = np.full((len(names), SEGMENT_TOP_ITEMS), -1, dtype=np.int64)
+    liked = (mf.history_ > 0).astype(np.float64)
+    for s, name in enumerate(names):
+        rows = mf.rows_of(segmentation.user_ids_[segmentation.segments_ == name])
+        counts = np.asarray(liked[rows[rows >= 0]].sum(axis=0)).ravel()
+        order = top_k(counts[None, :], SEGMENT_TOP_ITEMS)[0]
+        top[s, :len(order)] = order
+    return names.astype(str), top
 
 
 def load_metrics(folder: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
--- Feedback layer, daily part: per user, item and event day, the signals the composite score combines.
+-- Feedback layer, daily part: per user, item and event day, the signals the composite score combines;
+-- events of users who had turned personalization off are left out (they never reach training).
 -- Decayed sums are decayed to the end of the event day (exp(-lambda * seconds to midnight)), so the
 -- snapshot only multiplies them by exp(-lambda * whole days): exact exponential decay without
 -- rescanning events. Rebuilds the interaction partitions in $partitions.
@@ -10,7 +11,7 @@ WITH scored AS (
                              date_add('day', 1, CAST(CAST(event_date AS date) AS timestamp))) AS double)
             / 1000) AS decay
     FROM interactions
-    WHERE event_date IN ($partitions)
+    WHERE event_date IN ($partitions) AND personalized
 )
 SELECT
     user_id,

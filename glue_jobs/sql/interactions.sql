@@ -29,6 +29,7 @@ SELECT
     category,
     price,
     CASE WHEN event_type = 'purchase' THEN value * price END AS revenue,
+    coalesce(personalized, true) AS personalized,
     event_date
 FROM feedback_events
 WHERE event_date IN ($partitions)

@@ -40,6 +40,7 @@ def lambda_handler(event: dict, context: object) -> PartialItemFailureResponse:
     metrics.add_metric(Metric.RECORDS_IMPUTED, MetricUnit.Count, outcome.imputed)
     metrics.add_metric(Metric.RECORDS_FAST_PATH, MetricUnit.Count, outcome.fast_path)
     metrics.add_metric(Metric.BATCH_ITEM_FAILURES, MetricUnit.Count, len(outcome.failed_sources))
+    metrics.add_metric(Metric.ONLINE_PROFILES_UPDATED, MetricUnit.Count, outcome.profiles_updated)
     for reason, count in outcome.quarantined.items():
         with single_metric(name=Metric.RECORDS_QUARANTINED_BY_REASON, unit=MetricUnit.Count, value=count,
                            namespace=METRICS_NAMESPACE) as metric:

@@ -15,7 +15,7 @@ import pytest
 from moto import mock_aws
 
 from feedbackloop.local.api import proxy_event
-from feedbackloop.local.environment import cleaner_settings, create_resources, ingest_settings
+from feedbackloop.local.environment import cleaner_settings, create_resources, ingest_settings, serving_settings
 from feedbackloop.local.stream import kinesis_event
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE
 from feedbackloop.settings import CleanerSettings, IngestSettings
@@ -101,7 +101,7 @@ def account(monkeypatch) -> Iterator[Account]:
         "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
         "POWERTOOLS_SERVICE_NAME": SERVICE, "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
-        **ingest.to_env(), **cleaner.to_env(),
+        **ingest.to_env(), **cleaner.to_env(), **serving_settings(model_refresh_seconds=0).to_env(),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -130,6 +130,15 @@ def cleaner_handler(account):
     module = _handler_module("lambdas.cleaner.handler", "_cleaner")
     yield lambda event: module.lambda_handler(event, LambdaContext("feedbackloop-cleaner"))
     module._cleaner.cache_clear()
+
+
+@pytest.fixture
+def serving_handler(account):
+    module = _handler_module("lambdas.serving.handler", "_models")
+    module._online.cache_clear()
+    yield lambda event: module.lambda_handler(event, LambdaContext("feedbackloop-serving"))
+    module._models.cache_clear()
+    module._online.cache_clear()
 
 
 def post_events(ingest_handler, events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:

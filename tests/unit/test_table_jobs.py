@@ -321,8 +321,10 @@ def test_partition_values_are_refused_unless_they_are_dates():
         build_tables.quoted(["2026-01-01", "x'); DROP TABLE t; --"])
 
 
-def test_half_life_is_the_documented_one():
-    assert math.isclose(HALF_LIFE_DAYS, 30.0)
+def test_the_sql_and_the_models_decay_with_the_same_half_life():
+    from feedbackloop.models.contract import HALF_LIFE_DAYS as MODELS_HALF_LIFE
+
+    assert math.isclose(HALF_LIFE_DAYS, MODELS_HALF_LIFE)
 
 
 def test_snapshots_follow_the_date_without_new_data_and_stay_put_within_it(tmp_path: Path):

@@ -1,0 +1,34 @@
+"""The serving routes' contract: identifiers, limits and JSON bodies, shared by the Lambda handler, the
+local API and the benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from feedbackloop.schemas.registry import event_schema
+from feedbackloop.serving import Recommendations
+
+# A user id as the event schema defines it: one pattern for events and for the routes.
+USER_ID_PATTERN = event_schema()["properties"]["user_id"]["pattern"]
+USER_ID_MAX_LENGTH = event_schema()["properties"]["user_id"]["maxLength"]
+DEFAULT_K, MAX_K = 10, 100
+
+
+class PreferencesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    personalization: bool = Field(description="false: rankings stop using this user's feedback, and their new "
+                                              "events stop feeding training and the online store")
+
+
+def recommendations_body(ranked: Recommendations) -> dict[str, Any]:
+    return {
+        "user_id": ranked.user_id,
+        "model_version": ranked.model_version,
+        "segment": ranked.segment,
+        "personalized": ranked.personalized,
+        "strategy": ranked.strategy,
+        "items": [{"item_id": r.item_id, "score": round(r.score, 6), "reason": r.reason} for r in ranked.items],
+    }

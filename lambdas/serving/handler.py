@@ -1,0 +1,80 @@
+"""The serving API: recommendations and preferences (API Gateway REST proxy, Powertools event handler
+with validation; `feedbackloop openapi` prints the OpenAPI document it generates).
+
+The published model is loaded once per container and refreshed when the registry moves; the user's
+online profile is read on every request, so their latest feedback shapes the next response.
+"""
+
+# No `from __future__ import annotations`: Powertools reads the route signatures' types at runtime.
+import time
+from functools import cache
+from typing import Annotated
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+from feedbackloop import wiring
+from feedbackloop.names import Metric
+from feedbackloop.serving import ModelCache, recommend
+from feedbackloop.serving_api import (
+    DEFAULT_K,
+    MAX_K,
+    USER_ID_MAX_LENGTH,
+    USER_ID_PATTERN,
+    PreferencesRequest,
+    recommendations_body,
+)
+
+logger = Logger()
+tracer = Tracer()
+metrics = EphemeralMetrics()
+app = APIGatewayRestResolver(enable_validation=True)
+
+UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=USER_ID_MAX_LENGTH, description="the user")]
+
+
+@cache
+def _models() -> ModelCache:
+    settings = wiring.serving_settings()
+    return ModelCache(wiring.model_registry_for(settings.registry_table), wiring.artifacts(),
+                      settings.model_refresh_seconds)
+
+
+@cache
+def _online():
+    return wiring.online_store(wiring.serving_settings().online_table)
+
+
+@app.get("/users/<user_id>/recommendations", summary="Ranked items for a user, with the reason for each")
+@tracer.capture_method
+def get_recommendations(user_id: UserId,
+                        k: Annotated[int, Query(ge=1, le=MAX_K, description="how many items")] = DEFAULT_K):
+    model = _models().get()
+    if model is None:
+        return Response(503, "application/json", {"error": "no_model", "message": "no model is published yet"},
+                        headers={"Retry-After": "60"})
+    profile = _online().load([user_id])[user_id]
+    settings = wiring.serving_settings()
+    ranked = recommend(model, user_id, profile, time.time(), k, blocked=settings.blocked_items,
+                       exclude_consumed=settings.exclude_consumed)
+    metrics.add_metric(Metric.RECOMMENDATIONS_SERVED, MetricUnit.Count, 1)
+    if not ranked.personalized or ranked.strategy.endswith("popularity"):
+        metrics.add_metric(Metric.RECOMMENDATIONS_FALLBACK, MetricUnit.Count, 1)
+    return Response(200, "application/json", recommendations_body(ranked))
+
+
+@app.put("/users/<user_id>/preferences", summary="Turn personalization off or back on for a user")
+@tracer.capture_method
+def put_preferences(user_id: UserId, preferences: PreferencesRequest):
+    _online().set_personalization(user_id, preferences.personalization)
+    logger.info("preferences changed", extra={"user_id": user_id, "personalization": preferences.personalization})
+    return Response(200, "application/json", {"user_id": user_id, "personalization": preferences.personalization})
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: object) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,101 @@
+"""The serving Lambda against moto: a model published to S3 and the registry, profiles the cleaner wrote
+to the online store, the routes' validation and the preference switch."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from feedbackloop.adapters.aws import DynamoModelRegistry
+from feedbackloop.local.environment import physical_name
+from feedbackloop.resources import MODELS_BUCKET, REGISTRY_TABLE
+
+pytestmark = pytest.mark.functional
+RECENT = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _publish(session, items: list[str]) -> None:
+    rng = np.random.default_rng(0)
+    factors = rng.normal(0, 0.1, (len(items), 4)).astype(np.float32)
+    factors[:, 0] += 1
+    arrays = {"item_ids": np.array(items), "item_factors": factors,
+              "popularity": np.arange(len(items), 0, -1, dtype=float),
+              "user_ids": np.array(["someone"]), "user_factors": np.ones((1, 4), dtype=np.float32)}
+    npz, archive = io.BytesIO(), io.BytesIO()
+    np.savez(npz, **arrays)
+    document = json.dumps({"version": "v1", "params": {"alpha": 10.0, "regularization": 0.01,
+                                                       "history_weight": 1.0}}).encode()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for name, data in (("model.npz", npz.getvalue()), ("metrics.json", document)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    bucket = physical_name(MODELS_BUCKET.key)
+    session.client("s3").put_object(Bucket=bucket, Key="published/v1/model.tar.gz", Body=archive.getvalue())
+    DynamoModelRegistry(session, physical_name(REGISTRY_TABLE.key)).publish(
+        {"version": "v1", "artifact": f"s3://{bucket}/published/v1/model.tar.gz"}, replaces=None)
+
+
+def _get(handler, api_event, path: str) -> tuple[int, dict]:
+    response = handler(api_event("", method="GET", path=path))
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_no_model_yet_is_a_retryable_503(account, serving_handler, api_event):
+    status, body = _get(serving_handler, api_event, "/users/u1/recommendations")
+    assert status == 503 and body["error"] == "no_model"
+
+
+def test_recommendations_follow_the_users_feedback_from_the_cleaner(
+        account, serving_handler, post, cleaner_handler, make_event, api_event):
+    items = [f"item-{i}" for i in range(30)]
+    _publish(account.session, items)
+    status, cold = _get(serving_handler, api_event, "/users/u1/recommendations?k=3")
+    assert status == 200 and cold["strategy"] == "popularity" and cold["model_version"] == "v1"
+    assert [i["item_id"] for i in cold["items"]] == items[:3]
+
+    assert post([make_event(event_id=f"p{i}", user_id="u1", item_id=f"item-{20 + i}", event_type="purchase",
+                            value=3, timestamp=RECENT) for i in range(3)])[0] == 200
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    status, warm = _get(serving_handler, api_event, "/users/u1/recommendations?k=3")
+    assert status == 200 and warm["strategy"] == "fold_in" and warm["personalized"]
+    assert {i["item_id"] for i in warm["items"]} == {"item-20", "item-21", "item-22"}
+    assert all(i["reason"] == "you bought it before" for i in warm["items"])
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/users/u1/recommendations?k=0", 422),
+    ("/users/u1/recommendations?k=101", 422),
+    ("/users/u1/recommendations?k=ten", 422),
+    ("/users/%20bad/recommendations", 422),
+    ("/users/u1/nothing", 404),
+])
+def test_bad_requests_get_a_4xx_naming_the_problem(account, serving_handler, api_event, path, status):
+    _publish(account.session, ["a", "b"])
+    code, body = _get(serving_handler, api_event, path)
+    assert code == status, body
+    if status == 422:
+        assert body["detail"] and body["detail"][0]["loc"]
+
+
+def test_turning_personalization_off_and_on(account, serving_handler, api_event, post, cleaner_handler,
+                                            make_event):
+    _publish(account.session, [f"item-{i}" for i in range(10)])
+    response = serving_handler(api_event(json.dumps({"personalization": False}), method="PUT",
+                                         path="/users/u2/preferences"))
+    assert response["statusCode"] == 200
+    post([make_event(event_id="q1", user_id="u2", item_id="item-9", event_type="purchase", value=2,
+                     timestamp=RECENT)])
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    status, body = _get(serving_handler, api_event, "/users/u2/recommendations?k=2")
+    assert status == 200 and body["personalized"] is False and body["strategy"] == "opted_out"
+    bad = serving_handler(api_event(json.dumps({"personalization": "maybe"}), method="PUT",
+                                    path="/users/u2/preferences"))
+    assert bad["statusCode"] == 422
