@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.set_defaults(func=_retrain)
 
     bench = commands.add_parser("bench", help="benchmarks: print a table and write JSON")
-    bench.add_argument("name", choices=["ingest", "tables", "model", "serve"])
+    bench.add_argument("name", choices=["ingest", "tables", "model", "serve", "freshness"])
     bench.add_argument("--json", required=True, help="where to write the results")
     bench.set_defaults(func=_bench)
     return parser

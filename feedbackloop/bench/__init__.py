@@ -52,4 +52,8 @@ def run_benchmark(name: str, json_path: str, console: TextIO) -> int:
         from feedbackloop.bench.serve import run
 
         return run(json_path, console)
+    if name == "freshness":
+        from feedbackloop.bench.freshness import run
+
+        return run(json_path, console)
     raise ValueError(name)
