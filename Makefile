@@ -43,6 +43,8 @@ bench: setup
 	$(VENV)/bin/feedbackloop bench ingest --json bench-results/ingest.json
 	$(VENV)/bin/feedbackloop bench tables --json bench-results/tables.json
 	$(VENV)/bin/feedbackloop bench model --json bench-results/model.json
+	$(VENV)/bin/feedbackloop bench serve --json bench-results/serve.json
+	$(VENV)/bin/feedbackloop bench freshness --json bench-results/freshness.json
 
 synth: setup lambda-layer
 	npx --no-install cdk synth --quiet --no-notices
