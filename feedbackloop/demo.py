@@ -1,12 +1,16 @@
 """`make demo`: the loop on real data, on the embedded local stand-in: ingestion, cleaning, the
-modelled tables, and retraining with its gate."""
+modelled tables, retraining with its gate, and serving (feedback changing a ranking within seconds,
+an opt-out, an erasure), each effect read back from the stores."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
+from feedbackloop import resources
+from feedbackloop.adapters.aws import DynamoOnlineStore
 from feedbackloop.datasets import online_retail
 from feedbackloop.local.client import EventsClient, SendReport
 from feedbackloop.local.environment import physical_name
@@ -17,7 +21,8 @@ from feedbackloop.local.sql_engine import local_engine
 from feedbackloop.models.training import TrainingParams
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.replay import raw_records
-from feedbackloop.resources import MODELLED_LAKE_TABLES, RAW_BUCKET
+from feedbackloop.resources import MODELLED_LAKE_TABLES, ONLINE_TABLE, RAW_BUCKET
+from feedbackloop.schemas.registry import CURRENT_VERSION
 from feedbackloop.settings import RetrainSettings
 from glue_jobs.build_tables import JOB_NAMES, DataQualityError, run_job
 
@@ -58,7 +63,8 @@ def run_demo(limit: int | None, console: TextIO) -> int:
             return 1
         say(f"  drained in {time.perf_counter() - started:.1f}s; {runtime.cleaner.invocations} cleaner invocations")
         status = _report(runtime, sent, say)
-        return status or _build_tables(runtime, say) or _retrain(runtime, say)
+        return (status or _build_tables(runtime, say) or _retrain(runtime, say)
+                or _serve(runtime, client_accepted=sent.accepted, say=say))
 
 
 def metric_sums(cloudwatch, names: list[Metric]) -> dict[str, float]:
@@ -182,3 +188,98 @@ def _retrain(runtime: LocalRuntime, say) -> int:
     say(f"  registry: current = {first.published['version'] if first.published else None}"
         f"{' (kept)' if kept else ''}")
     return 0 if kept else 1
+
+
+def _serve(runtime: LocalRuntime, client_accepted: int, say) -> int:
+    """One user's feedback changes their ranking; another opts out; a third is erased."""
+    say("\nServing: GET /users/{id}/recommendations on the local API (the serving Lambda, published model)")
+    con = connect(runtime.moto.endpoint)
+    # a light user, whose few purchases leave room for new ones in the top 5, and two heavy ones
+    (a,) = con.execute("SELECT user_id FROM feedback_events GROUP BY 1 HAVING count(DISTINCT item_id) = 2 "
+                       "ORDER BY user_id LIMIT 1").fetchall()[0]
+    b, c = (row[0] for row in con.execute(
+        "SELECT user_id FROM feedback_events GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 2").fetchall())
+    client = EventsClient(runtime.api.url, runtime.api_key)
+    expected = client_accepted
+
+    def ranking(user: str) -> dict:
+        status, body, _ = client.request("GET", f"/users/{user}/recommendations?k=5")
+        if status != 200:
+            raise RuntimeError(f"recommendations for {user}: {status} {body}")
+        return body
+
+    def show(label: str, body: dict) -> None:
+        say(f"    {label}: strategy {body['strategy']}, personalized {body['personalized']}, "
+            f"model {body['model_version']}, segment {body['segment']}")
+        for item in body["items"]:
+            say(f"      {item['item_id']:<8} {item['score']:>8.3f}  {item['reason']}")
+
+    def send(events: list[dict]) -> None:
+        nonlocal expected
+        report = client.send(events)
+        expected += report.accepted
+        if not runtime.wait_until_processed(expected, timeout=60):
+            raise RuntimeError("the stream did not drain")
+
+    # 1. feedback changes the next ranking, without retraining
+    before = ranking(a)
+    show(f"{a} before", before)
+    new_items = [item for (item,) in con.execute(
+        "SELECT item_id FROM item_features WHERE item_id NOT IN (SELECT item_id FROM feedback_events "
+        f"WHERE user_id = '{a}') ORDER BY popularity_rank LIMIT 40 OFFSET 200").fetchall()][:3]
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    send([_purchase(a, item, now, n) for n, item in enumerate(new_items)])
+    after = ranking(a)
+    say(f"  {a} bought {', '.join(new_items)}; {time.perf_counter() - started:.2f}s later:")
+    show(f"{a} after", after)
+    profile = DynamoOnlineStore(runtime.session, physical_name(ONLINE_TABLE.key)).load([a])[a]
+    changed = set(new_items) <= {i["item_id"] for i in after["items"]} - {i["item_id"] for i in before["items"]}
+    stored = all(item in profile.items for item in new_items)
+    say(f"    read back: the online profile holds the new items: {stored}; they entered the top 5: {changed}")
+
+    # 2. personalization off: non-personalized answers, events kept out of training and the profile
+    status, body, _ = client.request("PUT", f"/users/{b}/preferences", {"personalization": False})
+    send([_purchase(b, new_items[0], now, 10)])
+    quiet = ranking(b)
+    show(f"{b} after turning personalization off", quiet)
+    con = connect(runtime.moto.endpoint)  # the lake moved on: look again
+    flagged = con.execute("SELECT count(*) FROM feedback_events WHERE user_id = ? AND NOT personalized",
+                          [b]).fetchall()[0][0]
+    profile_b = DynamoOnlineStore(runtime.session, physical_name(ONLINE_TABLE.key)).load([b])[b]
+    opted_out = status == 200 and not quiet["personalized"] and flagged == 1 and new_items[0] not in profile_b.items
+    say(f"    read back: {flagged} new curated row marked not personalized (kept out of the feedback layer); "
+        f"profile untouched: {new_items[0] not in profile_b.items}")
+
+    # 3. erasure: every store, then the audit record says complete
+    rows_before = con.execute("SELECT count(*) FROM feedback_events WHERE user_id = ?", [c]).fetchall()[0][0]
+    status, body, _ = client.request("DELETE", f"/users/{c}")
+    say(f"  DELETE /users/{c}: {status} {body.get('status')}; polling {body.get('status_url')}")
+    deadline = time.monotonic() + 300
+    record: dict = {}
+    while time.monotonic() < deadline:
+        record = client.request("GET", f"/users/{c}/erasure")[1]
+        if record.get("status") == "complete":
+            break
+        time.sleep(0.5)
+    con = connect(runtime.moto.endpoint)
+    left = {t.name: con.execute(f"SELECT count(*) FROM {t.name} WHERE user_id = ?", [c]).fetchall()[0][0]
+            for t in resources.LAKE_TABLES if "user_id" in {col.name for col in t.columns}}
+    raw_left = sum(1 for r in raw_records(runtime.session.client("s3"), physical_name(RAW_BUCKET.key))
+                   if c.encode() in r.data and json.loads(r.data)["event"].get("user_id") == c)
+    steps = record.get("steps", {})
+    tombstone = DynamoOnlineStore(runtime.session, physical_name(ONLINE_TABLE.key)).load([c])[c]
+    say(f"    erasure {record.get('status')}: {rows_before:,} curated rows and "
+        f"{steps.get('raw_records_removed', 0):,} raw records removed, "
+        f"{steps.get('objects_rewritten', 0):,} objects rewritten")
+    say(f"    read back: rows left per table {left}; raw records left {raw_left}; online profile "
+        f"{'gone (tombstone: personalization off)' if not tombstone.items else 'STILL THERE'}")
+    client.close()
+    erased = record.get("status") == "complete" and not any(left.values()) and raw_left == 0
+    return 0 if changed and stored and opted_out and erased else 1
+
+
+def _purchase(user: str, item: str, now: datetime, n: int) -> dict:
+    return {"event_id": f"demo-{user}-{item}-{n}", "user_id": user, "item_id": item, "event_type": "purchase",
+            "value": 6, "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "schema_version": CURRENT_VERSION,
+            "context": {"session_id": f"demo-{user}", "device": "mobile"}}

@@ -36,6 +36,9 @@ class Metric(StrEnum):
     RECOMMENDATIONS_SERVED = "RecommendationsServed"
     RECOMMENDATIONS_FALLBACK = "RecommendationsFallback"  # popularity: unknown user, no model vector or opted out
     ONLINE_PROFILES_UPDATED = "OnlineProfilesUpdated"
+    PREFERENCES_CHANGED = "PreferencesChanged"
+    ERASURES_REQUESTED = "ErasuresRequested"
+    ERASURES_COMPLETED = "ErasuresCompleted"
 
 
 class QuarantineReason(StrEnum):

@@ -61,11 +61,13 @@ REGISTRY_TABLE = KeyValueTableSpec("registry", "key", None,
                                    "the published model: a 'current' pointer and one record per version")
 ONLINE_TABLE = KeyValueTableSpec("online", "user_id", "expires_at",
                                  "each user's recent feedback per item (decayed) and their preferences")
-KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE, REGISTRY_TABLE, ONLINE_TABLE)
+ERASURE_TABLE = KeyValueTableSpec("erasures", "user_id", None, "erasure requests and what they removed (the audit)")
+KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE, REGISTRY_TABLE, ONLINE_TABLE, ERASURE_TABLE)
 ONLINE_TTL_DAYS = 180  # a profile untouched this long expires (the nightly model still knows the user)
 
 CLEANER_FAILURES = QueueSpec("cleaner-failures", "batches the cleaner gave up on after bounded retries", 14)
-QUEUES = (CLEANER_FAILURES,)
+ERASURE_REQUESTS = QueueSpec("erasure-requests", "users to erase from the lake, for the eraser function", 14)
+QUEUES = (CLEANER_FAILURES, ERASURE_REQUESTS)
 
 LAKE_TABLES: tuple[LakeTable, ...] = TABLES
 CLEANER_LAKE_TABLES: tuple[LakeTable, ...] = CLEANER_TABLES  # the cleaner writes these

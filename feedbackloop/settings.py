@@ -85,6 +85,9 @@ class ServingSettings(_Settings):
     # the user already has (off for repeat-purchase catalogues)
     blocked_items: frozenset[str] = frozenset()
     exclude_consumed: bool = False
+    # erasure: the audit table and the queue the eraser function reads
+    erasure_table: str | None = Field(default=None, min_length=1)
+    erasure_queue_url: str | None = Field(default=None, min_length=1)
 
     @field_validator("blocked_items", mode="before")
     @classmethod
@@ -93,3 +96,12 @@ class ServingSettings(_Settings):
 
     def to_env(self) -> dict[str, str]:
         return super().to_env() | {self.env_name("blocked_items"): ",".join(sorted(self.blocked_items))}
+
+
+class EraserSettings(_Settings):
+    """The eraser function: where the user's data lives."""
+
+    erasure_table: str = Field(min_length=1)
+    curated_bucket: str = Field(min_length=1)
+    quarantine_bucket: str = Field(min_length=1)
+    raw_bucket: str = Field(min_length=1)

@@ -9,22 +9,32 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import boto3
+from pyarrow import fs
 
 from feedbackloop.adapters.aws import (
     DynamoDedupStore,
+    DynamoErasureLog,
     DynamoModelRegistry,
     DynamoOnlineStore,
     DynamoStateStore,
     KinesisStream,
     S3Artifacts,
     S3Lake,
+    SqsErasureQueue,
 )
 from feedbackloop.cleaning.clean import CleaningRules
 from feedbackloop.cleaning.service import CleanerService
 from feedbackloop.resources import CURATED_BUCKET, DEDUP_TTL_DAYS, QUARANTINE_BUCKET
-from feedbackloop.settings import CleanerSettings, IngestSettings, RetrainSettings, ServingSettings
+from feedbackloop.settings import (
+    CleanerSettings,
+    EraserSettings,
+    IngestSettings,
+    RetrainSettings,
+    ServingSettings,
+)
 
 
 def utc_now() -> datetime:
@@ -89,3 +99,26 @@ def model_registry_for(table_name: str) -> DynamoModelRegistry:
 
 def online_store(table_name: str) -> DynamoOnlineStore:
     return DynamoOnlineStore(session(), table_name)
+
+
+def erasure_log(table_name: str) -> DynamoErasureLog:
+    return DynamoErasureLog(session(), table_name)
+
+
+def erasure_queue(queue_url: str) -> SqsErasureQueue:
+    return SqsErasureQueue(session(), queue_url)
+
+
+def eraser_settings(environ: Mapping[str, str] = os.environ) -> EraserSettings:
+    return EraserSettings.from_env(environ)
+
+
+def lake_filesystem(environ: Mapping[str, str] = os.environ) -> fs.S3FileSystem:
+    """pyarrow's S3 client with the function's credentials (and the local endpoint when one is set)."""
+    endpoint = environ.get("AWS_ENDPOINT_URL")
+    if endpoint is None:
+        return fs.S3FileSystem(region=environ.get("AWS_REGION"))
+    url = urlsplit(endpoint)
+    return fs.S3FileSystem(endpoint_override=url.netloc, scheme=url.scheme, region=environ.get("AWS_REGION"),
+                           access_key=environ.get("AWS_ACCESS_KEY_ID"), secret_key=environ.get("AWS_SECRET_ACCESS_KEY"),
+                           session_token=environ.get("AWS_SESSION_TOKEN"))

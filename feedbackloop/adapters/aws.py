@@ -266,3 +266,24 @@ class DynamoOnlineStore:
 
     def delete(self, user_id: str) -> None:
         self._table.delete_item(Key={"user_id": user_id})
+
+
+class DynamoErasureLog:
+    def __init__(self, session: boto3.Session, table_name: str) -> None:
+        self._table = session.resource("dynamodb").Table(table_name)
+
+    def get(self, user_id: str) -> dict[str, Any] | None:
+        item = self._table.get_item(Key={"user_id": user_id}, ConsistentRead=True).get("Item")
+        return None if item is None else {k: json.loads(v) if k == "steps" else v for k, v in item.items()}
+
+    def put(self, record: dict[str, Any]) -> None:
+        self._table.put_item(Item={k: json.dumps(v, default=str) if k == "steps" else v for k, v in record.items()})
+
+
+class SqsErasureQueue:
+    def __init__(self, session: boto3.Session, queue_url: str) -> None:
+        self._sqs = session.client("sqs")
+        self._url = queue_url
+
+    def send(self, user_id: str) -> None:
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps({"user_id": user_id}))

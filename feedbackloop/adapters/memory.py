@@ -128,3 +128,14 @@ class MemoryOnlineStore:
 
     def delete(self, user_id: str) -> None:
         self.items.pop(user_id, None)
+
+
+class MemoryErasureLog:
+    def __init__(self) -> None:
+        self.records: dict[str, dict] = {}
+
+    def get(self, user_id: str) -> dict | None:
+        return self.records.get(user_id)
+
+    def put(self, record: dict) -> None:
+        self.records[record["user_id"]] = dict(record)

@@ -20,6 +20,8 @@ ROUTES = (
     ("POST", re.compile(r"/events"), "ingest"),
     ("GET", re.compile(r"/users/[^/]+/recommendations"), "serving"),
     ("PUT", re.compile(r"/users/[^/]+/preferences"), "serving"),
+    ("DELETE", re.compile(r"/users/[^/]+"), "serving"),
+    ("GET", re.compile(r"/users/[^/]+/erasure"), "serving"),
 )
 API_KEY_HEADER = "x-api-key"
 

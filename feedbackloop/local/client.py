@@ -36,7 +36,12 @@ class EventsClient:
         self._key = api_key
 
     def post(self, body: bytes) -> tuple[int, dict, dict[str, str]]:
-        self._connection.request("POST", "/events", body=body,
+        return self.request("POST", "/events", body)
+
+    def request(self, method: str, path: str, body: bytes | dict | None = None) -> tuple[int, dict, dict[str, str]]:
+        """Any route of the API: (status, decoded body, headers)."""
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        self._connection.request(method, path, body=data,
                                  headers={API_KEY_HEADER: self._key, "Content-Type": "application/json"})
         response = self._connection.getresponse()
         payload = response.read()

@@ -18,7 +18,14 @@ import boto3
 from feedbackloop import resources
 from feedbackloop.lake import LakeTable
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE
-from feedbackloop.settings import CleanerSettings, IngestSettings, ReplaySettings, RetrainSettings, ServingSettings
+from feedbackloop.settings import (
+    CleanerSettings,
+    EraserSettings,
+    IngestSettings,
+    ReplaySettings,
+    RetrainSettings,
+    ServingSettings,
+)
 
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
@@ -75,7 +82,15 @@ def cleaner_settings(**overrides) -> CleanerSettings:
 
 def serving_settings(**overrides) -> ServingSettings:
     return ServingSettings(registry_table=physical_name(resources.REGISTRY_TABLE.key),
-                           online_table=physical_name(resources.ONLINE_TABLE.key), **overrides)
+                           online_table=physical_name(resources.ONLINE_TABLE.key),
+                           erasure_table=physical_name(resources.ERASURE_TABLE.key), **overrides)
+
+
+def eraser_settings() -> EraserSettings:
+    return EraserSettings(erasure_table=physical_name(resources.ERASURE_TABLE.key),
+                          curated_bucket=physical_name(resources.CURATED_BUCKET.key),
+                          quarantine_bucket=physical_name(resources.QUARANTINE_BUCKET.key),
+                          raw_bucket=physical_name(resources.RAW_BUCKET.key))
 
 
 def retrain_settings(**overrides) -> RetrainSettings:

@@ -61,6 +61,7 @@ class LocalFunction:
 INGEST_FUNCTION = "lambdas.ingest.handler.lambda_handler"
 CLEANER_FUNCTION = "lambdas.cleaner.handler.lambda_handler"
 SERVING_FUNCTION = "lambdas.serving.handler.lambda_handler"
+ERASER_FUNCTION = "lambdas.eraser.handler.lambda_handler"
 
 
 class LogSink(io.TextIOBase):

@@ -19,6 +19,7 @@ from feedbackloop.local.environment import (
     MotoServer,
     cleaner_settings,
     create_resources,
+    eraser_settings,
     ingest_settings,
     new_api_key,
     physical_name,
@@ -29,15 +30,17 @@ from feedbackloop.local.environment import (
 )
 from feedbackloop.local.functions import (
     CLEANER_FUNCTION,
+    ERASER_FUNCTION,
     INGEST_FUNCTION,
     SERVING_FUNCTION,
     LocalFunction,
     LogSink,
 )
+from feedbackloop.local.queue import QueueMapping
 from feedbackloop.local.stream import EventSourceMapping, MappingConfig, RawArchiver
 
 _HANDLER_CACHES = {"lambdas.ingest.handler": ("_stream",), "lambdas.cleaner.handler": ("_cleaner",),
-                   "lambdas.serving.handler": ("_models", "_online")}
+                   "lambdas.serving.handler": ("_models", "_online"), "lambdas.eraser.handler": ("_settings",)}
 
 
 @dataclass
@@ -61,7 +64,10 @@ class LocalRuntime:
         os.environ.update(ingest_settings().to_env())
         os.environ.update(cleaner_settings(**self.cleaner_overrides).to_env())
         os.environ.update(replay_settings().to_env())
-        os.environ.update(serving_settings(**self.serving_overrides).to_env())
+        erasure_queue = self.session.client("sqs").get_queue_url(
+            QueueName=physical_name(resources.ERASURE_REQUESTS.key))["QueueUrl"]
+        os.environ.update(serving_settings(erasure_queue_url=erasure_queue, **self.serving_overrides).to_env())
+        os.environ.update(eraser_settings().to_env())
         self._stdout = sys.stdout
         self.log_file: Path | None = None
         if self.capture_logs:
@@ -73,6 +79,7 @@ class LocalRuntime:
         self.ingest = LocalFunction("ingest", INGEST_FUNCTION)
         self.cleaner = LocalFunction("cleaner", CLEANER_FUNCTION)
         self.serving = LocalFunction("serving", SERVING_FUNCTION)
+        self.eraser = LocalFunction("eraser", ERASER_FUNCTION)
         self.api_key = new_api_key()
         self.api = LocalApi({"ingest": self.ingest, "serving": self.serving}, self.api_key, self.api_port).start()
 
@@ -90,7 +97,8 @@ class LocalRuntime:
         self.archivers = [
             RawArchiver(self.session, stream_name, shard, replay_settings().raw_bucket) for shard in shards
         ]
-        for consumer in (*self.mappings, *self.archivers):
+        self.queues = [QueueMapping(self.session, erasure_queue, self.eraser.invoke)]
+        for consumer in (*self.mappings, *self.archivers, *self.queues):
             consumer.start()
         self.endpoints = LocalEndpoints(self.moto.endpoint, self.api.url, self.api_key)
         self.endpoints.save(self.state_dir)
@@ -118,9 +126,9 @@ class LocalRuntime:
         return False
 
     def stop(self) -> None:
-        for consumer in (*self.mappings, *self.archivers):
+        for consumer in (*self.mappings, *self.archivers, *self.queues):
             consumer.stop()
-        for consumer in (*self.mappings, *self.archivers):
+        for consumer in (*self.mappings, *self.archivers, *self.queues):
             consumer.join(timeout=30)
         for archiver in self.archivers:
             archiver.flush()

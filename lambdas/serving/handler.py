@@ -7,6 +7,7 @@ online profile is read on every request, so their latest feedback shapes the nex
 
 # No `from __future__ import annotations`: Powertools reads the route signatures' types at runtime.
 import time
+import warnings
 from functools import cache
 from typing import Annotated
 
@@ -15,7 +16,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from feedbackloop import wiring
+from feedbackloop import erasure, wiring
 from feedbackloop.names import Metric
 from feedbackloop.serving import ModelCache, recommend
 from feedbackloop.serving_api import (
@@ -27,6 +28,8 @@ from feedbackloop.serving_api import (
     recommendations_body,
 )
 
+# status reads and rejected requests emit no metric, and that is fine
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 logger = Logger()
 tracer = Tracer()
 metrics = EphemeralMetrics()
@@ -69,8 +72,36 @@ def get_recommendations(user_id: UserId,
 @tracer.capture_method
 def put_preferences(user_id: UserId, preferences: PreferencesRequest):
     _online().set_personalization(user_id, preferences.personalization)
+    metrics.add_metric(Metric.PREFERENCES_CHANGED, MetricUnit.Count, 1)
     logger.info("preferences changed", extra={"user_id": user_id, "personalization": preferences.personalization})
     return Response(200, "application/json", {"user_id": user_id, "personalization": preferences.personalization})
+
+
+@app.delete("/users/<user_id>", summary="Erase a user: online profile now, the lake by the eraser function")
+@tracer.capture_method
+def delete_user(user_id: UserId):
+    settings = wiring.serving_settings()
+    if not (settings.erasure_table and settings.erasure_queue_url):
+        return Response(501, "application/json", {"error": "erasure_not_configured"})
+    record = erasure.request(wiring.erasure_log(settings.erasure_table), user_id)
+    # the profile goes now; the tombstone keeps the user's later events out of training and the
+    # online store, as an opt-out does
+    _online().delete(user_id)
+    _online().set_personalization(user_id, False)
+    wiring.erasure_queue(settings.erasure_queue_url).send(user_id)
+    metrics.add_metric(Metric.ERASURES_REQUESTED, MetricUnit.Count, 1)
+    logger.info("erasure requested", extra={"user_id": user_id})
+    return Response(202, "application/json", {**record, "status_url": f"/users/{user_id}/erasure"})
+
+
+@app.get("/users/<user_id>/erasure", summary="Whether a user's erasure is complete, and what it removed")
+@tracer.capture_method
+def get_erasure(user_id: UserId):
+    settings = wiring.serving_settings()
+    record = wiring.erasure_log(settings.erasure_table).get(user_id) if settings.erasure_table else None
+    if record is None:
+        return Response(404, "application/json", {"error": "not_found", "message": "no erasure requested"})
+    return Response(200, "application/json", record)
 
 
 @logger.inject_lambda_context(log_event=False)
