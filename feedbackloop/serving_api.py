@@ -17,7 +17,7 @@ DEFAULT_K, MAX_K = 10, 100
 
 
 class PreferencesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "no" is not a boolean
 
     personalization: bool = Field(description="false: rankings stop using this user's feedback, and their new "
                                               "events stop feeding training and the online store")

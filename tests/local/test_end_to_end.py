@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from urllib.error import HTTPError
@@ -155,3 +156,41 @@ def test_retraining_trains_evaluates_gates_and_publishes_on_the_local_stack(runt
     assert current["version"] == first.version and current["artifact"].endswith(f"/{first.version}/model.tar.gz")
     second = run_retraining(runtime.moto.endpoint, runtime.session, params, margin=0.01, say=lines.append)
     assert second.steps[-1] == retraining.KEPT_CURRENT and registry.current()["version"] == first.version
+
+
+def test_serving_routes_on_the_local_api(runtime):
+    """After the model above is published: rankings over HTTP follow new feedback, an opt-out is
+    honoured, and an erasure completes and leaves nothing behind."""
+    client = EventsClient(runtime.api.url, runtime.api_key)
+    status, cold, _ = client.request("GET", "/users/newcomer/recommendations?k=3")
+    assert status == 200 and cold["strategy"] in {"popularity", "segment_popularity"}
+    assert client.request("GET", "/users/newcomer/recommendations?k=0")[0] == 422
+    assert client.request("GET", "/users/x/nowhere")[0] == 404
+
+    buys = [_event(3000 + i, event_id=f"srv-{i}", user_id="newcomer", item_id=f"item-0{i}", event_type="purchase",
+                   value=2) for i in range(2)]
+    assert client.send(buys).accepted == 2
+    total = 321 + 40 + 2
+    assert runtime.wait_until_processed(total, timeout=60)
+    warm = client.request("GET", "/users/newcomer/recommendations?k=3")[1]
+    assert warm["strategy"] == "fold_in" and {"item-00", "item-01"} <= {i["item_id"] for i in warm["items"]}
+
+    assert client.request("PUT", "/users/newcomer/preferences", {"personalization": False})[0] == 200
+    quiet = client.request("GET", "/users/newcomer/recommendations?k=3")[1]
+    assert quiet["personalized"] is False and quiet["strategy"] == "opted_out"
+    assert client.request("PUT", "/users/newcomer/preferences", {"personalization": "no"})[0] == 422
+
+    assert client.request("GET", "/users/u3/erasure")[0] == 404
+    status, body, _ = client.request("DELETE", "/users/u3")
+    assert status == 202 and body["status"] == "pending"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and client.request("GET", "/users/u3/erasure")[1]["status"] != "complete":
+        time.sleep(0.2)
+    record = client.request("GET", "/users/u3/erasure")[1]
+    assert record["status"] == "complete" and record["steps"]["rows_removed"]["feedback_events"] > 0
+    con = connect(runtime.moto.endpoint)
+    assert con.execute("SELECT count(*) FROM feedback_events WHERE user_id = 'u3'").fetchall()[0][0] == 0
+    assert con.execute("SELECT count(*) FROM feedback_events WHERE user_id = 'u4'").fetchall()[0][0] > 0
+    archived = raw_records(runtime.session.client("s3"), replay_settings().raw_bucket)
+    assert not [r for r in archived if json.loads(r.data)["event"]["user_id"] == "u3"]
+    client.close()
