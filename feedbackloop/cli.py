@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 from glue_jobs.build_tables import JOB_NAMES
@@ -109,6 +110,17 @@ def _retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    from feedbackloop.serving_api import openapi_document
+
+    document = openapi_document()
+    if args.output:
+        Path(args.output).write_text(document + "\n")
+    else:
+        print(document)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from feedbackloop.bench import run_benchmark
 
@@ -141,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--since", help="first day to replay, yyyy-mm-dd (default: everything)")
     rp.add_argument("--local", action="store_true", help="against a running `feedbackloop local up`")
     rp.set_defaults(func=_replay)
+
+    oa = commands.add_parser("openapi", help="the serving API's OpenAPI document (generated from its handler)")
+    oa.add_argument("--output", help="write it here instead of printing it")
+    oa.set_defaults(func=_openapi)
 
     from feedbackloop.settings import RetrainSettings
 

@@ -32,3 +32,15 @@ def recommendations_body(ranked: Recommendations) -> dict[str, Any]:
         "strategy": ranked.strategy,
         "items": [{"item_id": r.item_id, "score": round(r.score, 6), "reason": r.reason} for r in ranked.items],
     }
+
+
+OPENAPI_FILE = "docs/openapi.json"  # the published copy; a test keeps it equal to the handler's
+
+
+def openapi_document() -> str:
+    """The serving API as the Powertools resolver describes it (routes, parameters, validation)."""
+    from lambdas.serving.handler import app
+
+    return app.get_openapi_json_schema(title="feedbackloop serving API", version="1",
+                                       description="Recommendations, UI preferences and erasure per user. "
+                                                   "Every route needs the x-api-key header.")

@@ -194,3 +194,15 @@ def test_the_model_cache_loads_once_and_follows_the_registry():
     clock[0] = 120
     assert cache.get().version == "v2"
     assert math.isclose(float(cache.get().popularity[0]), 2.0)
+
+
+def test_the_published_openapi_document_is_the_handlers():
+    from pathlib import Path
+
+    from feedbackloop.serving_api import OPENAPI_FILE, openapi_document
+
+    published = (Path(__file__).parents[2] / OPENAPI_FILE).read_text().strip()
+    assert published == openapi_document().strip(), "run: feedbackloop openapi --output docs/openapi.json"
+    paths = json.loads(published)["paths"]
+    assert {"/users/{user_id}/recommendations", "/users/{user_id}/preferences", "/users/{user_id}",
+            "/users/{user_id}/erasure"} <= set(paths)
