@@ -14,6 +14,7 @@ from cdk_nag import AwsSolutionsChecks
 from cdk.project import LambdaLayerMissingError, ProjectLayout
 from cdk.stacks.data import FeedbackLoopData
 from cdk.stacks.ingest import FeedbackLoopIngest
+from cdk.stacks.serving import FeedbackLoopServing
 from cdk.stacks.tables import FeedbackLoopTables
 from cdk.stacks.training import FeedbackLoopTraining
 
@@ -21,6 +22,7 @@ DATA_STACK = "FeedbackLoopData"
 INGEST_STACK = "FeedbackLoopIngest"
 TABLES_STACK = "FeedbackLoopTables"
 TRAINING_STACK = "FeedbackLoopTraining"
+SERVING_STACK = "FeedbackLoopServing"
 
 
 def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
@@ -32,9 +34,10 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
     data = FeedbackLoopData(
         app,
         DATA_STACK,
-        description="feedbackloop: event stream, lake, catalog, cleaner state, model registry and raw archive",
+        description="feedbackloop: event stream, lake, catalog, cleaner state, model registry, online store "
+        "and raw archive",
     )
-    FeedbackLoopIngest(
+    ingest = FeedbackLoopIngest(
         app,
         INGEST_STACK,
         description="feedbackloop: ingestion API and cleaner",
@@ -42,6 +45,7 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
         event_stream=data.event_stream,
         lake=data.lake,
         cleaner_state=data.cleaner_state,
+        online_store=data.online_store,
     )
     tables = FeedbackLoopTables(
         app,
@@ -60,6 +64,15 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
         model_store=data.model_store,
         glue_jobs=tables.table_jobs.jobs,
     )
+    serving = FeedbackLoopServing(
+        app,
+        SERVING_STACK,
+        description="feedbackloop: the serving API (recommendations, preferences, erasure) and its function",
+        layout=layout,
+        model_store=data.model_store,
+        online_store=data.online_store,
+    )
+    serving.add_stack_dependency(ingest, "the ingestion API sets the account's API Gateway CloudWatch role")
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app
 

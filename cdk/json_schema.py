@@ -2,7 +2,8 @@
 
 API Gateway models are draft-04. `to_api_gateway_schema` converts a schema dict into CDK's typed
 `JsonSchema`; every keyword must have a counterpart, an unknown one raises instead of being dropped,
-so a model never validates less than the schema says.
+so a model never validates less than the schema says. `draft04_from_pydantic` turns the schema a
+pydantic model generates (draft 2020-12) into the draft-04 document such a model takes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 
 from aws_cdk import aws_apigateway as apigw
 
+DRAFT_04 = "http://json-schema.org/draft-04/schema#"
 _DRAFTS = {
-    "http://json-schema.org/draft-04/schema#": apigw.JsonSchemaVersion.DRAFT4,
+    DRAFT_04: apigw.JsonSchemaVersion.DRAFT4,
     "http://json-schema.org/draft-07/schema#": apigw.JsonSchemaVersion.DRAFT7,
 }
 _TYPES = {t.name.lower(): t for t in apigw.JsonSchemaType}
@@ -77,6 +79,55 @@ def add_model(api: apigw.RestApi, model_id: str, schema: Mapping[str, Any], *, d
     assert isinstance(cfn_model, apigw.CfnModel)
     cfn_model.add_property_override("Schema", json.dumps(schema, separators=(",", ":")))
     return model
+
+
+def draft04_from_pydantic(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """`schema` (a pydantic `model_json_schema()`, draft 2020-12) as a draft-04 document of the same meaning:
+    `$ref`s to `$defs` inlined (an API Gateway model can only reference other models, by URL), `const` as
+    a one-value `enum`, and numeric `exclusiveMinimum`/`exclusiveMaximum` as draft-04's boolean flags on
+    `minimum`/`maximum`. Other keywords are kept; `to_api_gateway_schema` refuses any draft-04 lacks."""
+    definitions = schema.get("$defs", {})
+
+    def convert(node: Any, expanding: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [convert(item, expanding) for item in node]
+        if not isinstance(node, Mapping):
+            return node
+        if "$ref" in node:
+            name = node["$ref"].removeprefix("#/$defs/")
+            if name not in definitions or name in expanding:
+                raise ValueError(f"cannot inline $ref {node['$ref']!r} (unknown or recursive)")
+            # keywords beside a $ref (2020-12 allows them) narrow the referenced schema
+            merged = {**definitions[name], **{k: v for k, v in node.items() if k != "$ref"}}
+            return convert(merged, expanding | {name})
+        converted: dict[str, Any] = {}
+        for keyword, value in node.items():
+            if keyword == "$defs":
+                continue
+            if keyword in _DATA_KEYWORDS:
+                converted[keyword] = value
+            elif keyword == "const":
+                converted["enum"] = [value]
+            elif keyword in _EXCLUSIVE_BOUNDS and not isinstance(value, bool):
+                bound = _EXCLUSIVE_BOUNDS[keyword]
+                if bound in node:
+                    raise ValueError(f"{bound!r} beside a numeric {keyword!r} has no draft-04 equivalent")
+                converted[bound], converted[keyword] = value, True
+            elif keyword in _SCHEMA_MAPS:
+                converted[keyword] = {name: convert(sub, expanding) for name, sub in value.items()}
+            else:
+                converted[keyword] = convert(value, expanding)
+        return converted
+
+    body = {k: v for k, v in convert(schema, frozenset()).items() if k != "$schema"}
+    return {"$schema": DRAFT_04, **body}
+
+
+# Keywords whose values are data, not schemas: copied without looking inside.
+_DATA_KEYWORDS = {"enum", "default", "required", "title", "description", "pattern", "format"}
+# Keywords whose values map names to schemas (the names are not keywords).
+_SCHEMA_MAPS = {"properties", "patternProperties", "definitions"}
+_EXCLUSIVE_BOUNDS = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
 
 
 def _draft(uri: str) -> apigw.JsonSchemaVersion:

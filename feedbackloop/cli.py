@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 from glue_jobs.build_tables import JOB_NAMES
 

@@ -1,6 +1,7 @@
 """The cleaner: a Lambda on the event stream that validates, de-duplicates, imputes and normalizes
 each batch, writes curated and quarantined Parquet, registers partitions, and reports per-record
-failures so only the failed tail of a batch is retried."""
+failures so only the failed tail of a batch is retried; and folds each user's clean feedback into
+their profile in the online store."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from constructs import Construct
 from cdk import nag
 from cdk.components.function import PythonFunction
 from cdk.components.lake import Lake
+from cdk.components.online_store import OnlineStore
 from cdk.project import ProjectLayout
 from feedbackloop.lake import CURATED_EVENTS, QUARANTINE
 from feedbackloop.resources import CLEANER_FAILURES, DEDUP_TABLE, STATE_TABLE
@@ -33,6 +35,7 @@ class Cleaner(Construct):
         lake: Lake,
         tables: dict[str, dynamodb.ITable],
         queues: dict[str, sqs.IQueue],
+        online_store: OnlineStore,
     ) -> None:
         super().__init__(scope, construct_id)
         curated: s3.IBucket = lake.buckets[CURATED_EVENTS.bucket_key]
@@ -44,6 +47,7 @@ class Cleaner(Construct):
             dedup_table=dedup.table_name,
             state_table=state.table_name,
             glue_database=lake.database_name,
+            online_table=online_store.table.table_name,
         )
         cleaner = PythonFunction(
             self,
@@ -57,6 +61,7 @@ class Cleaner(Construct):
         )
         self.function = cleaner.function
         cleaner.role.add_managed_policy(lake.writer_policy)
+        cleaner.role.add_managed_policy(online_store.cleaner_policy)
         dedup.grant_read_write_data(self.function)
         state.grant_read_write_data(self.function)
 

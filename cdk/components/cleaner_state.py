@@ -1,6 +1,6 @@
 """What the cleaner keeps between batches: its two key-value tables (de-duplication and streaming
-state) and the queues of `resources.QUEUES` (where the stream's event source mapping parks failed
-batches). The other key-value table, the model registry, belongs to the `ModelStore`."""
+state) and its queue (where the stream's event source mapping parks failed batches). The model
+registry belongs to the `ModelStore`, the user profiles to the `OnlineStore`."""
 
 from __future__ import annotations
 
@@ -13,16 +13,18 @@ from constructs import Construct
 from cdk import nag
 from cdk.components.key_value import key_value_table
 from cdk.naming import pascal_case
-from feedbackloop.resources import DEDUP_TABLE, QUEUES, STATE_TABLE, QueueSpec
+from feedbackloop.resources import CLEANER_FAILURES, DEDUP_TABLE, STATE_TABLE, QueueSpec
 
 CLEANER_TABLES = (DEDUP_TABLE, STATE_TABLE)
+# Only the cleaner's own: every queue here is a dead-letter destination (see the SQS3 acknowledgement).
+CLEANER_QUEUES = (CLEANER_FAILURES,)
 
 
 class CleanerState(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
         self.tables: dict[str, dynamodb.Table] = {spec.key: key_value_table(self, spec, key) for spec in CLEANER_TABLES}
-        self.queues: dict[str, sqs.Queue] = {spec.key: self._queue(spec, key) for spec in QUEUES}
+        self.queues: dict[str, sqs.Queue] = {spec.key: self._queue(spec, key) for spec in CLEANER_QUEUES}
 
     def _queue(self, spec: QueueSpec, key: kms.IKey) -> sqs.Queue:
         queue = sqs.Queue(

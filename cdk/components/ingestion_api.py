@@ -3,36 +3,23 @@ which writes the batch to the stream with PutRecords (see docs/adr/0002)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_kinesis as kinesis
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from cdk import nag
 from cdk.components.function import PythonFunction
+from cdk.components.rest_api import ApiLimits, add_keyed_usage_plan, add_validation_response, keyed_rest_api
 from cdk.json_schema import add_model
 from cdk.project import ProjectLayout
 from feedbackloop.schemas.registry import batch_schema
 from feedbackloop.settings import IngestSettings
 
-STAGE = "v1"
-
-
-@dataclass(frozen=True)
-class ApiLimits:
-    """Request limits. A full batch is 500 events and a shard takes 1,000 records/s, so a few full
-    batches per second fill the stream: beyond that the ingest Lambda answers 429 per event, and
-    these limits stop a runaway producer before it gets there."""
-
-    stage_rate: float = 50  # requests/s, all keys together
-    stage_burst: int = 100
-    key_rate: float = 20  # requests/s per API key
-    key_burst: int = 40
-    key_daily_quota: int = 1_000_000
+# A full batch is 500 events and a shard takes 1,000 records/s, so a few full batches per second fill
+# the stream: beyond that the ingest Lambda answers 429 per event, and these limits stop a runaway
+# producer before it gets there.
+INGESTION_LIMITS = ApiLimits(stage_rate=50, stage_burst=100, key_rate=20, key_burst=40, key_daily_quota=1_000_000)
 
 
 class IngestionApi(Construct):
@@ -43,7 +30,7 @@ class IngestionApi(Construct):
         *,
         layout: ProjectLayout,
         stream: kinesis.IStream,
-        limits: ApiLimits = ApiLimits(),
+        limits: ApiLimits = INGESTION_LIMITS,
     ) -> None:
         super().__init__(scope, construct_id)
         ingest = PythonFunction(
@@ -65,30 +52,9 @@ class IngestionApi(Construct):
         )
         self.function = ingest.function
 
-        access_logs = logs.LogGroup(
-            self,
-            "AccessLogs",
-            retention=logs.RetentionDays.THREE_MONTHS,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        self.api = apigw.RestApi(
-            self,
-            "Api",
-            description="feedbackloop event ingestion",
-            endpoint_types=[apigw.EndpointType.REGIONAL],
-            # Execution and access logging need the account-level CloudWatch role; this API sets it.
-            cloud_watch_role=True,
-            deploy_options=apigw.StageOptions(
-                stage_name=STAGE,
-                tracing_enabled=True,
-                metrics_enabled=True,
-                logging_level=apigw.MethodLoggingLevel.ERROR,
-                data_trace_enabled=False,  # request bodies carry user ids: keep them out of the logs
-                throttling_rate_limit=limits.stage_rate,
-                throttling_burst_limit=limits.stage_burst,
-                access_log_destination=apigw.LogGroupLogDestination(access_logs),
-                access_log_format=_access_log_format(),
-            ),
+        # This API sets the account-level CloudWatch role that API Gateway logging needs (see keyed_rest_api).
+        self.api = keyed_rest_api(
+            self, description="feedbackloop event ingestion", limits=limits, cloud_watch_role=True
         )
         model = add_model(
             self.api,
@@ -102,19 +68,11 @@ class IngestionApi(Construct):
             validate_request_body=True,
             validate_request_parameters=True,
         )
-        self.api.add_gateway_response(
+        add_validation_response(
+            self.api,
             "BadRequestBody",
-            type=apigw.ResponseType.BAD_REQUEST_BODY,
-            status_code="400",
-            templates={
-                "application/json": json.dumps(
-                    {
-                        "message": "the body does not match the FeedbackEventBatch schema",
-                        "errors": "$context.error.validationErrorString",
-                        "request_id": "$context.requestId",
-                    }
-                )
-            },
+            apigw.ResponseType.BAD_REQUEST_BODY,
+            "the body does not match the FeedbackEventBatch schema",
         )
         self.api.root.add_resource("events").add_method(
             "POST",
@@ -124,15 +82,14 @@ class IngestionApi(Construct):
             request_models={"application/json": model},
         )
 
-        plan = self.api.add_usage_plan(
+        self.api_key = add_keyed_usage_plan(
+            self.api,
             "Producers",
+            "ProducerKey",
             description="feedback producers",
-            throttle=apigw.ThrottleSettings(rate_limit=limits.key_rate, burst_limit=limits.key_burst),
-            quota=apigw.QuotaSettings(limit=limits.key_daily_quota, period=apigw.Period.DAY),
-            api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+            key_description="default feedback producer",
+            limits=limits,
         )
-        self.api_key = self.api.add_api_key("ProducerKey", description="default feedback producer")
-        plan.add_api_key(self.api_key)
         self._acknowledge_findings()
 
     def _acknowledge_findings(self) -> None:
@@ -159,24 +116,3 @@ class IngestionApi(Construct):
             "The account-level API Gateway logging role needs exactly this AWS-managed, logging-only policy.",
         )
 
-
-def _access_log_format() -> apigw.AccessLogFormat:
-    field = apigw.AccessLogField
-    return apigw.AccessLogFormat.custom(
-        json.dumps(
-            {
-                "requestId": field.context_request_id(),
-                "xrayTraceId": field.context_xray_trace_id(),
-                "apiKeyId": field.context_identity_api_key_id(),
-                "sourceIp": field.context_identity_source_ip(),
-                "requestTime": field.context_request_time(),
-                "httpMethod": field.context_http_method(),
-                "resourcePath": field.context_resource_path(),
-                "status": field.context_status(),
-                "responseLength": field.context_response_length(),
-                "integrationLatency": field.context_integration_latency(),
-                "errorMessage": field.context_error_message(),
-                "validationError": field.context_error_validation_error_string(),
-            }
-        )
-    )

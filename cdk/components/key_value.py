@@ -1,6 +1,6 @@
-"""A key-value DynamoDB table as a `resources.KeyValueTableSpec` describes it. The cleaner's state and
-the model registry are built by this one function, so every table of the system has the same
-settings: on demand, point-in-time recovery, the data key, retained on stack deletion."""
+"""A key-value DynamoDB table as a `resources.KeyValueTableSpec` describes it. The cleaner's state, the
+model registry and the online store are built by this one function, so every table of the system has
+the same settings: on demand, point-in-time recovery, the data key, retained on stack deletion."""
 
 from __future__ import annotations
 

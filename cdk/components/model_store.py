@@ -8,7 +8,8 @@ data they open, and the retraining workflow in the stateless stack attaches them
   candidates (`resources.CANDIDATES_PREFIX`), encrypt its volume and output with the data key;
 - `evaluator_policy`: read candidates and the registry;
 - `publisher_policy`: read candidates, write published versions (`resources.PUBLISHED_PREFIX`) and the
-  registry.
+  registry;
+- `server_policy`, for the serving function: read the registry and published versions, nothing else.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _S3_WRITE = ["s3:PutObject", "s3:AbortMultipartUpload"]
 
 
 class ModelStore(Construct):
-    """`registry` (the table) and the three managed policies of the module docstring."""
+    """`registry` (the table) and the four managed policies of the module docstring."""
 
     def __init__(self, scope: Construct, construct_id: str, *, lake: Lake, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
@@ -65,6 +66,23 @@ class ModelStore(Construct):
                 # one TransactWriteItems of two Puts (the version record, the conditional pointer)
                 iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[self.registry.table_arn]),
             ],
+        )
+        self.server_policy = iam.ManagedPolicy(
+            self,
+            "ServerPolicy",
+            description="feedbackloop: serve the published model (read the registry pointer and published versions)",
+            statements=[
+                iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[self.registry.table_arn]),
+                iam.PolicyStatement(actions=["s3:GetObject"], resources=[published]),
+                # the registry table and the model objects are encrypted with the data key
+                iam.PolicyStatement(actions=["kms:Decrypt"], resources=[key.key_arn]),
+            ],
+        )
+        nag.acknowledge(
+            self.server_policy,
+            nag.wildcard_resource(self, published),
+            "Object-level S3 actions need an object ARN; the wildcard is the published prefix of the models "
+            "bucket (read only), where each published version has a folder of its own.",
         )
         nag.acknowledge(
             self.evaluator_policy,

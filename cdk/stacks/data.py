@@ -1,5 +1,5 @@
 """FeedbackLoopData: everything that holds data (the stream, the lake, the cleaner's state, the model
-registry), and the raw archive that copies the stream into it.
+registry, the online store of user profiles), and the raw archive that copies the stream into it.
 
 Nothing here runs our code, so it changes rarely; the compute stack can be destroyed and redeployed
 without touching a byte of data or pausing the archive.
@@ -17,9 +17,10 @@ from cdk.components.cleaner_state import CleanerState
 from cdk.components.event_stream import EventStream
 from cdk.components.lake import Lake
 from cdk.components.model_store import ModelStore
+from cdk.components.online_store import OnlineStore
 from cdk.components.raw_archive import RawArchive
 from cdk.naming import pascal_case
-from feedbackloop.resources import RAW_BUCKET, REGISTRY_TABLE
+from feedbackloop.resources import ONLINE_TABLE, RAW_BUCKET, REGISTRY_TABLE
 
 
 class FeedbackLoopData(Stack):
@@ -37,6 +38,7 @@ class FeedbackLoopData(Stack):
         self.lake = Lake(self, "Lake", key=self.key)
         self.cleaner_state = CleanerState(self, "CleanerState", key=self.key)
         self.model_store = ModelStore(self, "ModelStore", lake=self.lake, key=self.key)
+        self.online_store = OnlineStore(self, "OnlineStore", key=self.key)
         RawArchive(
             self,
             "RawArchive",
@@ -53,3 +55,4 @@ class FeedbackLoopData(Stack):
         for key, table in self.cleaner_state.tables.items():
             CfnOutput(self, f"{pascal_case(key)}TableName", value=table.table_name)
         CfnOutput(self, f"{pascal_case(REGISTRY_TABLE.key)}TableName", value=self.model_store.registry.table_name)
+        CfnOutput(self, f"{pascal_case(ONLINE_TABLE.key)}TableName", value=self.online_store.table.table_name)

@@ -13,6 +13,7 @@ from cdk.components.cleaner_state import CleanerState
 from cdk.components.event_stream import EventStream
 from cdk.components.ingestion_api import IngestionApi
 from cdk.components.lake import Lake
+from cdk.components.online_store import OnlineStore
 from cdk.project import ProjectLayout
 
 
@@ -26,6 +27,7 @@ class FeedbackLoopIngest(Stack):
         event_stream: EventStream,
         lake: Lake,
         cleaner_state: CleanerState,
+        online_store: OnlineStore,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -38,6 +40,7 @@ class FeedbackLoopIngest(Stack):
             lake=lake,
             tables=dict(cleaner_state.tables),
             queues=dict(cleaner_state.queues),
+            online_store=online_store,
         )
 
         CfnOutput(self, "ApiUrl", value=api.api.url_for_path("/events"))

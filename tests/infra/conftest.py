@@ -16,7 +16,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 from aws_cdk import App  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
-from cdk.app import DATA_STACK, INGEST_STACK, TABLES_STACK, TRAINING_STACK, build_app  # noqa: E402
+from cdk.app import DATA_STACK, INGEST_STACK, SERVING_STACK, TABLES_STACK, TRAINING_STACK, build_app  # noqa: E402
 from cdk.project import ProjectLayout  # noqa: E402
 
 
@@ -39,6 +39,32 @@ class Synthesis:
             return reference
         output = reference["Fn::GetStackOutput"]
         return self.template_json(output["StackName"])["Outputs"][output["OutputName"]]["Value"]
+
+    def role_statements(self, stack: str, role_id: str) -> list[dict[str, Any]]:
+        """Every statement a role of `stack` is allowed by: the stack's policies on it and the managed
+        policies it attaches (which live in the data stack, beside the data they open), with cross-stack
+        references replaced by what they stand for in the producing stack."""
+        resources = self.template_json(stack)["Resources"]
+        statements = [
+            s
+            for r in resources.values()
+            if r["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in r["Properties"]["Roles"]
+            for s in r["Properties"]["PolicyDocument"]["Statement"]
+        ]
+        for arn in resources[role_id]["Properties"].get("ManagedPolicyArns", []):
+            policy_id = self.producer_value(arn)["Ref"]
+            policy = self.template_json(DATA_STACK)["Resources"][policy_id]
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+        return [self._resolved(s) for s in statements]
+
+    def _resolved(self, node: Any) -> Any:
+        if isinstance(node, dict) and "Fn::GetStackOutput" in node:
+            return self.producer_value(node)
+        if isinstance(node, dict):
+            return {k: self._resolved(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self._resolved(v) for v in node]
+        return node
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +102,8 @@ def tables(synthesis: Synthesis) -> Template:
 @pytest.fixture(scope="session")
 def training(synthesis: Synthesis) -> Template:
     return Template.from_json(synthesis.template_json(TRAINING_STACK))
+
+
+@pytest.fixture(scope="session")
+def serving(synthesis: Synthesis) -> Template:
+    return Template.from_json(synthesis.template_json(SERVING_STACK))

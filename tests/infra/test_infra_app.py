@@ -11,7 +11,7 @@ import pytest
 from aws_cdk import aws_apigateway as apigw
 
 from cdk.app import main
-from cdk.json_schema import to_api_gateway_schema
+from cdk.json_schema import DRAFT_04, draft04_from_pydantic, to_api_gateway_schema
 from cdk.project import LambdaLayerMissingError, ProjectLayout
 
 pytestmark = pytest.mark.infra
@@ -49,3 +49,34 @@ def test_schema_converter_keeps_type_lists() -> None:
 def test_schema_converter_refuses_keywords_it_cannot_carry() -> None:
     with pytest.raises(ValueError, match="'if'"):
         to_api_gateway_schema({"type": "object", "properties": {"x": {"if": {"type": "string"}}}})
+
+
+def test_pydantic_schema_becomes_draft04_with_refs_inlined_and_bounds_as_flags() -> None:
+    schema = {
+        "$defs": {"Item": {"type": "object", "properties": {"kind": {"const": "a"}}, "required": ["kind"]}},
+        "type": "object",
+        "properties": {
+            "item": {"$ref": "#/$defs/Item"},
+            "score": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "const": {"type": "string"},  # a property may be named like a keyword
+        },
+    }
+    assert draft04_from_pydantic(schema) == {
+        "$schema": DRAFT_04,
+        "type": "object",
+        "properties": {
+            "item": {"type": "object", "properties": {"kind": {"enum": ["a"]}}, "required": ["kind"]},
+            "score": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1},
+            "const": {"type": "string"},
+        },
+    }
+    to_api_gateway_schema(draft04_from_pydantic(schema))  # every keyword has a model counterpart
+
+
+def test_pydantic_conversion_refuses_what_draft04_cannot_say() -> None:
+    recursive = {"$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}},
+                 "$ref": "#/$defs/Node"}
+    with pytest.raises(ValueError, match="recursive"):
+        draft04_from_pydantic(recursive)
+    with pytest.raises(ValueError, match="no draft-04 equivalent"):
+        draft04_from_pydantic({"type": "number", "minimum": 0, "exclusiveMinimum": 1})

@@ -249,9 +249,11 @@ def _same(resources: list[Any], expected: list[Any]) -> bool:
 def test_lake_has_one_managed_policy_per_writer(data: Template) -> None:
     policies = data.find_resources("AWS::IAM::ManagedPolicy")
     assert len([p for p in policies if p.startswith("Lake")]) == 2
-    # and the model store's three: trainer, evaluator, publisher (tests/infra/test_infra_training_stack.py)
-    assert len([p for p in policies if p.startswith("ModelStore")]) == 3
-    assert len(policies) == 5
+    # the model store's four: trainer, evaluator, publisher (tests/infra/test_infra_training_stack.py) and
+    # server; the online store's two: cleaner and server (tests/infra/test_infra_serving_stack.py)
+    assert len([p for p in policies if p.startswith("ModelStore")]) == 4
+    assert len([p for p in policies if p.startswith("OnlineStore")]) == 2
+    assert len(policies) == 8
 
 
 def test_writer_policy_opens_the_cleaners_tables_only(data: Template) -> None:
