@@ -37,6 +37,7 @@ class Metric(StrEnum):
     RECOMMENDATIONS_FALLBACK = "RecommendationsFallback"  # popularity: unknown user, no model vector or opted out
     ONLINE_PROFILES_UPDATED = "OnlineProfilesUpdated"
     PREFERENCES_CHANGED = "PreferencesChanged"
+    CONFIG_SERVED = "ConfigServed"
     ERASURES_REQUESTED = "ErasuresRequested"
     ERASURES_COMPLETED = "ErasuresCompleted"
 

@@ -82,3 +82,15 @@ RAW_ERROR_PREFIX = "raw/errors/"
 RAW_SUFFIX = ".jsonl.gz"  # gzip-compressed JSON lines, one stream record a line
 # How long an event id is remembered for de-duplication (a replay older than this is re-admitted).
 DEDUP_TTL_DAYS = 400
+
+
+@dataclass(frozen=True)
+class ConfigProfileSpec:
+    application: str
+    environment: str
+    profile: str
+
+
+# The UI configuration in AppConfig (names are AppConfig's, not physical resources: the same in every
+# account); its schema and first document are feedbackloop/config/.
+UI_CONFIG = ConfigProfileSpec(application="feedbackloop", environment="live", profile="ui")

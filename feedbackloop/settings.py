@@ -85,6 +85,9 @@ class ServingSettings(_Settings):
     # the user already has (off for repeat-purchase catalogues)
     blocked_items: frozenset[str] = frozenset()
     exclude_consumed: bool = False
+    # the UI configuration, read through the AppConfig agent (the Lambda extension listens on 2772)
+    appconfig_agent_url: str = "http://localhost:2772"
+    appconfig_ttl_seconds: float = Field(default=30, ge=0)
     # erasure: the audit table and the queue the eraser function reads
     erasure_table: str | None = Field(default=None, min_length=1)
     erasure_queue_url: str | None = Field(default=None, min_length=1)

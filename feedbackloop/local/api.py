@@ -19,6 +19,7 @@ API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # API Gateway's own payload limit, befo
 ROUTES = (
     ("POST", re.compile(r"/events"), "ingest"),
     ("GET", re.compile(r"/users/[^/]+/recommendations"), "serving"),
+    ("GET", re.compile(r"/users/[^/]+/config"), "serving"),
     ("PUT", re.compile(r"/users/[^/]+/preferences"), "serving"),
     ("DELETE", re.compile(r"/users/[^/]+"), "serving"),
     ("GET", re.compile(r"/users/[^/]+/erasure"), "serving"),

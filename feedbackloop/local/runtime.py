@@ -13,6 +13,7 @@ import boto3
 
 from feedbackloop import resources
 from feedbackloop.local.api import LocalApi
+from feedbackloop.local.appconfig import LocalAppConfigAgent
 from feedbackloop.local.environment import (
     STATE_DIR,
     LocalEndpoints,
@@ -38,9 +39,12 @@ from feedbackloop.local.functions import (
 )
 from feedbackloop.local.queue import QueueMapping
 from feedbackloop.local.stream import EventSourceMapping, MappingConfig, RawArchiver
+from feedbackloop.resources import UI_CONFIG
+from feedbackloop.uiconfig import default_document
 
 _HANDLER_CACHES = {"lambdas.ingest.handler": ("_stream",), "lambdas.cleaner.handler": ("_cleaner",),
-                   "lambdas.serving.handler": ("_models", "_online"), "lambdas.eraser.handler": ("_settings",)}
+                   "lambdas.serving.handler": ("_models", "_online", "_ui_config"),
+                   "lambdas.eraser.handler": ("_settings",)}
 
 
 @dataclass
@@ -66,7 +70,10 @@ class LocalRuntime:
         os.environ.update(replay_settings().to_env())
         erasure_queue = self.session.client("sqs").get_queue_url(
             QueueName=physical_name(resources.ERASURE_REQUESTS.key))["QueueUrl"]
-        os.environ.update(serving_settings(erasure_queue_url=erasure_queue, **self.serving_overrides).to_env())
+        self.appconfig = LocalAppConfigAgent().start()
+        self.appconfig.deploy(UI_CONFIG.application, UI_CONFIG.environment, UI_CONFIG.profile, default_document())
+        os.environ.update(serving_settings(erasure_queue_url=erasure_queue, appconfig_agent_url=self.appconfig.url,
+                                           **self.serving_overrides).to_env())
         os.environ.update(eraser_settings().to_env())
         self._stdout = sys.stdout
         self.log_file: Path | None = None
@@ -133,6 +140,7 @@ class LocalRuntime:
         for archiver in self.archivers:
             archiver.flush()
         self.api.stop()
+        self.appconfig.stop()
         sys.stdout = self._stdout
         if self.capture_logs:
             self.log_sink.flush()

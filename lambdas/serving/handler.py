@@ -18,6 +18,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from feedbackloop import erasure, wiring
 from feedbackloop.names import Metric
+from feedbackloop.resources import UI_CONFIG
 from feedbackloop.serving import ModelCache, recommend
 from feedbackloop.serving_api import (
     DEFAULT_K,
@@ -27,6 +28,7 @@ from feedbackloop.serving_api import (
     PreferencesRequest,
     recommendations_body,
 )
+from feedbackloop.uiconfig import AgentConfigReader, config_for
 
 # status reads and rejected requests emit no metric, and that is fine
 warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -43,6 +45,13 @@ def _models() -> ModelCache:
     settings = wiring.serving_settings()
     return ModelCache(wiring.model_registry_for(settings.registry_table), wiring.artifacts(),
                       settings.model_refresh_seconds)
+
+
+@cache
+def _ui_config() -> AgentConfigReader:
+    settings = wiring.serving_settings()
+    return AgentConfigReader(settings.appconfig_agent_url, UI_CONFIG.application, UI_CONFIG.environment,
+                             UI_CONFIG.profile, settings.appconfig_ttl_seconds)
 
 
 @cache
@@ -66,6 +75,18 @@ def get_recommendations(user_id: UserId,
     if not ranked.personalized or ranked.strategy.endswith("popularity"):
         metrics.add_metric(Metric.RECOMMENDATIONS_FALLBACK, MetricUnit.Count, 1)
     return Response(200, "application/json", recommendations_body(ranked))
+
+
+@app.get("/users/<user_id>/config", summary="The user's UI configuration: flags, layout, experiment variants")
+@tracer.capture_method
+def get_config(user_id: UserId):
+    reader = _ui_config()
+    document = reader.get()
+    model = _models().get()
+    segment = model.user_segments.get(user_id) if model is not None else None
+    metrics.add_metric(Metric.CONFIG_SERVED, MetricUnit.Count, 1)
+    return Response(200, "application/json", config_for(document, user_id, segment)
+                    | {"config_version": reader.version})
 
 
 @app.put("/users/<user_id>/preferences", summary="Turn personalization off or back on for a user")

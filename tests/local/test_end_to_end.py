@@ -166,6 +166,9 @@ def test_serving_routes_on_the_local_api(runtime):
     assert status == 200 and cold["strategy"] in {"popularity", "segment_popularity"}
     assert client.request("GET", "/users/newcomer/recommendations?k=0")[0] == 422
     assert client.request("GET", "/users/x/nowhere")[0] == 404
+    status, config, _ = client.request("GET", "/users/newcomer/config")
+    assert status == 200 and config["config_version"] == "1" and config["layout"]["ordering"] == "personalized"
+    assert config["experiments"]["ranking"] in {"personalized", "popularity"}
 
     buys = [_event(3000 + i, event_id=f"srv-{i}", user_id="newcomer", item_id=f"item-0{i}", event_type="purchase",
                    value=2) for i in range(2)]

@@ -1,0 +1,298 @@
+"""FeedbackLoopServing (the API contract, its function and what that function may touch) and the online
+store it shares with the cleaner (FeedbackLoopData's table, FeedbackLoopIngest's cleaner)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from cdk.app import DATA_STACK, INGEST_STACK, SERVING_STACK
+from cdk.json_schema import DRAFT_04, draft04_from_pydantic
+from cdk.naming import pascal_case
+from feedbackloop.resources import MODELS_BUCKET, ONLINE_TABLE, PUBLISHED_PREFIX, REGISTRY_TABLE
+from feedbackloop.serving_api import PreferencesRequest
+from feedbackloop.settings import ServingSettings
+
+pytestmark = pytest.mark.infra
+
+SERVING_HANDLER = "lambdas.serving.handler.lambda_handler"
+CLEANER_HANDLER = "lambdas.cleaner.handler.lambda_handler"
+# The contract, written out: the routes the serving function answers and clients call.
+ROUTES = {
+    ("GET", "/users/{user_id}/recommendations"),
+    ("PUT", "/users/{user_id}/preferences"),
+    ("DELETE", "/users/{user_id}"),
+    ("GET", "/users/{user_id}/erasure"),
+}
+ONLINE_ITEM_ACTIONS = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:PutItem",
+                       "dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:Query", "dynamodb:BatchWriteItem"}
+S3_WRITE_ACTIONS = {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:AbortMultipartUpload",
+                    "s3:PutObjectTagging", "s3:PutObjectAcl", "s3:RestoreObject"}
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _methods(serving: Template) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each method's properties by (HTTP method, full resource path)."""
+    resources = serving.find_resources("AWS::ApiGateway::Resource")
+
+    def path(resource_id: dict[str, Any]) -> str:
+        if "Fn::GetAtt" in resource_id:  # the API's root resource
+            return ""
+        props = resources[resource_id["Ref"]]["Properties"]
+        return f"{path(props['ParentId'])}/{props['PathPart']}"
+
+    return {
+        (m["Properties"]["HttpMethod"], path(m["Properties"]["ResourceId"])): m["Properties"]
+        for m in serving.find_resources("AWS::ApiGateway::Method").values()
+    }
+
+
+def _function_id(template: Template, handler: str) -> str:
+    (function_id,) = [
+        logical_id
+        for logical_id, function in template.find_resources("AWS::Lambda::Function").items()
+        if function["Properties"]["Handler"] == handler
+    ]
+    return function_id
+
+
+def _function(template: Template, handler: str) -> dict[str, Any]:
+    return template.find_resources("AWS::Lambda::Function")[_function_id(template, handler)]["Properties"]
+
+
+def _data_output_ref(synthesis, output: str) -> str:
+    return synthesis.template_json(DATA_STACK)["Outputs"][output]["Value"]["Ref"]
+
+
+def _table_arn(synthesis, spec) -> str:
+    return json.dumps({"Fn::GetAtt": [_data_output_ref(synthesis, f"{pascal_case(spec.key)}TableName"), "Arn"]})
+
+
+def _data_key_arn(synthesis) -> str:
+    (key_id,) = [k for k, r in synthesis.template_json(DATA_STACK)["Resources"].items() if r["Type"] == "AWS::KMS::Key"]
+    return json.dumps({"Fn::GetAtt": [key_id, "Arn"]})
+
+
+def _allowed(statements: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Actions allowed on each resource (as JSON); "*" stands for every resource."""
+    assert all(s["Effect"] == "Allow" for s in statements)
+    allowed: dict[str, set[str]] = {}
+    for s in statements:
+        for resource in _listed(s["Resource"]):
+            allowed.setdefault(json.dumps(resource) if resource != "*" else "*", set()).update(_listed(s["Action"]))
+    return allowed
+
+
+def _actions_on(statements: list[dict[str, Any]], resource: str) -> set[str]:
+    allowed = _allowed(statements)
+    return allowed.get(resource, set()) | allowed.get("*", set())
+
+
+def _role_id(template: Template, handler: str) -> str:
+    return _function(template, handler)["Role"]["Fn::GetAtt"][0]
+
+
+# -- the API ---------------------------------------------------------------------------------------
+
+
+def test_every_route_exists_with_its_method(serving: Template) -> None:
+    assert set(_methods(serving)) == ROUTES
+
+
+def test_every_route_the_handler_serves_has_its_method(serving: Template) -> None:
+    """The API may define a route before the function answers it (a 404 from the resolver), never the
+    reverse: a route the function serves but API Gateway lacks is unreachable."""
+    from lambdas.serving.handler import app
+
+    served = {
+        (method.upper(), path)
+        for path, operations in app.get_openapi_schema().paths.items()
+        for method in ("get", "put", "post", "delete", "patch")
+        if getattr(operations, method) is not None
+    }
+    assert {("GET", "/users/{user_id}/recommendations"), ("PUT", "/users/{user_id}/preferences")} <= served
+    unreachable = served - set(_methods(serving))
+    assert not unreachable, f"routes the serving function answers but the API does not define: {unreachable}"
+
+
+def test_every_method_requires_an_api_key_and_the_user_id(serving: Template) -> None:
+    validators = serving.find_resources("AWS::ApiGateway::RequestValidator")
+    for route, method in _methods(serving).items():
+        assert method["ApiKeyRequired"] is True, route
+        assert method["RequestParameters"]["method.request.path.user_id"] is True, route
+        validator = validators[method["RequestValidatorId"]["Ref"]]["Properties"]
+        assert validator["ValidateRequestParameters"] is True, route
+
+
+def test_every_method_proxies_to_the_serving_function(serving: Template) -> None:
+    serving.resource_count_is("AWS::Lambda::Function", 1)
+    function_id = _function_id(serving, SERVING_HANDLER)
+    for route, method in _methods(serving).items():
+        assert method["Integration"]["Type"] == "AWS_PROXY", route
+        assert {"Fn::GetAtt": [function_id, "Arn"]} in method["Integration"]["Uri"]["Fn::Join"][1], route
+
+
+def test_put_preferences_validates_its_body_against_the_pydantic_model(serving: Template) -> None:
+    put = _methods(serving)[("PUT", "/users/{user_id}/preferences")]
+    model = serving.find_resources("AWS::ApiGateway::Model")[put["RequestModels"]["application/json"]["Ref"]]
+    schema = json.loads(model["Properties"]["Schema"])
+    assert schema == draft04_from_pydantic(PreferencesRequest.model_json_schema())
+    assert schema["$schema"] == DRAFT_04
+    assert (schema["required"], schema["additionalProperties"]) == (["personalization"], False)
+    assert schema["properties"]["personalization"]["type"] == "boolean"
+    validator = serving.find_resources("AWS::ApiGateway::RequestValidator")[put["RequestValidatorId"]["Ref"]]
+    assert validator["Properties"]["ValidateRequestBody"] is True
+    others = [m for route, m in _methods(serving).items() if route[0] != "PUT"]
+    assert all("RequestModels" not in m for m in others)
+
+
+def test_validation_errors_say_why(serving: Template) -> None:
+    for response_type in ("BAD_REQUEST_BODY", "BAD_REQUEST_PARAMETERS"):
+        serving.has_resource_properties(
+            "AWS::ApiGateway::GatewayResponse",
+            {
+                "ResponseType": response_type,
+                "StatusCode": "400",
+                "ResponseTemplates": {
+                    "application/json": Match.string_like_regexp(r"\$context\.error\.validationErrorString")
+                },
+            },
+        )
+
+
+def test_stage_traces_logs_access_and_throttles(serving: Template) -> None:
+    serving.has_resource_properties(
+        "AWS::ApiGateway::Stage",
+        {
+            "TracingEnabled": True,
+            "AccessLogSetting": {"DestinationArn": Match.any_value(), "Format": Match.any_value()},
+            "MethodSettings": [
+                Match.object_like(
+                    {
+                        "LoggingLevel": "ERROR",
+                        "ThrottlingRateLimit": Match.any_value(),
+                        "ThrottlingBurstLimit": Match.any_value(),
+                        "DataTraceEnabled": False,
+                    }
+                )
+            ],
+        },
+    )
+    serving.has_resource_properties("AWS::ApiGateway::RestApi", {"EndpointConfiguration": {"Types": ["REGIONAL"]}})
+
+
+def test_usage_plan_throttles_and_caps_the_api_key(serving: Template) -> None:
+    (api_id,) = serving.find_resources("AWS::ApiGateway::RestApi")
+    serving.has_resource_properties(
+        "AWS::ApiGateway::UsagePlan",
+        {
+            "ApiStages": [Match.object_like({"ApiId": {"Ref": api_id}})],
+            "Throttle": {"RateLimit": Match.any_value(), "BurstLimit": Match.any_value()},
+            "Quota": {"Limit": Match.any_value(), "Period": "DAY"},
+        },
+    )
+    (key_id,) = serving.find_resources("AWS::ApiGateway::ApiKey")
+    serving.has_resource_properties("AWS::ApiGateway::UsagePlanKey", {"KeyId": {"Ref": key_id}, "KeyType": "API_KEY"})
+
+
+def test_outputs_give_the_api_url_and_key_id(serving: Template) -> None:
+    outputs = serving.to_json()["Outputs"]
+    (key_id,) = serving.find_resources("AWS::ApiGateway::ApiKey")
+    (api_id,) = serving.find_resources("AWS::ApiGateway::RestApi")
+    assert outputs["ApiKeyId"]["Value"] == {"Ref": key_id}
+    url = json.dumps(outputs["ApiUrl"]["Value"])
+    assert url.startswith('{"Fn::Join": ["", ["https://", {"Ref": "' + api_id)
+
+
+def test_serving_deploys_after_the_stack_that_sets_the_api_gateway_logging_role(synthesis) -> None:
+    manifest = json.loads((synthesis.outdir / "manifest.json").read_text("utf-8"))
+    assert INGEST_STACK in manifest["artifacts"][SERVING_STACK]["dependencies"]
+    # one account-level setting, set by the ingestion API, not fought over by two stacks
+    resources = synthesis.template_json(SERVING_STACK)["Resources"].values()
+    assert [r["Type"] for r in resources if r["Type"] in ("AWS::ApiGateway::Account", "AWS::IAM::Role")] == [
+        "AWS::IAM::Role"  # the serving function's
+    ]
+
+
+# -- the serving function --------------------------------------------------------------------------
+
+
+def test_serving_function_has_its_settings_size_and_tracing(serving: Template, synthesis) -> None:
+    function = _function(serving, SERVING_HANDLER)
+    variables = function["Environment"]["Variables"]
+    required = {ServingSettings.env_name(n) for n, f in ServingSettings.model_fields.items() if f.is_required()}
+    assert required <= set(variables)
+    for name, spec in (("registry_table", REGISTRY_TABLE), ("online_table", ONLINE_TABLE)):
+        table_id = _data_output_ref(synthesis, f"{pascal_case(spec.key)}TableName")
+        assert synthesis.producer_value(variables[ServingSettings.env_name(name)]) == {"Ref": table_id}
+    assert (function["MemorySize"], function["Timeout"]) == (1024, 10)
+    assert function["TracingConfig"] == {"Mode": "Active"}
+    assert function["Runtime"] == "python3.12"
+
+
+def test_serving_role_reads_the_model_and_cannot_write_it(serving: Template, synthesis) -> None:
+    statements = synthesis.role_statements(SERVING_STACK, _role_id(serving, SERVING_HANDLER))
+    models = _data_output_ref(synthesis, f"{pascal_case(MODELS_BUCKET.key)}BucketName")
+    published = json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [models, "Arn"]}, f"/{PUBLISHED_PREFIX}*"]]})
+    s3 = {r: {a for a in actions if a.startswith("s3:")} for r, actions in _allowed(statements).items()}
+    assert {r: a for r, a in s3.items() if a} == {published: {"s3:GetObject"}}
+    registry = _table_arn(synthesis, REGISTRY_TABLE)
+    assert {a for a in _actions_on(statements, registry) if a.startswith("dynamodb:")} == {"dynamodb:GetItem"}
+    assert all("*" not in action for s in statements for action in _listed(s["Action"]))
+    assert not any(S3_WRITE_ACTIONS & actions for actions in _allowed(statements).values())
+
+
+def test_serving_role_reads_updates_and_erases_profiles_but_cannot_scan(serving: Template, synthesis) -> None:
+    statements = synthesis.role_statements(SERVING_STACK, _role_id(serving, SERVING_HANDLER))
+    online = _actions_on(statements, _table_arn(synthesis, ONLINE_TABLE))
+    assert online & ONLINE_ITEM_ACTIONS == {
+        "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"
+    }
+    kms = {r: {a for a in actions if a.startswith("kms:")} for r, actions in _allowed(statements).items()}
+    assert {r: a for r, a in kms.items() if a} == {_data_key_arn(synthesis): {"kms:Decrypt"}}
+    dynamodb = {r for r, actions in _allowed(statements).items() if any(a.startswith("dynamodb:") for a in actions)}
+    assert dynamodb == {_table_arn(synthesis, REGISTRY_TABLE), _table_arn(synthesis, ONLINE_TABLE)}
+
+
+# -- the online store ------------------------------------------------------------------------------
+
+
+def test_cleaner_reads_and_updates_profiles_but_cannot_delete_or_scan(ingest: Template, synthesis) -> None:
+    statements = synthesis.role_statements(INGEST_STACK, _role_id(ingest, CLEANER_HANDLER))
+    online = _actions_on(statements, _table_arn(synthesis, ONLINE_TABLE))
+    assert online & ONLINE_ITEM_ACTIONS == {
+        "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"
+    }
+    assert "kms:Decrypt" in _actions_on(statements, _data_key_arn(synthesis))
+
+
+def test_cleaner_is_told_the_online_table(ingest: Template, synthesis) -> None:
+    variables = _function(ingest, CLEANER_HANDLER)["Environment"]["Variables"]
+    table_id = _data_output_ref(synthesis, f"{pascal_case(ONLINE_TABLE.key)}TableName")
+    assert synthesis.producer_value(variables["FEEDBACKLOOP_ONLINE_TABLE"]) == {"Ref": table_id}
+
+
+def test_online_table_is_keyed_by_user_with_ttl_pitr_the_data_key_and_retained(synthesis) -> None:
+    table = synthesis.template_json(DATA_STACK)["Resources"][
+        _data_output_ref(synthesis, f"{pascal_case(ONLINE_TABLE.key)}TableName")
+    ]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    assert table["DeletionPolicy"] == "Retain"
+    properties = table["Properties"]
+    assert properties["KeySchema"] == [{"AttributeName": "user_id", "KeyType": "HASH"}]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["SSESpecification"] == {
+        "KMSMasterKeyId": json.loads(_data_key_arn(synthesis)),
+        "SSEEnabled": True,
+        "SSEType": "KMS",
+    }
+    stateless = [synthesis.template_json(stack)["Resources"] for stack in (SERVING_STACK, INGEST_STACK)]
+    assert not [r for resources in stateless for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table"]
