@@ -226,7 +226,7 @@ def _serve(runtime: LocalRuntime, client_accepted: int, say) -> int:
     show(f"{a} before", before)
     new_items = [item for (item,) in con.execute(
         "SELECT item_id FROM item_features WHERE item_id NOT IN (SELECT item_id FROM feedback_events "
-        f"WHERE user_id = '{a}') ORDER BY popularity_rank LIMIT 40 OFFSET 200").fetchall()][:3]
+        "WHERE user_id = ?) ORDER BY popularity_rank LIMIT 40 OFFSET 200", [a]).fetchall()][:3]
     now = datetime.now(UTC)
     started = time.perf_counter()
     send([_purchase(a, item, now, n) for n, item in enumerate(new_items)])
