@@ -1,5 +1,5 @@
-"""The serving API: recommendations and preferences (API Gateway REST proxy, Powertools event handler
-with validation; `feedbackloop openapi` prints the OpenAPI document it generates).
+"""The serving API: recommendations, UI config, preferences and erasure per user (API Gateway REST
+proxy, Powertools event handler with validation; `feedbackloop openapi` prints the OpenAPI document).
 
 The published model is loaded once per container and refreshed when the registry moves; the user's
 online profile is read on every request, so their latest feedback shapes the next response.
