@@ -34,8 +34,8 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
     data = FeedbackLoopData(
         app,
         DATA_STACK,
-        description="feedbackloop: event stream, lake, catalog, cleaner state, model registry, online store "
-        "and raw archive",
+        description="feedbackloop: event stream, lake, catalog, cleaner state, model registry, online store, "
+        "erasure audit and queue, and raw archive",
     )
     ingest = FeedbackLoopIngest(
         app,
@@ -67,10 +67,13 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
     serving = FeedbackLoopServing(
         app,
         SERVING_STACK,
-        description="feedbackloop: the serving API (recommendations, preferences, erasure) and its function",
+        description="feedbackloop: the serving API (recommendations, UI configuration, preferences, erasure), "
+        "its function, the UI configuration in AppConfig and the eraser",
         layout=layout,
+        lake=data.lake,
         model_store=data.model_store,
         online_store=data.online_store,
+        erasure_store=data.erasure_store,
     )
     serving.add_stack_dependency(ingest, "the ingestion API sets the account's API Gateway CloudWatch role")
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))

@@ -1,5 +1,6 @@
-"""The serving API: recommendations, preferences and erasure for one user, API Gateway (API key, usage
-plan, request validation) in front of one serving Lambda (Powertools' REST resolver routes inside it).
+"""The serving API: recommendations, UI configuration, preferences and erasure for one user, API Gateway
+(API key, usage plan, request validation) in front of one serving Lambda (Powertools' REST resolver routes
+inside it).
 
 A REST API of its own rather than more routes on the ingestion API: its callers are the product's
 backends reading rankings, not feedback producers, so they get their own keys, usage plan and limits
@@ -15,6 +16,7 @@ from aws_cdk import aws_apigateway as apigw
 from constructs import Construct
 
 from cdk import nag
+from cdk.components.erasure_store import ErasureStore
 from cdk.components.function import PythonFunction
 from cdk.components.model_store import ModelStore
 from cdk.components.online_store import OnlineStore
@@ -36,10 +38,15 @@ class Route:
 
 
 RECOMMENDATIONS = Route("GET", "/recommendations", query=("k",))
+CONFIG = Route("GET", "/config")
 PREFERENCES = Route("PUT", "/preferences")
 ERASE = Route("DELETE", "")
 ERASURE_STATUS = Route("GET", "/erasure")
-ROUTES = (RECOMMENDATIONS, PREFERENCES, ERASE, ERASURE_STATUS)
+ROUTES = (RECOMMENDATIONS, CONFIG, PREFERENCES, ERASE, ERASURE_STATUS)
+
+# A function of 1,769 MB or less has at most one vCPU: more BLAS threads only add wake-up latency to the
+# tail (`feedbackloop bench serve` measures with one thread too).
+SINGLE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1"}
 
 # A warm request is two DynamoDB reads and a dot product over the item factors (tens of ms), so one
 # function instance serves tens of requests per second; these limits keep a runaway caller well within
@@ -56,18 +63,24 @@ class ServingApi(Construct):
         layout: ProjectLayout,
         model_store: ModelStore,
         online_store: OnlineStore,
+        erasure_store: ErasureStore,
         limits: ApiLimits = SERVING_LIMITS,
     ) -> None:
         super().__init__(scope, construct_id)
+        settings = ServingSettings(
+            registry_table=model_store.registry.table_name,
+            online_table=online_store.table.table_name,
+            erasure_table=erasure_store.table.table_name,
+            erasure_queue_url=erasure_store.queue.queue_url,
+        )
         serving = PythonFunction(
             self,
             "Serving",
             layout=layout,
             handler="lambdas.serving.handler.lambda_handler",
-            description="the serving API: recommendations (the model plus recent feedback), preferences, erasure",
-            environment=ServingSettings(
-                registry_table=model_store.registry.table_name, online_table=online_store.table.table_name
-            ).to_env(),
+            description="the serving API: recommendations (the model plus recent feedback), UI configuration, "
+            "preferences, erasure",
+            environment={**settings.to_env(), **SINGLE_BLAS_THREAD},
             # numpy over the item factors: memory also buys the CPU that scores them
             memory_size=1024,
             # a cold start loads the published model from S3 before its first answer
@@ -75,12 +88,13 @@ class ServingApi(Construct):
         )
         serving.role.add_managed_policy(model_store.server_policy)
         serving.role.add_managed_policy(online_store.server_policy)
+        serving.role.add_managed_policy(erasure_store.requester_policy)
         self.function = serving.function
 
         # The ingestion API sets the account-level CloudWatch role; the serving stack deploys after it.
         self.api = keyed_rest_api(
             self,
-            description="feedbackloop serving: recommendations, preferences, erasure",
+            description="feedbackloop serving: recommendations, UI configuration, preferences, erasure",
             limits=limits,
             cloud_watch_role=False,
         )

@@ -1,5 +1,6 @@
 """FeedbackLoopData: everything that holds data (the stream, the lake, the cleaner's state, the model
-registry, the online store of user profiles), and the raw archive that copies the stream into it.
+registry, the online store of user profiles, the erasure audit and its queue), and the raw archive that
+copies the stream into it.
 
 Nothing here runs our code, so it changes rarely; the compute stack can be destroyed and redeployed
 without touching a byte of data or pausing the archive.
@@ -14,13 +15,14 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from cdk.components.cleaner_state import CleanerState
+from cdk.components.erasure_store import ErasureStore
 from cdk.components.event_stream import EventStream
 from cdk.components.lake import Lake
 from cdk.components.model_store import ModelStore
 from cdk.components.online_store import OnlineStore
 from cdk.components.raw_archive import RawArchive
 from cdk.naming import pascal_case
-from feedbackloop.resources import ONLINE_TABLE, RAW_BUCKET, REGISTRY_TABLE
+from feedbackloop.resources import ERASURE_REQUESTS, ERASURE_TABLE, ONLINE_TABLE, RAW_BUCKET, REGISTRY_TABLE
 
 
 class FeedbackLoopData(Stack):
@@ -39,6 +41,7 @@ class FeedbackLoopData(Stack):
         self.cleaner_state = CleanerState(self, "CleanerState", key=self.key)
         self.model_store = ModelStore(self, "ModelStore", lake=self.lake, key=self.key)
         self.online_store = OnlineStore(self, "OnlineStore", key=self.key)
+        self.erasure_store = ErasureStore(self, "ErasureStore", lake=self.lake, key=self.key)
         RawArchive(
             self,
             "RawArchive",
@@ -56,3 +59,5 @@ class FeedbackLoopData(Stack):
             CfnOutput(self, f"{pascal_case(key)}TableName", value=table.table_name)
         CfnOutput(self, f"{pascal_case(REGISTRY_TABLE.key)}TableName", value=self.model_store.registry.table_name)
         CfnOutput(self, f"{pascal_case(ONLINE_TABLE.key)}TableName", value=self.online_store.table.table_name)
+        CfnOutput(self, f"{pascal_case(ERASURE_TABLE.key)}TableName", value=self.erasure_store.table.table_name)
+        CfnOutput(self, f"{pascal_case(ERASURE_REQUESTS.key)}QueueUrl", value=self.erasure_store.queue.queue_url)

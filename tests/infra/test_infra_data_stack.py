@@ -8,12 +8,15 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
+from cdk.components.erasure_store import DEAD_LETTER_RETENTION, MAX_RECEIVE_COUNT
 from cdk.components.lake import CATALOG_READ_ACTIONS, PARTITION_WRITE_ACTIONS
 from cdk.components.raw_archive import DATA_PREFIX, ERROR_PREFIX
 from cdk.naming import pascal_case
 from feedbackloop.resources import (
     BUCKETS,
     CLEANER_LAKE_TABLES,
+    ERASURE_REQUESTS,
+    ERASURE_TABLE,
     EVENT_STREAM,
     GLUE_DATABASE,
     KEY_VALUE_TABLES,
@@ -122,7 +125,8 @@ def test_key_value_table_follows_its_spec(data: Template, spec) -> None:
 
 @pytest.mark.parametrize("spec", QUEUES, ids=lambda s: s.key)
 def test_queue_follows_its_spec(data: Template, spec) -> None:
-    data.resource_count_is("AWS::SQS::Queue", len(QUEUES))
+    # each spec's queue, and the erasure-requests queue's own dead-letter queue
+    data.resource_count_is("AWS::SQS::Queue", len(QUEUES) + 1)
     data.has_resource_properties(
         "AWS::SQS::Queue",
         {
@@ -140,6 +144,63 @@ def test_queue_follows_its_spec(data: Template, spec) -> None:
             }
         },
     )
+
+
+def test_every_queue_is_encrypted_with_the_key_refuses_plain_http_and_is_retained(data: Template) -> None:
+    queues = data.find_resources("AWS::SQS::Queue")
+    denied = {
+        queue["Ref"]
+        for policy in data.find_resources("AWS::SQS::QueuePolicy").values()
+        if any(s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in policy["Properties"]["PolicyDocument"]["Statement"])
+        for queue in policy["Properties"]["Queues"]
+    }
+    assert denied == set(queues)
+    for queue in queues.values():
+        assert queue["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [_key_id(data), "Arn"]}
+        assert queue["DeletionPolicy"] == "Retain"
+
+
+def _erasure_queues(data: Template) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The erasure-requests queue (through its URL output), its dead-letter queue's id, and that queue."""
+    queues = data.find_resources("AWS::SQS::Queue")
+    queue = queues[data.to_json()["Outputs"][f"{pascal_case(ERASURE_REQUESTS.key)}QueueUrl"]["Value"]["Ref"]]
+    dead_letter_id = queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    return queue, dead_letter_id, queues[dead_letter_id]
+
+
+def test_erasure_requests_move_to_their_dead_letter_queue_after_bounded_retries(data: Template) -> None:
+    queue, dead_letter_id, dead_letter = _erasure_queues(data)
+    assert queue["Properties"]["MessageRetentionPeriod"] == ERASURE_REQUESTS.retention_days * 24 * 3600
+    assert queue["Properties"]["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [dead_letter_id, "Arn"]},
+        "maxReceiveCount": MAX_RECEIVE_COUNT,
+    }
+    assert 3 <= MAX_RECEIVE_COUNT <= 10
+    # a failed user waits for an operator as long as SQS keeps anything, and goes nowhere further
+    assert dead_letter["Properties"]["MessageRetentionPeriod"] == DEAD_LETTER_RETENTION.to_seconds() == 14 * 24 * 3600
+    assert "RedrivePolicy" not in dead_letter["Properties"]
+    # the erasure queue's dead-letter queue serves no other queue
+    redriven = [q for q in data.find_resources("AWS::SQS::Queue").values()
+                if "RedrivePolicy" in q["Properties"]]
+    assert redriven == [queue]
+
+
+def test_erasure_table_is_keyed_by_user_without_ttl_with_pitr_the_data_key_and_retained(data: Template) -> None:
+    table_id = data.to_json()["Outputs"][f"{pascal_case(ERASURE_TABLE.key)}TableName"]["Value"]["Ref"]
+    table = data.find_resources("AWS::DynamoDB::Table")[table_id]
+    assert table["DeletionPolicy"] == "Retain"
+    properties = table["Properties"]
+    assert properties["KeySchema"] == [{"AttributeName": "user_id", "KeyType": "HASH"}]
+    assert ERASURE_TABLE.partition_key == "user_id"
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert "TimeToLiveSpecification" not in properties  # the audit record of an erasure never expires
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["SSESpecification"] == {
+        "KMSMasterKeyId": {"Fn::GetAtt": [_key_id(data), "Arn"]},
+        "SSEEnabled": True,
+        "SSEType": "KMS",
+    }
 
 
 def test_glue_database_is_the_shared_name(data: Template) -> None:
@@ -250,10 +311,12 @@ def test_lake_has_one_managed_policy_per_writer(data: Template) -> None:
     policies = data.find_resources("AWS::IAM::ManagedPolicy")
     assert len([p for p in policies if p.startswith("Lake")]) == 2
     # the model store's four: trainer, evaluator, publisher (tests/infra/test_infra_training_stack.py) and
-    # server; the online store's two: cleaner and server (tests/infra/test_infra_serving_stack.py)
+    # server; the online store's two: cleaner and server; the erasure store's two: requester and eraser
+    # (tests/infra/test_infra_serving_stack.py)
     assert len([p for p in policies if p.startswith("ModelStore")]) == 4
     assert len([p for p in policies if p.startswith("OnlineStore")]) == 2
-    assert len(policies) == 8
+    assert len([p for p in policies if p.startswith("ErasureStore")]) == 2
+    assert len(policies) == 10
 
 
 def test_writer_policy_opens_the_cleaners_tables_only(data: Template) -> None:
@@ -285,3 +348,40 @@ def test_builder_policy_reads_the_curated_bucket_tables(data: Template) -> None:
     (catalog,) = _statements_with(statements, CATALOG_READ_ACTIONS)
     assert _table_names(catalog["Resource"]) == {t.name for t in curated}
     assert not _table_names(catalog["Resource"]) & {t.name for t in CLEANER_LAKE_TABLES if t not in curated}
+
+
+def _erasure_policy(data: Template, construct_id: str) -> list[dict[str, Any]]:
+    """The statements of the ErasureStore's managed policy `construct_id`."""
+    (policy,) = [
+        p for logical_id, p in data.find_resources("AWS::IAM::ManagedPolicy").items()
+        if logical_id.startswith(f"ErasureStore{construct_id}")
+    ]
+    return policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def test_eraser_policy_rewrites_every_lake_table_and_the_raw_archive_and_deletes_nothing(data: Template) -> None:
+    statements = _erasure_policy(data, "EraserPolicy")
+    raw = {"Fn::Join": ["", [{"Fn::GetAtt": [_bucket_ids(data)[RAW_BUCKET.key], "Arn"]}, f"/{RAW_PREFIX}*"]]}
+    (objects,) = _statements_with(statements, ["s3:PutObject"])
+    assert _same(_listed(objects["Resource"]), [*_table_objects(data, LAKE_TABLES), raw])
+    assert sorted(_listed(objects["Action"])) == ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
+    actions = {a for s in statements for a in _listed(s["Action"])}
+    assert not {a for a in actions if "Delete" in a or a.endswith("*")}
+    # each bucket is listed under the eraser's folders only (pyarrow lists a folder with it as the prefix)
+    folders = [(t.bucket_key, t.prefix) for t in LAKE_TABLES] + [(RAW_BUCKET.key, RAW_PREFIX)]
+    expected = {_bucket_ids(data)[key]: sorted(f"{p}*" for k, p in folders if k == key) for key, _ in folders}
+    listed = {
+        s["Resource"]["Fn::GetAtt"][0]: sorted(s["Condition"]["StringLike"]["s3:prefix"])
+        for s in _statements_with(statements, ["s3:ListBucket"])
+    }
+    assert listed == expected
+
+
+def test_requester_policy_records_and_queues_an_erasure_only(data: Template) -> None:
+    statements = _erasure_policy(data, "RequesterPolicy")
+    queue_id = data.to_json()["Outputs"][f"{pascal_case(ERASURE_REQUESTS.key)}QueueUrl"]["Value"]["Ref"]
+    (sqs,) = [s for s in statements if any(a.startswith("sqs:") for a in _listed(s["Action"]))]
+    assert (sqs["Action"], sqs["Resource"]) == ("sqs:SendMessage", {"Fn::GetAtt": [queue_id, "Arn"]})
+    # the data key encrypts messages only through SQS
+    (generate,) = _statements_with(statements, ["kms:GenerateDataKey"])
+    assert json.dumps(generate["Condition"]["StringEquals"]["kms:ViaService"]).startswith('{"Fn::Join": ["", ["sqs.')

@@ -27,6 +27,7 @@ def test_the_handlers_import_from_the_asset(code_asset):
     probe = (
         "import sys; sys.path[:0] = sys.argv[1:]\n"
         "import feedbackloop, lambdas.ingest.handler, lambdas.cleaner.handler, lambdas.retrain.handler\n"
+        "import lambdas.serving.handler, lambdas.eraser.handler\n"
         "print(feedbackloop.__file__)\n"
     )
     paths = [str(code_asset), sysconfig.get_paths()["purelib"]]

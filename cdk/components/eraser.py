@@ -1,0 +1,68 @@
+"""The eraser: a Lambda on the erasure-requests queue that, for each user, rewrites every lake and
+raw-archive object that holds them, then completes their audit record (`lambdas/eraser/handler.py`).
+
+One user per invocation (batch size 1): a pass reads the whole raw archive, and a failure retries that
+user only (the handler reports partial batch failures all the same). What it may read and rewrite is the
+ErasureStore's `eraser_policy`, in the data stack.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from cdk.components.erasure_store import ERASER_TIMEOUT, ErasureStore
+from cdk.components.function import PythonFunction
+from cdk.components.lake import Lake
+from cdk.project import ProjectLayout
+from feedbackloop.resources import CURATED_BUCKET, QUARANTINE_BUCKET, RAW_BUCKET
+from feedbackloop.settings import EraserSettings
+
+# At most two users are erased at once (2 is the least an SQS event source allows): two passes that
+# rewrite the same object race (the later write would restore the other's rows), so keep the overlap
+# small; erasure requests are rare and each one may take minutes.
+MAX_CONCURRENCY = 2
+
+
+class Eraser(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        layout: ProjectLayout,
+        lake: Lake,
+        erasure_store: ErasureStore,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        bucket: dict[str, s3.IBucket] = lake.buckets
+        settings = EraserSettings(
+            erasure_table=erasure_store.table.table_name,
+            curated_bucket=bucket[CURATED_BUCKET.key].bucket_name,
+            quarantine_bucket=bucket[QUARANTINE_BUCKET.key].bucket_name,
+            raw_bucket=bucket[RAW_BUCKET.key].bucket_name,
+        )
+        eraser = PythonFunction(
+            self,
+            "Eraser",
+            layout=layout,
+            handler="lambdas.eraser.handler.lambda_handler",
+            description="erasure requests -> every lake and raw-archive object that holds the user, rewritten",
+            environment=settings.to_env(),
+            # pyarrow holds one object (a Parquet file, a gzip JSON archive) decoded in memory at a time
+            memory_size=2048,
+            timeout=ERASER_TIMEOUT,
+        )
+        self.function = eraser.function
+        eraser.role.add_managed_policy(erasure_store.eraser_policy)
+        # The event source grants the role ReceiveMessage, DeleteMessage, ChangeMessageVisibility,
+        # GetQueueAttributes and GetQueueUrl on the queue, and kms:Decrypt on its key.
+        self.function.add_event_source(
+            sources.SqsEventSource(
+                erasure_store.queue,
+                batch_size=1,
+                report_batch_item_failures=True,
+                max_concurrency=MAX_CONCURRENCY,
+            )
+        )
