@@ -36,6 +36,11 @@ class QueueSpec:
     key: str
     purpose: str
     retention_days: int
+    fifo: bool = False  # one message group: handled one at a time, in order
+
+    @property
+    def name_suffix(self) -> str:
+        return ".fifo" if self.fifo else ""
 
 
 GLUE_DATABASE = "feedbackloop"
@@ -66,7 +71,11 @@ KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE, REGISTRY_TABLE, ONLINE_TABLE, ERAS
 ONLINE_TTL_DAYS = 180  # a profile untouched this long expires (the nightly model still knows the user)
 
 CLEANER_FAILURES = QueueSpec("cleaner-failures", "batches the cleaner gave up on after bounded retries", 14)
-ERASURE_REQUESTS = QueueSpec("erasure-requests", "users to erase from the lake, for the eraser function", 14)
+# FIFO with one message group: two erasures never rewrite the same object at once (the later write
+# would put the other user's rows back)
+ERASURE_REQUESTS = QueueSpec("erasure-requests", "users to erase from the lake, for the eraser function", 14,
+                             fifo=True)
+ERASURE_MESSAGE_GROUP = "erasures"
 QUEUES = (CLEANER_FAILURES, ERASURE_REQUESTS)
 
 LAKE_TABLES: tuple[LakeTable, ...] = TABLES

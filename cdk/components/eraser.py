@@ -19,10 +19,8 @@ from cdk.project import ProjectLayout
 from feedbackloop.resources import CURATED_BUCKET, QUARANTINE_BUCKET, RAW_BUCKET
 from feedbackloop.settings import EraserSettings
 
-# At most two users are erased at once (2 is the least an SQS event source allows): two passes that
-# rewrite the same object race (the later write would restore the other's rows), so keep the overlap
-# small; erasure requests are rare and each one may take minutes.
-MAX_CONCURRENCY = 2
+# The queue is FIFO with one message group, so Lambda hands out one erasure at a time: two passes never
+# rewrite the same object at once (the later write would restore the other's rows).
 
 
 class Eraser(Construct):
@@ -63,6 +61,5 @@ class Eraser(Construct):
                 erasure_store.queue,
                 batch_size=1,
                 report_batch_item_failures=True,
-                max_concurrency=MAX_CONCURRENCY,
             )
         )

@@ -54,7 +54,8 @@ class ErasureStore(Construct):
         super().__init__(scope, construct_id)
         self.table: dynamodb.Table = key_value_table(self, ERASURE_TABLE, key)
         self.dead_letter_queue = self._queue(
-            f"{pascal_case(ERASURE_REQUESTS.key)}DeadLetterQueue", key, retention_period=DEAD_LETTER_RETENTION
+            f"{pascal_case(ERASURE_REQUESTS.key)}DeadLetterQueue", key, retention_period=DEAD_LETTER_RETENTION,
+            fifo=ERASURE_REQUESTS.fifo,  # a FIFO queue's dead-letter queue is FIFO too
         )
         self.queue = self._queue(
             f"{pascal_case(ERASURE_REQUESTS.key)}Queue",
@@ -62,6 +63,7 @@ class ErasureStore(Construct):
             retention_period=Duration.days(ERASURE_REQUESTS.retention_days),
             visibility_timeout=VISIBILITY_TIMEOUT,
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter_queue, max_receive_count=MAX_RECEIVE_COUNT),
+            fifo=ERASURE_REQUESTS.fifo,
         )
         self.requester_policy = iam.ManagedPolicy(
             self,

@@ -6,6 +6,7 @@ Every adapter takes a boto3 session, so the same code talks to AWS or to the loc
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -23,7 +24,7 @@ from feedbackloop.cleaning.stats import CleanerState
 from feedbackloop.lake import LakeTable
 from feedbackloop.online import UserProfile
 from feedbackloop.registry import CURRENT_KEY, StaleRegistryError
-from feedbackloop.resources import ONLINE_TTL_DAYS
+from feedbackloop.resources import ERASURE_MESSAGE_GROUP, ONLINE_TTL_DAYS
 
 _BATCH_GET = 100  # DynamoDB BatchGetItem limit
 _STATE_KEY = "cleaner-stats"
@@ -296,5 +297,8 @@ class SqsErasureQueue:
         self._sqs = session.client("sqs")
         self._url = queue_url
 
-    def send(self, user_id: str) -> None:
-        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps({"user_id": user_id}))
+    def send(self, user_id: str, requested_at: str) -> None:
+        # one group: erasures run one after another; a repeated request within SQS's dedup window is one
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps({"user_id": user_id}),
+                               MessageGroupId=ERASURE_MESSAGE_GROUP,
+                               MessageDeduplicationId=hashlib.sha256(f"{user_id}|{requested_at}".encode()).hexdigest())

@@ -196,7 +196,8 @@ def create_resources(session: boto3.Session) -> None:
             )
     sqs = session.client("sqs")
     for queue in resources.QUEUES:
-        sqs.create_queue(QueueName=physical_name(queue.key))
+        attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if queue.fifo else {}
+        sqs.create_queue(QueueName=physical_name(queue.key) + queue.name_suffix, Attributes=attributes)
     glue = session.client("glue")
     glue.create_database(DatabaseInput={"Name": resources.GLUE_DATABASE})
     for table in resources.LAKE_TABLES:

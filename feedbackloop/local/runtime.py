@@ -68,8 +68,9 @@ class LocalRuntime:
         os.environ.update(ingest_settings().to_env())
         os.environ.update(cleaner_settings(**self.cleaner_overrides).to_env())
         os.environ.update(replay_settings().to_env())
+        erasures = resources.ERASURE_REQUESTS
         erasure_queue = self.session.client("sqs").get_queue_url(
-            QueueName=physical_name(resources.ERASURE_REQUESTS.key))["QueueUrl"]
+            QueueName=physical_name(erasures.key) + erasures.name_suffix)["QueueUrl"]
         self.appconfig = LocalAppConfigAgent().start()
         self.appconfig.deploy(UI_CONFIG.application, UI_CONFIG.environment, UI_CONFIG.profile, default_document())
         os.environ.update(serving_settings(erasure_queue_url=erasure_queue, appconfig_agent_url=self.appconfig.url,

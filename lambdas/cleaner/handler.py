@@ -15,12 +15,12 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 
 from feedbackloop import wiring
 from feedbackloop.cleaning.decode import records_from_kinesis_event
-from feedbackloop.names import METRICS_NAMESPACE, REASON_DIMENSION, Metric
+from feedbackloop.names import METRICS_NAMESPACE, REASON_DIMENSION, SERVICE, Metric
 
-logger = Logger()
+logger = Logger(service=SERVICE)
 tracer = Tracer()
 # Ephemeral: no state shared with other functions that run in the same process (the local runtime)
-metrics = EphemeralMetrics()
+metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 
 
 @cache

@@ -13,12 +13,12 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 
 from feedbackloop import erasure, wiring
 from feedbackloop.lake import TABLES, LakeTable
-from feedbackloop.names import Metric
+from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.resources import RAW_PREFIX
 
-logger = Logger()
+logger = Logger(service=SERVICE)
 tracer = Tracer()
-metrics = EphemeralMetrics()
+metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 processor = BatchProcessor(event_type=EventType.SQS)
 
 

@@ -12,12 +12,12 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from feedbackloop import wiring
 from feedbackloop.ingest import accept_batch
-from feedbackloop.names import Metric
+from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 
-logger = Logger()
+logger = Logger(service=SERVICE)
 tracer = Tracer()
 # Ephemeral: no state shared with other functions that run in the same process (the local runtime)
-metrics = EphemeralMetrics()
+metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 app = APIGatewayRestResolver()
 
 

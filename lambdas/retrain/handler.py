@@ -13,12 +13,12 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from feedbackloop import retraining, wiring
-from feedbackloop.names import Metric
+from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.resources import PUBLISHED_PREFIX
 
-logger = Logger()
+logger = Logger(service=SERVICE)
 tracer = Tracer()
-metrics = EphemeralMetrics()
+metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 
 
 @cache

@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from feedbackloop import erasure, wiring
-from feedbackloop.names import Metric
+from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.resources import UI_CONFIG
 from feedbackloop.serving import ModelCache, recommend
 from feedbackloop.serving_api import (
@@ -32,9 +32,9 @@ from feedbackloop.uiconfig import AgentConfigReader, config_for
 
 # status reads and rejected requests emit no metric, and that is fine
 warnings.filterwarnings("ignore", message="No application metrics to publish")
-logger = Logger()
+logger = Logger(service=SERVICE)
 tracer = Tracer()
-metrics = EphemeralMetrics()
+metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 app = APIGatewayRestResolver(enable_validation=True)
 
 UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=USER_ID_MAX_LENGTH, description="the user")]
@@ -81,7 +81,13 @@ def get_recommendations(user_id: UserId,
 @tracer.capture_method
 def get_config(user_id: UserId):
     reader = _ui_config()
-    document = reader.get()
+    try:
+        document = reader.get()
+    except OSError as error:  # the agent has no deployed version yet (the first rollout), or is starting
+        logger.warning("UI config unavailable", extra={"error": repr(error)})
+        return Response(503, "application/json", {"error": "config_unavailable",
+                                                  "message": "no UI configuration is deployed yet"},
+                        headers={"Retry-After": "30"})
     model = _models().get()
     segment = model.user_segments.get(user_id) if model is not None else None
     metrics.add_metric(Metric.CONFIG_SERVED, MetricUnit.Count, 1)
@@ -109,7 +115,7 @@ def delete_user(user_id: UserId):
     # online store, as an opt-out does
     _online().delete(user_id)
     _online().set_personalization(user_id, False)
-    wiring.erasure_queue(settings.erasure_queue_url).send(user_id)
+    wiring.erasure_queue(settings.erasure_queue_url).send(user_id, record["requested_at"])
     metrics.add_metric(Metric.ERASURES_REQUESTED, MetricUnit.Count, 1)
     logger.info("erasure requested", extra={"user_id": user_id})
     return Response(202, "application/json", {**record, "status_url": f"/users/{user_id}/erasure"})

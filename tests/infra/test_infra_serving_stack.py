@@ -497,7 +497,9 @@ def test_eraser_takes_one_user_at_a_time_from_the_queue_and_reports_failures(ser
     assert json.dumps(synthesis.producer_value(properties["EventSourceArn"])) == _queue_arn(synthesis)
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert properties["BatchSize"] == 1
-    assert properties["ScalingConfig"]["MaximumConcurrency"] >= 2  # the least SQS allows
+    # one at a time comes from the FIFO queue's single message group
+    queue = synthesis.template_json(DATA_STACK)["Resources"][json.loads(_queue_arn(synthesis))["Fn::GetAtt"][0]]
+    assert queue["Properties"]["FifoQueue"] is True
 
 
 def test_erasure_queue_hides_a_message_six_times_the_erasers_timeout(serving: Template, synthesis) -> None:
