@@ -65,6 +65,8 @@ def run_retraining(endpoint: str, session: boto3.Session, params: TrainingParams
                                              f"{r.table} {r.skipped}" for r in built))
 
     def train() -> None:
+        if not script.is_file():
+            raise TrainingFailedError(f"no training script at {script.resolve()}: run from the project root")
         with tempfile.TemporaryDirectory(prefix="feedbackloop-train-") as folder:
             channels = _download_channels(endpoint, Path(folder))
             model_dir = Path(folder) / "model"
