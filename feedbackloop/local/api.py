@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from feedbackloop.local.environment import LOOPBACK, REGION
 from feedbackloop.local.functions import LocalFunction
+from feedbackloop.local.http import LoopbackServer
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # API Gateway's own payload limit, before any Lambda runs
 # (method, path pattern, function): the routes the REST API defines, and the function behind each
@@ -72,26 +72,11 @@ def proxy_event(method: str, path: str, headers: dict[str, str], body: bytes, *,
     }
 
 
-class LocalApi:
+class LocalApi(LoopbackServer):
     def __init__(self, functions: dict[str, LocalFunction], api_key: str, port: int = 0) -> None:
         self.api_key = api_key
         self._functions = functions
-        self._server = ThreadingHTTPServer((LOOPBACK, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> LocalApi:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__("local-api", port)
 
     def _handler_class(self):
         api = self

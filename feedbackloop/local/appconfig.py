@@ -6,35 +6,20 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from feedbackloop.local.environment import LOOPBACK
+from feedbackloop.local.http import LoopbackServer
 from feedbackloop.uiconfig import validate
 
 _PATH = re.compile(r"/applications/([^/]+)/environments/([^/]+)/configurations/([^/?]+)")
 
 
-class LocalAppConfigAgent:
+class LocalAppConfigAgent(LoopbackServer):
     def __init__(self, port: int = 0) -> None:
         self._deployed: dict[tuple[str, str, str], tuple[int, bytes]] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((LOOPBACK, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="appconfig-agent", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> LocalAppConfigAgent:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__("appconfig-agent", port)
 
     def deploy(self, application: str, environment: str, profile: str, document: dict[str, Any]) -> int:
         """Make a validated document the deployed version; return its version number."""

@@ -1,0 +1,36 @@
+"""An HTTP server of the stand-in: bound to 127.0.0.1 only, served from a daemon thread."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
+
+from feedbackloop.local.environment import LOOPBACK
+
+
+class LoopbackServer(ABC):
+    """Subclasses give `_handler_class()`; `start()` serves, `stop()` shuts down, `url` says where."""
+
+    def __init__(self, name: str, port: int = 0) -> None:
+        self._server = ThreadingHTTPServer((LOOPBACK, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+
+    @abstractmethod
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler; called once, before serving, with the subclass's state already set."""
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
