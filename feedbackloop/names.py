@@ -38,8 +38,30 @@ class Metric(StrEnum):
     ONLINE_PROFILES_UPDATED = "OnlineProfilesUpdated"
     PREFERENCES_CHANGED = "PreferencesChanged"
     CONFIG_SERVED = "ConfigServed"
+    # requests the serving function answered with a 5xx: a UI config deployment rolls back on it
+    SERVING_ERRORS = "ServingErrors"
     ERASURES_REQUESTED = "ErasuresRequested"
     ERASURES_COMPLETED = "ErasuresCompleted"
+    # the adjust function (rules and drift; ADR 0009)
+    RULE_EVALUATIONS = "RuleEvaluations"  # with the `rule` dimension: one per rule and scope evaluated
+    RULE_FIRED = "RuleFired"  # with the `rule` dimension: the rule acted
+    RULE_DEFERRED = "RuleDeferred"  # with the `rule` dimension: it would act, but could not yet (retried)
+    CONFIG_DEPLOYMENTS_STARTED = "ConfigDeploymentsStarted"
+    RETRAINING_STARTED = "RetrainingStarted"
+    ALERTS_SENT = "AlertsSent"
+    DRIFT_DETECTED = "DriftDetected"  # with the `stream` dimension (feedback_score, ctr/<segment>)
+    ADJUST_ERRORS = "AdjustErrors"  # a rule or detector that failed to evaluate (the others still run)
+    # the loop's effect, from the engagement layer (with `segment` and `variant` dimensions, '*' = all)
+    CTR = "Ctr"
+    CONVERSION_RATE = "ConversionRate"
+    AVG_SESSION_SECONDS = "AvgSessionSeconds"
+    BOUNCE_RATE = "BounceRate"
+    RATING_MEAN = "RatingMean"
+    NPS = "Nps"
+    FEEDBACK_RETENTION_CORRELATION = "FeedbackRetentionCorrelation"
+    FEEDBACK_CONVERSION_CORRELATION = "FeedbackConversionCorrelation"
+    # experiments (with the `experiment` dimension)
+    SAMPLE_RATIO_MISMATCH = "SampleRatioMismatch"  # 1 when the chi-squared SRM test has p < 0.001
 
 
 class QuarantineReason(StrEnum):
@@ -58,5 +80,10 @@ class QuarantineReason(StrEnum):
     PROCESSING_ERROR = "processing_error"
 
 
-# Dimension under which per-reason quarantine counts are emitted.
+# Dimensions of the metrics above.
 REASON_DIMENSION = "reason"
+RULE_DIMENSION = "rule"
+STREAM_DIMENSION = "stream"
+SEGMENT_DIMENSION = "segment"
+VARIANT_DIMENSION = "variant"
+EXPERIMENT_DIMENSION = "experiment"

@@ -108,3 +108,25 @@ class EraserSettings(_Settings):
     curated_bucket: str = Field(min_length=1)
     quarantine_bucket: str = Field(min_length=1)
     raw_bucket: str = Field(min_length=1)
+
+
+class AdjustSettings(_Settings):
+    """The adjust function (rules and drift, ADR 0009)."""
+
+    state_table: str = Field(min_length=1)
+    decisions_table: str = Field(min_length=1)
+    decisions_ttl_days: int = Field(default=400, ge=1, description="how long decisions stay queryable")
+    # the lake, through Athena: the database, the workgroup, and the Glue names of the tables it reads
+    glue_database: str = Field(min_length=1)
+    athena_workgroup: str = Field(min_length=1)
+    events_table: str = Field(min_length=1)
+    interactions_table: str = Field(min_length=1)
+    engagement_table: str = Field(min_length=1)
+    # the UI configuration's control plane (ids, as AppConfig's API takes them)
+    appconfig_application_id: str = Field(min_length=1)
+    appconfig_environment_id: str = Field(min_length=1)
+    appconfig_profile_id: str = Field(min_length=1)
+    appconfig_strategy_id: str = Field(min_length=1)
+    # what the actions start and notify
+    state_machine_arn: str = Field(min_length=1)
+    alerts_topic_arn: str = Field(min_length=1)

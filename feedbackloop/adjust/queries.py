@@ -1,0 +1,123 @@
+"""What the adjust function reads from the lake, as Trino SQL: Athena runs it in AWS, DuckDB (through the
+table jobs' sqlglot transpiler) on the stand-in. Every query prunes on the date partition first.
+
+Values spliced into the SQL are the rule file's names (validated against a strict pattern) and
+timestamps this module formats; `_literal` quotes them anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from feedbackloop.adjust.rules import ALL, ENGAGEMENT_METRICS, Observation, Scope
+
+PREFERENCE_LOOKBACK = timedelta(days=7)  # a segment's preferred categories: its positive feedback this far back
+NO_SEGMENT = "none"  # the engagement layer's value for events without one
+
+
+@dataclass(frozen=True)
+class LakeTableNames:
+    """The Glue names of the tables read here. Callers pass `feedbackloop.lake`'s names (CDK through the
+    function's settings); this module stays free of pyarrow, which the adjust function does not ship."""
+
+    events: str  # the cleaner's curated events
+    interactions: str
+    engagement: str
+
+
+class QueryRunner(Protocol):
+    def rows(self, sql: str) -> list[tuple[Any, ...]]: ...
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _timestamp(at: datetime) -> str:
+    return f"TIMESTAMP '{at.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+
+
+def _dates(column: str, start: datetime, end: datetime) -> str:
+    return f"{column} BETWEEN '{start:%Y-%m-%d}' AND '{end:%Y-%m-%d}'"
+
+
+def scope_key(scope: Scope, value: str | None = None) -> str:
+    """How a decision names the scope it was evaluated in."""
+    if scope.kind == "global":
+        return "global"
+    if scope.kind == "segment":
+        return f"segment={value}"
+    return f"variant={scope.experiment}/{value}"
+
+
+class LakeQueries:
+    def __init__(self, runner: QueryRunner, tables: LakeTableNames) -> None:
+        self._runner = runner
+        self._tables = tables
+
+    def engagement(self, metric: str, scope: Scope, start: datetime, end: datetime) -> dict[str, Observation]:
+        """The metric over the hourly rows with period_start in [start, end), per scope value."""
+        spec = ENGAGEMENT_METRICS[metric]
+        value = f"sum({spec.column} * {spec.weight}), sum({spec.weight})" if spec.weight else \
+            f"sum({spec.column}), 1"
+        key, filters = {
+            "global": ("'global'", ["scope = 'global'"]),
+            "segment": ("segment", ["scope = 'segment'", f"segment <> '{NO_SEGMENT}'"]),
+            "variant": ("variant", ["scope = 'variant'", f"experiment = {_literal(scope.experiment or '')}"]),
+        }[scope.kind]
+        if scope.kind == "segment" and scope.segment != ALL:
+            filters.append(f"segment = {_literal(scope.segment)}")
+        if scope.kind == "variant" and scope.variant != ALL:
+            filters.append(f"variant = {_literal(scope.variant)}")
+        sql = (f"SELECT {key} AS scope_value, {value}, sum({spec.samples})\n"
+               f"FROM {self._tables.engagement}\n"
+               f"WHERE {_dates('event_date', start, end)} AND grain = 'hour'\n"
+               f"  AND period_start >= {_timestamp(start)} AND period_start < {_timestamp(end)}\n"
+               f"  AND {spec.column} IS NOT NULL AND " + " AND ".join(filters) + "\n"
+               "GROUP BY 1")
+        observations = {}
+        for scope_value, total, weight, samples in self._runner.rows(sql):
+            measured = None if total is None or not weight else float(total) / float(weight)
+            observations[scope_key(scope, scope_value)] = Observation(measured, int(samples or 0))
+        return observations
+
+    def preferred_categories(self, segment: str, end: datetime, limit: int = 3) -> list[str]:
+        """The segment's categories with the most confidence-weighted positive feedback lately."""
+        start = end - PREFERENCE_LOOKBACK
+        sql = (f"SELECT category FROM {self._tables.interactions}\n"
+               f"WHERE {_dates('event_date', start, end)} AND event_time >= {_timestamp(start)}\n"
+               f"  AND event_time < {_timestamp(end)} AND segment = {_literal(segment)}\n"
+               f"  AND category IS NOT NULL AND feedback_score > 0\n"
+               f"GROUP BY category ORDER BY sum(confidence * feedback_score) DESC, category LIMIT {int(limit)}")
+        return [row[0] for row in self._runner.rows(sql)]
+
+    def feedback_scores(self, after: datetime, until: datetime) -> tuple[list[float], datetime | None]:
+        """Clean events' feedback scores processed in (after, until], in processing order, and the last
+        processing time read (the next run's `after`)."""
+        sql = (f"SELECT feedback_score, processed_at FROM {self._tables.events}\n"
+               f"WHERE {_dates('event_date', after - timedelta(days=31), until)}\n"
+               f"  AND processed_at > {_timestamp(after)} AND processed_at <= {_timestamp(until)}\n"
+               f"  AND feedback_score IS NOT NULL\n"
+               f"ORDER BY processed_at, event_id")
+        rows = self._runner.rows(sql)
+        return [float(r[0]) for r in rows], (_as_datetime(rows[-1][1]) if rows else None)
+
+    def segment_hours(self, after: datetime, until: datetime) -> list[tuple[datetime, str, int, int]]:
+        """Each segment's complete hours with period_start in (after, until - 1h]: (hour, segment,
+        impressions, clicks), oldest first."""
+        last = until - timedelta(hours=1)
+        sql = (f"SELECT period_start, segment, sum(impressions), sum(clicks) FROM {self._tables.engagement}\n"
+               f"WHERE {_dates('event_date', after, until)} AND grain = 'hour' AND scope = 'segment'\n"
+               f"  AND segment <> '{NO_SEGMENT}'\n"
+               f"  AND period_start > {_timestamp(after)} AND period_start <= {_timestamp(last)}\n"
+               f"GROUP BY 1, 2 ORDER BY 1, 2")
+        return [(_as_datetime(p), str(s), int(i or 0), int(c or 0)) for p, s, i, c in self._runner.rows(sql)]
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value).replace(" UTC", "")).replace(tzinfo=UTC)
+

@@ -1,0 +1,75 @@
+"""The adjust function, every 5 minutes from EventBridge Scheduler: evaluate the trigger rules, run the
+drift detectors, act (a UI config deployment, a retraining run, an alert), record every decision.
+
+The schedule passes its scheduled time (`{"scheduled_time": "<aws.scheduler.scheduled-time>"}`), so a
+retried invocation evaluates the same window and names the same retraining execution.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from functools import cache
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
+
+from feedbackloop.adjust.engine import DEFERRED, RunReport, decision_summary
+from feedbackloop.adjust.rules import Outcome, packaged_rules
+from feedbackloop.adjust.wiring import adjuster
+from feedbackloop.names import METRICS_NAMESPACE, RULE_DIMENSION, SERVICE, STREAM_DIMENSION, Metric
+from feedbackloop.settings import AdjustSettings
+
+logger = Logger(service=SERVICE)
+tracer = Tracer()
+metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
+
+
+@cache
+def _adjuster():
+    return adjuster(AdjustSettings.from_env(os.environ), packaged_rules(), boto3.Session())
+
+
+def scheduled_time(event: dict) -> datetime:
+    value = event.get("scheduled_time") if isinstance(event, dict) else None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else datetime.now(UTC)
+
+
+@logger.inject_lambda_context(log_event=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: object) -> dict:
+    report = _adjuster().run(scheduled_time(event))
+    emit(report)
+    return decision_summary(report)
+
+
+def emit(report: RunReport) -> None:
+    """Every decision as a log line (queryable in Logs Insights, besides the decisions table) and the
+    run's counts as metrics."""
+    for decision in report.decisions:
+        logger.info("rule decision", extra=decision.record())
+        _count(Metric.RULE_EVALUATIONS, RULE_DIMENSION, decision.rule)
+        if decision.outcome == Outcome.FIRE:
+            _count(Metric.RULE_FIRED, RULE_DIMENSION, decision.rule)
+        elif decision.outcome == DEFERRED:
+            _count(Metric.RULE_DEFERRED, RULE_DIMENSION, decision.rule)
+    for event in report.drift:
+        logger.warning("drift detected", extra={"stream": event.stream, "mean_before": event.mean_before,
+                                                "mean_after": event.mean_after, "values_seen": event.values_seen})
+        _count(Metric.DRIFT_DETECTED, STREAM_DIMENSION, event.stream)
+    if report.config is not None:
+        metrics.add_metric(Metric.CONFIG_DEPLOYMENTS_STARTED, MetricUnit.Count, 1)
+    if report.retraining is not None:
+        metrics.add_metric(Metric.RETRAINING_STARTED, MetricUnit.Count, 1)
+    metrics.add_metric(Metric.ALERTS_SENT, MetricUnit.Count,
+                       sum(1 for d in report.decisions if d.action == "alert" and d.outcome == Outcome.FIRE))
+    metrics.add_metric(Metric.ADJUST_ERRORS, MetricUnit.Count, len(report.errors))
+    for error in report.errors:
+        logger.error("adjust error", extra={"error": error})
+
+
+def _count(name: Metric, dimension: str, value: str) -> None:
+    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE) as metric:
+        metric.add_dimension(name=dimension, value=value)
