@@ -121,6 +121,40 @@ def _openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules_check(args: argparse.Namespace) -> int:
+    import json
+
+    from feedbackloop.adjust.rules import InvalidRulesError, packaged_rules, parse_rules
+
+    try:
+        rules = parse_rules(json.loads(Path(args.file).read_text())) if args.file else packaged_rules()
+    except (InvalidRulesError, json.JSONDecodeError) as error:
+        print(f"invalid rules: {error}", file=sys.stderr)
+        return 1
+    for rule in rules.rules:
+        scope = rule.scope.kind + ("" if rule.scope.kind == "global" else
+                                   f" {rule.scope.segment if rule.scope.kind == 'segment' else rule.scope.experiment}")
+        print(f"{rule.name:<24} {rule.metric.source}:{rule.metric.name} {rule.comparator.value} {rule.threshold:g} "
+              f"over {rule.window_minutes} min, {scope}, min {rule.min_samples} samples -> {rule.action.type}"
+              + ("" if rule.enabled else "  (disabled)"))
+    print(f"drift: {'on' if rules.drift.enabled else 'off'}, delta {rules.drift.delta}, "
+          f"retrain {'on' if rules.drift.retrain else 'off'}")
+    return 0
+
+
+def _rules_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from feedbackloop.adjust.rules import rules_json_schema
+
+    text = json.dumps(rules_json_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from feedbackloop.bench import run_benchmark
 
@@ -166,6 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--margin", type=float, default=RetrainSettings.model_fields["gate_margin"].default,
                     help="relative NDCG@10 gain a candidate needs over the published model (local runs)")
     rt.set_defaults(func=_retrain)
+
+    rules = commands.add_parser("rules", help="the trigger rules of the adjust function")
+    rules = rules.add_subparsers(dest="action", required=True)
+    check = rules.add_parser("check", help="validate a rule file (default: the shipped one) and list its rules")
+    check.add_argument("file", nargs="?", help="a rule file; exit status 1 with the failing rule and field")
+    check.set_defaults(func=_rules_check)
+    schema = rules.add_parser("schema", help="the rule file's JSON Schema (generated from the rule models)")
+    schema.add_argument("--output", help="write it here instead of printing it")
+    schema.set_defaults(func=_rules_schema)
 
     bench = commands.add_parser("bench", help="benchmarks: print a table and write JSON")
     bench.add_argument("name", choices=["ingest", "tables", "model", "serve", "freshness"])

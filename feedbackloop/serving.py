@@ -89,11 +89,16 @@ class ServingModel:
 
 
 def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, now: float, k: int = 10,
-              blocked: Collection[str] = (), exclude_consumed: bool = False, naive: bool = False) -> Recommendations:
-    """The top k for a user. `naive` ranks by a full sort of every score (the benchmark's baseline)."""
+              blocked: Collection[str] = (), exclude_consumed: bool = False, naive: bool = False,
+              ordering: str = "personalized") -> Recommendations:
+    """The top k for a user. `naive` ranks by a full sort of every score (the benchmark's baseline).
+    `ordering` popularity (the UI config's, or the user's arm of the ranking experiment): the segment's
+    or the global popularity, the control arm of an A/B test."""
     segment = model.user_segments.get(user_id)
     if profile is not None and not profile.personalization:
         return _popular(model, user_id, None, k, blocked, personalized=False)
+    if ordering == "popularity":
+        return _popular(model, user_id, segment, k, blocked, personalized=True)
     items, confidence, composite = profile.signals(now) if profile else ([], np.array([]), np.array([]))
     rows = np.array([model.item_index.get(i, -1) for i in items], dtype=np.int64)
     known = rows >= 0

@@ -8,9 +8,9 @@ that names it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Self
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "FEEDBACKLOOP_"
 
@@ -33,7 +33,7 @@ class _Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as error:
             problems = "; ".join(
-                f"{cls.env_name(str(e['loc'][0]))}: {e['msg']}" for e in error.errors()
+                f"{cls.env_name(str(e['loc'][0])) if e['loc'] else 'settings'}: {e['msg']}" for e in error.errors()
             )
             raise SettingsError(f"invalid {cls.__name__}: {problems}") from None
 
@@ -111,14 +111,16 @@ class EraserSettings(_Settings):
 
 
 class AdjustSettings(_Settings):
-    """The adjust function (rules and drift, ADR 0009)."""
+    """The adjust function (rules and drift, ADR 0009). `engine` local: the stand-in's DuckDB instead of
+    Athena and its in-process retraining runner instead of Step Functions (moto runs neither)."""
 
+    engine: Literal["aws", "local"] = "aws"
     state_table: str = Field(min_length=1)
     decisions_table: str = Field(min_length=1)
     decisions_ttl_days: int = Field(default=400, ge=1, description="how long decisions stay queryable")
     # the lake, through Athena: the database, the workgroup, and the Glue names of the tables it reads
     glue_database: str = Field(min_length=1)
-    athena_workgroup: str = Field(min_length=1)
+    athena_workgroup: str | None = Field(default=None, min_length=1)
     events_table: str = Field(min_length=1)
     interactions_table: str = Field(min_length=1)
     engagement_table: str = Field(min_length=1)
@@ -128,5 +130,13 @@ class AdjustSettings(_Settings):
     appconfig_profile_id: str = Field(min_length=1)
     appconfig_strategy_id: str = Field(min_length=1)
     # what the actions start and notify
-    state_machine_arn: str = Field(min_length=1)
+    state_machine_arn: str | None = Field(default=None, min_length=1)
     alerts_topic_arn: str = Field(min_length=1)
+    local_gate_margin: float = Field(default=RetrainSettings.model_fields["gate_margin"].default, ge=0, le=1,
+                                     description="engine local: the retraining gate's margin")
+
+    @model_validator(mode="after")
+    def _aws_needs_athena_and_step_functions(self) -> Self:
+        if self.engine == "aws" and not (self.athena_workgroup and self.state_machine_arn):
+            raise ValueError("athena_workgroup and state_machine_arn are required unless engine is local")
+        return self

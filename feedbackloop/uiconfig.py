@@ -79,6 +79,19 @@ def config_for(document: dict[str, Any], user_id: str, segment: str | None) -> d
     }
 
 
+# The experiment whose variants are rankings: a user's arm decides their ordering (A/B: personalized
+# against a popularity control). Its variant names are orderings of the layout schema.
+RANKING_EXPERIMENT = "ranking"
+
+
+def ordering_of(config: dict[str, Any]) -> str:
+    """How the user's recommendations are ranked: their arm of the ranking experiment, when it names an
+    ordering, else the layout's."""
+    variant = config["experiments"].get(RANKING_EXPERIMENT)
+    orderings = schema()["definitions"]["layout"]["properties"]["ordering"]["enum"]
+    return variant if variant in orderings else config["layout"].get("ordering", "personalized")
+
+
 class AgentConfigReader:
     """Reads a configuration profile the way a Lambda reads it through the AppConfig extension:
     GET {agent}/applications/{application}/environments/{environment}/configurations/{profile},

@@ -22,8 +22,14 @@ from feedbackloop.settings import AdjustSettings
 
 def adjuster(settings: AdjustSettings, rules: RuleSet, session: boto3.Session, *,
              queries: QueryRunner | None = None, retraining: RetrainingStarter | None = None) -> Adjuster:
-    """The AWS adapters; the local runtime swaps in DuckDB for Athena and its in-process retraining runner
-    for Step Functions (moto runs neither)."""
+    """The AWS adapters; with `engine` local, DuckDB for Athena and the in-process retraining runner for
+    Step Functions (moto runs neither), everything else against the local endpoint as in AWS."""
+    if settings.engine == "local":
+        from feedbackloop.local.adjust import DuckDBQueries, LocalRetraining  # not shipped to Lambda
+
+        endpoint = session.client("s3").meta.endpoint_url
+        queries = queries or DuckDBQueries(endpoint)
+        retraining = retraining or LocalRetraining(endpoint, session, settings.local_gate_margin)
     tables = LakeTableNames(settings.events_table, settings.interactions_table, settings.engagement_table)
     return Adjuster(
         rules=rules,

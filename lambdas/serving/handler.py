@@ -28,7 +28,7 @@ from feedbackloop.serving_api import (
     PreferencesRequest,
     recommendations_body,
 )
-from feedbackloop.uiconfig import AgentConfigReader, config_for
+from feedbackloop.uiconfig import AgentConfigReader, config_for, ordering_of
 
 # status reads and rejected requests emit no metric, and that is fine
 warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -69,12 +69,25 @@ def get_recommendations(user_id: UserId,
                         headers={"Retry-After": "60"})
     profile = _online().load([user_id])[user_id]
     settings = wiring.serving_settings()
+    config = _user_config(user_id, model.user_segments.get(user_id))
+    ordering = ordering_of(config) if config is not None else "personalized"
     ranked = recommend(model, user_id, profile, time.time(), k, blocked=settings.blocked_items,
-                       exclude_consumed=settings.exclude_consumed)
+                       exclude_consumed=settings.exclude_consumed, ordering=ordering)
     metrics.add_metric(Metric.RECOMMENDATIONS_SERVED, MetricUnit.Count, 1)
-    if not ranked.personalized or ranked.strategy.endswith("popularity"):
+    if ordering == "personalized" and (not ranked.personalized or ranked.strategy.endswith("popularity")):
         metrics.add_metric(Metric.RECOMMENDATIONS_FALLBACK, MetricUnit.Count, 1)
-    return Response(200, "application/json", recommendations_body(ranked))
+    # the arms the user is in, so the client tags the exposure and its outcomes with them
+    return Response(200, "application/json", recommendations_body(ranked)
+                    | {"ordering": ordering, "experiments": {} if config is None else config["experiments"]})
+
+
+def _user_config(user_id: str, segment: str | None) -> dict | None:
+    """The user's UI config, or None while none is deployed (recommendations still work: personalized)."""
+    try:
+        return config_for(_ui_config().get(), user_id, segment)
+    except OSError as error:
+        logger.warning("UI config unavailable; ranking personalized", extra={"error": repr(error)})
+        return None
 
 
 @app.get("/users/<user_id>/config", summary="The user's UI configuration: flags, layout, experiment variants")
