@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from feedbackloop.lake import CLEANER_TABLES, MODELLED_TABLES, TABLES, LakeTable
+from feedbackloop.names import Metric
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class KeyValueTableSpec:
     partition_key: str
     ttl_attribute: str | None
     purpose: str
+    sort_key: str | None = None  # a string range key, for tables read as a time series per partition
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,12 @@ REGISTRY_TABLE = KeyValueTableSpec("registry", "key", None,
 ONLINE_TABLE = KeyValueTableSpec("online", "user_id", "expires_at",
                                  "each user's recent feedback per item (decayed) and their preferences")
 ERASURE_TABLE = KeyValueTableSpec("erasures", "user_id", None, "erasure requests and what they removed (the audit)")
-KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE, REGISTRY_TABLE, ONLINE_TABLE, ERASURE_TABLE)
+# partition "rule#<name>" or "drift#<stream>", sort "<ISO time>#<scope>": every decision of the adjust
+# function (ADR 0009), so "what did this rule decide last week, and why" is one Query
+DECISIONS_TABLE = KeyValueTableSpec("decisions", "subject", "expires_at",
+                                    "every rule decision and drift event, with the values seen and the action",
+                                    sort_key="at")
+KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE, REGISTRY_TABLE, ONLINE_TABLE, ERASURE_TABLE, DECISIONS_TABLE)
 ONLINE_TTL_DAYS = 180  # a profile untouched this long expires (the nightly model still knows the user)
 
 CLEANER_FAILURES = QueueSpec("cleaner-failures", "batches the cleaner gave up on after bounded retries", 14)
@@ -103,3 +110,46 @@ class ConfigProfileSpec:
 # The UI configuration in AppConfig (names are AppConfig's, not physical resources: the same in every
 # account); its schema and first document are feedbackloop/config/.
 UI_CONFIG = ConfigProfileSpec(application="feedbackloop", environment="live", profile="ui")
+
+
+@dataclass(frozen=True)
+class DeploymentStrategySpec:
+    """How an AppConfig deployment rolls out: `growth_factor` percent of readers per step (LINEAR adds it
+    each step, EXPONENTIAL doubles it), the steps spread over `duration_minutes`, then `bake_minutes`
+    watching the environment's alarms before the deployment completes."""
+
+    growth_type: str  # LINEAR | EXPONENTIAL
+    growth_factor: float  # percent
+    duration_minutes: int
+    bake_minutes: int
+
+
+# Every change of the UI configuration after the first: linear 20% every minute (five steps over five
+# minutes), then a five-minute bake. The CDK strategy, the local runtime and the rules function use it.
+UI_CONFIG_ROLLOUT = DeploymentStrategySpec(growth_type="LINEAR", growth_factor=20, duration_minutes=5, bake_minutes=5)
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    key: str
+    metric: Metric  # in METRICS_NAMESPACE, with the `service` dimension Powertools adds to every metric
+    statistic: str
+    period_seconds: int
+    evaluation_periods: int
+    threshold: float
+    comparison: str
+    purpose: str
+
+
+# The monitor of the UI config environment: while a deployment rolls out or bakes, one 5xx of the serving
+# function in a minute rolls it back to the previous version.
+CONFIG_ROLLBACK_ALARM = AlarmSpec(
+    key="config-rollback",
+    metric=Metric.SERVING_ERRORS,
+    statistic="Sum",
+    period_seconds=60,
+    evaluation_periods=1,
+    threshold=1,
+    comparison="GreaterThanOrEqualToThreshold",
+    purpose="the serving function answers with errors: roll the UI config deployment back",
+)

@@ -19,6 +19,8 @@ def key_value_table(scope: Construct, spec: KeyValueTableSpec, key: kms.IKey) ->
         scope,
         f"{pascal_case(spec.key)}Table",
         partition_key=dynamodb.Attribute(name=spec.partition_key, type=dynamodb.AttributeType.STRING),
+        sort_key=None if spec.sort_key is None
+        else dynamodb.Attribute(name=spec.sort_key, type=dynamodb.AttributeType.STRING),
         billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
         point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
             point_in_time_recovery_enabled=True

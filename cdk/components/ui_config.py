@@ -23,18 +23,16 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from feedbackloop import uiconfig
-from feedbackloop.resources import UI_CONFIG, ConfigProfileSpec
+from feedbackloop.resources import UI_CONFIG, UI_CONFIG_ROLLOUT, ConfigProfileSpec
 
 READ_ACTIONS = ["appconfig:StartConfigurationSession", "appconfig:GetLatestConfiguration"]
 
-# Linear 20% every minute (five steps over five minutes), then five minutes of bake before the deployment
-# completes. A changed document reaches a fifth of the readers first; while it rolls out and bakes, an
-# operator (or an alarm, once the environment gets monitors) can stop it and AppConfig rolls it back.
-# AllAtOnce would only suit the very first document, which has nothing to roll back to; every later change
-# of ui_config.json goes out through the same strategy, and the rules function can reuse it.
-ROLLOUT_GROWTH_PERCENT = 20
-ROLLOUT_MINUTES = 5
-BAKE_MINUTES = 5
+# The strategy is resources.UI_CONFIG_ROLLOUT: linear 20% every minute (five steps over five minutes), then
+# five minutes of bake before the deployment completes. A changed document reaches a fifth of the readers
+# first; while it rolls out and bakes, an operator (or an alarm, once the environment gets monitors) can
+# stop it and AppConfig rolls it back. AllAtOnce would only suit the very first document, which has nothing
+# to roll back to; every later change of ui_config.json goes out through the same strategy, and the rules
+# function can reuse it.
 
 # The AWS AppConfig Agent Lambda extension for x86-64 functions (any runtime, here python3.12), version
 # 2.0.17054.0 of 2026-05-14, by region: the "x86-64 platform" table of the AWS AppConfig User Guide,
@@ -137,16 +135,17 @@ class UiConfig(Construct):
             content_type="application/json",
             description=f"feedbackloop/config/{uiconfig.DEFAULT_FILE}",
         )
+        rollout = UI_CONFIG_ROLLOUT
         self.strategy = appconfig.CfnDeploymentStrategy(
             self,
             "Strategy",
             # AppConfig needs a name; one unique to this construct's path, like CDK's generated names
             name=Names.unique_resource_name(self, max_length=64, separator="-"),
-            description=f"linear {ROLLOUT_GROWTH_PERCENT}% every minute, then a {BAKE_MINUTES}-minute bake",
-            growth_type="LINEAR",
-            growth_factor=ROLLOUT_GROWTH_PERCENT,
-            deployment_duration_in_minutes=ROLLOUT_MINUTES,
-            final_bake_time_in_minutes=BAKE_MINUTES,
+            description=f"linear {rollout.growth_factor}% every minute, then a {rollout.bake_minutes}-minute bake",
+            growth_type=rollout.growth_type,
+            growth_factor=rollout.growth_factor,
+            deployment_duration_in_minutes=rollout.duration_minutes,
+            final_bake_time_in_minutes=rollout.bake_minutes,
             replicate_to="NONE",
         )
         self.deployment = appconfig.CfnDeployment(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import secrets
@@ -15,7 +16,7 @@ from pathlib import Path
 import awswrangler as wr
 import boto3
 
-from feedbackloop import resources
+from feedbackloop import resources, uiconfig
 from feedbackloop.lake import LakeTable
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE
 from feedbackloop.settings import (
@@ -49,6 +50,7 @@ class LocalEndpoints:
     aws_endpoint: str
     api_url: str
     api_key: str
+    appconfig_endpoint: str = ""  # AppConfig's control plane (the stand-in in front of moto)
 
     def save(self, folder: Path = STATE_DIR) -> Path:
         folder.mkdir(exist_ok=True)
@@ -127,6 +129,16 @@ def use_endpoint(endpoint: str) -> None:
         setattr(wr.config, f"{service}_endpoint_url", endpoint)
 
 
+# botocore's endpoint for one service (by service id), ahead of AWS_ENDPOINT_URL
+APPCONFIG_ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL_APPCONFIG"
+
+
+def use_appconfig_endpoint(endpoint: str) -> None:
+    """Send boto3 `appconfig` clients to the AppConfig stand-in (moto lacks deployments); release_endpoint
+    puts the environment back."""
+    os.environ[APPCONFIG_ENDPOINT_VARIABLE] = endpoint
+
+
 def release_endpoint(environ: dict[str, str]) -> None:
     """Undo use_endpoint and the settings set beside it: put back the environment as it was."""
     os.environ.clear()
@@ -183,10 +195,11 @@ def create_resources(session: boto3.Session) -> None:
         s3.create_bucket(Bucket=physical_name(bucket.key))
     dynamodb = session.client("dynamodb")
     for table in resources.KEY_VALUE_TABLES:
+        keys = [(table.partition_key, "HASH")] + ([(table.sort_key, "RANGE")] if table.sort_key else [])
         dynamodb.create_table(
             TableName=physical_name(table.key),
-            KeySchema=[{"AttributeName": table.partition_key, "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": table.partition_key, "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys],
+            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name, _ in keys],
             BillingMode="PAY_PER_REQUEST",
         )
         if table.ttl_attribute:
@@ -224,3 +237,62 @@ def glue_table_input(table: LakeTable) -> dict:
 
 def new_api_key() -> str:
     return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class LocalUiConfig:
+    """The UI configuration's AppConfig resources on the stand-in, by id (what AWS code is given)."""
+
+    application_id: str
+    environment_id: str
+    profile_id: str
+    rollout_strategy_id: str  # resources.UI_CONFIG_ROLLOUT: every change after the first
+    first_strategy_id: str  # all at once, no bake: the first version has nothing to roll back to
+    rollback_alarm_name: str
+    first_deployment_number: int
+
+
+def create_ui_config(session: boto3.Session) -> LocalUiConfig:
+    """What the UiConfig construct creates, through boto3 (appconfig to the stand-in, CloudWatch to moto):
+    the application, the environment watched by the rollback alarm, the profile with its JSON Schema
+    validator, the two strategies, and the first document deployed."""
+    alarm = resources.CONFIG_ROLLBACK_ALARM
+    alarm_name = physical_name(alarm.key)
+    cloudwatch = session.client("cloudwatch")
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm_name, AlarmDescription=alarm.purpose, Namespace=METRICS_NAMESPACE, MetricName=alarm.metric,
+        Dimensions=[{"Name": "service", "Value": SERVICE}], Statistic=alarm.statistic, Period=alarm.period_seconds,
+        EvaluationPeriods=alarm.evaluation_periods, Threshold=alarm.threshold, ComparisonOperator=alarm.comparison,
+        TreatMissingData="notBreaching",
+    )
+    alarm_arn = cloudwatch.describe_alarms(AlarmNames=[alarm_name])["MetricAlarms"][0]["AlarmArn"]
+    spec, rollout = resources.UI_CONFIG, resources.UI_CONFIG_ROLLOUT
+    appconfig = session.client("appconfig")
+    application = appconfig.create_application(Name=spec.application)["Id"]
+    environment = appconfig.create_environment(ApplicationId=application, Name=spec.environment,
+                                               Monitors=[{"AlarmArn": alarm_arn}])["Id"]
+    schema = config_text(uiconfig.SCHEMA_FILE)
+    profile = appconfig.create_configuration_profile(
+        ApplicationId=application, Name=spec.profile, LocationUri="hosted", Type="AWS.Freeform",
+        Validators=[{"Type": "JSON_SCHEMA", "Content": schema}])["Id"]
+    rollout_strategy = appconfig.create_deployment_strategy(
+        Name=physical_name(f"{spec.profile}-rollout"), GrowthType=rollout.growth_type,
+        GrowthFactor=rollout.growth_factor, DeploymentDurationInMinutes=rollout.duration_minutes,
+        FinalBakeTimeInMinutes=rollout.bake_minutes, ReplicateTo="NONE")["Id"]
+    first_strategy = appconfig.create_deployment_strategy(
+        Name=physical_name(f"{spec.profile}-first"), GrowthType="LINEAR", GrowthFactor=100,
+        DeploymentDurationInMinutes=0, FinalBakeTimeInMinutes=0, ReplicateTo="NONE")["Id"]
+    version = appconfig.create_hosted_configuration_version(
+        ApplicationId=application, ConfigurationProfileId=profile, ContentType="application/json",
+        Content=json.dumps(uiconfig.default_document(), indent=2).encode(),
+        Description=f"feedbackloop/config/{uiconfig.DEFAULT_FILE}")["VersionNumber"]
+    deployment = appconfig.start_deployment(
+        ApplicationId=application, EnvironmentId=environment, DeploymentStrategyId=first_strategy,
+        ConfigurationProfileId=profile, ConfigurationVersion=str(version),
+        Description=f"feedbackloop/config/{uiconfig.DEFAULT_FILE}")["DeploymentNumber"]
+    return LocalUiConfig(application, environment, profile, rollout_strategy, first_strategy, alarm_name, deployment)
+
+
+def config_text(name: str) -> str:
+    """A file of the `feedbackloop.config` package, as it is (what the CDK construct gives AppConfig)."""
+    return importlib.resources.files("feedbackloop.config").joinpath(name).read_text("utf-8")

@@ -13,13 +13,15 @@ import boto3
 
 from feedbackloop import resources
 from feedbackloop.local.api import LocalApi
-from feedbackloop.local.appconfig import LocalAppConfigAgent
+from feedbackloop.local.appconfig import LocalAppConfig
 from feedbackloop.local.environment import (
     STATE_DIR,
     LocalEndpoints,
+    LocalUiConfig,
     MotoServer,
     cleaner_settings,
     create_resources,
+    create_ui_config,
     eraser_settings,
     ingest_settings,
     new_api_key,
@@ -27,6 +29,7 @@ from feedbackloop.local.environment import (
     release_endpoint,
     replay_settings,
     serving_settings,
+    use_appconfig_endpoint,
     use_endpoint,
 )
 from feedbackloop.local.functions import (
@@ -39,8 +42,6 @@ from feedbackloop.local.functions import (
 )
 from feedbackloop.local.queue import QueueMapping
 from feedbackloop.local.stream import EventSourceMapping, MappingConfig, RawArchiver
-from feedbackloop.resources import UI_CONFIG
-from feedbackloop.uiconfig import default_document
 
 _HANDLER_CACHES = {"lambdas.ingest.handler": ("_stream",), "lambdas.cleaner.handler": ("_cleaner",),
                    "lambdas.serving.handler": ("_models", "_online", "_ui_config"),
@@ -58,6 +59,9 @@ class LocalRuntime:
     moto_port: int | None = None
     capture_logs: bool = True
     mapping: MappingConfig = field(default_factory=MappingConfig)
+    # AppConfig stand-in seconds per real second: 60 runs the UI config's 5-minute rollout and 5-minute
+    # bake in ten seconds
+    appconfig_time_scale: float = 1.0
 
     def start(self) -> LocalRuntime:
         self._environ = dict(os.environ)
@@ -71,9 +75,12 @@ class LocalRuntime:
         erasures = resources.ERASURE_REQUESTS
         erasure_queue = self.session.client("sqs").get_queue_url(
             QueueName=physical_name(erasures.key) + erasures.name_suffix)["QueueUrl"]
-        self.appconfig = LocalAppConfigAgent().start()
-        self.appconfig.deploy(UI_CONFIG.application, UI_CONFIG.environment, UI_CONFIG.profile, default_document())
-        os.environ.update(serving_settings(erasure_queue_url=erasure_queue, appconfig_agent_url=self.appconfig.url,
+        # AppConfig: the stand-in in front of moto (control plane and agent); boto3 appconfig clients go to it
+        self.appconfig_server = LocalAppConfig(self.moto.endpoint, time_scale=self.appconfig_time_scale).start()
+        use_appconfig_endpoint(self.appconfig_server.endpoint_url)
+        self.appconfig: LocalUiConfig = create_ui_config(self.session)
+        os.environ.update(serving_settings(erasure_queue_url=erasure_queue,
+                                           appconfig_agent_url=self.appconfig_server.agent_url,
                                            **self.serving_overrides).to_env())
         os.environ.update(eraser_settings().to_env())
         self._stdout = sys.stdout
@@ -108,7 +115,8 @@ class LocalRuntime:
         self.queues = [QueueMapping(self.session, erasure_queue, self.eraser.invoke)]
         for consumer in (*self.mappings, *self.archivers, *self.queues):
             consumer.start()
-        self.endpoints = LocalEndpoints(self.moto.endpoint, self.api.url, self.api_key)
+        self.endpoints = LocalEndpoints(self.moto.endpoint, self.api.url, self.api_key,
+                                        self.appconfig_server.endpoint_url)
         self.endpoints.save(self.state_dir)
         return self
 
@@ -141,7 +149,7 @@ class LocalRuntime:
         for archiver in self.archivers:
             archiver.flush()
         self.api.stop()
-        self.appconfig.stop()
+        self.appconfig_server.stop()
         sys.stdout = self._stdout
         if self.capture_logs:
             self.log_sink.flush()

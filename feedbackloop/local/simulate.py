@@ -1,0 +1,124 @@
+"""Drive the simulated population through the local API as a real client would: for each visit, read the
+user's UI config and recommendations, show them, and post what the user did (tagged with their segment
+and experiment arm). Visits run hour by hour, so the online store has learned from one hour's clicks
+before the next hour's recommendations."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from feedbackloop.local.client import EventsClient, SendReport
+from feedbackloop.simulation import Catalog, Population, Session, session
+from feedbackloop.uiconfig import RANKING_EXPERIMENT
+
+SHOWN = 10  # items per visit
+
+
+@dataclass
+class ArmFigures:
+    """Ground truth of the simulation for one arm: what users were shown and did."""
+
+    sessions: int = 0
+    impressions: int = 0
+    clicks: int = 0
+    expected: float = 0.0  # sum over sessions of the mean click probability of what was shown
+    oracle: float = 0.0  # the same for the best items the user could have been shown
+
+    def add(self, visit: Session) -> None:
+        self.sessions += 1
+        self.impressions += visit.shown
+        self.clicks += visit.clicks
+        self.expected += visit.expected_ctr
+        self.oracle += visit.oracle_ctr
+
+    @property
+    def ctr(self) -> float:
+        return self.clicks / self.impressions if self.impressions else 0.0
+
+    @property
+    def expected_ctr(self) -> float:
+        return self.expected / self.sessions if self.sessions else 0.0
+
+    @property
+    def oracle_ctr(self) -> float:
+        return self.oracle / self.sessions if self.sessions else 0.0
+
+
+@dataclass
+class DayFigures:
+    day: int
+    start: datetime
+    arms: dict[str, ArmFigures] = field(default_factory=dict)
+    events: SendReport = field(default_factory=SendReport)
+    unavailable: int = 0  # visits whose recommendations were not served (no model yet, errors)
+    config_versions: set[str] = field(default_factory=set)
+
+
+class SimulatedClients:
+    def __init__(self, api_url: str, api_key: str, population: Population, catalog: Catalog,
+                 threads: int = 4) -> None:
+        self.population, self.catalog = population, catalog
+        self._api_url, self._api_key = api_url, api_key
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="simulated-client")
+
+    def _client(self) -> EventsClient:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = EventsClient(self._api_url, self._api_key)
+        return client
+
+    def day(self, day: int, start: datetime, visits: int, seed: int,
+            progress: Callable[[DayFigures, int], None] | None = None) -> DayFigures:
+        """`visits` visits spread over the 24 hours from `start`."""
+        rng = np.random.default_rng(seed)
+        figures = DayFigures(day, start)
+        users = rng.integers(0, len(self.population.user_ids), visits)
+        offsets = np.sort(rng.uniform(0, 24 * 3600, visits))
+        seeds = rng.integers(0, 2**63, visits)
+        for hour in range(24):
+            chosen = np.flatnonzero((offsets >= hour * 3600) & (offsets < (hour + 1) * 3600))
+            results = list(self._pool.map(
+                lambda i: self._visit(int(users[i]), start + timedelta(seconds=float(offsets[i])), int(seeds[i])),
+                chosen))
+            events = []
+            for visit, version in results:
+                if visit is None:
+                    figures.unavailable += 1
+                    continue
+                figures.arms.setdefault(visit.variant or "none", ArmFigures()).add(visit)
+                events.extend(visit.events)
+                if version:
+                    figures.config_versions.add(version)
+            sent = self._client().send(events)
+            figures.events.sent += sent.sent
+            figures.events.accepted += sent.accepted
+            figures.events.refused.update(sent.refused)
+            if progress:
+                progress(figures, hour)
+        return figures
+
+    def _visit(self, user: int, at: datetime, seed: int) -> tuple[Session | None, str | None]:
+        client = self._client()
+        user_id = self.population.user_ids[user]
+        status, config, _ = client.request("GET", f"/users/{user_id}/config")
+        segment = config.get("segment") if status == 200 else None
+        status, ranked, _ = client.request("GET", f"/users/{user_id}/recommendations?k={SHOWN}")
+        if status != 200 or not ranked.get("items"):
+            return None, None
+        variant = ranked.get("experiments", {}).get(RANKING_EXPERIMENT)
+        context = {"experiment": RANKING_EXPERIMENT, "variant": variant} if variant else {}
+        if segment is not None:
+            context["segment"] = segment
+        shown = [item["item_id"] for item in ranked["items"]]
+        return (session(self.population, self.catalog, user, shown, at, context, np.random.default_rng(seed)),
+                config.get("config_version") if isinstance(config, dict) else None)
+
+    def close(self) -> None:
+        self._pool.shutdown()
