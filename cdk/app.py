@@ -14,6 +14,7 @@ from cdk_nag import AwsSolutionsChecks
 from cdk.project import LambdaLayerMissingError, ProjectLayout
 from cdk.stacks.data import FeedbackLoopData
 from cdk.stacks.ingest import FeedbackLoopIngest
+from cdk.stacks.monitoring import FeedbackLoopMonitoring
 from cdk.stacks.serving import FeedbackLoopServing
 from cdk.stacks.tables import FeedbackLoopTables
 from cdk.stacks.training import FeedbackLoopTraining
@@ -23,6 +24,8 @@ INGEST_STACK = "FeedbackLoopIngest"
 TABLES_STACK = "FeedbackLoopTables"
 TRAINING_STACK = "FeedbackLoopTraining"
 SERVING_STACK = "FeedbackLoopServing"
+MONITORING_STACK = "FeedbackLoopMonitoring"
+STACKS = (DATA_STACK, INGEST_STACK, TABLES_STACK, TRAINING_STACK, SERVING_STACK, MONITORING_STACK)
 
 
 def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
@@ -54,7 +57,7 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
         lake=data.lake,
         key=data.key,
     )
-    FeedbackLoopTraining(
+    training = FeedbackLoopTraining(
         app,
         TRAINING_STACK,
         description="feedbackloop: the nightly retraining workflow (build tables, train, evaluate, gate, publish)",
@@ -76,6 +79,18 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
         erasure_store=data.erasure_store,
     )
     serving.add_stack_dependency(ingest, "the ingestion API sets the account's API Gateway CloudWatch role")
+    FeedbackLoopMonitoring(
+        app,
+        MONITORING_STACK,
+        description="feedbackloop: the effect and health dashboards, the alarms and the operator alerts topic",
+        event_stream=data.event_stream,
+        cleaner_state=data.cleaner_state,
+        ingestion_api=ingest.ingestion_api,
+        cleaner=ingest.cleaner,
+        table_jobs=tables.table_jobs,
+        retraining=training.retraining,
+        serving_api=serving.serving_api,
+    )
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app
 

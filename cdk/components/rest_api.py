@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import Names, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -47,6 +47,8 @@ def keyed_rest_api(
     return apigw.RestApi(
         scope,
         "Api",
+        # unique per API: API Gateway's CloudWatch metrics tell REST APIs apart by this name only
+        rest_api_name=Names.unique_resource_name(scope, max_length=255, separator="-"),
         description=description,
         endpoint_types=[apigw.EndpointType.REGIONAL],
         cloud_watch_role=cloud_watch_role,

@@ -31,8 +31,8 @@ class FeedbackLoopIngest(Stack):
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        api = IngestionApi(self, "IngestionApi", layout=layout, stream=event_stream.stream)
-        Cleaner(
+        self.ingestion_api = api = IngestionApi(self, "IngestionApi", layout=layout, stream=event_stream.stream)
+        self.cleaner = Cleaner(
             self,
             "Cleaner",
             layout=layout,

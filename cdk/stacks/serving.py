@@ -41,7 +41,7 @@ class FeedbackLoopServing(Stack):
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        api = ServingApi(
+        self.serving_api = api = ServingApi(
             self,
             "ServingApi",
             layout=layout,

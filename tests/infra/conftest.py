@@ -16,7 +16,15 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 from aws_cdk import App  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
-from cdk.app import DATA_STACK, INGEST_STACK, SERVING_STACK, TABLES_STACK, TRAINING_STACK, build_app  # noqa: E402
+from cdk.app import (  # noqa: E402
+    DATA_STACK,
+    INGEST_STACK,
+    MONITORING_STACK,
+    SERVING_STACK,
+    TABLES_STACK,
+    TRAINING_STACK,
+    build_app,
+)
 from cdk.project import ProjectLayout  # noqa: E402
 
 
@@ -107,3 +115,8 @@ def training(synthesis: Synthesis) -> Template:
 @pytest.fixture(scope="session")
 def serving(synthesis: Synthesis) -> Template:
     return Template.from_json(synthesis.template_json(SERVING_STACK))
+
+
+@pytest.fixture(scope="session")
+def monitoring(synthesis: Synthesis) -> Template:
+    return Template.from_json(synthesis.template_json(MONITORING_STACK))

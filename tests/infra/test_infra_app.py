@@ -8,9 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from aws_cdk import Stack
 from aws_cdk import aws_apigateway as apigw
 
-from cdk.app import main
+from cdk.app import STACKS, main
 from cdk.json_schema import DRAFT_04, draft04_from_pydantic, to_api_gateway_schema
 from cdk.project import LambdaLayerMissingError, ProjectLayout
 
@@ -24,6 +25,11 @@ def test_cdk_json_runs_the_app_with_the_venv_and_holds_no_account_data(layout: P
     context = json.dumps(config.get("context", {}))
     assert not re.search(r"\b\d{12}\b", context), "an account id in cdk.json"
     assert not any(key.startswith(("availability-zones:", "ssm:", "hosted-zone:")) for key in config["context"])
+
+
+def test_the_app_synthesizes_exactly_the_listed_stacks(synthesis) -> None:
+    """The nag and lint tests run over `STACKS`: a stack missing from it would go unchecked."""
+    assert sorted(child.node.id for child in synthesis.app.node.children if isinstance(child, Stack)) == sorted(STACKS)
 
 
 def test_missing_lambda_layer_fails_with_the_make_target(tmp_path: Path, layout: ProjectLayout) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 from cfnlint.api import ManualArgs, lint
 
-from cdk.app import DATA_STACK, INGEST_STACK, SERVING_STACK, TABLES_STACK, TRAINING_STACK
+from cdk.app import STACKS
 
 pytestmark = pytest.mark.infra
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.infra
 IGNORED_CHECKS = ["W3005"]
 
 
-@pytest.mark.parametrize("stack", [DATA_STACK, INGEST_STACK, TABLES_STACK, TRAINING_STACK, SERVING_STACK])
+@pytest.mark.parametrize("stack", STACKS)
 def test_template_passes_cfn_lint(synthesis, stack: str) -> None:
     template = json.dumps(synthesis.template_json(stack))
     matches = lint(template, config=ManualArgs(ignore_checks=IGNORED_CHECKS, regions=["us-east-1", "eu-west-1"]))

@@ -11,7 +11,7 @@ from aws_cdk import aws_sqs as sqs
 from cdk_nag import AwsSolutionsChecks
 
 from cdk import nag
-from cdk.app import DATA_STACK, INGEST_STACK, SERVING_STACK, TABLES_STACK, TRAINING_STACK
+from cdk.app import STACKS
 
 pytestmark = pytest.mark.infra
 
@@ -38,7 +38,7 @@ def test_every_acknowledgement_gives_a_reason(synthesis) -> None:
     assert not vague, f"acknowledgements without a real reason: {vague}"
 
 
-@pytest.mark.parametrize("stack", [DATA_STACK, INGEST_STACK, TABLES_STACK, TRAINING_STACK, SERVING_STACK])
+@pytest.mark.parametrize("stack", STACKS)
 def test_every_stack_is_checked(synthesis, stack: str) -> None:
     """Each stack has at least one acknowledged finding in the report, so the plugin ran over it."""
     suppressed = [v for p in synthesis.validation_report()["pluginReports"] for v in p.get("suppressedViolations", [])]
