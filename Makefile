@@ -23,13 +23,22 @@ node_modules/.installed: package.json package-lock.json
 	@touch $@
 
 # What the Lambda functions need beyond the runtime and the managed Powertools / SDK for pandas
-# layers, built for Lambda's platform from the lock file (no Docker needed).
-lambda-layer: $(LAYER)/.built
+# layers, built for Lambda's platform from the lock file (no Docker needed); and the adjust function's
+# drift layer (the `lambda-drift` group: river, scipy, numpy), which replaces SDK for pandas there.
+DRIFT_LAYER := build/lambda-drift-layer
+lambda-layer: $(LAYER)/.built $(DRIFT_LAYER)/.built
 $(LAYER)/.built: uv.lock | $(VENV)/.synced
 	rm -rf $(LAYER) && mkdir -p $(LAYER)/python
 	$(UV) export --frozen --only-group lambda --no-hashes --no-emit-project --quiet -o build/lambda-requirements.txt
 	$(UV) pip install --quiet --target $(LAYER)/python --python-platform x86_64-manylinux_2_28 \
 		--python-version 3.12 --only-binary :all: -r build/lambda-requirements.txt
+	@touch $@
+$(DRIFT_LAYER)/.built: uv.lock | $(VENV)/.synced
+	rm -rf $(DRIFT_LAYER) && mkdir -p $(DRIFT_LAYER)/python
+	$(UV) export --frozen --only-group lambda-drift --no-hashes --no-emit-project --quiet \
+		-o build/lambda-drift-requirements.txt
+	$(UV) pip install --quiet --target $(DRIFT_LAYER)/python --python-platform x86_64-manylinux_2_28 \
+		--python-version 3.12 --only-binary :all: -r build/lambda-drift-requirements.txt
 	@touch $@
 
 test: setup lambda-layer

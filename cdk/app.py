@@ -12,6 +12,7 @@ from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from cdk.project import LambdaLayerMissingError, ProjectLayout
+from cdk.stacks.adjust import FeedbackLoopAdjust
 from cdk.stacks.data import FeedbackLoopData
 from cdk.stacks.ingest import FeedbackLoopIngest
 from cdk.stacks.monitoring import FeedbackLoopMonitoring
@@ -25,7 +26,8 @@ TABLES_STACK = "FeedbackLoopTables"
 TRAINING_STACK = "FeedbackLoopTraining"
 SERVING_STACK = "FeedbackLoopServing"
 MONITORING_STACK = "FeedbackLoopMonitoring"
-STACKS = (DATA_STACK, INGEST_STACK, TABLES_STACK, TRAINING_STACK, SERVING_STACK, MONITORING_STACK)
+ADJUST_STACK = "FeedbackLoopAdjust"
+STACKS = (DATA_STACK, INGEST_STACK, TABLES_STACK, TRAINING_STACK, SERVING_STACK, MONITORING_STACK, ADJUST_STACK)
 
 
 def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
@@ -38,7 +40,7 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
         app,
         DATA_STACK,
         description="feedbackloop: event stream, lake, catalog, cleaner state, model registry, online store, "
-        "erasure audit and queue, and raw archive",
+        "erasure audit and queue, adjust decisions, and raw archive",
     )
     ingest = FeedbackLoopIngest(
         app,
@@ -79,7 +81,7 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
         erasure_store=data.erasure_store,
     )
     serving.add_stack_dependency(ingest, "the ingestion API sets the account's API Gateway CloudWatch role")
-    FeedbackLoopMonitoring(
+    monitoring = FeedbackLoopMonitoring(
         app,
         MONITORING_STACK,
         description="feedbackloop: the effect and health dashboards, the alarms and the operator alerts topic",
@@ -90,6 +92,19 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
         table_jobs=tables.table_jobs,
         retraining=training.retraining,
         serving_api=serving.serving_api,
+    )
+    FeedbackLoopAdjust(
+        app,
+        ADJUST_STACK,
+        description="feedbackloop: the adjust function (trigger rules and drift detectors acting on the UI "
+        "config, retraining and alerts) and its 5-minute schedule",
+        layout=layout,
+        lake=data.lake,
+        adjust_store=data.adjust_store,
+        table_jobs=tables.table_jobs,
+        ui_config=serving.ui_config,
+        retraining=training.retraining.state_machine,
+        alerts=monitoring.monitoring.topic,
     )
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app

@@ -1,4 +1,4 @@
-"""Where the app finds what it packages: the project root, the Lambda code and the dependency layer, and
+"""Where the app finds what it packages: the project root, the Lambda code and the dependency layers, and
 the training scripts with the source bundle built from them."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 
 class LambdaLayerMissingError(FileNotFoundError):
-    """The project's Lambda dependency layer has not been built."""
+    """One of the project's Lambda dependency layers has not been built."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,12 @@ class ProjectLayout:
     def lambda_layer_dir(self) -> Path:
         # `make lambda-layer` installs the `lambda` dependency group here, for the Lambda platform.
         return self.root / "build" / "lambda-layer"
+
+    @property
+    def lambda_drift_layer_dir(self) -> Path:
+        # `make lambda-layer` also installs the `lambda-drift` group (river, scipy, numpy) here: the adjust
+        # function's layer in place of the AWS SDK for pandas one.
+        return self.root / "build" / "lambda-drift-layer"
 
     @property
     def sagemaker_dir(self) -> Path:
@@ -43,6 +49,14 @@ class ProjectLayout:
         if not (layer / "python").is_dir():
             raise LambdaLayerMissingError(
                 f"the Lambda dependency layer {layer}/python does not exist: run `make lambda-layer` first"
+            )
+        return layer
+
+    def require_lambda_drift_layer(self) -> Path:
+        layer = self.lambda_drift_layer_dir
+        if not (layer / "python").is_dir():
+            raise LambdaLayerMissingError(
+                f"the Lambda drift layer {layer}/python does not exist: run `make lambda-layer` first"
             )
         return layer
 

@@ -16,7 +16,8 @@ def _local_up(args: argparse.Namespace) -> int:
     from feedbackloop.local.runtime import LocalRuntime, serve_until_interrupted
 
     console = sys.stdout
-    runtime = LocalRuntime(api_port=args.api_port, moto_port=args.moto_port).start()
+    runtime = LocalRuntime(api_port=args.api_port, moto_port=args.moto_port,
+                           adjust_interval=args.adjust_minutes * 60 if args.adjust_minutes else None).start()
     try:
         console.write(
             f"local stack up\n  API        {runtime.api.url}  (POST /events, header x-api-key)\n"
@@ -32,9 +33,12 @@ def _local_up(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from feedbackloop.closed_loop import LoopPlan
     from feedbackloop.demo import run_demo
 
-    return run_demo(limit=args.limit, console=sys.stdout)
+    plan = LoopPlan(days=args.days, users=args.users, visits_per_day=args.visits,
+                    shift_day=min(args.days - 1, LoopPlan.shift_day))
+    return run_demo(limit=args.limit, console=sys.stdout, plan=plan)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -155,6 +159,40 @@ def _rules_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decisions(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    import boto3
+
+    from feedbackloop.adapters.control import DynamoDecisionLog
+    from feedbackloop.resources import DECISIONS_TABLE
+
+    if args.local:
+        from feedbackloop.local.environment import LocalEndpoints, physical_name, use_endpoint
+
+        use_endpoint(LocalEndpoints.load().aws_endpoint)
+        args.table = physical_name(DECISIONS_TABLE.key)
+    if not args.table:
+        print("error: --table (or FEEDBACKLOOP_DECISIONS_TABLE) names the decisions table; the FeedbackLoopData "
+              "stack outputs it. Use --local for the local stand-in.", file=sys.stderr)
+        return 2
+    log = DynamoDecisionLog(boto3.Session(), args.table, ttl_days=1)
+    since = datetime.fromisoformat(args.since) if args.since else None
+    subjects = [args.subject] if args.subject else log.subjects()
+    for subject in subjects:
+        for record in log.query(subject, since):
+            if record.get("kind") == "drift":
+                print(f"{record['detected_at']}  {subject:<28} drift: mean {record['mean_before']:.4g} -> "
+                      f"{record['mean_after']:.4g} after {record['values_seen']:,} values"
+                      + (f"; retraining {record['retraining']}" if record.get("retraining") else ""))
+            elif args.all or record["outcome"] not in ("ok", "no_data", "insufficient_sample"):
+                value = "-" if record.get("value") is None else f"{record['value']:.4g}"
+                print(f"{record['decided_at']}  {subject:<28} {record['scope']:<28} {record['metric']} = {value} "
+                      f"({record['samples']} samples) {record['comparator']} {record['threshold']:g}: "
+                      f"{record['outcome']}" + (f" -> {record['result']}" if record.get("result") else ""))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from feedbackloop.bench import run_benchmark
 
@@ -162,6 +200,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from feedbackloop.closed_loop import LoopPlan
+
     parser = argparse.ArgumentParser(prog="feedbackloop", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -170,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = local.add_parser("up", help="start moto server, the local API and the stream consumers; Ctrl-C stops")
     up.add_argument("--api-port", type=int, default=8787)
     up.add_argument("--moto-port", type=int, default=None)
+    up.add_argument("--adjust-minutes", type=float, default=5,
+                    help="run the adjust function (rules, drift) this often, as the schedule does in AWS; 0: never")
     up.set_defaults(func=_local_up)
 
     job = local.add_parser("run-job", help="run a table job (Glue in AWS) on DuckDB against a running local stack")
@@ -180,7 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     job.set_defaults(func=_run_job)
 
     demo = commands.add_parser("demo", help="replay Online Retail through the local API and show the result")
-    demo.add_argument("--limit", type=int, default=None, help="send only the last N invoice lines")
+    demo.add_argument("--limit", type=int, default=None,
+                      help="send only the last N invoice lines (default 100,000; 0: all 541,909)")
+    demo.add_argument("--days", type=int, default=LoopPlan.days, help="simulated days of the closed loop")
+    demo.add_argument("--users", type=int, default=LoopPlan.users, help="simulated users")
+    demo.add_argument("--visits", type=int, default=LoopPlan.visits_per_day, help="visits per simulated day")
     demo.set_defaults(func=_demo)
 
     rp = commands.add_parser("replay", help="re-run cleaning from the raw archive")
@@ -209,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     schema = rules.add_parser("schema", help="the rule file's JSON Schema (generated from the rule models)")
     schema.add_argument("--output", help="write it here instead of printing it")
     schema.set_defaults(func=_rules_schema)
+
+    dc = commands.add_parser("decisions", help="what the adjust function decided: rule decisions and drift events")
+    dc.add_argument("--subject", help="rule#<name> or drift#<stream> (default: all)")
+    dc.add_argument("--since", help="ISO time (default: everything kept)")
+    dc.add_argument("--all", action="store_true", help="also the evaluations that found nothing to do")
+    dc.add_argument("--table", default=os.environ.get("FEEDBACKLOOP_DECISIONS_TABLE"))
+    dc.add_argument("--local", action="store_true", help="against a running `feedbackloop local up`")
+    dc.set_defaults(func=_decisions)
 
     bench = commands.add_parser("bench", help="benchmarks: print a table and write JSON")
     bench.add_argument("name", choices=["ingest", "tables", "model", "serve", "freshness"])

@@ -11,6 +11,7 @@ from typing import TextIO
 
 from feedbackloop import resources
 from feedbackloop.adapters.aws import DynamoOnlineStore
+from feedbackloop.closed_loop import LoopPlan, run_loop, summarize
 from feedbackloop.datasets import online_retail
 from feedbackloop.local.client import EventsClient, SendReport
 from feedbackloop.local.environment import physical_name
@@ -24,25 +25,38 @@ from feedbackloop.replay import raw_records
 from feedbackloop.resources import MODELLED_LAKE_TABLES, ONLINE_TABLE, RAW_BUCKET
 from feedbackloop.schemas.registry import CURRENT_VERSION
 from feedbackloop.settings import RetrainSettings
+from feedbackloop.uiconfig import RANKING_EXPERIMENT, assign, default_document
 from glue_jobs.build_tables import JOB_NAMES, DataQualityError, run_job
 
-# The dataset spans 374 days, shifted to end an hour ago: accept a year of late data in the demo.
+# The dataset spans 374 days, shifted to end where the simulated days begin: accept a year of late data.
 DEMO_MAX_EVENT_AGE_DAYS = 400
+# The real data the demo replays by default: the last invoice lines (about three months), so the whole
+# loop runs in under ten minutes on two cores. `--limit 0` replays all 541,909.
+DEFAULT_LIMIT = 100_000
+APPCONFIG_TIME_SCALE = 60  # the UI config's 5-minute rollout and 5-minute bake take ten seconds
 
 
-def run_demo(limit: int | None, console: TextIO) -> int:
+def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None) -> int:
     def say(text: str = "") -> None:
         console.write(text + "\n")
         console.flush()
 
-    say("feedbackloop demo: Online Retail (UCI, CC BY 4.0) as feedback events through the local loop")
+    plan = plan or LoopPlan()
+    began = time.perf_counter()
+    say("feedbackloop demo: Online Retail (UCI, CC BY 4.0) as feedback events through the local loop, then "
+        f"{plan.days} simulated days of the closed loop")
     frame = online_retail.load()
+    limit = DEFAULT_LIMIT if limit is None else limit
     if limit:
         frame = frame.sort_values("InvoiceDate", kind="stable").tail(limit)
-    events = online_retail.to_events(frame, shift_to=datetime.now(UTC) - timedelta(hours=1))
+    # the simulated days end an hour ago; the real data ends where they begin
+    loop_start = (datetime.now(UTC) - timedelta(days=plan.days, hours=1)).replace(minute=0, second=0, microsecond=0)
+    events = online_retail.to_events(frame, shift_to=loop_start - timedelta(minutes=1))
     say(f"  {len(events):,} invoice lines -> feedback events (purchases and cancellations)")
 
-    with LocalRuntime(cleaner_overrides={"max_event_age_days": DEMO_MAX_EVENT_AGE_DAYS}) as runtime:
+    with LocalRuntime(cleaner_overrides={"max_event_age_days": DEMO_MAX_EVENT_AGE_DAYS},
+                      serving_overrides={"model_refresh_seconds": 1, "appconfig_ttl_seconds": 1},
+                      appconfig_time_scale=APPCONFIG_TIME_SCALE) as runtime:
         say(f"  local stack: API {runtime.api.url}, AWS endpoint {runtime.moto.endpoint}")
         client = EventsClient(runtime.api.url, runtime.api_key)
         last = [0.0]
@@ -63,8 +77,12 @@ def run_demo(limit: int | None, console: TextIO) -> int:
             return 1
         say(f"  drained in {time.perf_counter() - started:.1f}s; {runtime.cleaner.invocations} cleaner invocations")
         status = _report(runtime, sent, say)
-        return (status or _build_tables(runtime, say) or _retrain(runtime, say)
-                or _serve(runtime, client_accepted=sent.accepted, say=say))
+        status = (status or _build_tables(runtime, say) or _retrain(runtime, say)
+                  or _serve(runtime, client_accepted=sent.accepted, say=say))
+        if status:
+            return status
+        result = run_loop(runtime, loop_start, plan, runtime.records_cleaned, say)
+        return summarize(runtime, result, time.perf_counter() - began, say)
 
 
 def metric_sums(cloudwatch, names: list[Metric]) -> dict[str, float]:
@@ -195,8 +213,10 @@ def _serve(runtime: LocalRuntime, client_accepted: int, say) -> int:
     say("\nServing: GET /users/{id}/recommendations on the local API (the serving Lambda, published model)")
     con = connect(runtime.moto.endpoint)
     # a light user, whose few purchases leave room for new ones in the top 5, and two heavy ones
-    (a,) = con.execute("SELECT user_id FROM feedback_events GROUP BY 1 HAVING count(DISTINCT item_id) = 2 "
-                       "ORDER BY user_id LIMIT 1").fetchall()[0]
+    document = default_document()["experiments"][RANKING_EXPERIMENT]
+    a = next(user for (user,) in con.execute(
+        "SELECT user_id FROM feedback_events GROUP BY 1 HAVING count(DISTINCT item_id) = 2 ORDER BY user_id").fetchall()
+        if assign(user, document["salt"], document["variants"]) == "personalized")
     b, c = (row[0] for row in con.execute(
         "SELECT user_id FROM feedback_events GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 2").fetchall())
     client = EventsClient(runtime.api.url, runtime.api_key)
@@ -240,16 +260,18 @@ def _serve(runtime: LocalRuntime, client_accepted: int, say) -> int:
 
     # 2. personalization off: non-personalized answers, events kept out of training and the profile
     status, body, _ = client.request("PUT", f"/users/{b}/preferences", {"personalization": False})
-    send([_purchase(b, new_items[0], now, 10)])
+    unseen = con.execute("SELECT item_id FROM item_features WHERE item_id NOT IN (SELECT item_id FROM "
+                         "feedback_events WHERE user_id = ?) ORDER BY popularity_rank LIMIT 1", [b]).fetchall()[0][0]
+    send([_purchase(b, unseen, now, 10)])
     quiet = ranking(b)
     show(f"{b} after turning personalization off", quiet)
     con = connect(runtime.moto.endpoint)  # the lake moved on: look again
     flagged = con.execute("SELECT count(*) FROM feedback_events WHERE user_id = ? AND NOT personalized",
                           [b]).fetchall()[0][0]
     profile_b = DynamoOnlineStore(runtime.session, physical_name(ONLINE_TABLE.key)).load([b])[b]
-    opted_out = status == 200 and not quiet["personalized"] and flagged == 1 and new_items[0] not in profile_b.items
+    opted_out = status == 200 and not quiet["personalized"] and flagged == 1 and unseen not in profile_b.items
     say(f"    read back: {flagged} new curated row marked not personalized (kept out of the feedback layer); "
-        f"profile untouched: {new_items[0] not in profile_b.items}")
+        f"profile untouched: {unseen not in profile_b.items}")
 
     # 3. erasure: every store, then the audit record says complete
     rows_before = con.execute("SELECT count(*) FROM feedback_events WHERE user_id = ?", [c]).fetchall()[0][0]

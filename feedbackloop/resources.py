@@ -101,6 +101,17 @@ DEDUP_TTL_DAYS = 400
 
 
 @dataclass(frozen=True)
+class TopicSpec:
+    key: str
+    purpose: str
+
+
+# One topic for everything an operator must act on: CloudWatch alarms, rule alerts, rejected models.
+ALERTS_TOPIC = TopicSpec("alerts", "what an operator must act on: alarms, rule alerts, rejected models")
+TOPICS = (ALERTS_TOPIC,)
+
+
+@dataclass(frozen=True)
 class ConfigProfileSpec:
     application: str
     environment: str

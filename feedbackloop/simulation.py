@@ -3,14 +3,19 @@ effect can be measured: what each arm of the ranking experiment earns, and what 
 the hidden preferences would have earned.
 
 The behaviour model (seeded, documented so the numbers can be judged):
-- Each user has hidden preferences over the catalog's categories, drawn from Dirichlet(concentration):
-  a few favourite categories each. `affinity(u, i)` = pref[u, category(i)] / max_c pref[u, c], in [0, 1].
+- Items fall into hidden taste groups: k-means over the items' embeddings from the real purchases (a
+  truncated SVD of the item x customer matrix), so a taste is what real customers buy together, the
+  structure a recommender can learn, not a label it is told. Items bought by fewer than
+  `min_buyers` customers belong to no group (nobody's taste).
+- Each user has hidden preferences over the groups, drawn from Dirichlet(concentration): a few
+  favourite groups each. `affinity(u, i)` = pref[u, group(i)] / max_g pref[u, g], in [0, 1].
 - Shown an item, the user views it (an impression) and clicks with probability
   `base_ctr + lift * affinity^2`; the square makes favourites stand out from the merely liked.
 - After a click: a purchase with probability `purchase_rate * affinity`, and a 1-5 rating with
   probability `rating_rate`, of 1 + 4 * affinity rounded.
-- `shift` gives every user new preferences (their categories rotated), the mid-run change the loop must
+- `shift` gives every user new preferences (their groups rotated), the mid-run change the loop must
   detect and recover from.
+The events carry the item's catalog category (from its description), as a client's would.
 """
 
 from __future__ import annotations
@@ -40,21 +45,49 @@ class Behaviour:
     concentration: float = 0.3
 
 
+TASTES = 12  # hidden taste groups
+NO_TASTE = -1
+
+
 @dataclass(frozen=True)
 class Catalog:
-    """Items with their category index (into CATEGORIES) and price."""
+    """Items with their hidden taste group (NO_TASTE: none), catalog category (into CATEGORIES) and price."""
 
     item_ids: np.ndarray
+    tastes: np.ndarray
     categories: np.ndarray
     prices: np.ndarray
 
+    @property
+    def groups(self) -> int:
+        return int(self.tastes.max()) + 1
+
     @classmethod
-    def from_online_retail(cls, frame: pd.DataFrame) -> Catalog:
+    def from_online_retail(cls, frame: pd.DataFrame, groups: int = TASTES, min_buyers: int = 10,
+                           seed: int = 0) -> Catalog:
+        from scipy import sparse
+        from sklearn.cluster import KMeans
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.preprocessing import normalize
+
         lines = frame.dropna(subset=["Description"]).drop_duplicates("StockCode", keep="last")
+        item_ids = lines["StockCode"].astype(str).to_numpy()
         index = {name: i for i, name in enumerate(CATEGORIES)}
         categories = np.array([index[category_of(d)] for d in lines["Description"]], dtype=np.int64)
-        return cls(lines["StockCode"].astype(str).to_numpy(), categories,
-                   lines["UnitPrice"].to_numpy(dtype=float).clip(0.01, None))
+
+        bought = frame[(frame["Quantity"] > 0) & frame["CustomerID"].notna()]
+        pairs = bought[["StockCode", "CustomerID"]].astype(str).drop_duplicates()
+        buyers = pairs["StockCode"].value_counts()
+        known = buyers[buyers >= min_buyers].index
+        pairs = pairs[pairs["StockCode"].isin(known)]
+        items, item_codes = np.unique(pairs["StockCode"].to_numpy(), return_inverse=True)
+        _, customer_codes = np.unique(pairs["CustomerID"].to_numpy(), return_inverse=True)
+        matrix = sparse.csr_matrix((np.ones(len(pairs)), (item_codes, customer_codes)))
+        embedding = normalize(TruncatedSVD(32, random_state=seed).fit_transform(normalize(matrix)))
+        labels = KMeans(groups, n_init=2, random_state=seed).fit_predict(embedding)
+        group_of = dict(zip(items, labels, strict=True))
+        tastes = np.array([group_of.get(i, NO_TASTE) for i in item_ids], dtype=np.int64)
+        return cls(item_ids, tastes, categories, lines["UnitPrice"].to_numpy(dtype=float).clip(0.01, None))
 
     def positions(self, item_ids: list[str]) -> np.ndarray:
         """Catalog positions of the ids (-1 for an item the catalog does not have)."""
@@ -77,29 +110,31 @@ class Population:
     behaviour: Behaviour = field(default_factory=Behaviour)
 
     @classmethod
-    def create(cls, size: int, seed: int, behaviour: Behaviour | None = None, prefix: str = "sim") -> Population:
+    def create(cls, size: int, seed: int, groups: int = TASTES, behaviour: Behaviour | None = None,
+               prefix: str = "sim") -> Population:
         behaviour = behaviour or Behaviour()
         rng = np.random.default_rng(seed)
-        preferences = rng.dirichlet(np.full(len(CATEGORIES), behaviour.concentration), size=size)
+        preferences = rng.dirichlet(np.full(groups, behaviour.concentration), size=size)
         return cls([f"{prefix}{i:05d}" for i in range(size)], preferences, behaviour)
 
     def shift(self, seed: int) -> None:
-        """New hidden preferences: each user's categories rotated by a random non-zero step."""
+        """New hidden preferences: each user's groups rotated by a random non-zero step."""
         rng = np.random.default_rng(seed)
-        steps = rng.integers(1, len(CATEGORIES), size=len(self.user_ids))
+        steps = rng.integers(1, self.preferences.shape[1], size=len(self.user_ids))
         self.preferences = np.stack([np.roll(row, step) for row, step in zip(self.preferences, steps, strict=True)])
 
-    def affinity(self, user: int, categories: np.ndarray) -> np.ndarray:
+    def affinity(self, user: int, tastes: np.ndarray) -> np.ndarray:
+        """In [0, 1]; 0 for items of no taste group."""
         row = self.preferences[user]
-        return row[categories] / row.max()
+        return np.where(tastes >= 0, row[np.maximum(tastes, 0)] / row.max(), 0.0)
 
-    def click_probability(self, user: int, categories: np.ndarray) -> np.ndarray:
+    def click_probability(self, user: int, tastes: np.ndarray) -> np.ndarray:
         b = self.behaviour
-        return b.base_ctr + b.lift * self.affinity(user, categories) ** 2
+        return b.base_ctr + b.lift * self.affinity(user, tastes) ** 2
 
     def oracle_ctr(self, user: int, catalog: Catalog, k: int) -> float:
         """The expected CTR of the best k items for the user: what knowing the hidden preferences earns."""
-        probability = self.click_probability(user, catalog.categories)
+        probability = self.click_probability(user, catalog.tastes)
         return float(np.sort(probability)[-k:].mean())
 
 
@@ -124,8 +159,9 @@ def session(population: Population, catalog: Catalog, user: int, shown: list[str
     positions = catalog.positions(shown)
     known = positions >= 0
     categories = np.where(known, catalog.categories[np.maximum(positions, 0)], CATEGORIES.index(OTHER_CATEGORY))
-    affinity = population.affinity(user, categories)
-    probability = population.click_probability(user, categories)
+    tastes = np.where(known, catalog.tastes[np.maximum(positions, 0)], NO_TASTE)
+    affinity = population.affinity(user, tastes)
+    probability = population.click_probability(user, tastes)
     clicked = rng.random(len(shown)) < probability
     b = population.behaviour
     session_id = _id(f"{user_id}|{at.isoformat()}")[:16]

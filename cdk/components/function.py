@@ -1,13 +1,16 @@
 """The one Lambda construct every feedbackloop function uses.
 
 All functions of a stack share one code asset (the project root filtered to `feedbackloop/` and
-`lambdas/`) and the same three layers, so a handler runs against exactly the packages the local
-runtime and the tests use.
+`lambdas/`) and their layers, so a handler runs against exactly the packages the local runtime and the
+tests use. A function picks its layers by `LayerSet`: most take the AWS SDK for pandas layer (pandas,
+pyarrow, awswrangler); the adjust function takes the drift layer (river, scipy) instead, since both
+together would pass Lambda's 250 MB.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import Enum, StrEnum
 from importlib.metadata import version
 
 from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
@@ -37,8 +40,34 @@ POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/x86_64/python3.12/
 SDK_FOR_PANDAS_LAYER_PARAMETER = f"/aws/service/aws-sdk-pandas/{version('awswrangler')}/py3.12/x86_64/layer-arn"
 
 
+class Layer(StrEnum):
+    """A layer a function may get. Each value is the layer's construct id, numbered in the order Lambda
+    must unpack the layers (see `LambdaPackaging`)."""
+
+    POWERTOOLS = "Layer1Powertools"
+    SDK_FOR_PANDAS = "Layer2SdkForPandas"
+    DEPENDENCIES = "Layer3Dependencies"  # the `lambda` group: pydantic, fastjsonschema, pybase64
+    DRIFT = "Layer4Drift"  # the `lambda-drift` group: river, scipy, numpy
+
+
+MANAGED_LAYER_PARAMETERS = {
+    Layer.POWERTOOLS: POWERTOOLS_LAYER_PARAMETER,
+    Layer.SDK_FOR_PANDAS: SDK_FOR_PANDAS_LAYER_PARAMETER,
+}
+
+
+class LayerSet(Enum):
+    """The layers of one kind of function, in Lambda's order: the AWS-managed ones first, ours last."""
+
+    # pandas, pyarrow and awswrangler come from the SDK for pandas layer
+    STANDARD = (Layer.POWERTOOLS, Layer.SDK_FOR_PANDAS, Layer.DEPENDENCIES)
+    # no pandas: the SDK for pandas layer and scipy together would pass Lambda's 250 MB unzipped
+    DRIFT = (Layer.POWERTOOLS, Layer.DEPENDENCIES, Layer.DRIFT)
+
+
 class LambdaPackaging(Construct):
-    """Code asset and layers, created once per stack and shared by its functions."""
+    """Code asset and layers, created once per stack and shared by its functions. A layer is created
+    the first time a function of the stack asks for it, so a stack only carries the layers it uses."""
 
     ID = "LambdaPackaging"
 
@@ -51,29 +80,47 @@ class LambdaPackaging(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, layout: ProjectLayout) -> None:
         super().__init__(scope, construct_id)
         self.code = lambda_.Code.from_asset(str(layout.root), exclude=CODE_EXCLUDES, ignore_mode=IgnoreMode.GIT)
-        # Lambda unpacks layers in order, later ones overwriting earlier files, so our pinned packages
-        # (pydantic, which the Powertools layer also ships) must come last. With the recommended flag
-        # @aws-cdk/aws-lambda:recognizeLayerVersion, CDK sorts a function's layers by construct path:
-        # the numbered ids fix that order.
-        powertools = lambda_.LayerVersion.from_layer_version_arn(
-            self,
-            "Layer1Powertools",
-            ssm.StringParameter.value_for_string_parameter(self, POWERTOOLS_LAYER_PARAMETER),
-        )
-        sdk_for_pandas = lambda_.LayerVersion.from_layer_version_arn(
-            self,
-            "Layer2SdkForPandas",
-            ssm.StringParameter.value_for_string_parameter(self, SDK_FOR_PANDAS_LAYER_PARAMETER),
-        )
-        dependencies = lambda_.LayerVersion(
-            self,
-            "Layer3Dependencies",
-            code=lambda_.Code.from_asset(str(layout.require_lambda_layer())),
-            compatible_runtimes=[RUNTIME],
-            compatible_architectures=[ARCHITECTURE],
-            description="feedbackloop: the `lambda` dependency group (pydantic, fastjsonschema)",
-        )
-        self.layers: tuple[lambda_.ILayerVersion, ...] = (powertools, sdk_for_pandas, dependencies)
+        self._layout = layout
+        self._layers: dict[Layer, lambda_.ILayerVersion] = {}
+
+    def layers(self, layer_set: LayerSet) -> list[lambda_.ILayerVersion]:
+        """The layers of `layer_set`, in its order.
+
+        Lambda unpacks layers in order, later ones overwriting earlier files, so our pinned packages
+        (pydantic, which the Powertools layer also ships) must come last. With the recommended flag
+        @aws-cdk/aws-lambda:recognizeLayerVersion, CDK sorts a function's layers by construct path:
+        the numbered ids fix that order, and every `LayerSet` lists its layers in it."""
+        if list(layer_set.value) != sorted(layer_set.value, key=lambda layer: layer.value):
+            raise ValueError(f"{layer_set}: layers out of their unpacking order")
+        return [self._layer(layer) for layer in layer_set.value]
+
+    def _layer(self, layer: Layer) -> lambda_.ILayerVersion:
+        if layer in self._layers:
+            return self._layers[layer]
+        if layer in MANAGED_LAYER_PARAMETERS:
+            arn = ssm.StringParameter.value_for_string_parameter(self, MANAGED_LAYER_PARAMETERS[layer])
+            created = lambda_.LayerVersion.from_layer_version_arn(self, layer.value, arn)
+        else:
+            directory, description = {
+                Layer.DEPENDENCIES: (
+                    self._layout.require_lambda_layer,
+                    "feedbackloop: the `lambda` dependency group (pydantic, fastjsonschema)",
+                ),
+                Layer.DRIFT: (
+                    self._layout.require_lambda_drift_layer,
+                    "feedbackloop: the `lambda-drift` dependency group (river, scipy, numpy)",
+                ),
+            }[layer]
+            created = lambda_.LayerVersion(
+                self,
+                layer.value,
+                code=lambda_.Code.from_asset(str(directory())),
+                compatible_runtimes=[RUNTIME],
+                compatible_architectures=[ARCHITECTURE],
+                description=description,
+            )
+        self._layers[layer] = created
+        return created
 
 
 class PythonFunction(Construct):
@@ -91,7 +138,12 @@ class PythonFunction(Construct):
         memory_size: int,
         timeout: Duration,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        layers: LayerSet = LayerSet.STANDARD,
+        reserved_concurrent_executions: int | None = None,
+        unscoped_actions: Mapping[str, str] | None = None,
     ) -> None:
+        """`unscoped_actions`: actions that support no resource-level permissions, each with why the
+        function needs it; they are allowed on '*' and named in the one IAM5[Resource::*] acknowledgement."""
         super().__init__(scope, construct_id)
         packaging = LambdaPackaging.of(self, layout)
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
@@ -105,10 +157,11 @@ class PythonFunction(Construct):
             architecture=ARCHITECTURE,
             handler=handler,
             code=packaging.code,
-            layers=list(packaging.layers),
+            layers=packaging.layers(layers),
             description=description,
             memory_size=memory_size,
             timeout=timeout,
+            reserved_concurrent_executions=reserved_concurrent_executions,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
             role=self.role,
@@ -121,12 +174,17 @@ class PythonFunction(Construct):
         nag.acknowledge(
             self,
             "L1",
-            "python3.12 is pinned on purpose: the dependency layer is built for it and the AWS-managed "
-            "Powertools and SDK for pandas layers are selected for it; moving runtimes moves all three.",
+            "python3.12 is pinned on purpose: our dependency layers are built for it and the AWS-managed "
+            "Powertools and SDK for pandas layers are selected for it; moving runtimes moves them all.",
         )
-        nag.acknowledge(
-            self,
-            "IAM5[Resource::*]",
-            "X-Ray's PutTraceSegments and PutTelemetryRecords (active tracing) support no resource-level "
-            "permissions; they are the only statement on '*'.",
-        )
+        if unscoped_actions:
+            self.role.add_to_policy(iam.PolicyStatement(actions=sorted(unscoped_actions), resources=["*"]))
+        nag.acknowledge(self, "IAM5[Resource::*]", _unscoped_reason(unscoped_actions or {}))
+
+
+def _unscoped_reason(unscoped_actions: Mapping[str, str]) -> str:
+    tracing = "X-Ray's PutTraceSegments and PutTelemetryRecords (active tracing)"
+    if not unscoped_actions:
+        return f"{tracing} support no resource-level permissions; they are the only statement on '*'."
+    others = "; ".join(f"{action} ({why})" for action, why in sorted(unscoped_actions.items()))
+    return f"{tracing}; {others}: these support no resource-level permissions and are the only actions on '*'."

@@ -1,5 +1,6 @@
 """The lake: one bucket per `resources.BUCKETS` zone, their access logs, the Glue catalog of
-`resources.LAKE_TABLES`, and one managed policy per writer of those tables.
+`resources.LAKE_TABLES`, one managed policy per writer of those tables, and one for read-only Athena
+queries over them.
 
 Zone buckets use SSE-KMS with the data key (and S3 Bucket Keys, which cut KMS requests to about one
 per object batch): every reader of lake data then needs an explicit `kms:Decrypt` grant, which is the
@@ -71,10 +72,11 @@ PARTITION_WRITE_ACTIONS = [
 
 
 class Lake(Construct):
-    """Zone buckets by `BucketSpec.key`, the Glue database and tables, and two managed policies:
+    """Zone buckets by `BucketSpec.key`, the Glue database and tables, and three managed policies:
     `writer_policy` lets the cleaner append to its tables (`resources.CLEANER_LAKE_TABLES`);
     `builder_policy` lets the table jobs read those and rebuild the modelled tables
-    (`resources.MODELLED_LAKE_TABLES`) through Athena, whose results go to the query-results bucket."""
+    (`resources.MODELLED_LAKE_TABLES`) through Athena, whose results go to the query-results bucket;
+    `reader_policy` lets a function query the same tables through Athena and change nothing but results."""
 
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
@@ -103,6 +105,7 @@ class Lake(Construct):
         self.tables = {table.name: self._table(table) for table in LAKE_TABLES}
         self.writer_policy = self._writer_policy(key)
         self.builder_policy = self._builder_policy(key)
+        self.reader_policy = self._reader_policy(key)
 
     @property
     def database_name(self) -> str:
@@ -143,8 +146,7 @@ class Lake(Construct):
         curated events and the modelled tables themselves), replace objects and partitions of the
         modelled tables only, and keep Athena's results in the query-results bucket."""
         modelled = MODELLED_LAKE_TABLES
-        # the modelled tables are built from the tables that share their bucket (ADR 0006: curated events)
-        sources = tuple(t for t in LAKE_TABLES if t.bucket_key in {m.bucket_key for m in modelled})
+        sources = self._queryable()
         results = self.buckets[QUERY_RESULTS_BUCKET.key]
         readable, writable, scratch = self._objects(sources), self._objects(modelled), results.arn_for_objects("*")
         policy = iam.ManagedPolicy(
@@ -162,22 +164,7 @@ class Lake(Construct):
                     actions=["s3:ListBucket", "s3:GetBucketLocation"],
                     resources=[b.bucket_arn for b in self._buckets_of(sources)],
                 ),
-                # what Athena needs of a workgroup's result location
-                iam.PolicyStatement(
-                    actions=[
-                        "s3:GetObject",
-                        "s3:PutObject",
-                        "s3:AbortMultipartUpload",
-                        "s3:ListMultipartUploadParts",
-                    ],
-                    resources=[scratch],
-                ),
-                iam.PolicyStatement(
-                    actions=["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
-                    resources=[results.bucket_arn],
-                ),
-                # SSE-KMS on the lake objects and on Athena's results (the workgroup enforces the data key)
-                iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[key.key_arn]),
+                *self._query_results_statements(key),
                 iam.PolicyStatement(actions=CATALOG_READ_ACTIONS, resources=self._catalog(sources)),
                 iam.PolicyStatement(actions=PARTITION_WRITE_ACTIONS, resources=self._catalog(modelled)),
             ],
@@ -190,6 +177,57 @@ class Lake(Construct):
             "query-results bucket that holds nothing but Athena's results of the table jobs.",
         )
         return policy
+
+    def _reader_policy(self, key: kms.IKey) -> iam.ManagedPolicy:
+        """Query the tables the table jobs read (the curated bucket's) through Athena: read their objects
+        and catalog entries, keep Athena's results in the query-results bucket; write no table."""
+        sources = self._queryable()
+        readable = self._objects(sources)
+        scratch = self.buckets[QUERY_RESULTS_BUCKET.key].arn_for_objects("*")
+        policy = iam.ManagedPolicy(
+            self,
+            "ReaderPolicy",
+            description="feedbackloop: query the curated lake tables through Athena, read-only (objects, data "
+            "key, Glue catalog, Athena results)",
+            statements=[
+                iam.PolicyStatement(actions=["s3:GetObject"], resources=readable),
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                    resources=[b.bucket_arn for b in self._buckets_of(sources)],
+                ),
+                *self._query_results_statements(key),
+                iam.PolicyStatement(actions=CATALOG_READ_ACTIONS, resources=self._catalog(sources)),
+            ],
+        )
+        nag.acknowledge_all(
+            policy,
+            [nag.wildcard_resource(self, arn) for arn in (*readable, scratch)],
+            "Object-level S3 actions need an object ARN; each wildcard covers the prefix of one table of the "
+            "curated bucket (read only) or the objects of the query-results bucket, which holds nothing but "
+            "Athena's results.",
+        )
+        return policy
+
+    def _queryable(self) -> tuple[LakeTable, ...]:
+        """What Athena queries read: the modelled tables are built from the tables that share their bucket
+        (ADR 0006: the curated events), and the modelled tables themselves."""
+        return tuple(t for t in LAKE_TABLES if t.bucket_key in {m.bucket_key for m in MODELLED_LAKE_TABLES})
+
+    def _query_results_statements(self, key: kms.IKey) -> list[iam.PolicyStatement]:
+        """What Athena needs of a workgroup's result location, and the data key: SSE-KMS on the lake
+        objects and on Athena's results (the workgroup enforces the data key)."""
+        results = self.buckets[QUERY_RESULTS_BUCKET.key]
+        return [
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                resources=[results.arn_for_objects("*")],
+            ),
+            iam.PolicyStatement(
+                actions=["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
+                resources=[results.bucket_arn],
+            ),
+            iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[key.key_arn]),
+        ]
 
     def _buckets_of(self, tables: Iterable[LakeTable]) -> list[s3.Bucket]:
         return [self.buckets[zone] for zone in sorted({t.bucket_key for t in tables})]

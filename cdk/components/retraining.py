@@ -51,6 +51,7 @@ from cdk import nag
 from cdk.components.function import PythonFunction
 from cdk.components.lake import Lake
 from cdk.components.model_store import ModelStore
+from cdk.components.schedules import scheduler_role
 from cdk.naming import pascal_case
 from cdk.project import ProjectLayout
 from feedbackloop.models.contract import GATE_METRIC, K
@@ -415,22 +416,8 @@ class Retraining(Construct):
         )
 
     def _nightly_schedule(self) -> scheduler.Schedule:
-        stack = Stack.of(self)
-        # the default schedule group, as the scheduler target's own role would trust it (confused deputy)
-        default_group = stack.format_arn(
-            service="scheduler",
-            resource="schedule-group",
-            resource_name="default",
-            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
-        )
-        role = iam.Role(
-            self,
-            "ScheduleRole",
-            assumed_by=iam.ServicePrincipal(
-                "scheduler.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID, "aws:SourceArn": default_group}},
-            ),
-            description="feedbackloop: start the retraining workflow on schedule",
+        role = scheduler_role(
+            self, "ScheduleRole", description="feedbackloop: start the retraining workflow on schedule"
         )
         return scheduler.Schedule(
             self,

@@ -41,10 +41,18 @@ ATHENA_ENGINE = "Athena engine version 3"
 GLUE_LOG_GROUPS = "/aws-glue/*"
 
 _SLASH = ArnFormat.SLASH_RESOURCE_NAME
+# Run a query in the workgroup and read its results (Athena's own side; the data side is a Lake policy).
+ATHENA_QUERY_ACTIONS = [
+    "athena:StartQueryExecution",
+    "athena:GetQueryExecution",
+    "athena:GetQueryResults",
+    "athena:StopQueryExecution",
+]
 
 
 class TableJobs(Construct):
-    """`jobs` by job name (`glue_jobs.build_tables.JOB_NAMES`), `workflow`, `workgroup`, `role`."""
+    """`jobs` by job name (`glue_jobs.build_tables.JOB_NAMES`), `workflow`, `workgroup`, `role`, and
+    `grant_query` for another reader of the lake that queries in the same workgroup."""
 
     def __init__(self, scope: Construct, construct_id: str, *, lake: Lake, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
@@ -160,31 +168,29 @@ class TableJobs(Construct):
         different namespaces), a name unique to this construct's path, like CDK's generated names."""
         return Names.unique_resource_name(self, max_length=128, separator="-")
 
+    def grant_query(self, grantee: iam.IGrantable) -> None:
+        """Run queries in the workgroup and read their results. The lake side (objects, catalog, the
+        result location, the data key) is the Lake's `reader_policy` or `builder_policy`."""
+        stack = Stack.of(grantee.grant_principal)
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=ATHENA_QUERY_ACTIONS, resource_arns=[self.workgroup_arn(stack)]
+        )
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=["glue:GetDatabase"], resource_arns=[_default_database(stack)]
+        )
+
+    def workgroup_arn(self, stack: Stack) -> str:
+        """The workgroup's ARN, formatted in `stack` (the region and account of the grantee's stack)."""
+        return stack.format_arn(service="athena", resource="workgroup", resource_name=self.workgroup.ref)
+
     def _grant_job_resources(self, stack: Stack, script: assets.Asset, sql: assets.Asset, glue_logs: str) -> None:
-        workgroup = stack.format_arn(service="athena", resource="workgroup", resource_name=self.workgroup.ref)
         self.role.add_to_policy(
             iam.PolicyStatement(
-                actions=[
-                    "athena:StartQueryExecution",
-                    "athena:GetQueryExecution",
-                    "athena:GetQueryResults",
-                    "athena:StopQueryExecution",
-                    "athena:GetWorkGroup",
-                ],
-                resources=[workgroup],
+                actions=[*ATHENA_QUERY_ACTIONS, "athena:GetWorkGroup"],
+                resources=[self.workgroup_arn(stack)],
             )
         )
-        # Athena looks up the "default" database beside the query's own when catalog access is scoped.
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["glue:GetDatabase"],
-                resources=[
-                    stack.format_arn(
-                        service="glue", resource="database", resource_name="default", arn_format=_SLASH
-                    )
-                ],
-            )
-        )
+        self.role.add_to_policy(iam.PolicyStatement(actions=["glue:GetDatabase"], resources=[_default_database(stack)]))
         # The two asset objects only (Asset.grant_read would open the whole bootstrap bucket).
         self.role.add_to_policy(
             iam.PolicyStatement(
@@ -249,3 +255,8 @@ class TableJobs(Construct):
                 actions=[glue.CfnTrigger.ActionProperty(job_name=self.jobs[job.name].ref)],
             )
         return workflow
+
+
+def _default_database(stack: Stack) -> str:
+    # Athena looks up the "default" database beside the query's own when catalog access is scoped.
+    return stack.format_arn(service="glue", resource="database", resource_name="default", arn_format=_SLASH)

@@ -2,6 +2,10 @@
 configuration profile whose JSON Schema validator is `feedbackloop/config/ui_config.schema.json`, the
 first document (`ui_config.json`) as a hosted version, and its deployment to the environment.
 
+The environment's monitor is the rollback alarm (`resources.CONFIG_ROLLBACK_ALARM`: the serving function's
+errors): while a deployment rolls out or bakes, the alarm going off makes AppConfig roll it back. AppConfig
+reads the alarm's state through a role of its own that may describe that one alarm.
+
 Readers get the document through the AWS AppConfig Agent Lambda extension (`add_reader`): the extension
 layer, the two AppConfig data-plane actions on exactly this profile, and a prefetch of it at cold start.
 The handler asks the extension for the profile by name (`feedbackloop.uiconfig.AgentConfigReader`).
@@ -14,23 +18,42 @@ so a bad document fails at synth instead of at AppConfig's validator.
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 
-from aws_cdk import Aws, CfnMapping, Names, Stack
+from aws_cdk import Aws, CfnMapping, Duration, Names, Stack
 from aws_cdk import aws_appconfig as appconfig
+from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from cdk import nag
+from cdk.components.monitoring import emf_metric
 from feedbackloop import uiconfig
-from feedbackloop.resources import UI_CONFIG, UI_CONFIG_ROLLOUT, ConfigProfileSpec
+from feedbackloop.resources import CONFIG_ROLLBACK_ALARM, UI_CONFIG, UI_CONFIG_ROLLOUT, AlarmSpec, ConfigProfileSpec
 
 READ_ACTIONS = ["appconfig:StartConfigurationSession", "appconfig:GetLatestConfiguration"]
+# The control plane of a new version and its deployment (feedbackloop.adapters.control.AppConfigPublisher),
+# each action with the resource types the Service Authorization Reference lists for it. These are the
+# control-plane ARN formats (application/<id>/environment/<id>, .../configurationprofile/<id>,
+# deploymentstrategy/<id>, and their deployment/<number> and hostedconfigurationversion/<number>), not
+# the data plane's application/<id>/environment/<id>/configuration/<id> that READ_ACTIONS authorize on.
+APPLICATION, ENVIRONMENT, PROFILE, STRATEGY, DEPLOYMENTS, VERSIONS = (
+    "application", "environment", "profile", "strategy", "deployments", "versions"
+)
+DEPLOY_ACTIONS = {
+    "appconfig:ListDeployments": (APPLICATION, ENVIRONMENT),
+    "appconfig:GetDeployment": (APPLICATION, ENVIRONMENT, DEPLOYMENTS),
+    "appconfig:GetHostedConfigurationVersion": (APPLICATION, PROFILE, VERSIONS),
+    "appconfig:CreateHostedConfigurationVersion": (APPLICATION, PROFILE, VERSIONS),
+    "appconfig:StartDeployment": (APPLICATION, ENVIRONMENT, PROFILE, STRATEGY, DEPLOYMENTS),
+}
 
 # The strategy is resources.UI_CONFIG_ROLLOUT: linear 20% every minute (five steps over five minutes), then
 # five minutes of bake before the deployment completes. A changed document reaches a fifth of the readers
-# first; while it rolls out and bakes, an operator (or an alarm, once the environment gets monitors) can
-# stop it and AppConfig rolls it back. AllAtOnce would only suit the very first document, which has nothing
+# first; while it rolls out and bakes, an operator can stop it, and the environment's rollback alarm going
+# off makes AppConfig roll it back. AllAtOnce would only suit the very first document, which has nothing
 # to roll back to; every later change of ui_config.json goes out through the same strategy, and the rules
 # function can reuse it.
 
@@ -86,6 +109,22 @@ LAYER_ARN = "LayerArn"  # the mapping's second-level key
 PREFETCH_VARIABLE = "AWS_APPCONFIG_EXTENSION_PREFETCH_LIST"
 
 
+def rollback_alarm(scope: Construct, construct_id: str, spec: AlarmSpec) -> cw.Alarm:
+    """The alarm of `spec` on our metric as Powertools emits it (namespace, name, `service` dimension)."""
+    return cw.Alarm(
+        scope,
+        construct_id,
+        metric=emf_metric(spec.metric, spec.statistic, period=Duration.seconds(spec.period_seconds)),
+        threshold=spec.threshold,
+        evaluation_periods=spec.evaluation_periods,
+        # "GreaterThanOrEqualToThreshold" (CloudFormation's spelling) -> GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+        comparison_operator=cw.ComparisonOperator[re.sub(r"(?<!^)(?=[A-Z])", "_", spec.comparison).upper()],
+        # no errors emitted in a minute is no error: the alarm (and a deployment) stays OK
+        treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        alarm_description=f"feedbackloop {spec.key}: {spec.purpose}",
+    )
+
+
 def config_file(name: str) -> str:
     """A file of the `feedbackloop.config` package, as it is."""
     return resources.files("feedbackloop.config").joinpath(name).read_text("utf-8")
@@ -93,9 +132,18 @@ def config_file(name: str) -> str:
 
 class UiConfig(Construct):
     """`application`, `environment`, `profile`, `version`, `strategy`, `deployment` (CloudFormation
-    resources), and `add_reader` for a function that reads the profile through the extension."""
+    resources), the environment's monitor (`rollback_alarm`, and `monitor_role` that AppConfig assumes to
+    read it), `deployer_policy` for a function that deploys new versions, and `add_reader` for a function
+    that reads the profile through the extension."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, spec: ConfigProfileSpec = UI_CONFIG) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ConfigProfileSpec = UI_CONFIG,
+        rollback: AlarmSpec = CONFIG_ROLLBACK_ALARM,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.spec = spec
         document = config_file(uiconfig.DEFAULT_FILE)
@@ -104,12 +152,35 @@ class UiConfig(Construct):
         self.application = appconfig.CfnApplication(
             self, "Application", name=spec.application, description="feedbackloop: per-user UI configuration"
         )
+        self.rollback_alarm = rollback_alarm(self, "RollbackAlarm", rollback)
+        # The policy is inline, so the role is complete before the environment (and its first deployment)
+        # is created: a separate AWS::IAM::Policy could land after AppConfig first reads the alarm.
+        self.monitor_role = iam.Role(
+            self,
+            "MonitorRole",
+            assumed_by=iam.ServicePrincipal("appconfig.amazonaws.com"),
+            description="feedbackloop: AppConfig reads the UI config environment's rollback alarm",
+            inline_policies={
+                "DescribeRollbackAlarm": iam.PolicyDocument(
+                    statements=[
+                        iam.PolicyStatement(
+                            actions=["cloudwatch:DescribeAlarms"], resources=[self.rollback_alarm.alarm_arn]
+                        )
+                    ]
+                )
+            },
+        )
         self.environment = appconfig.CfnEnvironment(
             self,
             "Environment",
             application_id=self.application.ref,
             name=spec.environment,
             description="feedbackloop: what the serving API reads",
+            monitors=[
+                appconfig.CfnEnvironment.MonitorsProperty(
+                    alarm_arn=self.rollback_alarm.alarm_arn, alarm_role_arn=self.monitor_role.role_arn
+                )
+            ],
         )
         self.profile = appconfig.CfnConfigurationProfile(
             self,
@@ -158,12 +229,51 @@ class UiConfig(Construct):
             deployment_strategy_id=self.strategy.ref,
             description=f"feedbackloop/config/{uiconfig.DEFAULT_FILE}",
         )
+        self.deployer_policy = self._deployer_policy()
         layers = CfnMapping(
             self, "ExtensionLayers", mapping={region: {LAYER_ARN: arn} for region, arn in EXTENSION_LAYERS.items()}
         )
         self.extension_layer = lambda_.LayerVersion.from_layer_version_arn(
             self, "ExtensionLayer", layers.find_in_map(Aws.REGION, LAYER_ARN)
         )
+
+    def _deployer_policy(self) -> iam.ManagedPolicy:
+        """Read the deployed version, create a hosted version of the profile and deploy it to the
+        environment with the strategy, as `AppConfigPublisher` does; nothing on other profiles or
+        environments. A managed policy beside what it opens (as the data stack's stores do): the adjust
+        function attaches it by ARN."""
+        stack = Stack.of(self)
+        environment = f"{self.application.ref}/environment/{self.environment.ref}"
+        profile = f"{self.application.ref}/configurationprofile/{self.profile.ref}"
+        arns = {
+            name: stack.format_arn(service="appconfig", resource="application", resource_name=resource_name)
+            for name, resource_name in (
+                (APPLICATION, self.application.ref),
+                (ENVIRONMENT, environment),
+                (PROFILE, profile),
+                (DEPLOYMENTS, f"{environment}/deployment/*"),
+                (VERSIONS, f"{profile}/hostedconfigurationversion/*"),
+            )
+        }
+        arns[STRATEGY] = stack.format_arn(service="appconfig", resource="deploymentstrategy",
+                                          resource_name=self.strategy.ref)
+        policy = iam.ManagedPolicy(
+            self,
+            "DeployerPolicy",
+            description="feedbackloop: deploy a new version of the UI configuration (this profile, environment "
+            "and strategy only)",
+            statements=[
+                iam.PolicyStatement(actions=[action], resources=[arns[kind] for kind in kinds])
+                for action, kinds in DEPLOY_ACTIONS.items()
+            ],
+        )
+        nag.acknowledge_all(
+            policy,
+            [nag.wildcard_resource(self, arns[kind]) for kind in (DEPLOYMENTS, VERSIONS)],
+            "AppConfig numbers deployments and hosted configuration versions as it creates them; the "
+            "wildcards are the deployments of the UI config environment and the versions of its profile only.",
+        )
+        return policy
 
     @property
     def profile_arn(self) -> str:

@@ -1,6 +1,6 @@
 """FeedbackLoopData: everything that holds data (the stream, the lake, the cleaner's state, the model
-registry, the online store of user profiles, the erasure audit and its queue), and the raw archive that
-copies the stream into it.
+registry, the online store of user profiles, the erasure audit and its queue, the adjust function's
+decisions), and the raw archive that copies the stream into it.
 
 Nothing here runs our code, so it changes rarely; the compute stack can be destroyed and redeployed
 without touching a byte of data or pausing the archive.
@@ -14,6 +14,7 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from cdk.components.adjust_store import AdjustStore
 from cdk.components.cleaner_state import CleanerState
 from cdk.components.erasure_store import ErasureStore
 from cdk.components.event_stream import EventStream
@@ -22,7 +23,15 @@ from cdk.components.model_store import ModelStore
 from cdk.components.online_store import OnlineStore
 from cdk.components.raw_archive import RawArchive
 from cdk.naming import pascal_case
-from feedbackloop.resources import ERASURE_REQUESTS, ERASURE_TABLE, ONLINE_TABLE, RAW_BUCKET, REGISTRY_TABLE
+from feedbackloop.resources import (
+    DECISIONS_TABLE,
+    ERASURE_REQUESTS,
+    ERASURE_TABLE,
+    ONLINE_TABLE,
+    RAW_BUCKET,
+    REGISTRY_TABLE,
+    STATE_TABLE,
+)
 
 
 class FeedbackLoopData(Stack):
@@ -42,6 +51,9 @@ class FeedbackLoopData(Stack):
         self.model_store = ModelStore(self, "ModelStore", lake=self.lake, key=self.key)
         self.online_store = OnlineStore(self, "OnlineStore", key=self.key)
         self.erasure_store = ErasureStore(self, "ErasureStore", lake=self.lake, key=self.key)
+        self.adjust_store = AdjustStore(
+            self, "AdjustStore", key=self.key, state_table=self.cleaner_state.tables[STATE_TABLE.key]
+        )
         RawArchive(
             self,
             "RawArchive",
@@ -61,3 +73,4 @@ class FeedbackLoopData(Stack):
         CfnOutput(self, f"{pascal_case(ONLINE_TABLE.key)}TableName", value=self.online_store.table.table_name)
         CfnOutput(self, f"{pascal_case(ERASURE_TABLE.key)}TableName", value=self.erasure_store.table.table_name)
         CfnOutput(self, f"{pascal_case(ERASURE_REQUESTS.key)}QueueUrl", value=self.erasure_store.queue.queue_url)
+        CfnOutput(self, f"{pascal_case(DECISIONS_TABLE.key)}TableName", value=self.adjust_store.table.table_name)

@@ -1,5 +1,6 @@
 """FeedbackLoopServing: everything stateless that serves one user: the serving API and its function, the
-UI configuration it reads (AppConfig), and the eraser that completes a user's erasure in the lake.
+UI configuration it reads (AppConfig, with the alarm that rolls a deployment back), and the eraser that
+completes a user's erasure in the lake.
 
 The model it serves (the registry and the models bucket), the user profiles (the online store) and the
 erasure audit and queue (the erasure store), with the permissions on them, belong to the data stack.
@@ -49,7 +50,7 @@ class FeedbackLoopServing(Stack):
             online_store=online_store,
             erasure_store=erasure_store,
         )
-        ui_config = UiConfig(self, "UiConfig")
+        self.ui_config = ui_config = UiConfig(self, "UiConfig")
         ui_config.add_reader(api.function)
         eraser = Eraser(self, "Eraser", layout=layout, lake=lake, erasure_store=erasure_store)
 
@@ -57,4 +58,5 @@ class FeedbackLoopServing(Stack):
         CfnOutput(self, "ApiKeyId", value=api.api_key.key_id)
         CfnOutput(self, "UiConfigApplicationId", value=ui_config.application.ref)
         CfnOutput(self, "UiConfigDeploymentStrategyId", value=ui_config.strategy.ref)
+        CfnOutput(self, "UiConfigRollbackAlarmName", value=ui_config.rollback_alarm.alarm_name)
         CfnOutput(self, "EraserFunctionName", value=eraser.function.function_name)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from feedbackloop.adjust.rules import ALL, ENGAGEMENT_METRICS, Observation, Scope
+from feedbackloop.schemas.registry import event_type_rules
 
 PREFERENCE_LOOKBACK = timedelta(days=7)  # a segment's preferred categories: its positive feedback this far back
 NO_SEGMENT = "none"  # the engagement layer's value for events without one
@@ -95,11 +96,12 @@ class LakeQueries:
 
     def feedback_scores(self, after: datetime, until: datetime) -> tuple[list[float], datetime | None]:
         """Clean events' feedback scores processed in (after, until], in processing order, and the last
-        processing time read (the next run's `after`)."""
+        processing time read (the next run's `after`). Exposures (views) carry no feedback: left out."""
+        exposures = ", ".join(_literal(t) for t, rule in sorted(event_type_rules().items()) if rule.polarity == 0)
         sql = (f"SELECT feedback_score, processed_at FROM {self._tables.events}\n"
                f"WHERE {_dates('event_date', after - timedelta(days=31), until)}\n"
                f"  AND processed_at > {_timestamp(after)} AND processed_at <= {_timestamp(until)}\n"
-               f"  AND feedback_score IS NOT NULL\n"
+               f"  AND feedback_score IS NOT NULL AND event_type NOT IN ({exposures})\n"
                f"ORDER BY processed_at, event_id")
         rows = self._runner.rows(sql)
         return [float(r[0]) for r in rows], (_as_datetime(rows[-1][1]) if rows else None)

@@ -20,6 +20,7 @@ from feedbackloop import resources, uiconfig
 from feedbackloop.lake import LakeTable
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE
 from feedbackloop.settings import (
+    AdjustSettings,
     CleanerSettings,
     EraserSettings,
     IngestSettings,
@@ -98,6 +99,20 @@ def eraser_settings() -> EraserSettings:
 def retrain_settings(**overrides) -> RetrainSettings:
     return RetrainSettings(models_bucket=physical_name(resources.MODELS_BUCKET.key),
                            registry_table=physical_name(resources.REGISTRY_TABLE.key), **overrides)
+
+
+def adjust_settings(config: LocalUiConfig, session: boto3.Session, **overrides) -> AdjustSettings:
+    """engine local: DuckDB for Athena, the in-process retraining runner for Step Functions."""
+    from feedbackloop.lake import CURATED_EVENTS, ENGAGEMENT, INTERACTIONS
+
+    topic = session.client("sns").create_topic(Name=physical_name(resources.ALERTS_TOPIC.key))["TopicArn"]
+    return AdjustSettings(
+        engine="local", state_table=physical_name(resources.STATE_TABLE.key),
+        decisions_table=physical_name(resources.DECISIONS_TABLE.key), glue_database=resources.GLUE_DATABASE,
+        events_table=CURATED_EVENTS.name, interactions_table=INTERACTIONS.name, engagement_table=ENGAGEMENT.name,
+        appconfig_application_id=config.application_id, appconfig_environment_id=config.environment_id,
+        appconfig_profile_id=config.profile_id, appconfig_strategy_id=config.rollout_strategy_id,
+        alerts_topic_arn=topic, **overrides)
 
 
 def replay_settings() -> ReplaySettings:
@@ -207,6 +222,9 @@ def create_resources(session: boto3.Session) -> None:
                 TableName=physical_name(table.key),
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
             )
+    sns = session.client("sns")
+    for topic in resources.TOPICS:
+        sns.create_topic(Name=physical_name(topic.key))
     sqs = session.client("sqs")
     for queue in resources.QUEUES:
         attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if queue.fifo else {}

@@ -62,6 +62,7 @@ INGEST_FUNCTION = "lambdas.ingest.handler.lambda_handler"
 CLEANER_FUNCTION = "lambdas.cleaner.handler.lambda_handler"
 SERVING_FUNCTION = "lambdas.serving.handler.lambda_handler"
 ERASER_FUNCTION = "lambdas.eraser.handler.lambda_handler"
+ADJUST_FUNCTION = "lambdas.adjust.handler.lambda_handler"
 
 
 class LogSink(io.TextIOBase):

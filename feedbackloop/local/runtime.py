@@ -7,11 +7,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
 
 from feedbackloop import resources
+from feedbackloop.local.adjust import Schedule
 from feedbackloop.local.api import LocalApi
 from feedbackloop.local.appconfig import LocalAppConfig
 from feedbackloop.local.environment import (
@@ -19,6 +21,7 @@ from feedbackloop.local.environment import (
     LocalEndpoints,
     LocalUiConfig,
     MotoServer,
+    adjust_settings,
     cleaner_settings,
     create_resources,
     create_ui_config,
@@ -33,6 +36,7 @@ from feedbackloop.local.environment import (
     use_endpoint,
 )
 from feedbackloop.local.functions import (
+    ADJUST_FUNCTION,
     CLEANER_FUNCTION,
     ERASER_FUNCTION,
     INGEST_FUNCTION,
@@ -45,7 +49,7 @@ from feedbackloop.local.stream import EventSourceMapping, MappingConfig, RawArch
 
 _HANDLER_CACHES = {"lambdas.ingest.handler": ("_stream",), "lambdas.cleaner.handler": ("_cleaner",),
                    "lambdas.serving.handler": ("_models", "_online", "_ui_config"),
-                   "lambdas.eraser.handler": ("_settings",)}
+                   "lambdas.eraser.handler": ("_settings",), "lambdas.adjust.handler": ("_adjuster",)}
 
 
 @dataclass
@@ -62,6 +66,10 @@ class LocalRuntime:
     # AppConfig stand-in seconds per real second: 60 runs the UI config's 5-minute rollout and 5-minute
     # bake in ten seconds
     appconfig_time_scale: float = 1.0
+    # the adjust function's schedule (EventBridge Scheduler's rate in AWS): seconds between runs, on the
+    # wall clock; None: no schedule (the demo invokes it at simulated times itself)
+    adjust_interval: float | None = None
+    adjust_overrides: dict = field(default_factory=dict)
 
     def start(self) -> LocalRuntime:
         self._environ = dict(os.environ)
@@ -83,6 +91,7 @@ class LocalRuntime:
                                            appconfig_agent_url=self.appconfig_server.agent_url,
                                            **self.serving_overrides).to_env())
         os.environ.update(eraser_settings().to_env())
+        os.environ.update(adjust_settings(self.appconfig, self.session, **self.adjust_overrides).to_env())
         self._stdout = sys.stdout
         self.log_file: Path | None = None
         if self.capture_logs:
@@ -95,6 +104,7 @@ class LocalRuntime:
         self.cleaner = LocalFunction("cleaner", CLEANER_FUNCTION)
         self.serving = LocalFunction("serving", SERVING_FUNCTION)
         self.eraser = LocalFunction("eraser", ERASER_FUNCTION)
+        self.adjust = LocalFunction("adjust", ADJUST_FUNCTION)
         self.api_key = new_api_key()
         self.api = LocalApi({"ingest": self.ingest, "serving": self.serving}, self.api_key, self.api_port).start()
 
@@ -113,7 +123,9 @@ class LocalRuntime:
             RawArchiver(self.session, stream_name, shard, replay_settings().raw_bucket) for shard in shards
         ]
         self.queues = [QueueMapping(self.session, erasure_queue, self.eraser.invoke)]
-        for consumer in (*self.mappings, *self.archivers, *self.queues):
+        self.schedules = [] if self.adjust_interval is None else \
+            [Schedule(self.adjust.invoke, lambda: datetime.now(UTC), self.adjust_interval)]
+        for consumer in (*self.mappings, *self.archivers, *self.queues, *self.schedules):
             consumer.start()
         self.endpoints = LocalEndpoints(self.moto.endpoint, self.api.url, self.api_key,
                                         self.appconfig_server.endpoint_url)
@@ -142,6 +154,8 @@ class LocalRuntime:
         return False
 
     def stop(self) -> None:
+        for schedule in self.schedules:
+            schedule.stop()
         for consumer in (*self.mappings, *self.archivers, *self.queues):
             consumer.stop()
         for consumer in (*self.mappings, *self.archivers, *self.queues):

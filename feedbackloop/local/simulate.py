@@ -66,23 +66,25 @@ class SimulatedClients:
         self.population, self.catalog = population, catalog
         self._api_url, self._api_key = api_url, api_key
         self._local = threading.local()
+        self._clients: list[EventsClient] = []
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="simulated-client")
 
     def _client(self) -> EventsClient:
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = EventsClient(self._api_url, self._api_key)
+            self._clients.append(client)
         return client
 
-    def day(self, day: int, start: datetime, visits: int, seed: int,
-            progress: Callable[[DayFigures, int], None] | None = None) -> DayFigures:
-        """`visits` visits spread over the 24 hours from `start`."""
+    def period(self, day: int, start: datetime, hours: int, visits: int, seed: int,
+               progress: Callable[[DayFigures, int], None] | None = None) -> DayFigures:
+        """`visits` visits spread over the `hours` hours from `start`, sent hour by hour."""
         rng = np.random.default_rng(seed)
         figures = DayFigures(day, start)
         users = rng.integers(0, len(self.population.user_ids), visits)
-        offsets = np.sort(rng.uniform(0, 24 * 3600, visits))
+        offsets = np.sort(rng.uniform(0, hours * 3600, visits))
         seeds = rng.integers(0, 2**63, visits)
-        for hour in range(24):
+        for hour in range(hours):
             chosen = np.flatnonzero((offsets >= hour * 3600) & (offsets < (hour + 1) * 3600))
             results = list(self._pool.map(
                 lambda i: self._visit(int(users[i]), start + timedelta(seconds=float(offsets[i])), int(seeds[i])),
@@ -122,3 +124,5 @@ class SimulatedClients:
 
     def close(self) -> None:
         self._pool.shutdown()
+        for client in self._clients:
+            client.close()

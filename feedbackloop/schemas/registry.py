@@ -18,7 +18,6 @@ from importlib import resources
 from typing import Any, Literal
 
 import fastjsonschema
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 CURRENT_MAJOR = 1
@@ -42,7 +41,7 @@ class EventTypeRule(BaseModel):
     fallback: float | None = None
     outlier: Literal["none", "zscore", "iqr"]
     weight: float = Field(gt=0, le=1)
-    polarity: Literal[-1, 1]
+    polarity: Literal[-1, 0, 1]  # 0: an exposure, no preference by itself
     integer: bool = False
 
 
@@ -154,6 +153,8 @@ def validate_event(event: object) -> SchemaError | None:
 def parse_instant(text: str) -> datetime | None:
     """An RFC 3339 date-time as a UTC datetime truncated to microseconds (what the lake keeps), or
     None when it names no real instant that Python and pandas can both hold."""
+    import pandas as pd  # here: the adjust function reads the event type rules and ships no pandas
+
     parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
     if pd.isna(parsed) or not 1 <= parsed.year <= 9999:
         return None

@@ -41,6 +41,12 @@ def lambda_handler(event: dict, context: object) -> PartialItemFailureResponse:
     metrics.add_metric(Metric.RECORDS_FAST_PATH, MetricUnit.Count, outcome.fast_path)
     metrics.add_metric(Metric.BATCH_ITEM_FAILURES, MetricUnit.Count, len(outcome.failed_sources))
     metrics.add_metric(Metric.ONLINE_PROFILES_UPDATED, MetricUnit.Count, outcome.profiles_updated)
+    # records in = clean + quarantined + duplicates + failed (retried); anything else was lost: an alarm
+    gap = outcome.records_in - outcome.clean - outcome.quarantined_total - outcome.duplicates \
+        - len(outcome.failed_sources)
+    metrics.add_metric(Metric.CONSERVATION_GAP, MetricUnit.Count, gap)
+    if gap:
+        logger.error("records unaccounted for", extra={"gap": gap})
     for reason, count in outcome.quarantined.items():
         with single_metric(name=Metric.RECORDS_QUARANTINED_BY_REASON, unit=MetricUnit.Count, value=count,
                            namespace=METRICS_NAMESPACE) as metric:

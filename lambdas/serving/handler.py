@@ -148,4 +148,12 @@ def get_erasure(user_id: UserId):
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
-    return app.resolve(event, context)
+    # every 5xx and every failure is counted: a UI config deployment rolls back on ServingErrors
+    try:
+        response = app.resolve(event, context)
+    except Exception:
+        metrics.add_metric(Metric.SERVING_ERRORS, MetricUnit.Count, 1)
+        raise
+    if response["statusCode"] >= 500:
+        metrics.add_metric(Metric.SERVING_ERRORS, MetricUnit.Count, 1)
+    return response

@@ -17,6 +17,7 @@ from aws_cdk import App  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
 from cdk.app import (  # noqa: E402
+    ADJUST_STACK,
     DATA_STACK,
     INGEST_STACK,
     MONITORING_STACK,
@@ -50,8 +51,8 @@ class Synthesis:
 
     def role_statements(self, stack: str, role_id: str) -> list[dict[str, Any]]:
         """Every statement a role of `stack` is allowed by: the stack's policies on it and the managed
-        policies it attaches (which live in the data stack, beside the data they open), with cross-stack
-        references replaced by what they stand for in the producing stack."""
+        policies it attaches (which live beside what they open: the data stack's stores, the serving stack's
+        UI config), with cross-stack references replaced by what they stand for in the producing stack."""
         resources = self.template_json(stack)["Resources"]
         statements = [
             s
@@ -60,8 +61,8 @@ class Synthesis:
             for s in r["Properties"]["PolicyDocument"]["Statement"]
         ]
         for arn in resources[role_id]["Properties"].get("ManagedPolicyArns", []):
-            policy_id = self.producer_value(arn)["Ref"]
-            policy = self.template_json(DATA_STACK)["Resources"][policy_id]
+            producer = arn["Fn::GetStackOutput"]["StackName"] if "Fn::GetStackOutput" in arn else DATA_STACK
+            policy = self.template_json(producer)["Resources"][self.producer_value(arn)["Ref"]]
             statements += policy["Properties"]["PolicyDocument"]["Statement"]
         return [self._resolved(s) for s in statements]
 
@@ -120,3 +121,8 @@ def serving(synthesis: Synthesis) -> Template:
 @pytest.fixture(scope="session")
 def monitoring(synthesis: Synthesis) -> Template:
     return Template.from_json(synthesis.template_json(MONITORING_STACK))
+
+
+@pytest.fixture(scope="session")
+def adjust(synthesis: Synthesis) -> Template:
+    return Template.from_json(synthesis.template_json(ADJUST_STACK))

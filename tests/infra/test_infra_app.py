@@ -35,6 +35,8 @@ def test_the_app_synthesizes_exactly_the_listed_stacks(synthesis) -> None:
 def test_missing_lambda_layer_fails_with_the_make_target(tmp_path: Path, layout: ProjectLayout) -> None:
     with pytest.raises(LambdaLayerMissingError, match="make lambda-layer"):
         ProjectLayout(tmp_path).require_lambda_layer()
+    with pytest.raises(LambdaLayerMissingError, match="drift layer .* run `make lambda-layer` first"):
+        ProjectLayout(tmp_path).require_lambda_drift_layer()
 
 
 def test_app_without_lambda_layer_exits_with_the_make_target(

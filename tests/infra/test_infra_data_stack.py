@@ -110,11 +110,12 @@ def test_every_bucket_denies_requests_without_tls(data: Template) -> None:
 def test_key_value_table_follows_its_spec(data: Template, spec) -> None:
     data.resource_count_is("AWS::DynamoDB::Table", len(KEY_VALUE_TABLES))
     ttl = {"AttributeName": spec.ttl_attribute, "Enabled": True} if spec.ttl_attribute is not None else Match.absent()
+    keys = [(spec.partition_key, "HASH")] + ([(spec.sort_key, "RANGE")] if spec.sort_key is not None else [])
     data.has_resource_properties(
         "AWS::DynamoDB::Table",
         {
-            "KeySchema": [{"AttributeName": spec.partition_key, "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": spec.partition_key, "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": name, "KeyType": kind} for name, kind in keys],
+            "AttributeDefinitions": [{"AttributeName": name, "AttributeType": "S"} for name, _ in keys],
             "BillingMode": "PAY_PER_REQUEST",
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS"},
@@ -307,16 +308,17 @@ def _same(resources: list[Any], expected: list[Any]) -> bool:
     return sorted(map(json.dumps, resources)) == sorted(map(json.dumps, expected))
 
 
-def test_lake_has_one_managed_policy_per_writer(data: Template) -> None:
+def test_lake_has_one_managed_policy_per_writer_and_one_for_readers(data: Template) -> None:
     policies = data.find_resources("AWS::IAM::ManagedPolicy")
-    assert len([p for p in policies if p.startswith("Lake")]) == 2
+    assert len([p for p in policies if p.startswith("Lake")]) == 3
     # the model store's four: trainer, evaluator, publisher (tests/infra/test_infra_training_stack.py) and
     # server; the online store's two: cleaner and server; the erasure store's two: requester and eraser
-    # (tests/infra/test_infra_serving_stack.py)
+    # (tests/infra/test_infra_serving_stack.py); the adjust store's one (tests/infra/test_infra_adjust_stack.py)
     assert len([p for p in policies if p.startswith("ModelStore")]) == 4
     assert len([p for p in policies if p.startswith("OnlineStore")]) == 2
     assert len([p for p in policies if p.startswith("ErasureStore")]) == 2
-    assert len(policies) == 10
+    assert len([p for p in policies if p.startswith("AdjustStore")]) == 1
+    assert len(policies) == 12
 
 
 def test_writer_policy_opens_the_cleaners_tables_only(data: Template) -> None:
@@ -348,6 +350,26 @@ def test_builder_policy_reads_the_curated_bucket_tables(data: Template) -> None:
     (catalog,) = _statements_with(statements, CATALOG_READ_ACTIONS)
     assert _table_names(catalog["Resource"]) == {t.name for t in curated}
     assert not _table_names(catalog["Resource"]) & {t.name for t in CLEANER_LAKE_TABLES if t not in curated}
+
+
+def test_reader_policy_reads_the_curated_bucket_tables_and_writes_only_query_results(data: Template) -> None:
+    statements = _managed_policy(data, "ReaderPolicy")
+    curated = [t for t in LAKE_TABLES if t.bucket_key == MODELLED_LAKE_TABLES[0].bucket_key]
+    results = {"Fn::Join": ["", [{"Fn::GetAtt": [_bucket_ids(data)[QUERY_RESULTS_BUCKET.key], "Arn"]}, "/*"]]}
+    (reads,) = [s for s in statements if _listed(s["Action"]) == ["s3:GetObject"]]
+    assert _same(_listed(reads["Resource"]), _table_objects(data, curated))
+    writable = [r for s in _statements_with(statements, ["s3:PutObject"]) for r in _listed(s["Resource"])]
+    assert writable == [results]
+    actions = {a for s in statements for a in _listed(s["Action"])}
+    assert not {a for a in actions if "Delete" in a} | (actions & set(PARTITION_WRITE_ACTIONS))
+    (catalog,) = _statements_with(statements, CATALOG_READ_ACTIONS)
+    assert sorted(_listed(catalog["Action"])) == sorted(CATALOG_READ_ACTIONS)
+    assert _table_names(catalog["Resource"]) == {t.name for t in curated}
+    assert len(catalog["Resource"]) == 2 + len(curated)  # catalog, database, each table
+    (key,) = _statements_with(statements, ["kms:Decrypt"])
+    assert (sorted(_listed(key["Action"])), key["Resource"]) == (
+        ["kms:Decrypt", "kms:GenerateDataKey"], {"Fn::GetAtt": [_key_id(data), "Arn"]}
+    )
 
 
 def _erasure_policy(data: Template, construct_id: str) -> list[dict[str, Any]]:

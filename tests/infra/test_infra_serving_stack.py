@@ -237,10 +237,10 @@ def test_serving_deploys_after_the_stack_that_sets_the_api_gateway_logging_role(
     # one account-level setting, set by the ingestion API, not fought over by two stacks
     resources = synthesis.template_json(SERVING_STACK)["Resources"].values()
     assert not [r for r in resources if r["Type"] == "AWS::ApiGateway::Account"]
-    roles = [r for r in resources if r["Type"] == "AWS::IAM::Role"]
-    assert len(roles) == 2  # the serving function's and the eraser's
-    assert all(r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
-               == {"Service": "lambda.amazonaws.com"} for r in roles)
+    principals = sorted(r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"]
+                        for r in resources if r["Type"] == "AWS::IAM::Role")
+    # the serving function's and the eraser's, and the one AppConfig reads the rollback alarm with
+    assert principals == ["appconfig.amazonaws.com", "lambda.amazonaws.com", "lambda.amazonaws.com"]
 
 
 # -- the serving function --------------------------------------------------------------------------

@@ -81,7 +81,7 @@ class Lake:
             at = start + i * step
             self.tables[CURATED_EVENTS.name].append({
                 "event_date": f"{at:%Y-%m-%d}", "event_id": f"e{len(self.tables[CURATED_EVENTS.name])}",
-                "feedback_score": float(value), "processed_at": at, "event_time": at})
+                "event_type": "rating", "feedback_score": float(value), "processed_at": at, "event_time": at})
 
 
 class Runner:

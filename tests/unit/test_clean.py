@@ -278,8 +278,8 @@ def test_explicit_values_scale_onto_minus_one_to_one(clean, event_type, value, m
 
 
 def test_implicit_values_scale_on_a_log_range_while_cold(clean):
-    curated, _, _ = clean({"event_type": "view", "value": 0}, {"event_type": "view", "value": 316},
-                          {"event_type": "view", "value": 100_000})
+    curated, _, _ = clean({"event_type": "feature_use", "value": 0}, {"event_type": "feature_use", "value": 316},
+                          {"event_type": "feature_use", "value": 100_000})
     assert curated["e0"]["value_minmax"] == 0.0
     assert curated["e1"]["value_minmax"] == pytest.approx(math.log1p(316) / math.log1p(100_000))
     assert curated["e2"]["value_minmax"] == 1.0
@@ -287,6 +287,12 @@ def test_implicit_values_scale_on_a_log_range_while_cold(clean):
         assert row["feedback_score"] == row["value_minmax"]
         assert row["feedback_kind"] == "implicit"
         assert row["value_zscore"] is None  # no z-score without warm statistics
+
+
+def test_a_view_is_an_exposure_with_no_preference_of_its_own(clean):
+    curated, _, _ = clean({"event_type": "view", "value": 3}, {"event_type": "click", "value": 1})
+    assert curated["e0"]["feedback_score"] == 0.0 and curated["e0"]["confidence"] == pytest.approx(0.1)
+    assert curated["e1"]["feedback_score"] > 0
 
 
 def test_cancel_is_negative_feedback(clean):

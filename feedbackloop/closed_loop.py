@@ -1,0 +1,252 @@
+"""The demo's simulated days: a population with hidden preferences visits through the local API, the
+tables are rebuilt at every checkpoint, the adjust function runs (rules, drift, config deployments,
+retraining), the model retrains nightly, and mid-run the population's preferences shift.
+
+Everything the loop does is read back from its stores; what the simulation knows (the hidden
+preferences, the oracle) is only used to judge it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from feedbackloop.datasets import online_retail
+from feedbackloop.local.adjust import LocalRetraining
+from feedbackloop.local.client import EventsClient
+from feedbackloop.local.retrain import run_retraining
+from feedbackloop.local.runtime import LocalRuntime
+from feedbackloop.local.simulate import ArmFigures, DayFigures, SimulatedClients
+from feedbackloop.local.sql_engine import local_engine, to_duckdb
+from feedbackloop.models.training import TrainingParams
+from feedbackloop.settings import RetrainSettings
+from feedbackloop.simulation import Catalog, Population
+from glue_jobs.build_tables import JOB_NAMES, run_job
+
+CHECKPOINT_HOURS = 12  # tables and the adjust function run this often (hourly and every 5 minutes in AWS)
+
+
+@dataclass(frozen=True)
+class LoopPlan:
+    days: int = 6
+    users: int = 1500
+    visits_per_day: int = 1200
+    shift_day: int = 3  # preferences shift at the start of this day (0-based)
+    nightly_retrain_days: tuple[int, ...] = (0,)  # retrain after these days (besides drift-triggered runs)
+    seed: int = 7
+
+
+@dataclass
+class Checkpoint:
+    day: int
+    hour: int
+    at: datetime
+    arms: dict[str, ArmFigures]
+    adjust: dict[str, Any]
+    config_change: tuple[str, dict, dict] | None = None  # (user, config before, config after)
+    retrained: str | None = None
+
+
+@dataclass
+class LoopResult:
+    plan: LoopPlan
+    start: datetime
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    days: list[DayFigures] = field(default_factory=list)
+    retrainings: list[str] = field(default_factory=list)
+    events_accepted: int = 0
+
+    def arm(self, variant: str, days: range) -> ArmFigures:
+        total = ArmFigures()
+        for day in self.days:
+            figures = day.arms.get(variant)
+            if figures is not None and day.day in days:
+                total.sessions += figures.sessions
+                total.impressions += figures.impressions
+                total.clicks += figures.clicks
+                total.expected += figures.expected
+                total.oracle += figures.oracle
+        return total
+
+
+def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so_far: int,
+             say: Callable[[str], None]) -> LoopResult:
+    catalog = Catalog.from_online_retail(online_retail.load())
+    population = Population.create(plan.users, plan.seed)
+    clients = SimulatedClients(runtime.api.url, runtime.api_key, population, catalog)
+    probe = EventsClient(runtime.api.url, runtime.api_key)
+    result = LoopResult(plan, start)
+    expected = accepted_so_far
+    margin = RetrainSettings.model_fields["gate_margin"].default
+    say(f"\nThe closed loop: {plan.users:,} simulated users with hidden preferences, {plan.days} days of "
+        f"{plan.visits_per_day:,} visits from {start:%Y-%m-%d %H:%M} UTC; preferences shift on day "
+        f"{plan.shift_day + 1}")
+    say("  each visit: GET config and recommendations, show 10 items, post views, clicks, purchases, ratings")
+    try:
+        for day in range(plan.days):
+            if day == plan.shift_day:
+                population.shift(plan.seed + 1000)
+                say(f"  -- day {day + 1}: every user's preferences shift (hidden from the system) --")
+            day_figures = DayFigures(day, start + timedelta(days=day))
+            for hour in range(0, 24, CHECKPOINT_HOURS):
+                at = start + timedelta(days=day, hours=hour)
+                started = time.perf_counter()
+                figures = clients.period(day, at, CHECKPOINT_HOURS, plan.visits_per_day * CHECKPOINT_HOURS // 24,
+                                         seed=plan.seed * 100_000 + day * 24 + hour)
+                expected += figures.events.accepted
+                result.events_accepted += figures.events.accepted
+                _merge(day_figures, figures)
+                if not runtime.wait_until_processed(expected, timeout=600):
+                    raise RuntimeError("the stream did not drain")
+                sent = time.perf_counter() - started
+                checkpoint_at = at + timedelta(hours=CHECKPOINT_HOURS)
+                tables = _build_tables(runtime)
+                probes = _segment_probes(probe, population)
+                summary = runtime.adjust.invoke({"scheduled_time": checkpoint_at.isoformat()})
+                checkpoint = Checkpoint(day, hour, checkpoint_at, figures.arms, summary)
+                if summary.get("config_version"):
+                    checkpoint.config_change = _config_change(runtime, probe, probes, summary)
+                if summary.get("retraining"):
+                    LocalRetraining.wait(timeout=600)
+                    checkpoint.retrained = summary["retraining"]
+                    result.retrainings.append(f"day {day + 1} {hour + CHECKPOINT_HOURS:02d}h: drift "
+                                              f"({_outcome(LocalRetraining.runs[-1])})")
+                result.checkpoints.append(checkpoint)
+                _say_checkpoint(say, checkpoint, figures, sent, tables)
+            result.days.append(day_figures)
+            if day in plan.nightly_retrain_days:
+                run = run_retraining(runtime.moto.endpoint, runtime.session, TrainingParams(), margin,
+                                     say=lambda _line: None)
+                result.retrainings.append(f"day {day + 1} 24h: nightly ({_outcome(run)})")
+                say(f"  nightly retraining after day {day + 1}: {_outcome(run)}")
+    finally:
+        clients.close()
+        probe.close()
+    return result
+
+
+def _merge(total: DayFigures, part: DayFigures) -> None:
+    for variant, figures in part.arms.items():
+        into = total.arms.setdefault(variant, ArmFigures())
+        into.sessions += figures.sessions
+        into.impressions += figures.impressions
+        into.clicks += figures.clicks
+        into.expected += figures.expected
+        into.oracle += figures.oracle
+    total.unavailable += part.unavailable
+    total.events.sent += part.events.sent
+    total.events.accepted += part.events.accepted
+
+
+def _build_tables(runtime: LocalRuntime) -> float:
+    started = time.perf_counter()
+    engine = local_engine(runtime.moto.endpoint, runtime.session)
+    for name in JOB_NAMES:
+        run_job(name, engine, settle=timedelta(0))
+    return time.perf_counter() - started
+
+
+def _segment_probes(client: EventsClient, population: Population) -> dict[str, tuple[str, dict]]:
+    """One simulated user per segment, with the config they get now (to show what a rule changes)."""
+    probes: dict[str, tuple[str, dict]] = {}
+    for user_id in population.user_ids[:300]:
+        status, config, _ = client.request("GET", f"/users/{user_id}/config")
+        segment = config.get("segment") if status == 200 else None
+        if segment is not None and segment not in probes:
+            probes[segment] = (user_id, config)
+    return probes
+
+
+def _config_change(runtime: LocalRuntime, client: EventsClient, probes: dict[str, tuple[str, dict]],
+                   summary: dict) -> tuple[str, dict, dict] | None:
+    changed = [f["scope"].removeprefix("segment=") for f in summary["fired"] if f["scope"].startswith("segment=")]
+    for segment in changed:
+        if segment in probes:
+            user, before = probes[segment]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the serving function's config cache expires
+                status, after, _ = client.request("GET", f"/users/{user}/config")
+                if status == 200 and after.get("config_version") == summary["config_version"]:
+                    return user, before, after
+                time.sleep(0.25)
+    return None
+
+
+def _outcome(run: Any) -> str:
+    if isinstance(run, Exception):
+        return f"failed: {run}"
+    if run.published is not None:
+        return f"published {run.published['version']}"
+    return "the gate kept the current model"
+
+
+def _say_checkpoint(say: Callable[[str], None], checkpoint: Checkpoint, figures: DayFigures, sent: float,
+                    tables: float) -> None:
+    arms = "  ".join(f"{v} CTR {a.ctr:6.1%} (oracle {a.oracle_ctr:5.1%})" for v, a in sorted(checkpoint.arms.items()))
+    say(f"  day {checkpoint.day + 1} {checkpoint.hour:02d}-{checkpoint.hour + CHECKPOINT_HOURS:02d}h  "
+        f"{figures.events.accepted:>6,} events  {arms}  [send {sent:.0f}s, tables {tables:.0f}s]")
+    adjust = checkpoint.adjust
+    for fired in adjust.get("fired", []):
+        say(f"      rule {fired['rule']} fired in {fired['scope']}: value {fired['value']:.4f} -> {fired['result']}")
+    for deferred in adjust.get("deferred", []):
+        say(f"      rule {deferred['rule']} deferred in {deferred['scope']}: {deferred['result']}")
+    for drift in adjust.get("drift", []):
+        say(f"      drift in {drift['stream']}: mean {drift['mean_before']:.4f} -> {drift['mean_after']:.4f}")
+    if adjust.get("retraining"):
+        say(f"      retraining started ({adjust['retraining']})")
+    if checkpoint.config_change:
+        user, before, after = checkpoint.config_change
+        say(f"      GET /users/{user}/config (segment {after.get('segment')}): version "
+            f"{before.get('config_version')} -> {after.get('config_version')}; highlighted categories "
+            f"{before['layout'].get('highlighted_categories')} -> {after['layout'].get('highlighted_categories')}, "
+            f"flags {sorted(k for k, v in after['flags'].items() if v)}")
+    for error in adjust.get("errors", []):
+        say(f"      adjust error: {error}")
+
+
+def summarize(runtime: LocalRuntime, result: LoopResult, seconds: float, say: Callable[[str], None]) -> int:
+    """The minute-long read: the A/B verdict from the lake, the oracle gap and the shift, from the
+    simulation's ground truth, and what the adjust function did."""
+    from feedbackloop.experiments.analysis import USER_COLUMNS, analyze, render, users_sql
+    from feedbackloop.local.lake_reader import connect
+    from feedbackloop.uiconfig import default_document
+
+    plan = result.plan
+    end = result.start + timedelta(days=plan.days)
+    con = connect(runtime.moto.endpoint)
+    users = con.execute(to_duckdb(users_sql(RANKING, result.start, end))[0]).df()[list(USER_COLUMNS)]
+    weights = default_document()["experiments"][RANKING]["variants"]
+    say("\n" + "=" * 100)
+    say(f"Summary ({seconds / 60:.1f} minutes)")
+    report = analyze(RANKING, users, None, weights, control="popularity", treatment="personalized")
+    say("\nA/B test, from the interaction layer (no pre-period: CUPED not applied)")
+    say("  " + render(report).replace("\n", "\n  "))
+
+    before = range(0, plan.shift_day)
+    shifted = range(plan.shift_day, plan.shift_day + 1)
+    after = range(plan.shift_day + 1, plan.days)
+    say("\nGround truth of the simulation (CTR; expected CTR of what was shown; what an oracle would earn)")
+    say(f"  {'arm':<14}{'days':<10}{'CTR':>8}{'expected':>10}{'oracle':>9}{'of oracle':>11}")
+    for variant in ("personalized", "popularity"):
+        for label, days in (("before", before), ("shift day", shifted), ("after", after)):
+            arm = result.arm(variant, days)
+            if arm.sessions:
+                say(f"  {variant:<14}{label:<10}{arm.ctr:>8.2%}{arm.expected_ctr:>10.2%}{arm.oracle_ctr:>9.2%}"
+                    f"{arm.expected_ctr / arm.oracle_ctr:>11.0%}")
+    fired = [(c, f) for c in result.checkpoints for f in c.adjust.get("fired", [])]
+    drift = [(c, d) for c in result.checkpoints for d in c.adjust.get("drift", [])]
+    say("\nThe adjust function")
+    say(f"  {len(result.checkpoints)} runs; rules fired {len(fired)} times; drift events {len(drift)}")
+    for checkpoint, f in fired:
+        say(f"    day {checkpoint.day + 1} {checkpoint.hour + CHECKPOINT_HOURS:02d}h  {f['rule']} in {f['scope']}: "
+            f"{f['result']}")
+    for checkpoint, d in drift:
+        say(f"    day {checkpoint.day + 1} {checkpoint.hour + CHECKPOINT_HOURS:02d}h  drift in {d['stream']}")
+    say("  retraining: " + ("; ".join(result.retrainings) or "none"))
+    return 0
+
+
+RANKING = "ranking"
