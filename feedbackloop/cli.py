@@ -193,6 +193,22 @@ def _decisions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    import boto3
+
+    from feedbackloop.local.environment import LocalEndpoints, use_endpoint
+    from feedbackloop.local.report_data import collect_local
+    from feedbackloop.report import render
+
+    endpoint = LocalEndpoints.load().aws_endpoint
+    use_endpoint(endpoint)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render(collect_local(endpoint, boto3.Session())))
+    print(output.resolve())
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from feedbackloop.bench import run_benchmark
 
@@ -263,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--table", default=os.environ.get("FEEDBACKLOOP_DECISIONS_TABLE"))
     dc.add_argument("--local", action="store_true", help="against a running `feedbackloop local up`")
     dc.set_defaults(func=_decisions)
+
+    from feedbackloop.demo import REPORT_FILE
+
+    rep = commands.add_parser("report", help="an HTML report with plots from a running `feedbackloop local up`")
+    rep.add_argument("--output", default=str(REPORT_FILE), help=f"where to write it (default {REPORT_FILE})")
+    rep.set_defaults(func=_report)
 
     bench = commands.add_parser("bench", help="benchmarks: print a table and write JSON")
     bench.add_argument("name", choices=["ingest", "tables", "model", "serve", "freshness"])

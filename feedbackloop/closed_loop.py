@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from feedbackloop.datasets import online_retail
+from feedbackloop.experiments.analysis import users_sql
 from feedbackloop.local.adjust import LocalRetraining
 from feedbackloop.local.client import EventsClient
 from feedbackloop.local.retrain import run_retraining
@@ -207,11 +209,14 @@ def _say_checkpoint(say: Callable[[str], None], checkpoint: Checkpoint, figures:
         say(f"      adjust error: {error}")
 
 
-def summarize(runtime: LocalRuntime, result: LoopResult, seconds: float, say: Callable[[str], None]) -> int:
+def summarize(runtime: LocalRuntime, result: LoopResult, seconds: float, say: Callable[[str], None],
+              report_path: Path) -> int:
     """The minute-long read: the A/B verdict from the lake, the oracle gap and the shift, from the
-    simulation's ground truth, and what the adjust function did."""
-    from feedbackloop.experiments.analysis import USER_COLUMNS, analyze, render, users_sql
+    simulation's ground truth, and what the adjust function did; then the HTML report."""
+    from feedbackloop.experiments.analysis import USER_COLUMNS, analyze, render
     from feedbackloop.local.lake_reader import connect
+    from feedbackloop.local.report_data import collect_local
+    from feedbackloop.report import render as render_report
     from feedbackloop.uiconfig import default_document
 
     plan = result.plan
@@ -219,33 +224,41 @@ def summarize(runtime: LocalRuntime, result: LoopResult, seconds: float, say: Ca
     con = connect(runtime.moto.endpoint)
     users = con.execute(to_duckdb(users_sql(RANKING, result.start, end))[0]).df()[list(USER_COLUMNS)]
     weights = default_document()["experiments"][RANKING]["variants"]
-    say("\n" + "=" * 100)
-    say(f"Summary ({seconds / 60:.1f} minutes)")
     report = analyze(RANKING, users, None, weights, control="popularity", treatment="personalized")
-    say("\nA/B test, from the interaction layer (no pre-period: CUPED not applied)")
-    say("  " + render(report).replace("\n", "\n  "))
+    ab = render(report)
 
     before = range(0, plan.shift_day)
     shifted = range(plan.shift_day, plan.shift_day + 1)
     after = range(plan.shift_day + 1, plan.days)
-    say("\nGround truth of the simulation (CTR; expected CTR of what was shown; what an oracle would earn)")
-    say(f"  {'arm':<14}{'days':<10}{'CTR':>8}{'expected':>10}{'oracle':>9}{'of oracle':>11}")
+    truth = [f"{'arm':<14}{'days':<11}{'CTR':>8}{'expected':>10}{'oracle':>9}{'of oracle':>11}"]
     for variant in ("personalized", "popularity"):
         for label, days in (("before", before), ("shift day", shifted), ("after", after)):
             arm = result.arm(variant, days)
             if arm.sessions:
-                say(f"  {variant:<14}{label:<10}{arm.ctr:>8.2%}{arm.expected_ctr:>10.2%}{arm.oracle_ctr:>9.2%}"
-                    f"{arm.expected_ctr / arm.oracle_ctr:>11.0%}")
+                truth.append(f"{variant:<14}{label:<11}{arm.ctr:>8.2%}{arm.expected_ctr:>10.2%}"
+                             f"{arm.oracle_ctr:>9.2%}{arm.expected_ctr / arm.oracle_ctr:>11.0%}")
     fired = [(c, f) for c in result.checkpoints for f in c.adjust.get("fired", [])]
     drift = [(c, d) for c in result.checkpoints for d in c.adjust.get("drift", [])]
+    adjust = [f"{len(result.checkpoints)} runs; rules fired {len(fired)} times; drift events {len(drift)}"]
+    adjust += [f"  day {c.day + 1} {c.hour + CHECKPOINT_HOURS:02d}h  {f['rule']} in {f['scope']}: {f['result']}"
+               for c, f in fired]
+    adjust += [f"  day {c.day + 1} {c.hour + CHECKPOINT_HOURS:02d}h  drift in {d['stream']}" for c, d in drift]
+    adjust.append("retraining: " + ("; ".join(result.retrainings) or "none"))
+
+    say("\n" + "=" * 100)
+    say(f"Summary ({seconds / 60:.1f} minutes)")
+    say("\nA/B test, from the interaction layer (no pre-period: CUPED not applied)")
+    say("  " + ab.replace("\n", "\n  "))
+    say("\nGround truth of the simulation (CTR; expected CTR of what was shown; what an oracle would earn)")
+    say("  " + "\n  ".join(truth))
     say("\nThe adjust function")
-    say(f"  {len(result.checkpoints)} runs; rules fired {len(fired)} times; drift events {len(drift)}")
-    for checkpoint, f in fired:
-        say(f"    day {checkpoint.day + 1} {checkpoint.hour + CHECKPOINT_HOURS:02d}h  {f['rule']} in {f['scope']}: "
-            f"{f['result']}")
-    for checkpoint, d in drift:
-        say(f"    day {checkpoint.day + 1} {checkpoint.hour + CHECKPOINT_HOURS:02d}h  drift in {d['stream']}")
-    say("  retraining: " + ("; ".join(result.retrainings) or "none"))
+    say("  " + "\n  ".join(adjust))
+    notes = [("A/B test: personalized ranking against the popularity control", ab),
+             ("Ground truth of the simulation", "\n".join(truth)), ("The adjust function", "\n".join(adjust))]
+    data = collect_local(runtime.moto.endpoint, runtime.session, "feedbackloop: the closed loop", notes)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(render_report(data))
+    say(f"\nReport: {report_path.resolve()}")
     return 0
 
 

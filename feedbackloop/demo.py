@@ -14,7 +14,7 @@ from feedbackloop.adapters.aws import DynamoOnlineStore
 from feedbackloop.closed_loop import LoopPlan, run_loop, summarize
 from feedbackloop.datasets import online_retail
 from feedbackloop.local.client import EventsClient, SendReport
-from feedbackloop.local.environment import physical_name
+from feedbackloop.local.environment import STATE_DIR, physical_name
 from feedbackloop.local.lake_reader import connect
 from feedbackloop.local.retrain import run_retraining
 from feedbackloop.local.runtime import LocalRuntime
@@ -33,6 +33,7 @@ DEMO_MAX_EVENT_AGE_DAYS = 400
 # The real data the demo replays by default: the last invoice lines (about three months), so the whole
 # loop runs in under ten minutes on two cores. `--limit 0` replays all 541,909.
 DEFAULT_LIMIT = 100_000
+REPORT_FILE = STATE_DIR / "report.html"
 APPCONFIG_TIME_SCALE = 60  # the UI config's 5-minute rollout and 5-minute bake take ten seconds
 
 
@@ -82,7 +83,7 @@ def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None) -
         if status:
             return status
         result = run_loop(runtime, loop_start, plan, runtime.records_cleaned, say)
-        return summarize(runtime, result, time.perf_counter() - began, say)
+        return summarize(runtime, result, time.perf_counter() - began, say, REPORT_FILE)
 
 
 def metric_sums(cloudwatch, names: list[Metric]) -> dict[str, float]:

@@ -3,6 +3,7 @@ to the online store, the routes' validation and the preference switch."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import tarfile
@@ -99,3 +100,52 @@ def test_turning_personalization_off_and_on(account, serving_handler, api_event,
     bad = serving_handler(api_event(json.dumps({"personalization": "maybe"}), method="PUT",
                                     path="/users/u2/preferences"))
     assert bad["statusCode"] == 422
+
+
+@pytest.mark.parametrize(("arm", "strategy"), [("personalized", "fold_in"), ("popularity", "segment_popularity")])
+def test_the_ranking_experiments_arm_decides_the_ranking_and_is_reported(
+        account, serving_handler, post, cleaner_handler, make_event, api_event, monkeypatch, arm, strategy):
+    """Everyone in one arm (weights 1 and 0): the control arm gets popularity whatever their feedback."""
+    from feedbackloop.local.appconfig import LocalAppConfigAgent
+    from feedbackloop.resources import UI_CONFIG
+    from feedbackloop.uiconfig import RANKING_EXPERIMENT, default_document
+
+    items = [f"item-{i}" for i in range(30)]
+    _publish(account.session, items)
+    assert post([make_event(event_id=f"a{i}", user_id="u1", item_id=f"item-{20 + i}", event_type="purchase",
+                            value=3, timestamp=RECENT) for i in range(3)])[0] == 200
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    document = default_document()
+    variants = document["experiments"][RANKING_EXPERIMENT]["variants"]
+    document["experiments"][RANKING_EXPERIMENT]["variants"] = {name: float(name == arm) for name in variants}
+    agent = LocalAppConfigAgent().start()
+    try:
+        agent.deploy(UI_CONFIG.application, UI_CONFIG.environment, UI_CONFIG.profile, document)
+        monkeypatch.setenv("FEEDBACKLOOP_APPCONFIG_AGENT_URL", agent.url)
+        import lambdas.serving.handler as module
+
+        module._ui_config.cache_clear()
+        status, body = _get(serving_handler, api_event, "/users/u1/recommendations?k=3")
+    finally:
+        agent.stop()
+        module._ui_config.cache_clear()
+    assert status == 200 and body["experiments"] == {RANKING_EXPERIMENT: arm} and body["ordering"] == arm
+    assert body["strategy"] in (strategy, "popularity") if arm == "popularity" else body["strategy"] == strategy
+    expected = items[:3] if arm == "popularity" else ["item-20", "item-21", "item-22"]
+    assert sorted(i["item_id"] for i in body["items"]) == sorted(expected)
+
+
+def test_a_failing_request_counts_as_a_serving_error(account, serving_handler, api_event, monkeypatch, capsys):
+    import lambdas.serving.handler as module
+
+    _publish(account.session, [f"item-{i}" for i in range(5)])
+
+    @functools.cache  # as the real factory (the fixture clears it afterwards)
+    def broken():
+        raise RuntimeError("the online store is gone")
+
+    monkeypatch.setattr(module, "_online", broken)
+    with pytest.raises(RuntimeError):
+        serving_handler(api_event("", method="GET", path="/users/u1/recommendations"))
+    assert '"ServingErrors":[1.0]' in capsys.readouterr().out.replace(" ", "")
