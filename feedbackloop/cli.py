@@ -193,6 +193,48 @@ def _decisions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_report(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from feedbackloop.experiments.analysis import USER_COLUMNS, analyze, render, users_sql
+    from feedbackloop.uiconfig import default_document
+
+    end = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC)
+    start = datetime.fromisoformat(args.start) if args.start else end - timedelta(days=args.days)
+    pre_start = start - timedelta(days=args.pre_days)
+    if args.local:
+        from feedbackloop.local.environment import LocalEndpoints
+        from feedbackloop.local.lake_reader import connect
+        from feedbackloop.local.sql_engine import to_duckdb
+
+        con = connect(LocalEndpoints.load().aws_endpoint)
+
+        def frame(sql: str):
+            return con.execute(to_duckdb(sql)[0]).df()
+    else:
+        import awswrangler as wr
+
+        def frame(sql: str):
+            return wr.athena.read_sql_query(sql, database=args.database, workgroup=args.workgroup,
+                                            ctas_approach=False)
+    document = default_document()
+    experiment = document["experiments"].get(args.name)
+    if experiment is None:
+        print(f"error: no experiment {args.name!r} in the UI config (known: {', '.join(document['experiments'])})",
+              file=sys.stderr)
+        return 2
+    users = frame(users_sql(args.name, start, end))[list(USER_COLUMNS)]
+    pre = frame(users_sql(args.name, pre_start, start))[list(USER_COLUMNS)] if args.pre_days else None
+    try:
+        report = analyze(args.name, users, pre, experiment["variants"], control=args.control,
+                         treatment=args.treatment, minimum_detectable_effect=args.mde)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(render(report))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     import boto3
 
@@ -281,6 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
     dc.set_defaults(func=_decisions)
 
     from feedbackloop.demo import REPORT_FILE
+
+    ex = commands.add_parser("experiment", help="A/B experiments over the interaction and engagement layers")
+    ex = ex.add_subparsers(dest="action", required=True)
+    er = ex.add_parser("report", help="the verdict and why: per-arm figures, tests, SRM, planned size, guardrails")
+    er.add_argument("name", help="the experiment, as the UI config names it (e.g. ranking)")
+    er.add_argument("--control", default="popularity")
+    er.add_argument("--treatment", default="personalized")
+    er.add_argument("--days", type=float, default=14, help="the experiment period: this many days up to --end")
+    er.add_argument("--start", help="ISO time (instead of --days)")
+    er.add_argument("--end", help="ISO time (default now)")
+    er.add_argument("--pre-days", type=float, default=0, help="a pre-period this long before the start, for CUPED")
+    er.add_argument("--mde", type=float, default=0.10, help="relative minimum detectable effect for the plan")
+    er.add_argument("--local", action="store_true", help="against a running `feedbackloop local up`")
+    er.add_argument("--database", default=os.environ.get("FEEDBACKLOOP_GLUE_DATABASE", "feedbackloop"))
+    er.add_argument("--workgroup", default=os.environ.get("FEEDBACKLOOP_ATHENA_WORKGROUP"))
+    er.set_defaults(func=_experiment_report)
 
     rep = commands.add_parser("report", help="an HTML report with plots from a running `feedbackloop local up`")
     rep.add_argument("--output", default=str(REPORT_FILE), help=f"where to write it (default {REPORT_FILE})")

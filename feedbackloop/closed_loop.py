@@ -86,7 +86,8 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
     say(f"\nThe closed loop: {plan.users:,} simulated users with hidden preferences, {plan.days} days of "
         f"{plan.visits_per_day:,} visits from {start:%Y-%m-%d %H:%M} UTC; preferences shift on day "
         f"{plan.shift_day + 1}")
-    say("  each visit: GET config and recommendations, show 10 items, post views, clicks, purchases, ratings")
+    say("  each visit: GET recommendations (with the user's segment and arm), show 10 items, post views, clicks, "
+        "purchases, ratings")
     try:
         for day in range(plan.days):
             if day == plan.shift_day:
@@ -106,7 +107,7 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
                 sent = time.perf_counter() - started
                 checkpoint_at = at + timedelta(hours=CHECKPOINT_HOURS)
                 tables = _build_tables(runtime)
-                probes = _segment_probes(probe, population)
+                probes = _segment_probes(probe, clients.segment_members)
                 summary = runtime.adjust.invoke({"scheduled_time": checkpoint_at.isoformat()})
                 checkpoint = Checkpoint(day, hour, checkpoint_at, figures.arms, summary)
                 if summary.get("config_version"):
@@ -151,13 +152,12 @@ def _build_tables(runtime: LocalRuntime) -> float:
     return time.perf_counter() - started
 
 
-def _segment_probes(client: EventsClient, population: Population) -> dict[str, tuple[str, dict]]:
-    """One simulated user per segment, with the config they get now (to show what a rule changes)."""
+def _segment_probes(client: EventsClient, members: dict[str, str]) -> dict[str, tuple[str, dict]]:
+    """A simulated user of each segment seen, with the config they get now (to show what a rule changes)."""
     probes: dict[str, tuple[str, dict]] = {}
-    for user_id in population.user_ids[:300]:
+    for segment, user_id in members.items():
         status, config, _ = client.request("GET", f"/users/{user_id}/config")
-        segment = config.get("segment") if status == 200 else None
-        if segment is not None and segment not in probes:
+        if status == 200 and config.get("segment") == segment:
             probes[segment] = (user_id, config)
     return probes
 

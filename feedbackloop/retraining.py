@@ -36,20 +36,26 @@ class GateDecision:
 
 
 def decide(candidate: dict[str, Any], current: dict[str, Any] | None, margin: float) -> GateDecision:
-    """Publish when the candidate beats the current model's hold-out NDCG@10 by `margin` (relative), or
-    when there is no current model; never publish a candidate without a hold-out score."""
+    """Publish when the candidate beats the current model's NDCG@10 by `margin` (relative), or when there
+    is no current model; never publish a candidate without a hold-out score. The current model's score is
+    its score on the candidate's own hold-out when the training job computed it (same users, same hidden
+    days), else the score it was published with."""
     new = gate_value(candidate)
-    old = None if current is None else current.get("gate_value")
+    same_holdout = candidate.get("ranking", {}).get("current", {}).get(GATE_METRIC)
+    old = same_holdout if same_holdout is not None else (None if current is None else current.get("gate_value"))
+    basis = "on the same hold-out" if same_holdout is not None else "as published"
     if new is None:
         return GateDecision(False, "the candidate has no hold-out score (too little data to evaluate)",
                             GATE_METRIC, new, old, margin)
-    if old is None:
+    if current is None:
         return GateDecision(True, "no model is published yet", GATE_METRIC, new, old, margin)
+    if old is None:
+        return GateDecision(True, "the current model has no score to beat", GATE_METRIC, new, old, margin)
     needed = old * (1 + margin)
     if new >= needed:
-        return GateDecision(True, f"{GATE_METRIC} {new:.4f} >= {needed:.4f} (current {old:.4f} + {margin:.0%})",
-                            GATE_METRIC, new, old, margin)
-    return GateDecision(False, f"{GATE_METRIC} {new:.4f} < {needed:.4f} (current {old:.4f} + {margin:.0%}): "
+        return GateDecision(True, f"{GATE_METRIC} {new:.4f} >= {needed:.4f} (current {old:.4f} {basis} + "
+                                  f"{margin:.0%})", GATE_METRIC, new, old, margin)
+    return GateDecision(False, f"{GATE_METRIC} {new:.4f} < {needed:.4f} (current {old:.4f} {basis} + {margin:.0%}): "
                                f"keeping the current model", GATE_METRIC, new, old, margin)
 
 

@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "model"))
     parser.add_argument("--feedback", default=os.environ.get("SM_CHANNEL_FEEDBACK"))
     parser.add_argument("--users", default=os.environ.get("SM_CHANNEL_USERS"))
+    parser.add_argument("--current", default=os.environ.get("SM_CHANNEL_CURRENT"),
+                        help="the published model's folder (its model.tar.gz), scored on the same hold-out")
     args, _ = parser.parse_known_args(argv)
     if not args.feedback:
         parser.error("no feedback channel (SM_CHANNEL_FEEDBACK or --feedback)")
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         snapshots = read_table(args.users, "as_of_date")
         users = snapshots[snapshots["as_of_date"] == snapshots["as_of_date"].max()]
     version = args.version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    model = train(daily, users, params, version)
+    archives = sorted(Path(args.current).rglob("*.tar.gz")) if args.current and Path(args.current).exists() else []
+    model = train(daily, users, params, version, current=archives[0].read_bytes() if archives else None)
     save(model, Path(args.model_dir))
     # one line per number, in the shape SageMaker's metric definitions match: `name=value;`
     for scope, values in model.metrics.get("ranking", {}).items():

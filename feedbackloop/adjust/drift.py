@@ -2,7 +2,7 @@
 
 Streams:
 - `feedback_score`: the cleaned events' feedback scores, in event-time order.
-- `ctr/<segment>`: each segment's impression outcomes (1 clicked, 0 not). The engagement layer keeps
+- `ctr/<segment>`: each segment's impression outcomes (1 clicked, 0 not); `ctr/*`: everyone's. The engagement layer keeps
   them as hourly counts, so each hour is replayed as its clicks and non-clicks in a seeded shuffle.
   ADWIN looks for a change between the older and the newer part of its window; the order within an hour
   carries no information about a change between hours, so this loses nothing that matters.

@@ -108,11 +108,11 @@ class LakeQueries:
 
     def segment_hours(self, after: datetime, until: datetime) -> list[tuple[datetime, str, int, int]]:
         """Each segment's complete hours with period_start in (after, until - 1h]: (hour, segment,
-        impressions, clicks), oldest first."""
+        impressions, clicks), oldest first; everyone's as segment '*'."""
         last = until - timedelta(hours=1)
         sql = (f"SELECT period_start, segment, sum(impressions), sum(clicks) FROM {self._tables.engagement}\n"
-               f"WHERE {_dates('event_date', after, until)} AND grain = 'hour' AND scope = 'segment'\n"
-               f"  AND segment <> '{NO_SEGMENT}'\n"
+               f"WHERE {_dates('event_date', after, until)} AND grain = 'hour'\n"
+               f"  AND (scope = 'segment' AND segment <> '{NO_SEGMENT}' OR scope = 'global')\n"
                f"  AND period_start > {_timestamp(after)} AND period_start <= {_timestamp(last)}\n"
                f"GROUP BY 1, 2 ORDER BY 1, 2")
         return [(_as_datetime(p), str(s), int(i or 0), int(c or 0)) for p, s, i, c in self._runner.rows(sql)]

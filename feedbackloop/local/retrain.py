@@ -69,6 +69,11 @@ def run_retraining(endpoint: str, session: boto3.Session, params: TrainingParams
             raise TrainingFailedError(f"no training script at {script.resolve()}: run from the project root")
         with tempfile.TemporaryDirectory(prefix="feedbackloop-train-") as folder:
             channels = _download_channels(endpoint, Path(folder))
+            published = registry.current()
+            if published is not None:  # the Train step's `current` channel: scored on the same hold-out
+                channels["current"] = Path(folder) / "current"
+                channels["current"].mkdir()
+                (channels["current"] / retraining.MODEL_ARCHIVE).write_bytes(artifacts.read(published["artifact"]))
             model_dir = Path(folder) / "model"
             environ = os.environ | {"SM_MODEL_DIR": str(model_dir), "OPENBLAS_NUM_THREADS": "1",
                                     **{f"SM_CHANNEL_{k.upper()}": str(v) for k, v in channels.items()}}

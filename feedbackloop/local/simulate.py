@@ -67,6 +67,7 @@ class SimulatedClients:
         self._api_url, self._api_key = api_url, api_key
         self._local = threading.local()
         self._clients: list[EventsClient] = []
+        self.segment_members: dict[str, str] = {}  # a user seen in each segment (to probe its config)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="simulated-client")
 
     def _client(self) -> EventsClient:
@@ -107,20 +108,21 @@ class SimulatedClients:
         return figures
 
     def _visit(self, user: int, at: datetime, seed: int) -> tuple[Session | None, str | None]:
+        """One visit: the recommendations (they carry the user's segment and experiment arms, so one
+        request is enough; a real page would also read /config once per session)."""
         client = self._client()
         user_id = self.population.user_ids[user]
-        status, config, _ = client.request("GET", f"/users/{user_id}/config")
-        segment = config.get("segment") if status == 200 else None
         status, ranked, _ = client.request("GET", f"/users/{user_id}/recommendations?k={SHOWN}")
         if status != 200 or not ranked.get("items"):
             return None, None
         variant = ranked.get("experiments", {}).get(RANKING_EXPERIMENT)
         context = {"experiment": RANKING_EXPERIMENT, "variant": variant} if variant else {}
+        segment = ranked.get("segment")
         if segment is not None:
             context["segment"] = segment
+            self.segment_members.setdefault(segment, user_id)
         shown = [item["item_id"] for item in ranked["items"]]
-        return (session(self.population, self.catalog, user, shown, at, context, np.random.default_rng(seed)),
-                config.get("config_version") if isinstance(config, dict) else None)
+        return session(self.population, self.catalog, user, shown, at, context, np.random.default_rng(seed)), None
 
     def close(self) -> None:
         self._pool.shutdown()

@@ -402,3 +402,10 @@ def test_adwin_finds_a_known_change_point_quickly_and_no_change_in_a_stationary_
         false_alarms += len(DriftMonitor(0.002).update("s", before(rng, 20_000), NOW))
     assert None not in delays, "a change was missed"
     assert false_alarms == 0
+
+
+def test_a_drop_in_everyones_ctr_is_detected_on_the_global_stream(world):
+    for h in range(24, 0, -1):
+        world.lake.hour(NOW - timedelta(hours=h), "global", 1000, 120 if h > 6 else 40)
+    report = world.adjuster(_only(set(), drift=True)).run(NOW)
+    assert {e.stream for e in report.drift} == {ctr_stream("*")}

@@ -251,3 +251,22 @@ def test_the_training_script_runs_as_a_process_with_the_sagemaker_contract(tmp_p
     assert "model_ndcg_at_10=" in result.stdout
     document = json.loads((model_dir / "metrics.json").read_text())
     assert document["version"] == "v-script" and document["params"]["factors"] == 4
+
+
+def test_the_published_model_is_scored_on_the_candidates_hold_out_and_the_gate_compares_those(history, tmp_path):
+    daily, _, users = history
+    params = TrainingParams(factors=8, iterations=5, holdout_days=14, segments_max=4)
+    champion = train(daily, users, params, "v1")
+    save(champion, tmp_path)
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
+        for name in ("model.npz", "metrics.json"):
+            tar.add(tmp_path / name, arcname=name)
+    challenger = train(daily, users, params, "v2", current=(tmp_path / "model.tar.gz").read_bytes())
+    ranking = challenger.metrics["ranking"]
+    current = ranking["current"]
+    assert current["version"] == "v1" and 0 < current["ndcg_at_10"] <= 1
+    assert current["ndcg_at_10"] > ranking["popularity"]["ndcg_at_10"]  # a real model, ranked as serving does
+    # the gate takes the current model's score on this hold-out over the one it was published with
+    decision = decide(challenger.metrics, {"gate_value": 0.0001, "version": "v1"}, margin=0.01)
+    assert decision.current == current["ndcg_at_10"] and "on the same hold-out" in decision.reason
+    assert decision.publish == (ranking["model"]["ndcg_at_10"] >= current["ndcg_at_10"] * 1.01)
