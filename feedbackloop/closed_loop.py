@@ -33,11 +33,11 @@ CHECKPOINT_HOURS = 12  # tables and the adjust function run this often (hourly a
 
 @dataclass(frozen=True)
 class LoopPlan:
-    days: int = 6
-    users: int = 1500
+    days: int = 5
+    users: int = 500
     visits_per_day: int = 1200
     shift_day: int = 3  # preferences shift at the start of this day (0-based)
-    nightly_retrain_days: tuple[int, ...] = (0,)  # retrain after these days (besides drift-triggered runs)
+    nightly_retrain_days: tuple[int, ...] = (0, 2)  # retrain after these days (besides drift-triggered runs)
     seed: int = 7
 
 
@@ -180,9 +180,10 @@ def _config_change(runtime: LocalRuntime, client: EventsClient, probes: dict[str
 def _outcome(run: Any) -> str:
     if isinstance(run, Exception):
         return f"failed: {run}"
+    reason = (run.evaluation or {}).get("decision", {}).get("reason", "")
     if run.published is not None:
-        return f"published {run.published['version']}"
-    return "the gate kept the current model"
+        return f"published {run.published['version']} ({reason})"
+    return f"the gate kept the current model ({reason})"
 
 
 def _say_checkpoint(say: Callable[[str], None], checkpoint: Checkpoint, figures: DayFigures, sent: float,

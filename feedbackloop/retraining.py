@@ -24,6 +24,7 @@ KEPT_CURRENT = "KeptCurrent"  # the state the gate takes instead of Publish, aft
 MODEL_ARCHIVE = "model.tar.gz"
 # The training job's input channels (sagemaker/train.py reads SM_CHANNEL_<NAME>), each a lake table.
 TRAINING_CHANNELS: dict[str, LakeTable] = {"feedback": FEEDBACK_DAILY, "users": USER_FEATURES}
+CURRENT_MODEL_CHANNEL = "current"  # optional: the published model's archive, scored on the same hold-out
 
 @dataclass(frozen=True)
 class GateDecision:

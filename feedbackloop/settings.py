@@ -124,6 +124,7 @@ class AdjustSettings(_Settings):
     events_table: str = Field(min_length=1)
     interactions_table: str = Field(min_length=1)
     engagement_table: str = Field(min_length=1)
+    user_daily_table: str = Field(min_length=1)
     # the UI configuration's control plane (ids, as AppConfig's API takes them)
     appconfig_application_id: str = Field(min_length=1)
     appconfig_environment_id: str = Field(min_length=1)

@@ -35,7 +35,7 @@ from cdk.components.table_jobs import TableJobs
 from cdk.components.ui_config import UiConfig
 from cdk.project import ProjectLayout
 from feedbackloop.adjust import rules as adjust_rules
-from feedbackloop.lake import CURATED_EVENTS, ENGAGEMENT, INTERACTIONS
+from feedbackloop.lake import CURATED_EVENTS, ENGAGEMENT, INTERACTIONS, USER_DAILY
 from feedbackloop.resources import GLUE_DATABASE
 from feedbackloop.settings import AdjustSettings
 
@@ -89,6 +89,7 @@ class Adjust(Construct):
             events_table=CURATED_EVENTS.name,
             interactions_table=INTERACTIONS.name,
             engagement_table=ENGAGEMENT.name,
+            user_daily_table=USER_DAILY.name,
             appconfig_application_id=ui_config.application.ref,
             appconfig_environment_id=ui_config.environment.ref,
             appconfig_profile_id=ui_config.profile.ref,

@@ -2,10 +2,11 @@
 
 Streams:
 - `feedback_score`: the cleaned events' feedback scores, in event-time order.
-- `ctr/<segment>`: each segment's impression outcomes (1 clicked, 0 not); `ctr/*`: everyone's. The engagement layer keeps
-  them as hourly counts, so each hour is replayed as its clicks and non-clicks in a seeded shuffle.
-  ADWIN looks for a change between the older and the newer part of its window; the order within an hour
-  carries no information about a change between hours, so this loses nothing that matters.
+- `ctr/<segment>`: each segment's impression outcomes (1 clicked, 0 not); `ctr/*`: everyone's. The
+  engagement layer keeps them as hourly counts, so each hour is replayed as its clicks and non-clicks in
+  a seeded shuffle. ADWIN looks for a change between the older and the newer part of its window; the
+  order within an hour carries no information about a change between hours, so this loses nothing
+  that matters.
 
 Runs that bring more values than `max_values_per_run` are thinned uniformly (seeded), which keeps a
 run's cost bounded at the price of detection power at very high volumes.

@@ -22,6 +22,7 @@ import numpy as np
 from feedbackloop.adjust.drift import FEEDBACK_SCORE, DriftEvent, DriftMonitor, ctr_stream, impression_outcomes, thin
 from feedbackloop.adjust.queries import LakeQueries
 from feedbackloop.adjust.rules import (
+    ALL,
     PREFERRED_CATEGORIES,
     Alert,
     Observation,
@@ -34,11 +35,21 @@ from feedbackloop.adjust.rules import (
     after,
     evaluate,
 )
+from feedbackloop.experiments.stats import sample_ratio_mismatch
+from feedbackloop.names import Metric
 from feedbackloop.uiconfig import InvalidConfigError, validate
 
 logger = logging.getLogger(__name__)
 
 FIRST_RUN_LOOKBACK = timedelta(hours=24)  # how far back drift reads when it has no watermark yet
+SIGNAL_HORIZON_DAYS = 1  # feedback signal quality: does a user's feedback predict their next day
+MIN_SIGNAL_USERS = 30  # fewer users with explicit feedback that day: no correlation reported
+SRM_WINDOW = timedelta(hours=24)
+MIN_SRM_USERS = 100
+# engagement-layer columns -> the metrics the effect dashboard charts (names.py)
+EFFECT_METRICS = {"ctr": Metric.CTR, "conversion_rate": Metric.CONVERSION_RATE,
+                  "avg_session_seconds": Metric.AVG_SESSION_SECONDS, "bounce_rate": Metric.BOUNCE_RATE,
+                  "rating_mean": Metric.RATING_MEAN, "nps": Metric.NPS}
 DEFERRED = "deferred"  # a decision whose action could not happen yet (the outcome it records)
 
 
@@ -118,6 +129,17 @@ class Decision:
                 **asdict(self) | {"decided_at": self.decided_at.isoformat()}}
 
 
+@dataclass(frozen=True)
+class EffectMetric:
+    """A number for the effect dashboard: `segment` and `variant` are ALL ('*') when rolled up."""
+
+    name: Metric
+    value: float
+    segment: str = ALL
+    variant: str = ALL
+    experiment: str | None = None
+
+
 @dataclass
 class RunReport:
     run_id: str
@@ -126,6 +148,8 @@ class RunReport:
     drift: list[DriftEvent] = field(default_factory=list)
     config: DeployedConfig | None = None  # deployed by this run
     retraining: str | None = None  # started by this run
+    effects: list[EffectMetric] = field(default_factory=list)
+    srm: dict[str, dict[str, Any]] = field(default_factory=dict)  # experiment -> counts, p-value, mismatch
     errors: list[str] = field(default_factory=list)
 
     def fired(self) -> list[Decision]:
@@ -179,6 +203,12 @@ class Adjuster:
             except Exception as error:
                 logger.exception("drift detection failed")
                 report.errors.append(f"drift: {error}")
+
+        try:
+            self._effects(now, report)
+        except Exception as error:
+            logger.exception("effect metrics failed")
+            report.errors.append(f"effects: {error}")
 
         saved = {name: {scope: s.to_json() for scope, s in by_scope.items()} for name, by_scope in states.items()}
         self.state.save(StoredState(saved, drift_state, monitor.to_bytes(), stored.token))
@@ -285,6 +315,35 @@ class Adjuster:
                 self._retrain(f"drift in {streams}", now, report)
                 state["retrained_at"] = now.isoformat()
         return state
+
+
+    def _effects(self, now: datetime, report: RunReport) -> None:
+        """The last complete hour's engagement, the feedback signal's quality, and each experiment's
+        sample ratio, as metrics."""
+        hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+        for segment, variant, values in self.lake.hour_effects(hour):
+            report.effects += [EffectMetric(EFFECT_METRICS[column], value, segment, variant)
+                               for column, value in values.items() if value is not None]
+        day = (now - timedelta(days=SIGNAL_HORIZON_DAYS + 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        users, returned, converted = self.lake.signal_quality(day, SIGNAL_HORIZON_DAYS)
+        if users >= MIN_SIGNAL_USERS:
+            report.effects += [EffectMetric(name, value) for name, value in (
+                (Metric.FEEDBACK_RETENTION_CORRELATION, returned), (Metric.FEEDBACK_CONVERSION_CORRELATION, converted))
+                if value is not None]
+        try:
+            document = self.config.current().document
+        except DeploymentInProgressError:
+            return  # the arms' weights are changing: check the ratio once the deployment is done
+        for name, experiment in sorted(document.get("experiments", {}).items()):
+            weights = {v: w for v, w in experiment["variants"].items() if w > 0}
+            exposed = self.lake.arm_users(name, now - SRM_WINDOW, now)
+            observed = {v: exposed.get(v, 0) for v in weights}
+            if len(weights) < 2 or sum(observed.values()) < MIN_SRM_USERS:
+                continue
+            total = sum(weights.values())
+            check = sample_ratio_mismatch(observed, {v: w / total for v, w in weights.items()})
+            report.srm[name] = {"observed": observed, "p_value": check.p_value, "mismatch": check.mismatch}
+            report.effects.append(EffectMetric(Metric.SAMPLE_RATIO_MISMATCH, float(check.mismatch), experiment=name))
 
 
 def _change(document: dict[str, Any], action: SetConfig, segment: str | None,

@@ -26,6 +26,7 @@ class LakeTableNames:
     events: str  # the cleaner's curated events
     interactions: str
     engagement: str
+    user_daily: str
 
 
 class QueryRunner(Protocol):
@@ -116,6 +117,51 @@ class LakeQueries:
                f"  AND period_start > {_timestamp(after)} AND period_start <= {_timestamp(last)}\n"
                f"GROUP BY 1, 2 ORDER BY 1, 2")
         return [(_as_datetime(p), str(s), int(i or 0), int(c or 0)) for p, s, i, c in self._runner.rows(sql)]
+
+
+    def hour_effects(self, hour: datetime) -> list[tuple[str, str, dict[str, float | None]]]:
+        """The engagement layer's hour starting at `hour`: (segment, variant, metrics) for everyone
+        ('*', '*'), each segment (s, '*') and each experiment arm ('*', 'experiment/variant')."""
+        columns = ("ctr", "conversion_rate", "avg_session_seconds", "bounce_rate", "rating_mean", "nps")
+        sql = (f"SELECT scope, segment, experiment, variant, {', '.join(columns)} FROM {self._tables.engagement}\n"
+               f"WHERE {_dates('event_date', hour, hour)} AND grain = 'hour'\n"
+               f"  AND period_start = {_timestamp(hour)} AND scope IN ('global', 'segment', 'variant')\n"
+               f"  AND segment <> '{NO_SEGMENT}' AND variant <> '{NO_SEGMENT}'")
+        found = []
+        for scope, segment, experiment, variant, *values in self._runner.rows(sql):
+            arm = f"{experiment}/{variant}" if scope == "variant" else ALL
+            found.append((segment if scope == "segment" else ALL, arm,
+                          {c: None if v is None else float(v) for c, v in zip(columns, values, strict=True)}))
+        return found
+
+    def arm_users(self, experiment: str, start: datetime, end: datetime) -> dict[str, int]:
+        """Distinct users exposed in each arm of the experiment in [start, end)."""
+        sql = (f"SELECT variant, count(DISTINCT user_id) FROM {self._tables.interactions}\n"
+               f"WHERE {_dates('event_date', start, end)} AND event_time >= {_timestamp(start)}\n"
+               f"  AND event_time < {_timestamp(end)} AND experiment = {_literal(experiment)}\n"
+               f"  AND variant IS NOT NULL GROUP BY 1")
+        return {str(v): int(n) for v, n in self._runner.rows(sql)}
+
+    def signal_quality(self, day: datetime, horizon_days: int) -> tuple[int, float | None, float | None]:
+        """Users who gave explicit feedback on `day`: how many, and the correlation of their mean explicit
+        score that day with returning, and with buying, in the `horizon_days` after (user_daily)."""
+        first, last = day + timedelta(days=1), day + timedelta(days=horizon_days)
+        sql = (f"WITH cohort AS (\n"
+               f"  SELECT user_id, explicit_score_sum / explicit_events AS feedback FROM {self._tables.user_daily}\n"
+               f"  WHERE event_date = '{day:%Y-%m-%d}' AND explicit_events > 0),\n"
+               f"later AS (\n"
+               f"  SELECT user_id, 1.0 AS returned, max(CASE WHEN purchases > 0 THEN 1.0 ELSE 0.0 END) AS converted\n"
+               f"  FROM {self._tables.user_daily}\n"
+               f"  WHERE event_date BETWEEN '{first:%Y-%m-%d}' AND '{last:%Y-%m-%d}' GROUP BY user_id)\n"
+               f"SELECT count(*), corr(c.feedback, coalesce(l.returned, 0.0)),\n"
+               f"  corr(c.feedback, coalesce(l.converted, 0.0))\n"
+               f"FROM cohort AS c LEFT JOIN later AS l ON c.user_id = l.user_id")
+        ((users, returned, converted),) = self._runner.rows(sql)
+        return int(users or 0), _finite(returned), _finite(converted)
+
+
+def _finite(value: Any) -> float | None:
+    return None if value is None or value != value else float(value)
 
 
 def _as_datetime(value: Any) -> datetime:

@@ -30,7 +30,8 @@ def adjuster(settings: AdjustSettings, rules: RuleSet, session: boto3.Session, *
         endpoint = session.client("s3").meta.endpoint_url
         queries = queries or DuckDBQueries(endpoint)
         retraining = retraining or LocalRetraining(endpoint, session, settings.local_gate_margin)
-    tables = LakeTableNames(settings.events_table, settings.interactions_table, settings.engagement_table)
+    tables = LakeTableNames(settings.events_table, settings.interactions_table, settings.engagement_table,
+                            settings.user_daily_table)
     return Adjuster(
         rules=rules,
         lake=LakeQueries(queries or AthenaQueryRunner(session, settings.glue_database, settings.athena_workgroup),

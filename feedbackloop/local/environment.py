@@ -103,13 +103,14 @@ def retrain_settings(**overrides) -> RetrainSettings:
 
 def adjust_settings(config: LocalUiConfig, session: boto3.Session, **overrides) -> AdjustSettings:
     """engine local: DuckDB for Athena, the in-process retraining runner for Step Functions."""
-    from feedbackloop.lake import CURATED_EVENTS, ENGAGEMENT, INTERACTIONS
+    from feedbackloop.lake import CURATED_EVENTS, ENGAGEMENT, INTERACTIONS, USER_DAILY
 
     topic = session.client("sns").create_topic(Name=physical_name(resources.ALERTS_TOPIC.key))["TopicArn"]
     return AdjustSettings(
         engine="local", state_table=physical_name(resources.STATE_TABLE.key),
         decisions_table=physical_name(resources.DECISIONS_TABLE.key), glue_database=resources.GLUE_DATABASE,
         events_table=CURATED_EVENTS.name, interactions_table=INTERACTIONS.name, engagement_table=ENGAGEMENT.name,
+        user_daily_table=USER_DAILY.name,
         appconfig_application_id=config.application_id, appconfig_environment_id=config.environment_id,
         appconfig_profile_id=config.profile_id, appconfig_strategy_id=config.rollout_strategy_id,
         alerts_topic_arn=topic, **overrides)

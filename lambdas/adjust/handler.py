@@ -15,10 +15,19 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
 
-from feedbackloop.adjust.engine import DEFERRED, RunReport, decision_summary
+from feedbackloop.adjust.engine import DEFERRED, EffectMetric, RunReport, decision_summary
 from feedbackloop.adjust.rules import Outcome, packaged_rules
 from feedbackloop.adjust.wiring import adjuster
-from feedbackloop.names import METRICS_NAMESPACE, RULE_DIMENSION, SERVICE, STREAM_DIMENSION, Metric
+from feedbackloop.names import (
+    EXPERIMENT_DIMENSION,
+    METRICS_NAMESPACE,
+    RULE_DIMENSION,
+    SEGMENT_DIMENSION,
+    SERVICE,
+    STREAM_DIMENSION,
+    VARIANT_DIMENSION,
+    Metric,
+)
 from feedbackloop.settings import AdjustSettings
 
 logger = Logger(service=SERVICE)
@@ -66,8 +75,28 @@ def emit(report: RunReport) -> None:
     metrics.add_metric(Metric.ALERTS_SENT, MetricUnit.Count,
                        sum(1 for d in report.decisions if d.action == "alert" and d.outcome == Outcome.FIRE))
     metrics.add_metric(Metric.ADJUST_ERRORS, MetricUnit.Count, len(report.errors))
+    emit_effects(report.effects)
     for error in report.errors:
         logger.error("adjust error", extra={"error": error})
+
+
+def emit_effects(effects: list[EffectMetric]) -> None:
+    """The effect dashboard's numbers: one EMF document per dimension set (segment and variant, '*' when
+    rolled up; experiment for the sample ratio check)."""
+    groups: dict[tuple[str, str, str | None], list[EffectMetric]] = {}
+    for effect in effects:
+        groups.setdefault((effect.segment, effect.variant, effect.experiment), []).append(effect)
+    for (segment, variant, experiment), group in sorted(groups.items(), key=lambda g: str(g[0])):
+        document = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
+        if experiment is not None:
+            document.add_dimension(name=EXPERIMENT_DIMENSION, value=experiment)
+        else:
+            document.add_dimension(name=SEGMENT_DIMENSION, value=segment)
+            document.add_dimension(name=VARIANT_DIMENSION, value=variant)
+        for effect in group:
+            unit = MetricUnit.Seconds if effect.name == Metric.AVG_SESSION_SECONDS else MetricUnit.NoUnit
+            document.add_metric(name=effect.name, unit=unit, value=effect.value)
+        document.flush_metrics()
 
 
 def _count(name: Metric, dimension: str, value: str) -> None:

@@ -30,7 +30,7 @@ from feedbackloop.adjust.engine import (
 )
 from feedbackloop.adjust.queries import LakeQueries, LakeTableNames
 from feedbackloop.adjust.rules import Observation, Outcome, RuleSet, packaged_rules, parse_rules
-from feedbackloop.lake import CURATED_EVENTS, ENGAGEMENT, INTERACTIONS
+from feedbackloop.lake import CURATED_EVENTS, ENGAGEMENT, INTERACTIONS, USER_DAILY
 from feedbackloop.local.lake_reader import schema
 from feedbackloop.local.sql_engine import to_duckdb
 from feedbackloop.uiconfig import InvalidConfigError, default_document, validate
@@ -38,7 +38,7 @@ from feedbackloop.uiconfig import InvalidConfigError, default_document, validate
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-TABLES = LakeTableNames(CURATED_EVENTS.name, INTERACTIONS.name, ENGAGEMENT.name)
+TABLES = LakeTableNames(CURATED_EVENTS.name, INTERACTIONS.name, ENGAGEMENT.name, USER_DAILY.name)
 
 
 # --- fakes of the ports -------------------------------------------------------------------------------------------
@@ -47,7 +47,8 @@ class Lake:
     """The three tables as lists of rows; queries run in DuckDB on the SQL the module builds."""
 
     def __init__(self) -> None:
-        self.tables: dict[str, list[dict[str, Any]]] = {t.name: [] for t in (ENGAGEMENT, INTERACTIONS, CURATED_EVENTS)}
+        self.tables: dict[str, list[dict[str, Any]]] = {t.name: [] for t in (ENGAGEMENT, INTERACTIONS, CURATED_EVENTS,
+                                                                             USER_DAILY)}
         self.fail: str | None = None
 
     def rows_of(self, sql: str) -> list[tuple]:
@@ -56,7 +57,7 @@ class Lake:
         query, tables = to_duckdb(sql)
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
-        by_name = {t.name: t for t in (ENGAGEMENT, INTERACTIONS, CURATED_EVENTS)}
+        by_name = {t.name: t for t in (ENGAGEMENT, INTERACTIONS, CURATED_EVENTS, USER_DAILY)}
         for name in tables:
             table_schema = schema(by_name[name])
             rows = [{f.name: r.get(f.name) for f in table_schema} for r in self.tables[name]]
@@ -409,3 +410,43 @@ def test_a_drop_in_everyones_ctr_is_detected_on_the_global_stream(world):
         world.lake.hour(NOW - timedelta(hours=h), "global", 1000, 120 if h > 6 else 40)
     report = world.adjuster(_only(set(), drift=True)).run(NOW)
     assert {e.stream for e in report.drift} == {ctr_stream("*")}
+
+
+def test_each_run_reports_the_last_hours_engagement_by_segment_and_arm(world):
+    hour = NOW - timedelta(hours=1)
+    world.lake.hour(hour, "global", 1000, 80, sessions=100, conversion_rate=0.2)
+    world.lake.hour(hour, "segment", 400, 40, segment="s1")
+    world.lake.hour(hour, "segment", 100, 1, segment="none")  # no segment: not a segment
+    world.lake.hour(hour, "variant", 500, 60, experiment="ranking", variant="personalized")
+    world.lake.hour(NOW - timedelta(hours=2), "global", 1000, 10)  # an older hour: not this run's
+    report = world.adjuster(_only(set())).run(NOW)
+    ctr = {(e.segment, e.variant): e.value for e in report.effects if e.name == "Ctr"}
+    assert ctr == {("*", "*"): 0.08, ("s1", "*"): 0.1, ("*", "ranking/personalized"): 0.12}
+    assert {(e.name, e.value) for e in report.effects if e.segment == "*" and e.variant == "*"} >= {
+        ("ConversionRate", 0.2)}
+
+
+def test_a_broken_split_is_flagged_as_a_sample_ratio_mismatch(world):
+    at = NOW - timedelta(hours=3)
+    for i in range(600):
+        arm = "personalized" if i < 400 else "popularity"  # 2:1 where the config says 1:1
+        world.lake.tables[INTERACTIONS.name].append({"event_date": f"{at:%Y-%m-%d}", "event_time": at,
+                                                     "user_id": f"u{i}", "experiment": "ranking", "variant": arm})
+    report = world.adjuster(_only(set())).run(NOW)
+    assert report.srm["ranking"]["mismatch"] and report.srm["ranking"]["p_value"] < 1e-6
+    assert [e.value for e in report.effects if e.name == "SampleRatioMismatch"] == [1.0]
+
+
+def test_feedback_signal_quality_is_the_correlation_of_feedback_with_coming_back(world):
+    day = (NOW - timedelta(days=2)).replace(hour=0)
+    rng = np.random.default_rng(5)
+    for i in range(200):
+        score = float(rng.uniform(-1, 1))
+        world.lake.tables[USER_DAILY.name].append({"event_date": f"{day:%Y-%m-%d}", "user_id": f"u{i}",
+                                                   "explicit_events": 1, "explicit_score_sum": score})
+        if score > 0:  # the satisfied come back, and half of them buy
+            world.lake.tables[USER_DAILY.name].append({"event_date": f"{day + timedelta(days=1):%Y-%m-%d}",
+                                                       "user_id": f"u{i}", "purchases": i % 2})
+    report = world.adjuster(_only(set())).run(NOW)
+    values = {e.name: e.value for e in report.effects}
+    assert values["FeedbackRetentionCorrelation"] > 0.8 and 0.3 < values["FeedbackConversionCorrelation"] < 0.8

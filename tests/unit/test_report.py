@@ -32,10 +32,10 @@ def _data(empty: bool = False) -> ReportData:
     engagement = pd.DataFrame([{"period_start": h, "variant": v, "impressions": 100, "clicks": c, "ctr": c / 100,
                                 "sessions": 10} for h in hours for v, c in (("personalized", 12), ("popularity", 5))])
     quarantine = pd.DataFrame({"reason": ["duplicate", "schema_violation", "outlier"], "records": [500, 20, 3]})
-    models = models_frame([{"version": "v1", "published_at": "2026-11-20T00:00:00+00:00",
-                            "metrics": '{"ranking": {"model": {"ndcg_at_10": 0.3}, "popularity": {"ndcg_at_10": 0.1}}}'},
-                           {"version": "v2", "published_at": "2026-11-21T00:00:00+00:00",
-                            "metrics": {"ranking": {"model": {"ndcg_at_10": 0.35}, "popularity": {"ndcg_at_10": 0.1}}}}])
+    ranking = {"ranking": {"model": {"ndcg_at_10": 0.35}, "popularity": {"ndcg_at_10": 0.1}}}
+    as_text = '{"ranking": {"model": {"ndcg_at_10": 0.3}, "popularity": {"ndcg_at_10": 0.1}}}'
+    models = models_frame([{"version": "v1", "published_at": "2026-11-20T00:00:00+00:00", "metrics": as_text},
+                           {"version": "v2", "published_at": "2026-11-21T00:00:00+00:00", "metrics": ranking}])
     decisions = pd.DataFrame([{"decided_at": T0 + timedelta(hours=12), "rule": "segment-ctr-low", "scope": "segment=s1",
                                "metric": "ctr", "value": 0.03, "samples": 500, "threshold": 0.05, "outcome": "fire",
                                "result": "version 2, deployment 2 <script>"}])
