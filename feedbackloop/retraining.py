@@ -37,14 +37,17 @@ class GateDecision:
 
 
 def decide(candidate: dict[str, Any], current: dict[str, Any] | None, margin: float) -> GateDecision:
-    """Publish when the candidate beats the current model's NDCG@10 by `margin` (relative), or when there
-    is no current model; never publish a candidate without a hold-out score. The current model's score is
-    its score on the candidate's own hold-out when the training job computed it (same users, same hidden
-    days), else the score it was published with."""
+    """Whether to publish the candidate; never without a hold-out score.
+
+    When the training job scored the current model on the candidate's own hold-out (same users, same hidden
+    days), the gate publishes a candidate that beats it by `margin` (relative), or one trained on fresher
+    data that is no worse than `margin` below it: freshness is what retraining buys (new users, new items,
+    today's tastes), and the hold-out shows it costs nothing. Otherwise the candidate must beat the score
+    the current model was published with by `margin`."""
     new = gate_value(candidate)
-    same_holdout = candidate.get("ranking", {}).get("current", {}).get(GATE_METRIC)
+    rescored = candidate.get("ranking", {}).get("current", {})
+    same_holdout = rescored.get(GATE_METRIC)
     old = same_holdout if same_holdout is not None else (None if current is None else current.get("gate_value"))
-    basis = "on the same hold-out" if same_holdout is not None else "as published"
     if new is None:
         return GateDecision(False, "the candidate has no hold-out score (too little data to evaluate)",
                             GATE_METRIC, new, old, margin)
@@ -52,12 +55,20 @@ def decide(candidate: dict[str, Any], current: dict[str, Any] | None, margin: fl
         return GateDecision(True, "no model is published yet", GATE_METRIC, new, old, margin)
     if old is None:
         return GateDecision(True, "the current model has no score to beat", GATE_METRIC, new, old, margin)
-    needed = old * (1 + margin)
-    if new >= needed:
-        return GateDecision(True, f"{GATE_METRIC} {new:.4f} >= {needed:.4f} (current {old:.4f} {basis} + "
+    basis = "on the same hold-out" if same_holdout is not None else "as published"
+    better = old * (1 + margin)
+    if new >= better:
+        return GateDecision(True, f"{GATE_METRIC} {new:.4f} >= {better:.4f} (current {old:.4f} {basis} + "
                                   f"{margin:.0%})", GATE_METRIC, new, old, margin)
-    return GateDecision(False, f"{GATE_METRIC} {new:.4f} < {needed:.4f} (current {old:.4f} {basis} + {margin:.0%}): "
-                               f"keeping the current model", GATE_METRIC, new, old, margin)
+    fresher = same_holdout is not None and str(candidate.get("as_of") or "") > str(rescored.get("as_of") or "")
+    floor = old * (1 - margin)
+    if fresher and new >= floor:
+        return GateDecision(True, f"fresher data (to {candidate['as_of']}, the current model to "
+                                  f"{rescored.get('as_of')}) and {GATE_METRIC} {new:.4f} >= {floor:.4f} (current "
+                                  f"{old:.4f} on the same hold-out - {margin:.0%})", GATE_METRIC, new, old, margin)
+    return GateDecision(False, f"{GATE_METRIC} {new:.4f} < {better:.4f} (current {old:.4f} {basis} + {margin:.0%})"
+                               + ("" if not fresher else f", and below {floor:.4f} despite fresher data")
+                               + ": keeping the current model", GATE_METRIC, new, old, margin)
 
 
 def metrics_from_archive(archive: bytes) -> dict[str, Any]:

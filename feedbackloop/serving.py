@@ -53,6 +53,7 @@ class ServingModel:
     def __init__(self, arrays: dict[str, np.ndarray], document: dict) -> None:
         params = document["params"]
         self.version: str = document["version"]
+        self.as_of: str | None = document.get("data", {}).get("as_of")  # its last day of training data
         self.item_ids = arrays["item_ids"].astype(str)
         self.item_index = {item: i for i, item in enumerate(self.item_ids)}
         self.item_factors = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)

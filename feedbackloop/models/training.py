@@ -128,7 +128,8 @@ def evaluate_current(archive: bytes, split: HoldOut) -> dict[str, Any]:
                 scores[rows] += model.history_weight * history / history.max()
         ranked.append(top_k(scores[None, :], K)[0])
         wanted.append({int(i) for i in rows_of.get_indexer(list(items)) if i >= 0} or {-1})
-    return ranking_metrics(np.vstack(ranked), wanted, len(model.item_ids)) | {"version": model.version}
+    return ranking_metrics(np.vstack(ranked), wanted, len(model.item_ids)) | {"version": model.version,
+                                                                              "as_of": model.as_of}
 
 
 def _ratings(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -161,6 +162,7 @@ def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParam
                                  "ratings": len(actual)}
 
     as_of = daily["event_date"].max()
+    metrics["as_of"] = as_of  # the last day of data the model learned from (the gate prefers fresher)
     pairs = feedback_as_of(daily, as_of, params.half_life_days)
     started = time.perf_counter()
     mf = params.mf().fit(Interactions.from_pairs(pairs))

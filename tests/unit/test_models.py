@@ -270,3 +270,17 @@ def test_the_published_model_is_scored_on_the_candidates_hold_out_and_the_gate_c
     decision = decide(challenger.metrics, {"gate_value": 0.0001, "version": "v1"}, margin=0.01)
     assert decision.current == current["ndcg_at_10"] and "on the same hold-out" in decision.reason
     assert decision.publish == (ranking["model"]["ndcg_at_10"] >= current["ndcg_at_10"] * 1.01)
+
+
+@pytest.mark.parametrize(("new", "old", "new_as_of", "old_as_of", "publish", "why"), [
+    (0.30, 0.25, "2026-11-02", "2026-11-02", True, ">= 0.2525"),  # better on the same hold-out
+    (0.25, 0.25, "2026-11-02", "2026-11-02", False, "keeping"),  # a tie on the same data: nothing gained
+    (0.25, 0.25, "2026-11-03", "2026-11-02", True, "fresher data"),  # fresher and no worse: freshness wins
+    (0.2476, 0.25, "2026-11-03", "2026-11-02", True, "fresher data"),  # within the 1% margin below
+    (0.2470, 0.25, "2026-11-03", "2026-11-02", False, "despite fresher data"),  # worse than the margin allows
+])
+def test_the_gate_on_the_same_hold_out_weighs_freshness(new, old, new_as_of, old_as_of, publish, why):
+    metrics = {"as_of": new_as_of, "ranking": {"model": {"ndcg_at_10": new},
+                                               "current": {"ndcg_at_10": old, "as_of": old_as_of}}}
+    decision = decide(metrics, {"gate_value": 0.9, "version": "v1"}, margin=0.01)
+    assert decision.publish is publish and why in decision.reason
