@@ -4,8 +4,9 @@ the Lake) and the registry.
 
 As with the Lake's writer policies, the permissions are managed policies that live here, beside the
 data they open, and the retraining workflow in the stateless stack attaches them by ARN:
-- `trainer_policy`, for the SageMaker training job: read the tables of `TRAINING_CHANNELS`, write
-  candidates (`resources.CANDIDATES_PREFIX`), encrypt its volume and output with the data key;
+- `trainer_policy`, for the SageMaker training job: read the tables of `TRAINING_CHANNELS` and the
+  published versions (the `CURRENT_MODEL_CHANNEL`), write candidates (`resources.CANDIDATES_PREFIX`),
+  encrypt its volume and output with the data key;
 - `evaluator_policy`: read candidates and the registry;
 - `publisher_policy`: read candidates, write published versions (`resources.PUBLISHED_PREFIX`) and the
   registry;
@@ -98,12 +99,16 @@ class ModelStore(Construct):
         )
 
     def _trainer_policy(self, lake: Lake, key: kms.IKey, candidates: str) -> iam.ManagedPolicy:
-        tables = list(TRAINING_CHANNELS.values())
-        readable = [lake.buckets[t.bucket_key].arn_for_objects(f"{t.prefix}*") for t in tables]
+        # (bucket key, prefix) the channels read: the tables, and the published versions (the `current`
+        # channel is one published model's archive)
+        sources = [(t.bucket_key, t.prefix) for t in TRAINING_CHANNELS.values()]
+        sources.append((MODELS_BUCKET.key, PUBLISHED_PREFIX))
+        readable = [lake.buckets[bucket_key].arn_for_objects(f"{prefix}*") for bucket_key, prefix in sources]
         policy = iam.ManagedPolicy(
             self,
             "TrainerPolicy",
-            description="feedbackloop: train a candidate model (read its tables, write candidates, data key)",
+            description="feedbackloop: train a candidate model (read its tables and the published model, write "
+            "candidates, data key)",
             statements=[
                 iam.PolicyStatement(actions=["s3:GetObject"], resources=readable),
                 # File mode lists each channel's prefix before it downloads it; the condition keeps the
@@ -112,13 +117,14 @@ class ModelStore(Construct):
                     iam.PolicyStatement(
                         actions=["s3:ListBucket"],
                         resources=[lake.buckets[bucket_key].bucket_arn],
-                        conditions={"StringLike": {"s3:prefix": [f"{t.prefix}*" for t in tables
-                                                                 if t.bucket_key == bucket_key]}},
+                        conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for b, prefix in sources
+                                                                 if b == bucket_key]}},
                     )
-                    for bucket_key in sorted({t.bucket_key for t in tables})
+                    for bucket_key in sorted({b for b, _ in sources})
                 ),
                 iam.PolicyStatement(actions=_S3_WRITE, resources=[candidates]),
-                # read the SSE-KMS tables, write the model archive encrypted with the key (OutputDataConfig)
+                # read the SSE-KMS tables and published model, write the model archive encrypted with the
+                # key (OutputDataConfig)
                 iam.PolicyStatement(
                     actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"], resources=[key.key_arn]
                 ),
@@ -135,6 +141,7 @@ class ModelStore(Construct):
             policy,
             [nag.wildcard_resource(self, arn) for arn in (*readable, candidates)],
             "Object-level S3 actions need an object ARN; the wildcards are the prefixes of the two lake tables "
-            "the training job reads (read only) and the candidates prefix of the models bucket it writes.",
+            "and the published prefix of the models bucket the training job reads (read only), and the "
+            "candidates prefix it writes.",
         )
         return policy

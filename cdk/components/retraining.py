@@ -3,10 +3,14 @@
 
 - BuildTables: one branch that runs the table jobs (`glue_jobs.build_tables.JOB_NAMES`, in dependency
   order) with `glue:startJobRun.sync`, each retried while the hourly Glue workflow runs the same job.
-- Train: a SageMaker training job (`createTrainingJob.sync`) in SageMaker's scikit-learn container, script
-  mode: `sagemaker/train.py` from a source bundle built at synth, channels `TRAINING_CHANNELS`, output
-  under the models bucket's candidates prefix. Its job name and the model version are the execution name
-  (Step Functions generates a UUID, a valid training job name; a hand-started execution needs a name of
+- ReadCurrentModel, then the Choice HasCurrentModel: a consistent GetItem of the registry's `current`
+  pointer (its `artifact` only); when a model is published, Train gets its archive as the
+  `CURRENT_MODEL_CHANNEL` as well, so the job scores it on the candidate's own hold-out.
+- Train (TrainWithCurrentModel when a model is published; one task definition, one channel more): a
+  SageMaker training job (`createTrainingJob.sync`) in SageMaker's scikit-learn container, script mode:
+  `sagemaker/train.py` from a source bundle built at synth, channels `TRAINING_CHANNELS`, output under the
+  models bucket's candidates prefix. Its job name and the model version are the execution name (Step
+  Functions generates a UUID, a valid training job name; a hand-started execution needs a name of
   letters, digits and hyphens).
 - Evaluate: a Lambda compares the candidate's hold-out metrics with the published model's.
 - Gate: a Choice on the evaluation's `decision.publish`.
@@ -14,9 +18,10 @@
 - Otherwise: an alert on the model topic, then `KeptCurrent`, a success: keeping the current model is a
   decision, not a failure.
 
-Only `.sync` and request-response integrations: Step Functions waits for Glue and SageMaker itself, so the
-definition has no polling loop. Permissions on data are the ModelStore's managed policies; this construct
-adds what belongs to the workflow (logs, the training image, the source bundle, its key and topic).
+Only `.sync` and request-response integrations (Lambda, SNS, the DynamoDB read): Step Functions waits for
+Glue and SageMaker itself, so the definition has no polling loop. Permissions on data are the ModelStore's
+managed policies; this construct adds what belongs to the workflow (logs, the training image, the source
+bundle, its key and topic, and the state machine's own read of the registry pointer).
 """
 
 from __future__ import annotations
@@ -55,8 +60,18 @@ from cdk.components.schedules import scheduler_role
 from cdk.naming import pascal_case
 from cdk.project import ProjectLayout
 from feedbackloop.models.contract import GATE_METRIC, K
-from feedbackloop.resources import CANDIDATES_PREFIX, MODELS_BUCKET
-from feedbackloop.retraining import BUILD_TABLES, EVALUATE, GATE, KEPT_CURRENT, PUBLISH, TRAIN, TRAINING_CHANNELS
+from feedbackloop.registry import CURRENT_KEY
+from feedbackloop.resources import CANDIDATES_PREFIX, MODELS_BUCKET, REGISTRY_TABLE
+from feedbackloop.retraining import (
+    BUILD_TABLES,
+    CURRENT_MODEL_CHANNEL,
+    EVALUATE,
+    GATE,
+    KEPT_CURRENT,
+    PUBLISH,
+    TRAIN,
+    TRAINING_CHANNELS,
+)
 from feedbackloop.settings import RetrainSettings
 from glue_jobs.build_tables import JOB_NAMES
 
@@ -69,10 +84,11 @@ VOLUME_SIZE = Size.gibibytes(30)
 MAX_RUNTIME = Duration.hours(2)
 ENTRY_POINT = "train.py"
 TRAINING_REQUIREMENTS = "requirements.txt"  # the container pip-installs it from the bundle's root
-# sagemaker/train.py prints `<scope>_<metric>=<value>;` for the model and the popularity baseline.
+# sagemaker/train.py prints `<scope>_<metric>=<value>;` for the model, the popularity baseline and, when
+# it has the `current` channel, the published model on the same hold-out.
 METRIC_NAMES = tuple(
     f"{scope}_{metric}"
-    for scope in ("model", "popularity")
+    for scope in ("model", "popularity", "current")
     for metric in (GATE_METRIC, f"precision_at_{K}", f"recall_at_{K}", f"map_at_{K}")
 )
 # SageMaker names the log group of every training job itself.
@@ -87,6 +103,15 @@ GLUE_BUSY_ATTEMPTS = 5
 GLUE_BUSY_MAX_DELAY = Duration.minutes(30)
 WORKFLOW_TIMEOUT = Duration.hours(6)
 ALERT_STATE = "AlertKeptCurrent"
+# Before Train: the registry's `current` pointer, and the choice of the Train task that gets its archive.
+READ_CURRENT_STATE = "ReadCurrentModel"
+CURRENT_CHOICE_STATE = "HasCurrentModel"
+TRAIN_WITH_CURRENT_STATE = f"{TRAIN}WithCurrentModel"
+# The pointer's attribute that is the published archive's s3:// URL (`feedbackloop.retraining.publish`
+# writes it), and where ReadCurrentModel leaves GetItem's answer (no `Item` before the first publication).
+ARTIFACT_ATTRIBUTE = "artifact"
+CURRENT_RESULT_PATH = "$.current"
+CURRENT_ARTIFACT_PATH = f"{CURRENT_RESULT_PATH}.Item.{ARTIFACT_ATTRIBUTE}.S"
 
 # What of the core package the training job imports, and what it never does (as in the Lambda asset).
 BUNDLE_EXCLUDED_DIRS = frozenset({"datasets", "local", "bench", "__pycache__"})
@@ -134,7 +159,23 @@ class Retraining(Construct):
             comment="rebuild the modelled tables, one job after the other, before training reads them",
             result_path=sfn.JsonPath.DISCARD,
         ).branch(self._glue_chain(glue_jobs))
-        train = self._train_task(layout, lake, models, key)
+        read_current = tasks.DynamoGetItem(
+            self,
+            READ_CURRENT_STATE,
+            table=model_store.registry,
+            key={REGISTRY_TABLE.partition_key: tasks.DynamoAttributeValue.from_string(CURRENT_KEY)},
+            consistent_read=True,  # the pointer as Publish last wrote it
+            projection_expression=[tasks.DynamoProjectionExpression().with_attribute(ARTIFACT_ATTRIBUTE)],
+            result_path=CURRENT_RESULT_PATH,
+            comment="the published model's archive, if any, for the training job to score on the same hold-out",
+        )
+        train, train_with_current = self._train_tasks(layout, lake, models, key)
+        choose_train = (
+            sfn.Choice(self, CURRENT_CHOICE_STATE, comment="give Train the published model when there is one")
+            .when(sfn.Condition.is_present(CURRENT_ARTIFACT_PATH), train_with_current)
+            .otherwise(train)
+            .afterwards()
+        )
         evaluate = tasks.LambdaInvoke(
             self,
             EVALUATE,
@@ -177,13 +218,22 @@ class Retraining(Construct):
             comment="feedbackloop retraining: build tables, train, evaluate, gate, publish",
             state_machine_type=sfn.StateMachineType.STANDARD,
             definition_body=sfn.DefinitionBody.from_chainable(
-                sfn.Chain.start(build_tables).next(train).next(evaluate).next(gate)
+                sfn.Chain.start(build_tables).next(read_current).next(choose_train).next(evaluate).next(gate)
             ),
             timeout=WORKFLOW_TIMEOUT,
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
         )
         self.key.grant(self.state_machine, "kms:Decrypt", "kms:GenerateDataKey")  # publish to the topic
+        # ReadCurrentModel: the task grants dynamodb:GetItem on the registry table; the table is encrypted
+        # with the data key, which the role may use through DynamoDB only
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt"],
+                resources=[key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"dynamodb.{Aws.REGION}.amazonaws.com"}},
+            )
+        )
         self.schedule = self._nightly_schedule()
         self._acknowledge_workflow_findings(evaluate_function.function_arn, publish_function.function_arn)
 
@@ -215,7 +265,11 @@ class Retraining(Construct):
 
     # -- Train -------------------------------------------------------------------------------------
 
-    def _train_task(self, layout: ProjectLayout, lake: Lake, models: s3.IBucket, key: kms.IKey) -> sfn.TaskStateBase:
+    def _train_tasks(
+        self, layout: ProjectLayout, lake: Lake, models: s3.IBucket, key: kms.IKey
+    ) -> tuple[sfn.TaskStateBase, sfn.TaskStateBase]:
+        """(Train, TrainWithCurrentModel): one training job definition; the second has the published model's
+        archive as the `CURRENT_MODEL_CHANNEL` too."""
         images = training_images()
         image_mapping = CfnMapping(
             self,
@@ -231,58 +285,75 @@ class Retraining(Construct):
                 actions=["s3:GetObject"], resources=[bundle.bucket.arn_for_objects(bundle.s3_object_key)]
             )
         )
-        return tasks.SageMakerCreateTrainingJob(
-            self,
-            TRAIN,
-            training_job_name=sfn.JsonPath.execution_name,
-            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-            # The task would grant the role read on each channel's bucket and write on the output's, and
-            # the key, with `grant_*` wildcards; its permissions are the ModelStore's trainer policy and
-            # the statements of _trainer_role instead.
-            role=self.trainer.without_policy_updates(),
-            algorithm_specification=tasks.AlgorithmSpecification(
-                training_image=tasks.DockerImage.from_registry(image_mapping.find_in_map(Aws.REGION, "ImageUri")),
-                training_input_mode=tasks.InputMode.FILE,
-                metric_definitions=[
-                    tasks.MetricDefinition(name=name, regex=f"{name}=([-+0-9.eE]+);") for name in METRIC_NAMES
+
+        def train(state_name: str, channels: Mapping[str, str], comment: str) -> sfn.TaskStateBase:
+            return tasks.SageMakerCreateTrainingJob(
+                self,
+                state_name,
+                training_job_name=sfn.JsonPath.execution_name,
+                integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+                # The task would grant the role read on each channel's bucket and write on the output's, and
+                # the key, with `grant_*` wildcards; its permissions are the ModelStore's trainer policy and
+                # the statements of _trainer_role instead.
+                role=self.trainer.without_policy_updates(),
+                algorithm_specification=tasks.AlgorithmSpecification(
+                    training_image=tasks.DockerImage.from_registry(image_mapping.find_in_map(Aws.REGION, "ImageUri")),
+                    training_input_mode=tasks.InputMode.FILE,
+                    metric_definitions=[
+                        tasks.MetricDefinition(name=name, regex=f"{name}=([-+0-9.eE]+);") for name in METRIC_NAMES
+                    ],
+                ),
+                hyperparameters={
+                    "sagemaker_program": ENTRY_POINT,
+                    "sagemaker_submit_directory": bundle.s3_object_url,
+                    "sagemaker_region": Aws.REGION,
+                    "version": sfn.JsonPath.execution_name,
+                },
+                input_data_config=[
+                    tasks.Channel(
+                        channel_name=channel,
+                        data_source=tasks.DataSource(
+                            s3_data_source=tasks.S3DataSource(
+                                s3_location=_S3Url(url), s3_data_type=tasks.S3DataType.S3_PREFIX
+                            )
+                        ),
+                    )
+                    for channel, url in channels.items()
                 ],
+                output_data_config=tasks.OutputDataConfig(
+                    s3_output_location=_S3Url(f"s3://{models.bucket_name}/{CANDIDATES_PREFIX}"),
+                    encryption_key=key,
+                ),
+                resource_config=tasks.ResourceConfig(
+                    instance_count=1,
+                    instance_type=ec2.InstanceType(INSTANCE_TYPE.removeprefix("ml.")),
+                    volume_size=VOLUME_SIZE,
+                    volume_encryption_key=key,
+                ),
+                stopping_condition=tasks.StoppingCondition(max_runtime=MAX_RUNTIME),
+                # what the next states need of DescribeTrainingJob's answer
+                result_selector={
+                    "job_name": sfn.JsonPath.string_at("$.TrainingJobName"),
+                    "candidate_url": sfn.JsonPath.string_at("$.ModelArtifacts.S3ModelArtifacts"),
+                },
+                result_path="$.train",
+                comment=comment,
+            )
+
+        tables = {
+            channel: f"s3://{lake.buckets[table.bucket_key].bucket_name}/{table.prefix}"
+            for channel, table in TRAINING_CHANNELS.items()
+        }
+        # The pointer's artifact is the archive's own URL: as an S3 prefix it is the one object, which
+        # SageMaker copies into the channel's folder under its file name.
+        with_current = {**tables, CURRENT_MODEL_CHANNEL: sfn.JsonPath.string_at(CURRENT_ARTIFACT_PATH)}
+        return (
+            train(TRAIN, tables, "train a candidate (SageMaker scikit-learn container, script mode)"),
+            train(
+                TRAIN_WITH_CURRENT_STATE,
+                with_current,
+                "train a candidate and score the published model on the same hold-out",
             ),
-            hyperparameters={
-                "sagemaker_program": ENTRY_POINT,
-                "sagemaker_submit_directory": bundle.s3_object_url,
-                "sagemaker_region": Aws.REGION,
-                "version": sfn.JsonPath.execution_name,
-            },
-            input_data_config=[
-                tasks.Channel(
-                    channel_name=channel,
-                    data_source=tasks.DataSource(
-                        s3_data_source=tasks.S3DataSource(
-                            s3_location=_S3Url(f"s3://{lake.buckets[table.bucket_key].bucket_name}/{table.prefix}"),
-                            s3_data_type=tasks.S3DataType.S3_PREFIX,
-                        )
-                    ),
-                )
-                for channel, table in TRAINING_CHANNELS.items()
-            ],
-            output_data_config=tasks.OutputDataConfig(
-                s3_output_location=_S3Url(f"s3://{models.bucket_name}/{CANDIDATES_PREFIX}"),
-                encryption_key=key,
-            ),
-            resource_config=tasks.ResourceConfig(
-                instance_count=1,
-                instance_type=ec2.InstanceType(INSTANCE_TYPE.removeprefix("ml.")),
-                volume_size=VOLUME_SIZE,
-                volume_encryption_key=key,
-            ),
-            stopping_condition=tasks.StoppingCondition(max_runtime=MAX_RUNTIME),
-            # what the next states need of DescribeTrainingJob's answer
-            result_selector={
-                "job_name": sfn.JsonPath.string_at("$.TrainingJobName"),
-                "candidate_url": sfn.JsonPath.string_at("$.ModelArtifacts.S3ModelArtifacts"),
-            },
-            result_path="$.train",
-            comment="train a candidate (SageMaker scikit-learn container, script mode)",
         )
 
     def _trainer_role(self, model_store: ModelStore) -> iam.Role:

@@ -1,7 +1,8 @@
-"""FeedbackLoopTraining: a state machine whose top-level states are feedbackloop.retraining.STEPS (and the
-alert and KeptCurrent on the reject path), using only .sync, Lambda and SNS integrations; SageMaker's
-scikit-learn container in script mode with a deterministic source bundle; a nightly schedule; and roles
-that can do their step and no other."""
+"""FeedbackLoopTraining: a state machine whose top-level states are feedbackloop.retraining.STEPS (with the
+read of the published model before Train, and the alert and KeptCurrent on the reject path), using only
+.sync, Lambda, SNS and DynamoDB GetItem integrations; SageMaker's scikit-learn container in script mode
+with a deterministic source bundle, given the published model when there is one; a nightly schedule; and
+roles that can do their step and no other."""
 
 from __future__ import annotations
 
@@ -22,12 +23,21 @@ import pytest
 from aws_cdk.assertions import Template
 
 from cdk.app import DATA_STACK, TABLES_STACK, TRAINING_STACK
-from cdk.components.retraining import ENTRY_POINT, build_source_bundle
+from cdk.components.retraining import (
+    ARTIFACT_ATTRIBUTE,
+    CURRENT_CHOICE_STATE,
+    ENTRY_POINT,
+    READ_CURRENT_STATE,
+    TRAIN_WITH_CURRENT_STATE,
+    build_source_bundle,
+)
 from cdk.components.table_jobs import JOB_TIMEOUT
 from cdk.naming import pascal_case
 from cdk.project import ProjectLayout
+from feedbackloop.adapters.memory import MemoryArtifacts, MemoryModelRegistry
 from feedbackloop.lake import FEEDBACK_DAILY, USER_FEATURES
 from feedbackloop.models.contract import GATE_METRIC
+from feedbackloop.registry import CURRENT_KEY
 from feedbackloop.resources import (
     CANDIDATES_PREFIX,
     CURATED_BUCKET,
@@ -35,7 +45,18 @@ from feedbackloop.resources import (
     PUBLISHED_PREFIX,
     REGISTRY_TABLE,
 )
-from feedbackloop.retraining import EVALUATE, GATE, KEPT_CURRENT, PUBLISH, STEPS, TRAIN
+from feedbackloop.retraining import (
+    CURRENT_MODEL_CHANNEL,
+    EVALUATE,
+    GATE,
+    KEPT_CURRENT,
+    MODEL_ARCHIVE,
+    PUBLISH,
+    STEPS,
+    TRAIN,
+    TRAINING_CHANNELS,
+    publish,
+)
 from feedbackloop.settings import RetrainSettings
 from glue_jobs.build_tables import JOB_NAMES
 
@@ -85,6 +106,17 @@ class Definition:
     def reference(self, value: str) -> Any:
         (reference,) = self.references(value)
         return reference
+
+    def resolved(self, node: Any) -> Any:
+        """`node` with every placeholder replaced by its reference (as JSON), so that two states that use
+        the same references compare equal."""
+        if isinstance(node, str):
+            return self.PLACEHOLDER.sub(lambda m: json.dumps(self.refs[int(m.group(1))]), node)
+        if isinstance(node, dict):
+            return {k: self.resolved(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self.resolved(v) for v in node]
+        return node
 
     def all_states(self, states: dict[str, Any] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         for name, state in (self.states if states is None else states).items():
@@ -185,21 +217,92 @@ def _trainer_role_id(definition: Definition) -> str:
 
 def test_top_level_states_are_the_steps_in_order_then_the_reject_path(definition: Definition) -> None:
     states = definition.states
-    assert [name for name in states if name in STEPS] == list(STEPS)
-    assert definition.body["StartAt"] == STEPS[0]
-    for step, following in zip(STEPS[:-2], STEPS[1:-1], strict=True):
-        assert states[step]["Next"] == following
-    assert states[PUBLISH].get("End") is True
     gate = states[GATE]
     assert gate["Type"] == "Choice"
     (choice,) = gate["Choices"]
     assert choice == {"Variable": "$.decision.publish", "BooleanEquals": True, "Next": PUBLISH}
+    # the main path from StartAt: through the published model's choice to Train (its other branch, Train
+    # with the current model, joins the path at the same state: the next test) and through the gate to
+    # Publish, the end
+    path, name = [], definition.body["StartAt"]
+    while name is not None:
+        path.append(name)
+        state = states[name]
+        assert len(path) <= len(states), path  # no loop
+        name = {CURRENT_CHOICE_STATE: state.get("Default"), GATE: choice["Next"]}.get(name, state.get("Next"))
+    assert [name for name in path if name in STEPS] == list(STEPS)
+    assert [name for name in path if name not in STEPS] == [READ_CURRENT_STATE, CURRENT_CHOICE_STATE]
+    assert path.index(READ_CURRENT_STATE) == path.index(TRAIN) - 2  # read, choose, then train
+    assert states[PUBLISH].get("End") is True
     alert = states[gate["Default"]]
     assert alert["Resource"].endswith(":states:::sns:publish")
     assert "$.decision.reason" in alert["Parameters"]["Message.$"]
     assert alert["Next"] == KEPT_CURRENT
     assert states[KEPT_CURRENT]["Type"] == "Succeed"  # keeping the current model is not a failure
-    assert set(states) == {*STEPS, gate["Default"], KEPT_CURRENT}
+    assert set(states) == {
+        *STEPS, READ_CURRENT_STATE, CURRENT_CHOICE_STATE, TRAIN_WITH_CURRENT_STATE, gate["Default"], KEPT_CURRENT
+    }
+
+
+def test_train_gets_the_published_model_when_the_registry_points_at_one(
+    definition: Definition, synthesis
+) -> None:
+    states = definition.states
+    read = states[READ_CURRENT_STATE]
+    assert read["Resource"].endswith(":states:::dynamodb:getItem")  # request-response: the item, now
+    parameters = read["Parameters"]
+    table = synthesis.producer_value(definition.reference(parameters["TableName"]))
+    assert table == {"Ref": _data_output_ref(synthesis, f"{pascal_case(REGISTRY_TABLE.key)}TableName")}
+    assert parameters["Key"] == {REGISTRY_TABLE.partition_key: {"S": CURRENT_KEY}} == {"key": {"S": "current"}}
+    assert parameters["ConsistentRead"] is True
+    assert parameters["ProjectionExpression"] == ARTIFACT_ATTRIBUTE  # the archive's URL, nothing else
+    assert read["Next"] == CURRENT_CHOICE_STATE
+    # no Item before the first publication: the choice asks for the artifact itself
+    artifact = f"{read['ResultPath']}.Item.{ARTIFACT_ATTRIBUTE}.S"
+    choice = states[CURRENT_CHOICE_STATE]
+    assert choice["Type"] == "Choice"
+    assert choice["Choices"] == [{"Variable": artifact, "IsPresent": True, "Next": TRAIN_WITH_CURRENT_STATE}]
+    assert choice["Default"] == TRAIN
+    assert states[TRAIN]["Next"] == states[TRAIN_WITH_CURRENT_STATE]["Next"] == EVALUATE
+
+
+def test_train_with_the_current_model_is_train_with_the_published_archive_as_a_third_channel(
+    definition: Definition,
+) -> None:
+    states = definition.states
+    read = states[READ_CURRENT_STATE]
+    train, with_current = states[TRAIN], states[TRAIN_WITH_CURRENT_STATE]
+    channels = with_current["Parameters"]["InputDataConfig"]
+    assert [c["ChannelName"] for c in channels] == [*TRAINING_CHANNELS, CURRENT_MODEL_CHANNEL]
+    assert [c["ChannelName"] for c in channels] == ["feedback", "users", "current"]
+    (current,) = [c for c in channels if c["ChannelName"] == CURRENT_MODEL_CHANNEL]
+    # the pointer's artifact (s3://<models>/published/<version>/model.tar.gz) as a prefix: that one object
+    assert current["DataSource"] == {
+        "S3DataSource": {"S3Uri.$": f"{read['ResultPath']}.Item.{ARTIFACT_ATTRIBUTE}.S", "S3DataType": "S3Prefix"}
+    }
+    # the same job otherwise: the table channels, image, role, output, resources, result and next state
+    assert definition.resolved(channels[: len(TRAINING_CHANNELS)]) == definition.resolved(
+        train["Parameters"]["InputDataConfig"]
+    )
+    def without_channels(state: dict[str, Any]) -> dict[str, Any]:
+        return definition.resolved(
+            {k: v for k, v in state.items() if k != "Comment"}
+            | {"Parameters": {k: v for k, v in state["Parameters"].items() if k != "InputDataConfig"}}
+        )
+    assert without_channels(with_current) == without_channels(train)
+
+
+def test_the_artifact_read_before_train_is_what_publish_writes() -> None:
+    """ReadCurrentModel projects the pointer's `artifact`: the URL of the archive Publish copied under the
+    published prefix (which the trainer may read, see below)."""
+    artifacts, registry = MemoryArtifacts(), MemoryModelRegistry()
+    candidate = f"s3://models/{CANDIDATES_PREFIX}job/output/{MODEL_ARCHIVE}"
+    artifacts.objects[candidate] = b"archive"
+    evaluation = {"candidate": {"url": candidate, "version": "v1", "gate_value": 0.3, "metrics": {}}, "current": None}
+    publish(evaluation, artifacts, registry, f"s3://models/{PUBLISHED_PREFIX}")
+    url = registry.current()[ARTIFACT_ATTRIBUTE]
+    assert url == f"s3://models/{PUBLISHED_PREFIX}v1/{MODEL_ARCHIVE}"
+    assert artifacts.objects[url] == b"archive"
 
 
 def test_build_tables_runs_every_table_job_in_dependency_order_and_waits_for_each(
@@ -233,23 +336,28 @@ def test_build_tables_runs_every_table_job_in_dependency_order_and_waits_for_eac
     assert len(branch["States"]) == len(JOB_NAMES)
 
 
-def test_only_sync_lambda_and_sns_integrations_and_no_polling(definition: Definition, training: Template) -> None:
+def test_only_sync_lambda_sns_and_dynamodb_read_integrations_and_no_polling(
+    definition: Definition, training: Template
+) -> None:
     functions = set(training.find_resources("AWS::Lambda::Function"))
     for name, state in definition.all_states():
         assert state["Type"] in {"Parallel", "Task", "Choice", "Succeed"}, f"{name}: {state['Type']}"
         if state["Type"] != "Task":
             continue
         resource = state["Resource"]
-        if resource.endswith(".sync") or resource.endswith(":states:::sns:publish"):
+        if resource.endswith((".sync", ":states:::sns:publish", ":states:::dynamodb:getItem")):
             continue
         # a Lambda task: the function's ARN itself (the response is the state's output)
         assert definition.reference(resource)["Fn::GetAtt"][0] in functions, name
     resources = [s["Resource"] for _, s in definition.all_states() if s["Type"] == "Task"]
     assert sum(r.endswith(":states:::glue:startJobRun.sync") for r in resources) == len(JOB_NAMES)
-    assert sum(r.endswith(":states:::sagemaker:createTrainingJob.sync") for r in resources) == 1
+    assert sum(r.endswith(":states:::sagemaker:createTrainingJob.sync") for r in resources) == 2  # ± current
+    assert sum(r.endswith(":states:::dynamodb:getItem") for r in resources) == 1
 
 
-def test_train_runs_the_training_script_in_script_mode(definition: Definition, layout: ProjectLayout) -> None:
+def test_train_runs_the_training_script_in_script_mode(
+    definition: Definition, layout: ProjectLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
     train = definition.states[TRAIN]
     assert train["Resource"].endswith(":states:::sagemaker:createTrainingJob.sync")
     parameters = train["Parameters"]
@@ -271,6 +379,14 @@ def test_train_runs_the_training_script_in_script_mode(definition: Definition, l
     spec.loader.exec_module(script)
     arguments = script.parse_args(["--version", "an-execution-name", "--feedback", "/opt/ml/input/data/feedback"])
     assert arguments.version == "an-execution-name"
+    # and reads every channel either Train task gives it from SM_CHANNEL_<NAME>
+    channels = [c["ChannelName"] for c in definition.states[TRAIN_WITH_CURRENT_STATE]["Parameters"]["InputDataConfig"]]
+    for channel in channels:
+        monkeypatch.setenv(f"SM_CHANNEL_{channel.upper()}", f"/opt/ml/input/data/{channel}")
+    arguments = script.parse_args([])
+    assert {channel: getattr(arguments, channel) for channel in channels} == {
+        channel: f"/opt/ml/input/data/{channel}" for channel in channels
+    }
 
 
 def test_train_reads_the_two_tables_and_writes_candidates_encrypted_with_the_data_key(
@@ -300,7 +416,7 @@ def test_train_reads_the_two_tables_and_writes_candidates_encrypted_with_the_dat
 def test_train_reports_the_metrics_the_script_prints(definition: Definition) -> None:
     specification = definition.states[TRAIN]["Parameters"]["AlgorithmSpecification"]
     regexes = {m["Name"]: m["Regex"] for m in specification["MetricDefinitions"]}
-    assert f"model_{GATE_METRIC}" in regexes
+    assert {f"model_{GATE_METRIC}", f"current_{GATE_METRIC}"} <= set(regexes)
     log = "model_ndcg_at_10=0.3612;\npopularity_ndcg_at_10=8.1e-02;\nmodel_precision_at_10=0.05;\n"
     assert re.search(regexes["model_ndcg_at_10"], log).group(1) == "0.3612"
     assert re.search(regexes["popularity_ndcg_at_10"], log).group(1) == "8.1e-02"
@@ -417,7 +533,7 @@ def test_outputs_name_the_state_machine_and_the_topic(training: Template) -> Non
 # -- least privilege --------------------------------------------------------------------------------
 
 
-def test_trainer_reads_its_two_tables_writes_candidates_and_nothing_published(
+def test_trainer_reads_its_two_tables_and_published_models_and_writes_only_candidates(
     definition: Definition, training: Template, synthesis
 ) -> None:
     statements = _statements(training, synthesis, _trainer_role_id(definition))
@@ -427,10 +543,21 @@ def test_trainer_reads_its_two_tables_writes_candidates_and_nothing_published(
     assert writable == [_objects(models, CANDIDATES_PREFIX)]
     assert _objects(models, PUBLISHED_PREFIX) not in writable
     readable = set(_granted(statements, {"s3:GetObject", "s3:GetObject*", "s3:*"}))
-    tables = {_objects(curated, FEEDBACK_DAILY.prefix), _objects(curated, USER_FEATURES.prefix)}
-    assert tables <= readable
-    (bundle,) = readable - tables  # and the source bundle, one object of the assets bucket
+    channels = {
+        _objects(curated, FEEDBACK_DAILY.prefix),
+        _objects(curated, USER_FEATURES.prefix),
+        _objects(models, PUBLISHED_PREFIX),  # the current channel: the published model's archive
+    }
+    assert channels <= readable
+    (bundle,) = readable - channels  # and the source bundle, one object of the assets bucket
     assert "cdk-" in bundle and not bundle.endswith('*"]]}')
+    # File mode lists a channel's prefix first: the models bucket's listing is the published prefix only
+    listings = {
+        json.dumps(s["Resource"]): s["Condition"]["StringLike"]["s3:prefix"]
+        for s in statements
+        if "s3:ListBucket" in _listed(s["Action"])
+    }
+    assert listings[json.dumps({"Fn::GetAtt": [models, "Arn"]})] == [f"{PUBLISHED_PREFIX}*"]
     assert not _granted(statements, {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:*"})
     data_key = json.dumps(_data_key_arn(synthesis))
     assert _granted(statements, {"kms:CreateGrant"}) == [data_key]
@@ -470,6 +597,26 @@ def test_trainer_pulls_only_the_training_image_repository(definition: Definition
     assert json.dumps(pull["Resource"]).endswith(':repository/sagemaker-scikit-learn"]]}')
     (token,) = [s for s in statements if "ecr:GetAuthorizationToken" in _listed(s["Action"])]
     assert _listed(token["Action"]) == ["ecr:GetAuthorizationToken"]  # the only action that needs '*'
+
+
+def test_workflow_reads_the_registry_pointer_and_nothing_else_of_the_data(
+    definition: Definition, training: Template, synthesis
+) -> None:
+    role_id = definition.properties["RoleArn"]["Fn::GetAtt"][0]
+    statements = _statements(training, synthesis, role_id)
+    registry = _data_output_ref(synthesis, f"{pascal_case(REGISTRY_TABLE.key)}TableName")
+    (get_item,) = [s for s in statements if any(a.startswith("dynamodb:") for a in _listed(s["Action"]))]
+    assert _listed(get_item["Action"]) == ["dynamodb:GetItem"]
+    assert get_item["Resource"] == {
+        "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":dynamodb:", {"Ref": "AWS::Region"}, ":",
+                          {"Ref": "AWS::AccountId"}, ":table/", {"Ref": registry}]]
+    }
+    assert not _granted(statements, {"s3:GetObject", "s3:GetObject*", "s3:*"} | S3_WRITE_ACTIONS)
+    # the table's key, through DynamoDB only
+    data_key = _data_key_arn(synthesis)
+    (decrypt,) = [s for s in statements if s["Resource"] == data_key]
+    assert _listed(decrypt["Action"]) == ["kms:Decrypt"]
+    assert "dynamodb." in json.dumps(decrypt["Condition"]["StringEquals"]["kms:ViaService"])
 
 
 def test_evaluate_reads_candidates_and_the_registry_and_writes_nothing(training: Template, synthesis) -> None:
