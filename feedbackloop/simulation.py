@@ -39,7 +39,7 @@ _NAMESPACE = uuid.UUID("73696d75-6c61-7465-6475-736572730000")
 @dataclass(frozen=True)
 class Behaviour:
     base_ctr: float = 0.01
-    lift: float = 0.30
+    lift: float = 0.25
     purchase_rate: float = 0.3
     rating_rate: float = 0.2
     concentration: float = 0.3

@@ -68,12 +68,17 @@ class HoldOut:
     test_ratings: pd.DataFrame  # user_id, item_id, rating: explicit ratings after it
 
 
-def hold_out(daily: pd.DataFrame, days: int, half_life_days: float = HALF_LIFE_DAYS) -> HoldOut:
+def hold_out(daily: pd.DataFrame, days: int, half_life_days: float = HALF_LIFE_DAYS,
+             not_before: str | None = None) -> HoldOut:
     """The last `days` days hidden, or the last quarter of the data's span when that is shorter (a young
-    system still gets a hold-out score)."""
+    system still gets a hold-out score). `not_before`: the cutoff is no earlier than this day (the last
+    day a model to be compared on the hold-out has seen), so the hold-out is unseen by both."""
     first, last = (date.fromisoformat(d) for d in (daily["event_date"].min(), daily["event_date"].max()))
     days = min(days, max(1, (last - first).days // 4))
     cutoff = (last - timedelta(days=days)).isoformat()
+    if not_before is not None and not_before > cutoff:
+        cutoff = min(not_before, (last - timedelta(days=1)).isoformat())
+        days = (last - date.fromisoformat(cutoff)).days
     train = feedback_as_of(daily[daily["event_date"] <= cutoff], cutoff, half_life_days)
     later = daily[daily["event_date"] > cutoff]
     positive = later[later["last_positive_at"].notna()]
@@ -132,6 +137,12 @@ def evaluate_current(archive: bytes, split: HoldOut) -> dict[str, Any]:
                                                                               "as_of": model.as_of}
 
 
+def _as_of(archive: bytes) -> str | None:
+    from feedbackloop.serving import ServingModel
+
+    return ServingModel.from_archive(archive).as_of
+
+
 def _ratings(pairs: pd.DataFrame) -> pd.DataFrame:
     rated = pairs[pairs["ratings"] > 0]
     return pd.DataFrame({"user_id": rated["user_id"], "item_id": rated["item_id"], "rating": rated["rating_mean"]})
@@ -142,14 +153,15 @@ def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParam
     """`daily`: rows of feedback_daily; `users`: rows of one user_features snapshot (None: no segments);
     `current`: the published model's archive, scored on the same hold-out for the gate (None: none yet)."""
     metrics: dict[str, Any] = {"k": K}
-    split = hold_out(daily, params.holdout_days, params.half_life_days)
+    champion_as_of = _as_of(current) if current is not None else None
+    split = hold_out(daily, params.holdout_days, params.half_life_days, not_before=champion_as_of)
     if split.relevant:
         interactions = Interactions.from_pairs(split.train)
         started = time.perf_counter()
         candidate = params.mf().fit(interactions)
         metrics["fit_seconds_holdout"] = time.perf_counter() - started
         metrics["ranking"] = evaluate_ranking(candidate, interactions, split.relevant)
-        if current is not None:
+        if current is not None and (champion_as_of is None or champion_as_of <= split.cutoff):
             metrics["ranking"]["current"] = evaluate_current(current, split)
         metrics["holdout"] = {"cutoff": split.cutoff, "days": split.days, "users": len(split.relevant)}
         if len(split.test_ratings) and (split.train["ratings"] > 0).any():

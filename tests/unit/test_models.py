@@ -256,7 +256,9 @@ def test_the_training_script_runs_as_a_process_with_the_sagemaker_contract(tmp_p
 def test_the_published_model_is_scored_on_the_candidates_hold_out_and_the_gate_compares_those(history, tmp_path):
     daily, _, users = history
     params = TrainingParams(factors=8, iterations=5, holdout_days=14, segments_max=4)
-    champion = train(daily, users, params, "v1")
+    last = pd.Timestamp(daily["event_date"].max())
+    seen = (last - pd.Timedelta(days=10)).strftime("%Y-%m-%d")
+    champion = train(daily[daily["event_date"] <= seen], users, params, "v1")  # ten days ago
     save(champion, tmp_path)
     with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
         for name in ("model.npz", "metrics.json"):
@@ -264,12 +266,26 @@ def test_the_published_model_is_scored_on_the_candidates_hold_out_and_the_gate_c
     challenger = train(daily, users, params, "v2", current=(tmp_path / "model.tar.gz").read_bytes())
     ranking = challenger.metrics["ranking"]
     current = ranking["current"]
-    assert current["version"] == "v1" and 0 < current["ndcg_at_10"] <= 1
+    assert current["version"] == "v1" and current["as_of"] == seen and 0 < current["ndcg_at_10"] <= 1
+    # the hold-out starts after the last day the published model saw: unseen by both
+    assert challenger.metrics["holdout"]["cutoff"] >= seen
     assert current["ndcg_at_10"] > ranking["popularity"]["ndcg_at_10"]  # a real model, ranked as serving does
     # the gate takes the current model's score on this hold-out over the one it was published with
     decision = decide(challenger.metrics, {"gate_value": 0.0001, "version": "v1"}, margin=0.01)
     assert decision.current == current["ndcg_at_10"] and "on the same hold-out" in decision.reason
-    assert decision.publish == (ranking["model"]["ndcg_at_10"] >= current["ndcg_at_10"] * 1.01)
+    assert decision.publish == (ranking["model"]["ndcg_at_10"] >= current["ndcg_at_10"] * 0.99)  # fresher data
+
+
+def test_without_days_the_published_model_has_not_seen_the_gate_falls_back_to_its_published_score(history, tmp_path):
+    daily, _, users = history
+    params = TrainingParams(factors=8, iterations=5, holdout_days=14, segments_max=4)
+    save(train(daily, users, params, "v1"), tmp_path)
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
+        for name in ("model.npz", "metrics.json"):
+            tar.add(tmp_path / name, arcname=name)
+    again = train(daily, users, params, "v2", current=(tmp_path / "model.tar.gz").read_bytes())
+    assert "current" not in again.metrics["ranking"]
+    assert "as published" in decide(again.metrics, {"gate_value": 0.5, "version": "v1"}, margin=0.01).reason
 
 
 @pytest.mark.parametrize(("new", "old", "new_as_of", "old_as_of", "publish", "why"), [
