@@ -48,12 +48,7 @@ demo: setup
 	$(VENV)/bin/feedbackloop demo
 
 bench: setup
-	@mkdir -p bench-results
-	$(VENV)/bin/feedbackloop bench ingest --json bench-results/ingest.json
-	$(VENV)/bin/feedbackloop bench tables --json bench-results/tables.json
-	$(VENV)/bin/feedbackloop bench model --json bench-results/model.json
-	$(VENV)/bin/feedbackloop bench serve --json bench-results/serve.json
-	$(VENV)/bin/feedbackloop bench freshness --json bench-results/freshness.json
+	$(VENV)/bin/feedbackloop bench all --json bench-results/bench.json --markdown bench-results/bench.md
 
 synth: setup lambda-layer
 	npx --no-install cdk synth --quiet --no-notices

@@ -252,8 +252,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from feedbackloop.bench import run_benchmark
+    from feedbackloop.bench import run_benchmark, run_suite
 
+    if args.name == "all":
+        return run_suite(args.json, args.markdown or str(Path(args.json).with_suffix(".md")), sys.stdout)
     return run_benchmark(args.name, args.json, sys.stdout)
 
 
@@ -345,8 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_report)
 
     bench = commands.add_parser("bench", help="benchmarks: print a table and write JSON")
-    bench.add_argument("name", choices=["ingest", "tables", "model", "serve", "freshness"])
+    from feedbackloop.bench import BENCHMARKS
+
+    bench.add_argument("name", choices=[*BENCHMARKS, "all"], help="a benchmark, or all of them (`make bench`)")
     bench.add_argument("--json", required=True, help="where to write the results")
+    bench.add_argument("--markdown", help="all: where to write the Markdown table (default: beside the JSON)")
     bench.set_defaults(func=_bench)
     return parser
 

@@ -8,8 +8,14 @@ import json
 import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import TextIO
+
+# every benchmark, in the order `feedbackloop bench all` (`make bench`) runs them
+BENCHMARKS = ("ingest", "tables", "model", "serve", "freshness")
 
 
 def machine() -> dict:
@@ -33,6 +39,44 @@ def write_results(path: str, benchmarks: list[dict], console: TextIO, **extra) -
 def _number(value: float) -> str:
     """Large values with thousands separators, small ones (scores, seconds) with four digits."""
     return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
+
+
+def run_suite(json_path: str, markdown_path: str, console: TextIO, names: tuple[str, ...] = BENCHMARKS) -> int:
+    """Every benchmark, each in a process of its own (its own peak memory, no warm caches from the one
+    before), merged into one JSON document of the same shape and a Markdown table."""
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="feedbackloop-bench-") as folder:
+        for name in names:
+            console.write(f"\n== bench {name}\n")
+            console.flush()
+            target = Path(folder) / f"{name}.json"
+            status = subprocess.run([sys.executable, "-m", "feedbackloop.cli", "bench", name, "--json", str(target)],
+                                    stdout=console if hasattr(console, "fileno") else None, check=False).returncode
+            if status:
+                console.write(f"bench {name} failed with exit status {status}\n")
+                return status
+            results[name] = json.loads(target.read_text())
+    benchmarks = [b | {"suite": name} for name, document in results.items() for b in document["benchmarks"]]
+    details = {name: {k: v for k, v in document.items() if k not in ("benchmarks", "machine")}
+               for name, document in results.items()}
+    document = {"benchmarks": benchmarks, "machine": machine(), "runs": details}
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps(document, indent=2))
+    Path(markdown_path).write_text(markdown_table(document))
+    console.write(f"\n{markdown_table(document)}\nwritten to {json_path} and {markdown_path}\n")
+    return 0
+
+
+def markdown_table(document: dict) -> str:
+    """The suite's results as the README shows them."""
+    m = document["machine"]
+    lines = [f"Machine: {m['cpus']} CPUs, {m['machine']}, {m['system']}, Python {m['python']}.", "",
+             "| suite | benchmark | value | baseline (same run) | ratio | unit | better |",
+             "|---|---|---:|---|---:|---|---|"]
+    for b in document["benchmarks"]:
+        lines.append(f"| {b['suite']} | {b['name']} | {_number(b['value'])} | {b['baseline']['name']}: "
+                     f"{_number(b['baseline']['value'])} | {b['ratio']:.2f}x | {b['unit']} | {b['better']} |")
+    return "\n".join(lines) + "\n"
 
 
 def run_benchmark(name: str, json_path: str, console: TextIO) -> int:
