@@ -39,14 +39,15 @@ class GateDecision:
 def decide(candidate: dict[str, Any], current: dict[str, Any] | None, margin: float) -> GateDecision:
     """Whether to publish the candidate; never without a hold-out score.
 
-    When the training job scored the current model on the candidate's own hold-out (same users, same hidden
-    days), the gate publishes a candidate that beats it by `margin` (relative), or one trained on fresher
-    data that is no worse than `margin` below it: freshness is what retraining buys (new users, new items,
-    today's tastes), and the hold-out shows it costs nothing. Otherwise the candidate must beat the score
-    the current model was published with by `margin`."""
-    new = gate_value(candidate)
+    When the training job scored the current model on the candidate's own hold-out (same users, same
+    hidden days, both ranking as serving does), the gate publishes a candidate that beats it by `margin`
+    (relative), or one trained on fresher data that is no worse than `margin` below it: freshness is
+    what retraining buys (new users, new items, today's tastes), and the hold-out shows it costs
+    nothing. Otherwise the candidate must beat the score the current model was published with."""
     rescored = candidate.get("ranking", {}).get("current", {})
     same_holdout = rescored.get(GATE_METRIC)
+    served = candidate.get("ranking", {}).get("served", {}).get(GATE_METRIC)
+    new = served if same_holdout is not None and served is not None else gate_value(candidate)
     old = same_holdout if same_holdout is not None else (None if current is None else current.get("gate_value"))
     if new is None:
         return GateDecision(False, "the candidate has no hold-out score (too little data to evaluate)",

@@ -95,26 +95,38 @@ class LocalApi(LoopbackServer):
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":  # a HEAD answer has the headers of a GET's, without its body
+                    self.wfile.write(data)
 
             def _route(self, method: str) -> None:
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if length < 0:
+                    self.close_connection = True
+                    self._reply(400, {"message": "Invalid Content-Length"}, {"Connection": "close"})
+                    return
+                # the body is read before any answer, so an early one (404, 405, 403) leaves none on a kept-alive
+                # connection; one over the limit stays unread, and the connection closes after the answer
+                body = self.rfile.read(length) if length <= API_GATEWAY_MAX_BODY else b""
+                if length > API_GATEWAY_MAX_BODY:
+                    self.close_connection = True
                 path = self.path.split("?")[0]
                 matches = [(m, f) for m, pattern, f in ROUTES if pattern.fullmatch(path)]
                 function = next((f for m, f in matches if m == method), None)
                 if function is None:
                     self._reply(405 if matches else 404, {"message": "Missing Authentication Token"
-                                                          if not matches else "Method Not Allowed"})
+                                                          if not matches else "Method Not Allowed"},
+                                {"Allow": ", ".join(m for m, _ in matches)} if matches else None)
                     return
                 # API Gateway checks the key before the integration runs: 403 with its own message
                 if self.headers.get(API_KEY_HEADER) != api.api_key:
                     self._reply(403, {"message": "Forbidden"})
                     return
-                length = int(self.headers.get("Content-Length") or 0)
                 if length > API_GATEWAY_MAX_BODY:
                     self._reply(413, {"message": "Request Too Long"}, {"Connection": "close"})
-                    self.close_connection = True
                     return
-                body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
                     response = api._functions[function].invoke(proxy_event(method, self.path, headers, body))
@@ -134,6 +146,13 @@ class LocalApi(LoopbackServer):
 
             def do_DELETE(self) -> None:
                 self._route("DELETE")
+
+            def __getattr__(self, name: str):
+                # any other method (PATCH, HEAD, OPTIONS, TRACE, ...) gets the gateway's 404 or 405, not
+                # http.server's 501 and HTML page
+                if name.startswith("do_"):
+                    return lambda: self._route(name.removeprefix("do_"))
+                raise AttributeError(name)
 
         return Handler
 

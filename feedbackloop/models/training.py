@@ -25,6 +25,7 @@ from feedbackloop.models.evaluation import ranking_metrics, rmse
 from feedbackloop.models.factorization import FeedbackMF, top_k
 from feedbackloop.models.rating import BiasedRatingModel
 from feedbackloop.models.segments import UserSegmentation
+from feedbackloop.serving import ServingModel
 
 
 @dataclass(frozen=True)
@@ -103,20 +104,17 @@ def evaluate_ranking(model: FeedbackMF, interactions: Interactions, relevant: di
     return {"model": ranking_metrics(ranked, wanted, n_items), "popularity": ranking_metrics(popular, wanted, n_items)}
 
 
-def evaluate_current(archive: bytes, split: HoldOut) -> dict[str, Any]:
-    """The published model on this run's hold-out, ranking as serving ranks: each hold-out user folded in
-    from their feedback as of the cutoff against the published item factors, blended with their own
-    positive history. The gate then compares two models on the same users and the same hidden days.
-    Where the published model was trained on days after the cutoff it has seen part of the hold-out:
-    that favours it, so the comparison errs on the side of keeping it."""
-    from feedbackloop.serving import ServingModel
-
-    model = ServingModel.from_archive(archive)
+def evaluate_served(model: ServingModel, split: HoldOut) -> dict[str, Any]:
+    """A model on the hold-out, ranking as serving ranks a user with feedback: fold-in of the user's
+    feedback as of the cutoff against the model's item factors, blended with their own positive history
+    (popularity for users with nothing positive). The gate compares the candidate and the published
+    model this way, on the same users and the same hidden days."""
     pairs = split.train[split.train["user_id"].isin(split.relevant)]
     rows_of = pd.Index(model.item_ids)
     pairs = pairs.assign(row=rows_of.get_indexer(pairs["item_id"]))
     pairs = pairs[pairs["row"] >= 0]
     by_user = {u: g for u, g in pairs.groupby("user_id")}
+    factors = model.item_factors.astype(np.float64)
     ranked, wanted = [], []
     for user, items in split.relevant.items():
         rows_of_user = by_user.get(user)
@@ -126,8 +124,7 @@ def evaluate_current(archive: bytes, split: HoldOut) -> dict[str, Any]:
             mass = rows_of_user["confidence_mass"].to_numpy(dtype=np.float64)
             confidence = np.where(rows_of_user["composite_score"].to_numpy() > 0, mass, -mass)
             if (confidence > 0).any():
-                x = model.fold_in(rows, confidence)
-                scores = model.item_factors.astype(np.float64) @ x
+                scores = factors @ model.fold_in(rows, confidence)
                 scores /= max(float(np.abs(scores).max()), 1e-9)
                 history = np.where(confidence > 0, confidence, 0.0)
                 scores[rows] += model.history_weight * history / history.max()
@@ -137,9 +134,17 @@ def evaluate_current(archive: bytes, split: HoldOut) -> dict[str, Any]:
                                                                               "as_of": model.as_of}
 
 
-def _as_of(archive: bytes) -> str | None:
-    from feedbackloop.serving import ServingModel
+def _as_served(mf: FeedbackMF, version: str, as_of: str) -> ServingModel:
+    arrays = {"item_ids": mf.item_ids_.astype(str), "item_factors": mf.item_factors_,
+              "popularity": mf.popularity_, "user_ids": np.array([], dtype=str),
+              "user_factors": np.zeros((0, mf.item_factors_.shape[1]), dtype=np.float32)}
+    document = {"version": version, "data": {"as_of": as_of},
+                "params": {"alpha": mf.alpha, "regularization": mf.regularization,
+                           "history_weight": mf.history_weight}}
+    return ServingModel(arrays, document)
 
+
+def _as_of(archive: bytes) -> str | None:
     return ServingModel.from_archive(archive).as_of
 
 
@@ -162,7 +167,9 @@ def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParam
         metrics["fit_seconds_holdout"] = time.perf_counter() - started
         metrics["ranking"] = evaluate_ranking(candidate, interactions, split.relevant)
         if current is not None and (champion_as_of is None or champion_as_of <= split.cutoff):
-            metrics["ranking"]["current"] = evaluate_current(current, split)
+            # the gate's comparison: both as serving ranks, on the same users and days
+            metrics["ranking"]["served"] = evaluate_served(_as_served(candidate, version, split.cutoff), split)
+            metrics["ranking"]["current"] = evaluate_served(ServingModel.from_archive(current), split)
         metrics["holdout"] = {"cutoff": split.cutoff, "days": split.days, "users": len(split.relevant)}
         if len(split.test_ratings) and (split.train["ratings"] > 0).any():
             rating = BiasedRatingModel().fit(_ratings(split.train))

@@ -17,6 +17,7 @@ from feedbackloop.local.lake_reader import connect
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.replay import raw_records, replay
 from feedbackloop.resources import CLEANER_FAILURES
+from feedbackloop.uiconfig import RANKING_EXPERIMENT, assign, default_document
 from feedbackloop.wiring import cleaner_service
 
 pytestmark = pytest.mark.local
@@ -162,26 +163,29 @@ def test_serving_routes_on_the_local_api(runtime):
     """After the model above is published: rankings over HTTP follow new feedback, an opt-out is
     honoured, and an erasure completes and leaves nothing behind."""
     client = EventsClient(runtime.api.url, runtime.api_key)
-    status, cold, _ = client.request("GET", "/users/newcomer/recommendations?k=3")
+    ranking = default_document()["experiments"][RANKING_EXPERIMENT]
+    newcomer = next(f"newcomer{i}" for i in range(100)  # in the personalized arm of the ranking experiment
+                    if assign(f"newcomer{i}", ranking["salt"], ranking["variants"]) == "personalized")
+    status, cold, _ = client.request("GET", f"/users/{newcomer}/recommendations?k=3")
     assert status == 200 and cold["strategy"] in {"popularity", "segment_popularity"}
-    assert client.request("GET", "/users/newcomer/recommendations?k=0")[0] == 422
+    assert client.request("GET", f"/users/{newcomer}/recommendations?k=0")[0] == 422
     assert client.request("GET", "/users/x/nowhere")[0] == 404
-    status, config, _ = client.request("GET", "/users/newcomer/config")
+    status, config, _ = client.request("GET", f"/users/{newcomer}/config")
     assert status == 200 and config["config_version"] == "1" and config["layout"]["ordering"] == "personalized"
     assert config["experiments"]["ranking"] in {"personalized", "popularity"}
 
-    buys = [_event(3000 + i, event_id=f"srv-{i}", user_id="newcomer", item_id=f"item-0{i}", event_type="purchase",
+    buys = [_event(3000 + i, event_id=f"srv-{i}", user_id=newcomer, item_id=f"item-0{i}", event_type="purchase",
                    value=2) for i in range(2)]
     assert client.send(buys).accepted == 2
     total = 321 + 40 + 2
     assert runtime.wait_until_processed(total, timeout=60)
-    warm = client.request("GET", "/users/newcomer/recommendations?k=3")[1]
+    warm = client.request("GET", f"/users/{newcomer}/recommendations?k=3")[1]
     assert warm["strategy"] == "fold_in" and {"item-00", "item-01"} <= {i["item_id"] for i in warm["items"]}
 
-    assert client.request("PUT", "/users/newcomer/preferences", {"personalization": False})[0] == 200
-    quiet = client.request("GET", "/users/newcomer/recommendations?k=3")[1]
+    assert client.request("PUT", f"/users/{newcomer}/preferences", {"personalization": False})[0] == 200
+    quiet = client.request("GET", f"/users/{newcomer}/recommendations?k=3")[1]
     assert quiet["personalized"] is False and quiet["strategy"] == "opted_out"
-    assert client.request("PUT", "/users/newcomer/preferences", {"personalization": "no"})[0] == 422
+    assert client.request("PUT", f"/users/{newcomer}/preferences", {"personalization": "no"})[0] == 422
 
     assert client.request("GET", "/users/u3/erasure")[0] == 404
     status, body, _ = client.request("DELETE", "/users/u3")
