@@ -79,7 +79,7 @@ def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None) -
         say(f"  drained in {time.perf_counter() - started:.1f}s; {runtime.cleaner.invocations} cleaner invocations")
         status = _report(runtime, sent, say)
         status = (status or _build_tables(runtime, say) or _retrain(runtime, say)
-                  or _serve(runtime, client_accepted=sent.accepted, say=say))
+                  or _serve(runtime, client_accepted=sent.accepted, at=loop_start - timedelta(minutes=1), say=say))
         if status:
             return status
         result = run_loop(runtime, loop_start, plan, runtime.records_cleaned, say)
@@ -209,8 +209,9 @@ def _retrain(runtime: LocalRuntime, say) -> int:
     return 0 if kept else 1
 
 
-def _serve(runtime: LocalRuntime, client_accepted: int, say) -> int:
-    """One user's feedback changes their ranking; another opts out; a third is erased."""
+def _serve(runtime: LocalRuntime, client_accepted: int, at: datetime, say) -> int:
+    """One user's feedback changes their ranking; another opts out; a third is erased. The feedback is
+    stamped `at` (just before the simulated days), so the lake's days stay in order."""
     say("\nServing: GET /users/{id}/recommendations on the local API (the serving Lambda, published model)")
     con = connect(runtime.moto.endpoint)
     # a light user, whose few purchases leave room for new ones in the top 5, and two heavy ones
@@ -248,7 +249,7 @@ def _serve(runtime: LocalRuntime, client_accepted: int, say) -> int:
     new_items = [item for (item,) in con.execute(
         "SELECT item_id FROM item_features WHERE item_id NOT IN (SELECT item_id FROM feedback_events "
         "WHERE user_id = ?) ORDER BY popularity_rank LIMIT 40 OFFSET 200", [a]).fetchall()][:3]
-    now = datetime.now(UTC)
+    now = at
     started = time.perf_counter()
     send([_purchase(a, item, now, n) for n, item in enumerate(new_items)])
     after = ranking(a)
