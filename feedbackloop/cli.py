@@ -115,9 +115,9 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _openapi(args: argparse.Namespace) -> int:
-    from feedbackloop.serving_api import openapi_document
+    from feedbackloop import ingest_api, serving_api
 
-    document = openapi_document()
+    document = (ingest_api if args.api == "ingest" else serving_api).openapi_document()
     if args.output:
         Path(args.output).write_text(document + "\n")
     else:
@@ -251,12 +251,54 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fuzz(args: argparse.Namespace) -> int:
+    import json
+
+    from feedbackloop.local.environment import STATE_DIR
+    from feedbackloop.local.fuzz import run_fuzz
+    from feedbackloop.local.runtime import LocalRuntime
+
+    console = sys.stdout  # the runtime sends the handlers' output to its log file
+    with LocalRuntime(state_dir=STATE_DIR / "fuzz") as runtime:
+        console.write(f"fuzzing {runtime.api.url} with {args.requests:,} requests or more (seed {args.seed})\n")
+        report = run_fuzz(runtime, args.requests, seed=args.seed, workers=args.workers, console=console)
+    console.write(report.render() + "\n")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report.as_dict(), indent=2))
+    return 0 if report.ok else 1
+
+
 def _bench(args: argparse.Namespace) -> int:
     from feedbackloop.bench import run_benchmark, run_suite
 
+    if args.name == "load":  # not in `bench all`: it runs for --seconds, on a local stack of its own
+        from feedbackloop.bench.load import run
+
+        return run(args.json, sys.stdout, seconds=args.seconds)
     if args.name == "all":
         return run_suite(args.json, args.markdown or str(Path(args.json).with_suffix(".md")), sys.stdout)
     return run_benchmark(args.name, args.json, sys.stdout)
+
+
+def _faults(args: argparse.Namespace) -> int:
+    import json
+
+    from feedbackloop.local.faults import format_table, run_faults, to_json
+
+    console = sys.stdout  # the local runtime sends stdout to its log while it runs
+
+    def say(line: str) -> None:
+        console.write(line + "\n")
+        console.flush()
+
+    say("injecting faults into a local stack of their own (about a minute)...")
+    figures = run_faults(say=say, **({"events_per_fault": args.events} if args.events else {}))
+    print(format_table(figures))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(to_json(figures), indent=2, default=str) + "\n")
+    return 0 if all(f.ok for f in figures) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--local", action="store_true", help="against a running `feedbackloop local up`")
     rp.set_defaults(func=_replay)
 
-    oa = commands.add_parser("openapi", help="the serving API's OpenAPI document (generated from its handler)")
+    oa = commands.add_parser("openapi", help="an API's OpenAPI document (serving: from its handler; ingest: from the "
+                                              "event schema)")
+    oa.add_argument("--api", choices=["serving", "ingest"], default="serving")
     oa.add_argument("--output", help="write it here instead of printing it")
     oa.set_defaults(func=_openapi)
 
@@ -346,13 +390,28 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", default=str(REPORT_FILE), help=f"where to write it (default {REPORT_FILE})")
     rep.set_defaults(func=_report)
 
+    fz = commands.add_parser("fuzz", help="fuzz every API route from its OpenAPI document, on a local stack of its "
+                                          "own")
+    fz.add_argument("--requests", type=int, default=10_000, help="at least this many requests, valid and invalid")
+    fz.add_argument("--seed", type=int, default=0)
+    fz.add_argument("--workers", type=int, default=1, help="schemathesis workers (operations fuzzed at once)")
+    fz.add_argument("--json", help="write the report here too")
+    fz.set_defaults(func=_fuzz)
+
     bench = commands.add_parser("bench", help="benchmarks: print a table and write JSON")
     from feedbackloop.bench import BENCHMARKS
 
-    bench.add_argument("name", choices=[*BENCHMARKS, "all"], help="a benchmark, or all of them (`make bench`)")
+    bench.add_argument("name", choices=[*BENCHMARKS, "load", "all"], help="a benchmark, or all of them (`make bench`)")
     bench.add_argument("--json", required=True, help="where to write the results")
     bench.add_argument("--markdown", help="all: where to write the Markdown table (default: beside the JSON)")
+    bench.add_argument("--seconds", type=float, default=30, help="load: how long the measured run sends")
     bench.set_defaults(func=_bench)
+
+    faults = commands.add_parser("faults", help="inject faults into a local stack: nothing lost, nothing doubled, "
+                                               "the failure seen, the previous model or config serving")
+    faults.add_argument("--json", help="also write the figures here")
+    faults.add_argument("--events", type=int, help="valid events each fault sends (default: faults.EVENTS_PER_FAULT)")
+    faults.set_defaults(func=_faults)
     return parser
 
 

@@ -56,6 +56,10 @@ def decide(candidate: dict[str, Any], current: dict[str, Any] | None, margin: fl
         return GateDecision(True, "no model is published yet", GATE_METRIC, new, old, margin)
     if old is None:
         return GateDecision(True, "the current model has no score to beat", GATE_METRIC, new, old, margin)
+    seen_by_current = candidate.get("current_as_of")
+    if seen_by_current and str(candidate.get("as_of") or "") <= seen_by_current:
+        return GateDecision(False, f"no day newer than the current model's (its data ends {seen_by_current}): "
+                                   "keeping the current model", GATE_METRIC, new, old, margin)
     basis = "on the same hold-out" if same_holdout is not None else "as published"
     better = old * (1 + margin)
     if new >= better:

@@ -5,10 +5,12 @@ through the local API, so its figures are read back from the lake by that prefix
 
     accepted = what the API accepted; stored = curated rows; quarantined = quarantine rows with a verdict
     other than `duplicate`; duplicated = rows that repeat an event id (in curated, in the quarantine's
-    verdicts, or across the two); lost = accepted events whose id is in neither table; parked = records
-    the event source mapping gave up on (its on-failure queue). duplicated and lost must be 0.
+    verdicts, or across the two); lost = accepted - (stored + quarantined - duplicated), the accepted
+    events whose id is in neither table; parked = records the event source mapping gave up on (its
+    on-failure queue). duplicated, lost and parked must be 0.
 
-The seams, all outside the code under test (no handler, adapter or runtime file is edited):
+The seams, all outside the code under test (no handler, adapter or runtime file is edited; what is
+swapped at run time is put back when the fault ends):
 - botocore event hooks. `feedbackloop.wiring.session` is the one factory of the handlers' boto3
   sessions; `injected(...)` wraps it so the sessions built while a fault is on carry its hooks, and gives
   the functions a new container (they rebuild their clients) on entry and on exit.
@@ -26,13 +28,13 @@ The seams, all outside the code under test (no handler, adapter or runtime file 
 
 from __future__ import annotations
 
-import copy
 import importlib
 import json
 import operator
+import sys
 import tempfile
 import threading
-import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,11 +51,12 @@ from feedbackloop import resources, wiring
 from feedbackloop.adapters.aws import DynamoModelRegistry
 from feedbackloop.adapters.control import AppConfigPublisher
 from feedbackloop.ingest import THROTTLED
+from feedbackloop.lake import CURATED_EVENTS
 from feedbackloop.local.client import EventsClient, SendReport
 from feedbackloop.local.environment import STATE_DIR, physical_name, replay_settings
 from feedbackloop.local.functions import CLEANER_FUNCTION, LocalFunction
 from feedbackloop.local.lake_reader import connect
-from feedbackloop.local.retrain import TrainingFailedError, run_retraining
+from feedbackloop.local.retrain import RetrainingRun, TrainingFailedError, run_retraining
 from feedbackloop.local.runtime import LocalRuntime, _reset_handler_caches
 from feedbackloop.local.stream import kinesis_event
 from feedbackloop.models.training import TrainingParams
@@ -68,15 +71,17 @@ TOO_OLD, INVALID = 3, 2  # per fault: events the cleaner quarantines (too old), 
 TRAINING = TrainingParams(factors=4, iterations=3, segments_max=3)  # small: the figures, not the model
 GATE_MARGIN = 0.01
 PROBE_USER = "fl-u0"
+EVENTS_PER_FAULT = 80
 _WAIT_SECONDS = 120
 
 # the stand-in's Step Functions: the metrics the RetrainingFailed alarm reads in AWS (AWS/States)
 STATES_NAMESPACE = "AWS/States"
 RETRAINING_STATE_MACHINE = f"arn:aws:states:us-east-1:000000000000:stateMachine:{physical_name('retraining')}"
 
-FAILING_TRAINING_SCRIPT = """\
+_INJECTED = "(injected fault)"  # in every injected error's message
+FAILING_TRAINING_SCRIPT = f"""\
 import sys
-print("training: killed, out of memory (injected fault)", file=sys.stderr)
+print("training: killed, out of memory {_INJECTED}", file=sys.stderr)
 sys.exit(137)
 """
 
@@ -108,9 +113,11 @@ class S3WriteErrors:
     """Fault 1: S3 refuses the cleaner's next `failures` Parquet writes (503 SlowDown), then recovers.
 
     The cleaner reports the records of each failed write as batch item failures; the event source
-    mapping retries from the lowest of them, and rows already committed come back as duplicates. With
-    `failures` at most the mapping's retries, every record lands within its retries; more would park the
-    batch on the on-failure queue (to be replayed from the raw archive)."""
+    mapping retries from the lowest of them, and rows already committed come back as duplicates. Every
+    attempt counts, also the one awswrangler makes again when the failed writer is collected. With
+    `failures` at most the mapping's retries, every record lands within its retries; an outage that
+    outlasts them parks the batch on the on-failure queue (parked and lost then show it; the raw archive
+    replays it)."""
 
     buckets: frozenset[str]
     failures: int = 3
@@ -130,7 +137,7 @@ class S3WriteErrors:
             if self.injected >= self.failures:
                 return
             self.injected += 1
-        raise ClientError({"Error": {"Code": self.code, "Message": "Please reduce your request rate. (injected)"},
+        raise ClientError({"Error": {"Code": self.code, "Message": f"Please reduce your request rate. {_INJECTED}"},
                            "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject")
 
 
@@ -169,7 +176,7 @@ class CleanerCrash:
             if self.injected >= self.crashes:
                 return
             self.injected += 1
-        raise InjectedCrashError("the cleaner was killed after writing a Parquet object (injected)")
+        raise InjectedCrashError(f"the cleaner was killed after writing a Parquet object {_INJECTED}")
 
 
 _THROTTLED = "feedbackloop_fault_throttled"
@@ -190,6 +197,8 @@ class KinesisThrottling:
     _calls: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        if self.every < 2:  # a request keeps its first record: PutRecords takes 1 to 500
+            raise ValueError(f"every must be 2 or more, got {self.every}")
         self._lock = threading.Lock()
 
     def register(self, events: BaseEventHooks) -> None:
@@ -216,7 +225,7 @@ class KinesisThrottling:
             return
         stored = iter(parsed["Records"])
         parsed["Records"] = [
-            {"ErrorCode": THROTTLED, "ErrorMessage": "Rate exceeded for shard (injected)"} if i in refused
+            {"ErrorCode": THROTTLED, "ErrorMessage": f"Rate exceeded for shard {_INJECTED}"} if i in refused
             else next(stored) for i in range(total)]
         parsed["FailedRecordCount"] = parsed.get("FailedRecordCount", 0) + len(refused)
 
@@ -236,11 +245,26 @@ def injected(*faults: BotocoreFault) -> Iterator[None]:
 
     wiring.session = session
     _reset_handler_caches()
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = _quiet_injected(unraisable)
     try:
         yield
     finally:
         wiring.session = original
         _reset_handler_caches()
+        sys.unraisablehook = unraisable
+
+
+def _quiet_injected(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """awswrangler's S3 writer retries a failed PutObject from its finalizer (`__del__`, when the failed
+    write is collected), where an error is only printed: an injected one is expected there, anything else
+    is still printed."""
+
+    def report(unraisable: Any) -> None:
+        if _INJECTED not in str(unraisable.exc_value):
+            hook(unraisable)
+
+    return report
 
 
 @contextmanager
@@ -321,27 +345,20 @@ class LakeCount:
 def lake_count(endpoint: str, prefix: str) -> LakeCount:
     """The prefix's rows in the curated table and the quarantine, read back with DuckDB."""
     con = connect(endpoint)
-    pattern = f"{prefix}-%"
-    stored, stored_ids = con.execute(
-        "SELECT count(*), count(DISTINCT event_id) FROM feedback_events WHERE event_id LIKE ?", [pattern]).fetchone()
-    quarantined, quarantined_ids, caught = con.execute(
-        "SELECT count(*) FILTER (WHERE reason <> ?), count(DISTINCT event_id) FILTER (WHERE reason <> ?), "
-        "count(*) FILTER (WHERE reason = ?) FROM feedback_quarantine WHERE event_id LIKE ?",
-        [QuarantineReason.DUPLICATE.value] * 3 + [pattern]).fetchone()
+    ids = [f"{prefix}-", QuarantineReason.DUPLICATE.value]
+    stored = con.execute("SELECT count(*) FROM feedback_events WHERE starts_with(event_id, $1)", ids[:1]).fetchone()[0]
+    quarantined, caught = con.execute(
+        "SELECT count(*) FILTER (WHERE reason <> $2), count(*) FILTER (WHERE reason = $2) "
+        "FROM feedback_quarantine WHERE starts_with(event_id, $1)", ids).fetchone()
     kept = con.execute(
-        "SELECT count(*) FROM (SELECT event_id FROM feedback_events WHERE event_id LIKE $1 UNION "
-        "SELECT event_id FROM feedback_quarantine WHERE event_id LIKE $1 AND reason <> $2)",
-        [pattern, QuarantineReason.DUPLICATE.value]).fetchone()[0]
-    duplicated = stored + quarantined - kept  # every row beyond the first of its id
-    assert stored - stored_ids + quarantined - quarantined_ids <= duplicated
-    return LakeCount(stored, quarantined, duplicated, kept, caught)
+        "SELECT count(*) FROM (SELECT event_id FROM feedback_events WHERE starts_with(event_id, $1) UNION "
+        "SELECT event_id FROM feedback_quarantine WHERE starts_with(event_id, $1) AND reason <> $2)", ids).fetchone()[0]
+    return LakeCount(stored, quarantined, stored + quarantined - kept, kept, caught)
 
 
 def unregistered_partitions(runtime: LocalRuntime) -> list[str]:
     """Curated partitions that hold objects but are missing from the Glue catalog (Athena would not
     read their rows)."""
-    from feedbackloop.lake import CURATED_EVENTS
-
     s3, glue = runtime.session.client("s3"), runtime.session.client("glue")
     bucket = physical_name(resources.CURATED_BUCKET.key)
     column = CURATED_EVENTS.partition.name
@@ -384,6 +401,18 @@ def fault_events(prefix: str, count: int, now: datetime | None = None) -> list[d
 
 
 @dataclass
+class Observed:
+    """What a fault showed besides the lake's figures."""
+
+    injected: int  # how many times the fault fired
+    signal: str  # the metric or alarm that showed the failure
+    signal_value: float
+    kept_serving: str  # what answered while (or after) the fault was on
+    serving_ok: bool  # ... and whether it was the previous model or config
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class FaultFigures:
     fault: str
     description: str
@@ -392,26 +421,27 @@ class FaultFigures:
     stored: int
     quarantined: int
     duplicated: int  # must be 0
-    lost: int  # accepted - distinct ids kept; must be 0
-    parked: int  # records sent to the mapping's on-failure queue during the fault
-    injected: int  # how many times the fault fired
-    signal: str  # the metric or alarm that showed the failure
+    lost: int  # accepted events in neither table; must be 0
+    parked: int  # records the mapping sent to its on-failure queue during the fault; must be 0
+    injected: int
+    signal: str
     signal_value: float
     kept_serving: str
+    serving_ok: bool
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return (self.duplicated == 0 and self.lost == 0 and self.parked == 0 and self.injected > 0
-                and self.signal_value > 0 and self.details.get("serving_ok", False))
+                and self.signal_value > 0 and self.serving_ok)
 
 
 @dataclass
 class FaultLoop:
-    """What the faults share: the started runtime, an API client and the run's id."""
+    """What the faults share: the started runtime, an API client and the run's id (in every event id)."""
 
     runtime: LocalRuntime
-    events_per_fault: int = 80
+    events_per_fault: int = EVENTS_PER_FAULT
     say: Callable[[str], None] = lambda line: None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
@@ -421,7 +451,7 @@ class FaultLoop:
         self.buckets = frozenset(physical_name(b.key) for b in (resources.CURATED_BUCKET, resources.QUARANTINE_BUCKET))
 
     def prefix(self, fault: str) -> str:
-        return f"{fault}-{self.run_id}"
+        return f"{fault.replace('_', '-')}-{self.run_id}"
 
     @property
     def parked(self) -> int:
@@ -443,116 +473,129 @@ class FaultLoop:
     def config_served(self) -> tuple[int, dict[str, Any]]:
         return self.get(f"/users/{PROBE_USER}/config")
 
-    def figures(self, fault: str, description: str, prefix: str, report: SendReport, parked_before: int,
-                injected_count: int, signal: str, signal_value: float, kept_serving: str, serving_ok: bool,
-                **details: Any) -> FaultFigures:
-        count = lake_count(self.runtime.moto.endpoint, prefix)
-        figures = FaultFigures(
-            fault, description, report.sent, report.accepted, count.stored, count.quarantined, count.duplicated,
-            report.accepted - count.kept, self.parked - parked_before, injected_count, signal, signal_value,
-            kept_serving, {"serving_ok": serving_ok, "refused_by_api": report.refused_total,
-                           "client_retries": report.retries, "duplicates_caught": count.duplicates_caught,
-                           **details})
-        self.say(f"  {fault}: {'ok' if figures.ok else 'FAILED'}  {signal} = {signal_value:g}; {kept_serving}")
-        return figures
-
-    def config_probe(self, expected_version: str) -> tuple[str, bool]:
+    def config_probe(self, expected_version: str = "1") -> tuple[str, bool]:
         status, body = self.config_served()
         version = body.get("config_version")
         return f"GET config {status}, version {version}", status == 200 and version == expected_version
 
+    def figures(self, fault: str, description: str, prefix: str, report: SendReport, parked_before: int,
+                observed: Observed) -> FaultFigures:
+        count = lake_count(self.runtime.moto.endpoint, prefix)
+        figures = FaultFigures(
+            fault, description, report.sent, report.accepted, count.stored, count.quarantined, count.duplicated,
+            report.accepted - count.kept, self.parked - parked_before, observed.injected, observed.signal,
+            observed.signal_value, observed.kept_serving, observed.serving_ok,
+            {"refused_by_api": report.refused_total, "client_retries": report.retries,
+             "duplicates_caught": count.duplicates_caught, **observed.details})
+        self.say(f"  {fault}: {'ok' if figures.ok else 'FAILED'}  {figures.signal} = {figures.signal_value:g}; "
+                 f"{figures.kept_serving}")
+        return figures
+
 
 def s3_write_errors(loop: FaultLoop, failures: int = 3) -> FaultFigures:
-    prefix, since, parked = loop.prefix("s3-write-errors"), datetime.now(UTC), loop.parked
+    """Fault 1 (`S3WriteErrors`) while the fault's events flow; seen as BatchItemFailures."""
+    prefix, since, parked = loop.prefix("s3_write_errors"), datetime.now(UTC), loop.parked
     fault = S3WriteErrors(loop.buckets, failures)
     with injected(fault):
         report = loop.send(prefix)
-        serving, serving_ok = loop.config_probe("1")
-    value = metric_total(loop.cloudwatch, Metric.BATCH_ITEM_FAILURES, since)
+        serving, serving_ok = loop.config_probe()
     return loop.figures("s3_write_errors", f"the cleaner's next {failures} Parquet writes fail (503 SlowDown)",
-                        prefix, report, parked, fault.injected, Metric.BATCH_ITEM_FAILURES, value, serving,
-                        serving_ok, conservation_gap=metric_total(loop.cloudwatch, Metric.CONSERVATION_GAP, since))
+                        prefix, report, parked, Observed(
+                            fault.injected, Metric.BATCH_ITEM_FAILURES,
+                            metric_total(loop.cloudwatch, Metric.BATCH_ITEM_FAILURES, since), serving, serving_ok,
+                            {"conservation_gap": metric_total(loop.cloudwatch, Metric.CONSERVATION_GAP, since,
+                                                              statistic="Maximum")}))
 
 
 def cleaner_crash(loop: FaultLoop) -> FaultFigures:
-    prefix, since, parked = loop.prefix("cleaner-crash"), datetime.now(UTC), loop.parked
+    """Fault 2 (`CleanerCrash`) while the fault's events flow; seen as the redelivered rows' RecordsDuplicate
+    (and the stand-in's count of function errors, Lambda's Errors metric in AWS)."""
+    prefix, since, parked = loop.prefix("cleaner_crash"), datetime.now(UTC), loop.parked
     errors_before = loop.runtime.cleaner.errors
     fault = CleanerCrash(loop.buckets)
     with injected(fault), crashes_reported(loop.runtime.cleaner):
         report = loop.send(prefix)
-        serving, serving_ok = loop.config_probe("1")
-    value = metric_total(loop.cloudwatch, Metric.RECORDS_DUPLICATE, since)
+        serving, serving_ok = loop.config_probe()
     return loop.figures("cleaner_crash", "the cleaner dies right after its first Parquet write", prefix, report,
-                        parked, fault.injected, Metric.RECORDS_DUPLICATE, value, serving, serving_ok,
-                        function_errors=loop.runtime.cleaner.errors - errors_before,
-                        conservation_gap=metric_total(loop.cloudwatch, Metric.CONSERVATION_GAP, since),
-                        unregistered_partitions=unregistered_partitions(loop.runtime))
+                        parked, Observed(
+                            fault.injected, Metric.RECORDS_DUPLICATE,
+                            metric_total(loop.cloudwatch, Metric.RECORDS_DUPLICATE, since), serving, serving_ok,
+                            {"function_errors": loop.runtime.cleaner.errors - errors_before,
+                             "conservation_gap": metric_total(loop.cloudwatch, Metric.CONSERVATION_GAP, since,
+                                                              statistic="Maximum"),
+                             "unregistered_partitions": unregistered_partitions(loop.runtime)}))
 
 
 def redeliver_from_stream(runtime: LocalRuntime, prefix: str) -> int:
     """At-least-once delivery: the prefix's records read again from the start of every shard and
-    delivered to the cleaner function a second time (a mapping that lost its checkpoint does this).
-    Returns the records delivered."""
+    delivered to the cleaner function a second time (what a mapping that lost its checkpoint does).
+    Returns how many records were delivered again."""
     kinesis = runtime.session.client("kinesis")
     delivered = 0
     for mapping in runtime.mappings:
-        stream = kinesis.describe_stream_summary(StreamName=mapping.stream_name)["StreamDescriptionSummary"]
+        arn = kinesis.describe_stream_summary(StreamName=mapping.stream_name)["StreamDescriptionSummary"]["StreamARN"]
         iterator = kinesis.get_shard_iterator(StreamName=mapping.stream_name, ShardId=mapping.shard_id,
                                               ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
         batch: list[dict] = []
         while iterator:
             response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            batch += [r for r in response["Records"]
-                      if json.loads(r["Data"])["event"]["event_id"].startswith(f"{prefix}-")]
             if not response["Records"]:
                 break
+            batch += [r for r in response["Records"] if _event_id(r["Data"]).startswith(f"{prefix}-")]
             iterator = response.get("NextShardIterator")
         if batch:
-            response = runtime.cleaner.invoke(kinesis_event(batch, mapping.shard_id, stream["StreamARN"])) or {}
+            response = runtime.cleaner.invoke(kinesis_event(batch, mapping.shard_id, arn)) or {}
             if response.get("batchItemFailures"):
                 raise FaultRunError(f"the redelivered batch failed: {response}")
             delivered += len(batch)
     return delivered
 
 
+def _event_id(data: bytes) -> str:
+    return json.loads(data)["event"]["event_id"]
+
+
 def duplicate_redelivery(loop: FaultLoop) -> FaultFigures:
-    prefix, parked = loop.prefix("duplicate-redelivery"), loop.parked
+    """Fault 3: the fault's records delivered twice more after they were cleaned: read again from the
+    stream and handed to the cleaner function (at-least-once delivery, a mapping re-reading its shard),
+    then replayed from the raw archive. Each comes back as a duplicate (RecordsDuplicate for the stream
+    redelivery; the replay's own count for the archive) and curated keeps each id once."""
+    prefix, parked = loop.prefix("duplicate_redelivery"), loop.parked
     report = loop.send(prefix)
-    since = datetime.now(UTC)  # the first delivery's duplicates are none of this fault's
+    since = datetime.now(UTC)  # after the first delivery
     redelivered = redeliver_from_stream(loop.runtime, prefix)
-    archived = (r for r in raw_records(loop.runtime.session.client("s3"), replay_settings().raw_bucket)
-                if json.loads(r.data)["event"]["event_id"].startswith(f"{prefix}-"))
-    replayed = replay(wiring.cleaner_service(), archived)
-    serving, serving_ok = loop.config_probe("1")
-    value = metric_total(loop.cloudwatch, Metric.RECORDS_DUPLICATE, since)
+    archive = raw_records(loop.runtime.session.client("s3"), replay_settings().raw_bucket)
+    replayed = replay(wiring.cleaner_service(), (r for r in archive if _event_id(r.data).startswith(f"{prefix}-")))
+    serving, serving_ok = loop.config_probe()
     return loop.figures("duplicate_redelivery", "the stream's records delivered again, and replayed from the raw "
-                        "archive", prefix, report, parked, redelivered + replayed.records_in,
-                        Metric.RECORDS_DUPLICATE, value, serving, serving_ok, redelivered=redelivered,
-                        replayed=replayed.records_in, replay_duplicates=replayed.duplicates,
-                        replay_clean=replayed.clean)
+                        "archive", prefix, report, parked, Observed(
+                            redelivered + replayed.records_in, Metric.RECORDS_DUPLICATE,
+                            metric_total(loop.cloudwatch, Metric.RECORDS_DUPLICATE, since), serving, serving_ok,
+                            {"redelivered": redelivered, "replayed": replayed.records_in,
+                             "replay_duplicates": replayed.duplicates, "replay_clean": replayed.clean,
+                             "replay_failed": len(replayed.failed_sources)}))
 
 
 def kinesis_throttling(loop: FaultLoop, calls: int = 2) -> FaultFigures:
-    prefix, since, parked = loop.prefix("kinesis-throttling"), datetime.now(UTC), loop.parked
+    """Fault 4 (`KinesisThrottling`) while the fault's events are sent; seen as EventsThrottled."""
+    prefix, since, parked = loop.prefix("kinesis_throttling"), datetime.now(UTC), loop.parked
     fault = KinesisThrottling(calls)
     with injected(fault):
         report = loop.send(prefix)
-        serving, serving_ok = loop.config_probe("1")
-    value = metric_total(loop.cloudwatch, Metric.EVENTS_THROTTLED, since)
+        serving, serving_ok = loop.config_probe()
     return loop.figures("kinesis_throttling", f"PutRecords refuses every 2nd record of {calls} calls "
-                        "(ProvisionedThroughputExceededException)", prefix, report, parked, fault.injected,
-                        Metric.EVENTS_THROTTLED, value, serving, serving_ok)
+                        "(ProvisionedThroughputExceededException)", prefix, report, parked, Observed(
+                            fault.injected, Metric.EVENTS_THROTTLED,
+                            metric_total(loop.cloudwatch, Metric.EVENTS_THROTTLED, since), serving, serving_ok))
 
 
-def run_retraining_execution(loop: FaultLoop, script: Path | None = None):
-    """The stand-in's Step Functions execution of the retraining workflow: `run_retraining`, and the
-    execution's outcome recorded as AWS/States ExecutionsSucceeded or ExecutionsFailed (the metrics the
-    RetrainingFailed alarm reads in AWS). Returns the run, or the TrainingFailedError."""
-    lines: list[str] = []
-    kwargs = {} if script is None else {"script": script}
+def run_retraining_execution(loop: FaultLoop, script: Path | None = None) -> RetrainingRun | TrainingFailedError:
+    """The stand-in's Step Functions execution of the retraining workflow: `run_retraining`, and its
+    outcome recorded as AWS/States ExecutionsSucceeded or ExecutionsFailed (the metric the RetrainingFailed
+    alarm reads in AWS; the local runner records none). Returns the run, or the TrainingFailedError."""
     try:
         outcome = run_retraining(loop.runtime.moto.endpoint, loop.runtime.session, TRAINING, GATE_MARGIN,
-                                 say=lines.append, **kwargs)
+                                 say=lambda line: None, **({} if script is None else {"script": script}))
         metric = "ExecutionsSucceeded"
     except TrainingFailedError as error:
         outcome, metric = error, "ExecutionsFailed"
@@ -563,38 +606,38 @@ def run_retraining_execution(loop: FaultLoop, script: Path | None = None):
 
 
 def training_failure(loop: FaultLoop) -> FaultFigures:
-    prefix, parked = loop.prefix("training-failure"), loop.parked
+    """Fault 5: with a model published (a baseline run on the lake so far), a retraining whose training
+    script exits 137, as a SageMaker job killed for memory fails. run_retraining raises TrainingFailedError
+    before Evaluate; the registry still points at the previous model and GET recommendations serves it."""
+    prefix, parked = loop.prefix("training_failure"), loop.parked
     report = loop.send(prefix)
     registry = DynamoModelRegistry(loop.runtime.session, physical_name(resources.REGISTRY_TABLE.key))
     baseline = run_retraining_execution(loop)
-    if isinstance(baseline, Exception):
-        raise FaultRunError(f"the baseline training failed: {baseline}")
     previous = registry.current()
-    if previous is None:
-        raise FaultRunError(f"the baseline training published no model: {baseline.steps}, {baseline.alert}")
+    if isinstance(baseline, Exception) or previous is None:
+        raise FaultRunError(f"the baseline training published no model: {baseline}")
     since = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="feedbackloop-fault-") as folder:
         script = Path(folder) / "train.py"
         script.write_text(FAILING_TRAINING_SCRIPT)
         failed = run_retraining_execution(loop, script)
-    after = registry.current()
+    after = registry.current() or {}
     status, body = loop.get(f"/users/{PROBE_USER}/recommendations?k=3")
     served = body.get("model_version")
-    value = metric_total(loop.cloudwatch, "ExecutionsFailed", since, namespace=STATES_NAMESPACE,
-                         dimensions={"StateMachineArn": RETRAINING_STATE_MACHINE})
-    serving_ok = (isinstance(failed, TrainingFailedError) and after == previous and status == 200
-                  and served == previous["version"])
-    return loop.figures("training_failure", "the training script exits 137 (the SageMaker job fails)", prefix,
-                        report, parked, int(isinstance(failed, TrainingFailedError)), "AWS/States ExecutionsFailed",
-                        value, f"model {served} (registry {after['version'] if after else None}), GET recommendations "
-                        f"{status}", serving_ok, previous_model=previous["version"],
-                        registry_after=after["version"] if after else None, served_model=served,
-                        training_error=str(failed)[:200])
+    return loop.figures("training_failure", "the training script exits 137 (the training job fails)", prefix,
+                        report, parked, Observed(
+                            int(isinstance(failed, TrainingFailedError)), f"{STATES_NAMESPACE} ExecutionsFailed",
+                            metric_total(loop.cloudwatch, "ExecutionsFailed", since, namespace=STATES_NAMESPACE,
+                                         dimensions={"StateMachineArn": RETRAINING_STATE_MACHINE}),
+                            f"model {served}: GET recommendations {status}, registry unchanged",
+                            isinstance(failed, TrainingFailedError) and after == previous and status == 200
+                            and served == previous["version"],
+                            {"previous_model": previous["version"], "registry_after": after.get("version"),
+                             "served_model": served, "training_error": str(failed)[:200]}))
 
 
 def _agent_version(loop: FaultLoop) -> str | None:
-    import urllib.request
-
+    """The version the AppConfig agent serves (what the serving Lambda's extension would read)."""
     spec = resources.UI_CONFIG
     url = (f"{loop.runtime.appconfig_server.agent_url}/applications/{spec.application}/environments/"
            f"{spec.environment}/configurations/{spec.profile}")
@@ -603,62 +646,67 @@ def _agent_version(loop: FaultLoop) -> str | None:
 
 
 def _publisher(loop: FaultLoop) -> AppConfigPublisher:
+    """The adapter the adjust function deploys UI config with (the environment's rollout strategy)."""
     ui = loop.runtime.appconfig
     return AppConfigPublisher(loop.runtime.session, ui.application_id, ui.environment_id, ui.profile_id,
                               ui.rollout_strategy_id)
 
 
 def invalid_config(loop: FaultLoop) -> FaultFigures:
-    prefix, parked = loop.prefix("invalid-config"), loop.parked
+    """Fault 6: a new hosted UI config version that the profile's JSON Schema validator refuses, deployed
+    through the adjust function's adapter. StartDeployment answers BadRequestException; the agent keeps
+    serving version 1 and GET /users/{id}/config answers as before."""
+    prefix, parked = loop.prefix("invalid_config"), loop.parked
     report = loop.send(prefix)
     before_status, before = loop.config_served()
     document = default_document()
     document["defaults"]["layout"]["ordering"] = "shuffled"  # not one of the schema's orderings
-    refused, reason = 0, ""
+    refusal = ""
     try:
         _publisher(loop).publish(document, based_on="1", description="fault: an ordering the schema refuses")
     except InvalidConfigError as error:  # AppConfig's BadRequestException, as the adapter raises it
-        refused, reason = 1, str(error)
+        refusal = str(error)
     after_status, after = loop.config_served()
     agent = _agent_version(loop)
-    serving_ok = bool(refused) and before_status == after_status == 200 and after == before and agent == "1"
-    return loop.figures("invalid_config", "a hosted config version the JSON Schema validator refuses", prefix, report,
-                        parked, refused, "StartDeployment BadRequestException", float(refused),
-                        f"config version {agent} (agent), GET config {after_status} unchanged", serving_ok,
-                        refusal=reason[:200])
+    return loop.figures("invalid_config", "a new hosted config version the JSON Schema validator refuses", prefix,
+                        report, parked, Observed(
+                            int(bool(refusal)), "StartDeployment BadRequestException", float(bool(refusal)),
+                            f"config version {agent} (agent), GET config {after_status} unchanged",
+                            bool(refusal) and before_status == after_status == 200 and after == before
+                            and agent == "1", {"refusal": refusal[:200]}))
 
 
 def config_rollback(loop: FaultLoop, requests: int = 3) -> FaultFigures:
-    """A document the schema lets through (weights summing to 0.9) but the serving function refuses:
-    serving errors, the rollback alarm, ROLLED_BACK."""
-    prefix, parked = loop.prefix("config-rollback"), loop.parked
+    """Fault 6, continued: a new version the schema lets through (experiment weights summing to 0.9) but
+    the serving function refuses, rolled out with the environment's strategy. Serving answers 5xx and
+    counts ServingErrors; the rollback alarm fires; AppConfig rolls the deployment back (ROLLED_BACK)
+    and version 1 serves again. The alarm is set back to OK afterwards."""
+    prefix, parked = loop.prefix("config_rollback"), loop.parked
     report = loop.send(prefix)
     ui = loop.runtime.appconfig
-    appconfig = loop.runtime.session.client("appconfig")
-    document = copy.deepcopy(default_document())
+    document = default_document()  # weights summing to 0.9: the schema allows them, serving does not
     document["experiments"]["ranking"]["variants"] = {"personalized": 0.7, "popularity": 0.2}
     since = datetime.now(UTC)
     deployed = _publisher(loop).publish(document, based_on="1", description="fault: weights that sum to 0.9")
     during = [loop.config_served()[0] for _ in range(requests)]
     errors = metric_total(loop.cloudwatch, Metric.SERVING_ERRORS, since)
     state, value = evaluate_alarm(loop.cloudwatch, ui.rollback_alarm_name)
-    loop.runtime.appconfig_server.tick()
-    deployment = appconfig.get_deployment(ApplicationId=ui.application_id, EnvironmentId=ui.environment_id,
-                                          DeploymentNumber=deployed.deployment_number)
-    serving, serving_ok = loop.config_probe("1")
+    loop.runtime.appconfig_server.tick()  # the stand-in reads the alarm, as AppConfig watches it
+    deployment = loop.runtime.session.client("appconfig").get_deployment(
+        ApplicationId=ui.application_id, EnvironmentId=ui.environment_id, DeploymentNumber=deployed.deployment)
+    serving, serving_ok = loop.config_probe()
     agent = _agent_version(loop)
-    # the alarm clears once the errors stop (the next period without data); the next deployment may run
+    # the errors stopped with the rollback: the next evaluation (a period without data) clears the alarm
     loop.cloudwatch.set_alarm_state(AlarmName=ui.rollback_alarm_name, StateValue="OK",
                                     StateReason="local evaluation: no serving errors since the rollback")
-    rolled_back = deployment["State"] == "ROLLED_BACK"
-    return loop.figures("config_rollback", "a config the schema allows and serving refuses, rolled out",
-                        prefix, report, parked, sum(s >= 500 for s in during),
-                        f"{ui.rollback_alarm_name} alarm ({Metric.SERVING_ERRORS})", errors,
-                        f"{serving} after {deployment['State']} (agent {agent})",
-                        serving_ok and rolled_back and state == "ALARM" and agent == "1",
-                        statuses_during=during, alarm_state=state, alarm_value=value,
-                        deployment=deployment["DeploymentNumber"], deployment_state=deployment["State"],
-                        deployed_version=deployed.version)
+    return loop.figures("config_rollback", "a new config the schema allows and serving refuses, rolled out",
+                        prefix, report, parked, Observed(
+                            1, f"{ui.rollback_alarm_name} alarm ({Metric.SERVING_ERRORS})", errors,
+                            f"{serving} after {deployment['State']}",
+                            serving_ok and state == "ALARM" and deployment["State"] == "ROLLED_BACK" and agent == "1",
+                            {"statuses_during": during, "alarm_state": state, "alarm_value": value,
+                             "deployment": deployment["DeploymentNumber"], "deployment_state": deployment["State"],
+                             "deployed_version": deployed.version, "agent_version_after": agent}))
 
 
 FAULTS: tuple[Callable[[FaultLoop], FaultFigures], ...] = (
@@ -667,20 +715,23 @@ FAULTS: tuple[Callable[[FaultLoop], FaultFigures], ...] = (
 
 
 def fault_runtime(state_dir: Path = STATE_DIR / "faults") -> LocalRuntime:
-    """A local runtime set up for the faults (not started): serving sees a new model or config at once."""
+    """A local runtime for the faults (not started): its serving function sees a new model or config at once,
+    and it keeps its endpoints file and logs apart from a running `feedbackloop local up`."""
     return LocalRuntime(state_dir=state_dir, serving_overrides=dict(SERVING_OVERRIDES))
 
 
-def run_faults(runtime: LocalRuntime | None = None, events_per_fault: int = 80,
+def run_faults(runtime: LocalRuntime | None = None, events_per_fault: int = EVENTS_PER_FAULT,
                say: Callable[[str], None] = lambda line: None,
                faults: Sequence[Callable[[FaultLoop], FaultFigures]] = FAULTS) -> list[FaultFigures]:
-    """Every fault against one runtime (`fault_runtime()` started here when none is given), in order;
-    the figures of each."""
+    """Every fault, in order, against one started runtime (a `fault_runtime()` started and stopped here
+    when none is given); the figures of each. Each fault is switched off before the next one starts.
+    The metrics come from the handlers' EMF, which the runtime's log sink forwards while it is sys.stdout
+    (as `LocalRuntime.start` leaves it)."""
     if runtime is None:
-        state_dir = STATE_DIR / "faults"
-        state_dir.mkdir(parents=True, exist_ok=True)
-        with fault_runtime(state_dir) as started:
-            return run_faults(started, events_per_fault, say, faults)
+        runtime = fault_runtime()
+        runtime.state_dir.mkdir(parents=True, exist_ok=True)
+        with runtime:
+            return run_faults(runtime, events_per_fault, say, faults)
     loop = FaultLoop(runtime, events_per_fault, say)
     try:
         return [fault(loop) for fault in faults]
@@ -693,11 +744,11 @@ _COLUMNS = ("fault", "sent", "accepted", "stored", "quarantined", "duplicated", 
 
 def format_table(figures: Sequence[FaultFigures]) -> str:
     rows = [[*_COLUMNS, "signal", "value", "kept serving", "ok"]]
-    for f in figures:
-        rows.append([str(getattr(f, c)) for c in _COLUMNS] + [f.signal, f"{f.signal_value:g}", f.kept_serving,
-                                                              "yes" if f.ok else "NO"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) if i in (0, 9, 11) else cell.rjust(w)
+    rows += [[str(getattr(f, c)) for c in _COLUMNS] + [f.signal, f"{f.signal_value:g}", f.kept_serving,
+                                                       "yes" if f.ok else "NO"] for f in figures]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    left = {0, len(_COLUMNS), len(_COLUMNS) + 2}  # names and text left, numbers right
+    return "\n".join("  ".join(cell.ljust(w) if i in left else cell.rjust(w)
                                for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
                      for row in rows)
 
@@ -705,7 +756,3 @@ def format_table(figures: Sequence[FaultFigures]) -> str:
 def to_json(figures: Sequence[FaultFigures]) -> dict[str, Any]:
     return {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "faults": [asdict(f) | {"ok": f.ok} for f in figures]}
-
-
-def seconds_since(started: float) -> float:
-    return round(time.perf_counter() - started, 1)

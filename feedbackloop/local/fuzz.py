@@ -61,6 +61,7 @@ class FuzzReport:
     healthy_after: bool = False
     seconds: float = 0.0
     seed: int = 0
+    declared: set[str] = field(default_factory=set)  # the documents' "METHOD /path" pairs
 
     @property
     def ok(self) -> bool:
@@ -72,18 +73,24 @@ class FuzzReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "seconds": round(self.seconds, 1), "seed": self.seed, "ok": self.ok,
-                "by_status": {str(s): n for s, n in sorted(self.by_status.items())},
-                "by_route": {route: {str(s): n for s, n in sorted(statuses.items())}
+                "by_status": {str(s): n for s, n in sorted(self.by_status.items(), key=str)},
+                "by_route": {route: {str(s): n for s, n in sorted(statuses.items(), key=str)}
                              for route, statuses in sorted(self.by_route.items())},
                 "by_phase": dict(self.by_phase), "problems": dict(self.problems),
                 "function_errors": self.function_errors, "healthy_after": self.healthy_after,
                 "examples": [p.as_dict() for p in self.examples]}
 
     def render(self) -> str:
-        statuses = sorted(self.by_status)
-        width = max([len(r) for r in self.by_route] + [5])
+        """Requests by route and status; the probes of undeclared methods on one row."""
+        rows: dict[str, Counter] = {}
+        undeclared = [r for r in self.by_route if r not in self.declared]
+        for route, counts in self.by_route.items():
+            name = route if route in self.declared else f"undeclared methods ({len(undeclared)} method/path pairs)"
+            rows[name] = rows.get(name, Counter()) + counts
+        statuses = sorted(self.by_status, key=str)
+        width = max([len(r) for r in rows] + [5])
         lines = [f"{'route':<{width}}  " + "  ".join(f"{s:>5}" for s in statuses) + "  total"]
-        for route, counts in sorted(self.by_route.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])):
+        for route, counts in sorted(rows.items(), key=lambda kv: (kv[0] not in self.declared, kv[0])):
             lines.append(f"{route:<{width}}  " + "  ".join(f"{counts.get(s, 0) or '':>5}" for s in statuses)
                          + f"  {sum(counts.values()):>5}")
         lines.append(f"{'all':<{width}}  " + "  ".join(f"{self.by_status[s]:>5}" for s in statuses)
@@ -262,6 +269,8 @@ def run_fuzz(runtime: LocalRuntime, requests: int = 10_000, *, seed: int = 0, wo
     errors_before = runtime.ingest.errors + runtime.serving.errors
     started = time.perf_counter()
     apis = documents()
+    report.declared = {f"{method.upper()} {path}" for document in apis.values()
+                       for path, methods in document["paths"].items() for method in methods}
     operations = {api: sum(len(methods) for methods in document["paths"].values()) for api, document in apis.items()}
 
     def progress(what: str) -> None:

@@ -159,6 +159,8 @@ def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParam
     `current`: the published model's archive, scored on the same hold-out for the gate (None: none yet)."""
     metrics: dict[str, Any] = {"k": K}
     champion_as_of = _as_of(current) if current is not None else None
+    if champion_as_of is not None:
+        metrics["current_as_of"] = champion_as_of
     split = hold_out(daily, params.holdout_days, params.half_life_days, not_before=champion_as_of)
     if split.relevant:
         interactions = Interactions.from_pairs(split.train)

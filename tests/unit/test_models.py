@@ -276,7 +276,7 @@ def test_the_published_model_is_scored_on_the_candidates_hold_out_and_the_gate_c
     assert decision.publish == (ranking["model"]["ndcg_at_10"] >= current["ndcg_at_10"] * 0.99)  # fresher data
 
 
-def test_without_days_the_published_model_has_not_seen_the_gate_falls_back_to_its_published_score(history, tmp_path):
+def test_with_no_day_the_published_model_has_not_seen_the_gate_keeps_it(history, tmp_path):
     daily, _, users = history
     params = TrainingParams(factors=8, iterations=5, holdout_days=14, segments_max=4)
     save(train(daily, users, params, "v1"), tmp_path)
@@ -285,6 +285,9 @@ def test_without_days_the_published_model_has_not_seen_the_gate_falls_back_to_it
             tar.add(tmp_path / name, arcname=name)
     again = train(daily, users, params, "v2", current=(tmp_path / "model.tar.gz").read_bytes())
     assert "current" not in again.metrics["ranking"]
+    decision = decide(again.metrics, {"gate_value": 0.0001, "version": "v1"}, margin=0.01)
+    assert not decision.publish and "no day newer than the current model's" in decision.reason
+    del again.metrics["current_as_of"]  # a model published without its data's last day: its published score
     assert "as published" in decide(again.metrics, {"gate_value": 0.5, "version": "v1"}, margin=0.01).reason
 
 
