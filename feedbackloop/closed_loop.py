@@ -32,6 +32,7 @@ from glue_jobs.build_tables import JOB_NAMES, run_job
 # hundred users, far too few for the 10% a product team would plan for (`feedbackloop experiment report`).
 DEMO_MDE = 0.25
 CHECKPOINT_HOURS = 12  # tables and the adjust function run this often (hourly and every 5 minutes in AWS)
+CHECKPOINT_JOBS = ("interactions", "engagement")  # what rules and drift read
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,9 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
                     raise RuntimeError("the stream did not drain")
                 sent = time.perf_counter() - started
                 checkpoint_at = at + timedelta(hours=CHECKPOINT_HOURS)
-                tables = _build_tables(runtime)
+                # what the rules and drift read at every checkpoint; the feedback and feature layers (training's
+                # and signal quality's) once a day
+                tables = _build_tables(runtime, JOB_NAMES if hour + CHECKPOINT_HOURS == 24 else CHECKPOINT_JOBS)
                 probes = _segment_probes(probe, clients.segment_members)
                 summary = runtime.adjust.invoke({"scheduled_time": checkpoint_at.isoformat()})
                 checkpoint = Checkpoint(day, hour, checkpoint_at, figures.arms, summary)
@@ -147,10 +150,10 @@ def _merge(total: DayFigures, part: DayFigures) -> None:
     total.events.accepted += part.events.accepted
 
 
-def _build_tables(runtime: LocalRuntime) -> float:
+def _build_tables(runtime: LocalRuntime, names: tuple[str, ...] = JOB_NAMES) -> float:
     started = time.perf_counter()
     engine = local_engine(runtime.moto.endpoint, runtime.session)
-    for name in JOB_NAMES:
+    for name in names:
         run_job(name, engine, settle=timedelta(0))
     return time.perf_counter() - started
 

@@ -38,9 +38,17 @@ OPENAPI_FILE = "docs/openapi.json"  # the published copy; a test keeps it equal 
 
 
 def openapi_document() -> str:
-    """The serving API as the Powertools resolver describes it (routes, parameters, validation)."""
+    """The serving API as the Powertools resolver describes it (routes, parameters, validation), with the
+    API key every route needs, under the same scheme as the ingest API's document."""
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+
+    from feedbackloop.ingest_api import SECURITY_SCHEME
+    from feedbackloop.local.api import API_KEY_HEADER
     from lambdas.serving.handler import app
 
     return app.get_openapi_json_schema(title="feedbackloop serving API", version="1",
                                        description="Recommendations, UI preferences and erasure per user. "
-                                                   "Every route needs the x-api-key header.")
+                                                   f"Every route needs the {API_KEY_HEADER} header.",
+                                       security_schemes={SECURITY_SCHEME: APIKey(name=API_KEY_HEADER,
+                                                                                 in_=APIKeyIn.header)},
+                                       security=[{SECURITY_SCHEME: []}])

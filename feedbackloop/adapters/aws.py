@@ -122,9 +122,10 @@ class S3Lake:
         return f"s3://{self._buckets[table.bucket_key]}/{key}"
 
     def write(self, table: LakeTable, partition: str, name: str, rows: pa.Table) -> str:
+        """Register the partition first, then upload: a crash between the two leaves an empty registered
+        partition (harmless), never stored rows that Athena cannot see (a redelivery finds them as
+        duplicates and writes nothing more)."""
         key = table.partition_prefix(partition) + name
-        wr.s3.upload(local_file=io.BytesIO(table.parquet(rows)), path=self._url(table, key),
-                     boto3_session=self._session)
         if (table.name, partition) not in self._registered:
             location = self._url(table, table.partition_prefix(partition))
             try:
@@ -137,6 +138,8 @@ class S3Lake:
                 if "AlreadyExists" not in repr(error):
                     raise
             self._registered.add((table.name, partition))
+        wr.s3.upload(local_file=io.BytesIO(table.parquet(rows)), path=self._url(table, key),
+                     boto3_session=self._session)
         return table.object_key(partition, name)
 
     def exists(self, key: str) -> bool:

@@ -95,7 +95,7 @@ class _Client(threading.Thread):
         self._rng = np.random.default_rng(seed)
         self._late_by = CleaningRules.max_event_age + timedelta(days=1)
         self._sent: list[dict] = []  # accepted events, for re-sending
-        self._retry: list[dict] = []  # events the API marked retryable
+        self._retry: list[tuple[dict, bool]] = []  # events the API marked retryable
         self._late_ids: set[str] = set()
         self._next_id = 0
         self.result = LoadRun()
@@ -128,26 +128,28 @@ class _Client(threading.Thread):
                  "context": {"session_id": f"s{int(rng.integers(USERS * 3))}", "device": "mobile", "page": "/home"}}
         return event, False
 
-    def _post_batch(self) -> None:
+    def _post_batch(self, fresh: bool = True) -> None:
+        """The events the API asked to have again, then (unless `fresh` is False) new ones up to a batch."""
         now = datetime.now(UTC)
-        batch, self._retry = self._retry, []
-        resent_ids = {id(e) for e in batch}  # retried events: neither new nor re-sent duplicates
-        fresh = [self._event(now) for _ in range(EVENTS_PER_REQUEST - len(batch))]
-        batch += [event for event, _ in fresh]
-        duplicates = {id(event) for event, again in fresh if again}
-        status, body = self._request("POST", "/events", "POST /events", json.dumps({"events": batch}).encode())
+        batch, self._retry = self._retry, []  # (event, whether it re-sends an accepted one)
+        if fresh:
+            batch += [self._event(now) for _ in range(EVENTS_PER_REQUEST - len(batch))]
+        body = json.dumps({"events": [event for event, _ in batch]}).encode()
+        status, answer = self._request("POST", "/events", "POST /events", body)
         if status not in (200, 429, 503):
-            raise RuntimeError(f"POST /events answered {status}: {str(body)[:300]}")
-        for result, event in zip(body["results"], batch, strict=True):
+            raise RuntimeError(f"POST /events answered {status}: {str(answer)[:300]}")
+        for result, (event, again) in zip(answer["results"], batch, strict=True):
             if result["accepted"]:
                 self.result.accepted += 1
-                self.result.resent += id(event) in duplicates
-                self.result.late += id(event) not in duplicates and event["event_id"] in self._late_ids
+                self.result.resent += again
+                self.result.late += not again and event["event_id"] in self._late_ids
                 self.result.accepted_ids.add(event["event_id"])
-                if id(event) not in duplicates and id(event) not in resent_ids:
+                if not again:
                     self._sent.append(event)
             elif result.get("retryable"):
-                self._retry.append(event)
+                self._retry.append((event, again))
+        if status != 200:
+            time.sleep(0.25)  # the stream pushed back: a short pause before the retry, as a client would
 
     def run(self) -> None:
         started = time.perf_counter()
@@ -159,7 +161,7 @@ class _Client(threading.Thread):
                 else:
                     self._post_batch()
             while self._retry:  # what the stream refused is sent again before the client stops
-                self._post_batch()
+                self._post_batch(fresh=False)
         except Exception as error:  # reported with the figures: the run fails
             self.failure = repr(error)
         finally:

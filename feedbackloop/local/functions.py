@@ -53,9 +53,11 @@ class LocalFunction:
             self.invocations += 1
             try:
                 return self._handler(event, LambdaContext(self.name))
-            except Exception:
+            except BaseException as error:  # as Lambda: even an exit is a failed invocation, not a dead poller
                 self.errors += 1
-                raise
+                if isinstance(error, Exception):
+                    raise
+                raise RuntimeError(f"{self.name} exited: {error!r}") from error
 
 
 INGEST_FUNCTION = "lambdas.ingest.handler.lambda_handler"

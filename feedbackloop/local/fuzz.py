@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -41,7 +42,7 @@ EXAMPLE_LIMIT = 5  # failures kept per kind, with their request, for the report
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # server_error, no_answer, unclear_rejection, check:<name>, generation_error
+    kind: str  # server_error, no_answer, unclear_rejection, check:<name>, run_error
     route: str
     status: int | None
     detail: str
@@ -130,9 +131,10 @@ def explanation(body: object) -> str | None:
 class _Tally:
     """What every request got, from schemathesis' hooks (they run on its worker threads)."""
 
-    def __init__(self, report: FuzzReport) -> None:
+    def __init__(self, report: FuzzReport, every_thousand: Callable[[], None] = lambda: None) -> None:
         self.report = report
         self._lock = threading.Lock()
+        self._every_thousand = every_thousand
 
     def problem(self, kind: str, route: str, status: int | None, detail: str) -> None:
         with self._lock:
@@ -147,6 +149,9 @@ class _Tally:
             self.report.requests += 1
             self.report.by_route.setdefault(route, Counter())[status] += 1
             self.report.by_phase[case.meta.phase.name.value if case.meta else "other"] += 1
+            thousand = self.report.requests % 1000 == 0
+        if thousand:
+            self._every_thousand()
         if status >= 500:
             self.problem("server_error", route, status, _request_text(case, response.request))
         elif status >= 400:
@@ -214,7 +219,9 @@ def _run_engine(runtime: LocalRuntime, api: str, document: dict, tally: _Tally, 
     def after_network_error(context, case, request) -> None:
         tally.unanswered(case, request)
 
+    interrupted = False
     for event in from_schema(schema).execute():
+        interrupted |= isinstance(event, events.Interrupted)
         if isinstance(event, events.ScenarioFinished):
             for checks in event.recorder.checks.values():
                 for check in checks:
@@ -224,9 +231,11 @@ def _run_engine(runtime: LocalRuntime, api: str, document: dict, tally: _Tally, 
                         tally.problem(f"check:{check.name}", event.recorder.label, None,
                                       message + "\n" + check.failure_info.code_sample)
         elif isinstance(event, events.NonFatalError):
-            tally.problem("generation_error", event.label, None, str(event.value))
+            tally.problem("run_error", event.label, None, str(event.value))
         elif isinstance(event, events.FatalError):
-            tally.problem("generation_error", api, None, repr(event.exception))
+            tally.problem("run_error", api, None, repr(event.exception))
+    if interrupted:  # schemathesis stops its run on Ctrl-C and returns; the whole fuzz run stops too
+        raise KeyboardInterrupt
 
 
 def healthy(runtime: LocalRuntime) -> bool:
@@ -265,22 +274,23 @@ def run_fuzz(runtime: LocalRuntime, requests: int = 10_000, *, seed: int = 0, wo
     if DynamoModelRegistry(runtime.session, physical_name(REGISTRY_TABLE.key)).current() is None:
         publish_synthetic_model(runtime, version="fuzz")
     report = FuzzReport(seed=seed)
-    tally = _Tally(report)
-    errors_before = runtime.ingest.errors + runtime.serving.errors
     started = time.perf_counter()
+
+    def progress(what: str = "") -> None:
+        if console is not None:
+            console.write(f"  {report.requests:,} requests, {time.perf_counter() - started:.0f} s{what}\n")
+            console.flush()
+
+    tally = _Tally(report, progress)
+    errors_before = runtime.ingest.errors + runtime.serving.errors
     apis = documents()
     report.declared = {f"{method.upper()} {path}" for document in apis.values()
                        for path, methods in document["paths"].items() for method in methods}
     operations = {api: sum(len(methods) for methods in document["paths"].values()) for api, document in apis.items()}
 
-    def progress(what: str) -> None:
-        if console is not None:
-            console.write(f"  {what}: {report.requests:,} requests, {time.perf_counter() - started:.0f} s\n")
-            console.flush()
-
     for api, document in apis.items():
         _run_engine(runtime, api, document, tally, coverage=True, max_examples=1, seed=seed, workers=workers)
-    progress("coverage phase")
+    progress(": coverage phase done")
     round_ = 0
     while report.requests < requests:
         round_ += 1
@@ -289,7 +299,7 @@ def run_fuzz(runtime: LocalRuntime, requests: int = 10_000, *, seed: int = 0, wo
         for api, document in apis.items():
             _run_engine(runtime, api, document, tally, coverage=False, max_examples=per_operation,
                         seed=seed + round_, workers=workers)
-        progress(f"fuzzing round {round_}")
+        progress(f": fuzzing round {round_} done")
         if report.requests == before:
             break
     report.healthy_after = healthy(runtime)

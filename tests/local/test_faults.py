@@ -143,8 +143,9 @@ def test_a_config_the_schema_refuses_is_not_deployed_and_the_previous_one_serves
 def test_a_config_that_breaks_serving_fires_the_alarm_and_rolls_back(figures):
     f = figures["config_rollback"]
     assert_nothing_lost_or_doubled(f)
-    assert f.details["statuses_during"] == [502, 502, 502]  # the serving function failed on the new version
-    assert f.signal_value == 3  # ServingErrors
+    during = f.details["statuses_during"]
+    assert len(during) == 3 and all(status >= 500 for status in during)  # serving failed on the new version
+    assert f.signal_value == 3  # ServingErrors, one per failed request
     assert f.details["alarm_state"] == "ALARM" and f.details["alarm_value"] == 3
     assert f.details["deployment_state"] == "ROLLED_BACK" and f.details["deployed_version"] == "3"
     assert f.details["agent_version_after"] == "1"
@@ -159,6 +160,13 @@ def test_the_report_has_a_row_per_fault_and_round_trips_as_json(figures):
     document = json.loads(json.dumps(to_json(list(figures.values())), default=str))
     assert [f["fault"] for f in document["faults"]] == [fault.__name__ for fault in faults.FAULTS]
     assert all(f["ok"] and f["lost"] == 0 and f["duplicated"] == 0 for f in document["faults"])
+
+
+def test_the_cli_runs_the_faults_and_writes_json():
+    from feedbackloop.cli import _faults, build_parser
+
+    args = build_parser().parse_args(["faults", "--json", "out/faults.json"])
+    assert args.func is _faults and args.json == "out/faults.json" and args.events is None
 
 
 def test_no_fault_stays_on_after_the_run(runtime, figures):
@@ -184,8 +192,6 @@ def test_no_fault_stays_on_after_the_run(runtime, figures):
         assert metric_total(cloudwatch, metric, since) == 0, metric
 
 
-@pytest.mark.xfail(strict=True, reason="S3Lake.write uploads the object before it registers the partition: a "
-                   "crash between the two leaves rows Athena cannot see when no later write touches the day")
 def test_a_crash_before_the_partition_is_registered_leaves_no_rows_out_of_the_catalog(runtime):
     loop = FaultLoop(runtime)
     prefix = loop.prefix("catalog")
