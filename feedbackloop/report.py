@@ -35,8 +35,8 @@ def render(data: ReportData) -> str:
     sections = [
         _section("Engagement over time, per arm of the ranking experiment",
                  _svg(_engagement_plot, data.engagement) if not data.engagement.empty else _empty("no engagement yet"),
-                 "Hourly CTR (clicks / views) per arm, from the engagement layer; the dashed line is the 5% "
-                 "threshold of the segment-ctr-low rule."),
+                 "CTR (clicks / views) per arm from the engagement layer: hourly (thin) and over the last 12 "
+                 "hours (thick); the dashed line is the 5% threshold of the segment-ctr-low rule."),
         _section("Quarantine by reason",
                  _svg(_quarantine_plot, data.quarantine) if not data.quarantine.empty
                  else _empty("nothing quarantined"),
@@ -44,7 +44,9 @@ def render(data: ReportData) -> str:
         _section("Model metrics by published version",
                  (_svg(_models_plot, data.models) + _table(data.models)) if not data.models.empty
                  else _empty("no model published"),
-                 "Hold-out NDCG@10 of each published model against the popularity baseline on the same hold-out."),
+                 "Hold-out NDCG@10 of each published model (its own user vectors, and ranking as serving does: "
+                 "what the gate compares) against popularity on the same hold-out. Popularity scores well where "
+                 "half the users were shown popular items: the logged data favours what was shown."),
         _section("Rule decisions and drift events",
                  (_svg(_timeline_plot, data.decisions, data.drift) if not (data.decisions.empty and data.drift.empty)
                   else _empty("no decisions recorded"))
@@ -64,7 +66,7 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
         "h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}"
         ".meta,.caption{color:#666}table{border-collapse:collapse;font-size:.85em;margin:.5em 0}"
         "td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}pre{background:#f6f6f6;padding:1em;"
-        "overflow-x:auto;font-size:.8em}svg{max-width:100%;height:auto}")
+        "white-space:pre-wrap;font-size:.8em}svg{max-width:100%;height:auto}")
 
 
 def _section(heading: str, body: str, caption: str) -> str:
@@ -115,7 +117,11 @@ def _svg(plot, *frames: pd.DataFrame) -> str:
 
 def _engagement_plot(axes, frame: pd.DataFrame) -> None:
     for variant, rows in frame.sort_values("period_start").groupby("variant"):
-        axes.plot(rows["period_start"], rows["ctr"], label=variant, color=ARM_COLOURS.get(variant), linewidth=1.2)
+        colour = ARM_COLOURS.get(variant)
+        axes.plot(rows["period_start"], rows["ctr"], color=colour, linewidth=0.6, alpha=0.35)
+        smooth = (rows["clicks"].rolling(12, min_periods=1).sum()
+                  / rows["impressions"].rolling(12, min_periods=1).sum())  # the last 12 hours' CTR
+        axes.plot(rows["period_start"], smooth, label=f"{variant} (12-hour)", color=colour, linewidth=1.8)
     axes.axhline(0.05, linestyle="--", color="#999", linewidth=0.8)
     axes.set_ylabel("CTR")
     axes.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
@@ -135,6 +141,8 @@ def _quarantine_plot(axes, frame: pd.DataFrame) -> None:
 def _models_plot(axes, frame: pd.DataFrame) -> None:
     x = range(len(frame))
     axes.plot(x, frame["ndcg_model"], marker="o", label="feedback MF (published)", color="#1b7837")
+    if frame["ndcg_served"].notna().any():
+        axes.plot(x, frame["ndcg_served"], marker="^", label="as served (the gate's number)", color="#5aae61")
     axes.plot(x, frame["ndcg_popularity"], marker="s", label="popularity on the same hold-out", color="#999")
     axes.set_xticks(list(x), [str(v)[-14:] for v in frame["version"]], rotation=20, fontsize=7)
     axes.set_ylabel("NDCG@10")
@@ -175,5 +183,6 @@ def models_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         ranking = metrics.get("ranking") or {}
         rows.append({"version": record["version"], "published_at": record.get("published_at"),
                      "ndcg_model": (ranking.get("model") or {}).get("ndcg_at_10"),
+                     "ndcg_served": (ranking.get("served") or {}).get("ndcg_at_10"),
                      "ndcg_popularity": (ranking.get("popularity") or {}).get("ndcg_at_10")})
-    return pd.DataFrame(rows, columns=["version", "published_at", "ndcg_model", "ndcg_popularity"])
+    return pd.DataFrame(rows, columns=["version", "published_at", "ndcg_model", "ndcg_served", "ndcg_popularity"])
