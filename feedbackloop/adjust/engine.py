@@ -229,22 +229,37 @@ class Adjuster:
         firing = [i for i, (_, _, _, outcome) in enumerate(pending) if outcome is Outcome.FIRE]
         config_changes = [i for i in firing if isinstance(pending[i][0].action, SetConfig)]
         if config_changes:
-            for i, outcome in self._apply_config(pending, config_changes, now, report).items():
+            try:
+                applied = self._apply_config(pending, config_changes, now, report)
+            except Exception as error:  # AppConfig or the lake failed: retried by a later run, recorded now
+                logger.exception("config change failed")
+                report.errors.append(f"config change failed: {error}")
+                applied = {i: (DEFERRED, "set_config", f"failed: {error}", None) for i in config_changes}
+            for i, outcome in applied.items():
                 results[i] = outcome
         for i in firing:
             rule, scope, observation, _ = pending[i]
-            if isinstance(rule.action, StartRetraining):
-                results[i] = self._retrain(f"rule {rule.name} ({scope}): {rule.metric.name} = "
-                                           f"{observation.value:.4g} {rule.comparator.value} {rule.threshold}", now,
-                                           report)
-            elif isinstance(rule.action, Alert):
-                self.alerts.send(f"feedbackloop: rule {rule.name} fired ({scope})",
-                                 f"{rule.action.message}\n\n{rule.description}\n{rule.metric.name} = "
-                                 f"{observation.value:.6g} over {rule.window_minutes} min "
-                                 f"({observation.samples} samples); threshold {rule.comparator.value} "
-                                 f"{rule.threshold}")
-                results[i] = (Outcome.FIRE.value, "alert", "alert sent", None)
+            try:
+                results[i] = self._act_one(rule, scope, observation, now, report) or results[i]
+            except Exception as error:  # one failed action must not lose the run's other decisions
+                logger.exception("action of rule %s failed", rule.name)
+                report.errors.append(f"rule {rule.name} action failed: {error}")
+                results[i] = (DEFERRED, rule.action.type, f"failed: {error}", None)
         return results
+
+    def _act_one(self, rule: Rule, scope: str, observation: Observation, now: datetime,
+                 report: RunReport) -> tuple[str, str | None, str | None, str | None] | None:
+        """Retraining and alert actions (config changes are applied together, above)."""
+        if isinstance(rule.action, StartRetraining):
+            return self._retrain(f"rule {rule.name} ({scope}): {rule.metric.name} = {observation.value:.4g} "
+                                 f"{rule.comparator.value} {rule.threshold}", now, report)
+        if isinstance(rule.action, Alert):
+            self.alerts.send(f"feedbackloop: rule {rule.name} fired ({scope})",
+                             f"{rule.action.message}\n\n{rule.description}\n{rule.metric.name} = "
+                             f"{observation.value:.6g} over {rule.window_minutes} min ({observation.samples} "
+                             f"samples); threshold {rule.comparator.value} {rule.threshold}")
+            return Outcome.FIRE.value, "alert", "alert sent", None
+        return None
 
     def _apply_config(self, pending, indices: list[int], now: datetime,
                       report: RunReport) -> dict[int, tuple[str, str | None, str | None, str | None]]:

@@ -450,3 +450,21 @@ def test_feedback_signal_quality_is_the_correlation_of_feedback_with_coming_back
     report = world.adjuster(_only(set())).run(NOW)
     values = {e.name: e.value for e in report.effects}
     assert values["FeedbackRetentionCorrelation"] > 0.8 and 0.3 < values["FeedbackConversionCorrelation"] < 0.8
+
+
+def test_a_failing_action_is_recorded_and_the_other_decisions_still_stand(world):
+    class BrokenAlerts:
+        def send(self, subject: str, message: str) -> None:
+            raise ConnectionError("SNS is unreachable")
+
+    world.alerts = BrokenAlerts()
+    world.cloudwatch.values["RecordsQuarantined"] = 5000
+    for h in (1, 2):
+        world.lake.hour(NOW - timedelta(hours=h), "global", 2000, 20)
+    report = world.adjuster(_only({"quarantine-spike", "global-ctr-collapse"})).run(NOW)
+    outcomes = {d.rule: (d.outcome, d.result) for d in report.decisions}
+    assert outcomes["quarantine-spike"] == (DEFERRED, "failed: SNS is unreachable")
+    assert outcomes["global-ctr-collapse"][0] == Outcome.FIRE and report.retraining == "run-1"
+    assert report.errors == ["rule quarantine-spike action failed: SNS is unreachable"]
+    assert len(world.log.records) == 2  # both decisions recorded; the alert rule acts again next run
+    assert "global" not in world.state.stored.rules["quarantine-spike"]  # its state did not move: still armed
