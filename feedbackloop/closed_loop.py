@@ -247,6 +247,16 @@ def summarize(runtime: LocalRuntime, result: LoopResult, seconds: float, say: Ca
                              f"{arm.oracle_ctr:>9.2%}{arm.expected_ctr / arm.oracle_ctr:>11.0%}")
     fired = [(c, f) for c in result.checkpoints for f in c.adjust.get("fired", [])]
     drift = [(c, d) for c in result.checkpoints for d in c.adjust.get("drift", [])]
+    p_before, p_shift, p_after = (result.arm("personalized", days) for days in (before, shifted, after))
+    if p_before.sessions and p_shift.sessions and p_after.sessions:
+        drop = p_before.ctr - p_shift.ctr
+        regained = (p_after.ctr - p_shift.ctr) / drop if drop > 0 else float("nan")
+        after_shift = [f"day {c.day + 1} {c.hour + CHECKPOINT_HOURS:02d}h {d['stream']}" for c, d in drift
+                       if c.day >= plan.shift_day]
+        truth.append(f"after the shift: personalized CTR {p_before.ctr:.2%} -> {p_shift.ctr:.2%} -> {p_after.ctr:.2%} "
+                     f"({regained:.0%} of the drop regained); drift detected after it: "
+                     f"{', '.join(after_shift) or 'none'}; lift over popularity after it: "
+                     f"{p_after.ctr / max(result.arm('popularity', after).ctr, 1e-9) - 1:+.0%}")
     adjust = [f"{len(result.checkpoints)} runs; rules fired {len(fired)} times; drift events {len(drift)}"]
     adjust += [f"  day {c.day + 1} {c.hour + CHECKPOINT_HOURS:02d}h  {f['rule']} in {f['scope']}: {f['result']}"
                for c, f in fired]
