@@ -122,10 +122,13 @@ def analyze(name: str, users: pd.DataFrame, pre: pd.DataFrame | None, weights: M
     spread = float(np.sqrt(control_mean.variance)) or 1e-9
     required = sample_size_means(spread, max(minimum_detectable_effect * abs(control_mean.mean), 1e-9),
                                  alpha, power)
-    guardrails = [guardrail("conversion", Proportion(int((ca["purchases"] > 0).sum()), len(ca)),
-                            Proportion(int((cb["purchases"] > 0).sum()), len(cb)), guardrail_margin, alpha=alpha)]
+    guardrails = []
+    if (ca["purchases"] > 0).any():  # a relative degradation of nothing is undefined: no guardrail then
+        guardrails.append(guardrail("conversion", Proportion(int((ca["purchases"] > 0).sum()), len(ca)),
+                                    Proportion(int((cb["purchases"] > 0).sum()), len(cb)), guardrail_margin,
+                                    alpha=alpha))
     rated_a, rated_b = ca[ca["ratings"] > 0], cb[cb["ratings"] > 0]
-    if len(rated_a) >= 2 and len(rated_b) >= 2:
+    if len(rated_a) >= 2 and len(rated_b) >= 2 and (rated_a["rating_sum"] > 0).any():
         guardrails.append(guardrail("rating_mean", Mean.of(rated_a["rating_sum"] / rated_a["ratings"]),
                                     Mean.of(rated_b["rating_sum"] / rated_b["ratings"]), guardrail_margin,
                                     alpha=alpha))

@@ -120,3 +120,45 @@ def test_a_low_ctr_segment_gets_a_config_deployment_and_serving_changes(runtime)
     again = runtime.adjust.invoke({"scheduled_time": (NOW + timedelta(minutes=5)).isoformat()})
     assert again["config_version"] is None and again["outcomes"].get("holding", 0) >= 1
     client.close()
+
+
+def test_the_experiment_report_reads_the_arms_from_the_local_lake(runtime, tmp_path, monkeypatch):
+    """`feedbackloop experiment report ranking --local`: exposures and clicks tagged with each user's
+    arm, the interaction layer built, the verdict and the per-arm table printed."""
+    import contextlib
+
+    from feedbackloop.cli import main
+    from feedbackloop.uiconfig import RANKING_EXPERIMENT, assign, default_document
+
+    ranking = default_document()["experiments"][RANKING_EXPERIMENT]
+    events, n = [], 0
+    for user in range(200):
+        user_id = f"ab{user}"
+        arm = assign(user_id, ranking["salt"], ranking["variants"])
+        for j in range(10):
+            at = (NOW - timedelta(minutes=50) + timedelta(minutes=j)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            context = {"session_id": f"{user_id}-s", "device": "mobile", "experiment": RANKING_EXPERIMENT,
+                       "variant": arm}
+            events.append({"event_id": f"ab-v{n}", "user_id": user_id, "item_id": f"i{j}", "event_type": "view",
+                           "value": 1, "timestamp": at, "schema_version": "1.1", "context": context})
+            if j < (3 if arm == "personalized" else 1):
+                events.append({"event_id": f"ab-c{n}", "user_id": user_id, "item_id": f"i{j}", "event_type": "click",
+                               "value": 1, "timestamp": at, "schema_version": "1.1", "context": context})
+            n += 1
+    client = EventsClient(runtime.api.url, runtime.api_key)
+    before = runtime.records_cleaned
+    accepted = client.send(events).accepted
+    client.close()
+    assert runtime.wait_until_processed(before + accepted, timeout=120)
+    engine = local_engine(runtime.moto.endpoint, runtime.session)
+    for name in JOB_NAMES:
+        run_job(name, engine, settle=timedelta(0))
+    runtime.endpoints.save(tmp_path / ".feedbackloop")
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        status = main(["experiment", "report", RANKING_EXPERIMENT, "--local", "--days", "1", "--mde", "0.5"])
+    text = out.getvalue()
+    assert status == 0, text
+    assert text.startswith("experiment ranking: SHIP") and "personalized" in text and "popularity" in text
+    assert "sample ratio" in text and "planned" in text
