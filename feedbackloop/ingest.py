@@ -57,7 +57,9 @@ def accept_batch(body: bytes, received_at: datetime, stream: EventStream) -> Ing
         return _refuse(400, "schema_violation", "events", 'body must be an object with an "events" array')
     extra = sorted(set(document) - {"events"})
     if extra:
-        return _refuse(400, "schema_violation", extra[0], "is not allowed in the body")
+        # a member named "" would make an empty field: the body then, with the name quoted in the reason
+        return _refuse(400, "schema_violation", extra[0] or "$", f"member {json.dumps(extra[0])} is not allowed "
+                                                                   "in the body")
     events = document["events"]
     if not 1 <= len(events) <= registry.MAX_BATCH_EVENTS:
         status = 413 if len(events) > registry.MAX_BATCH_EVENTS else 400

@@ -12,7 +12,9 @@ duplicate (the re-sent events: a client retry after a lost answer reuses the eve
 accepted = clean + quarantined + duplicates, and lost = accepted ids in neither table = 0.
 
 The stand-in runs one warm container per function, as a Lambda function with a reserved concurrency of 1
-would: concurrency helps as far as the client's and the stream's work overlap the function's.
+would, and its two API functions take turns (see LocalRuntime): concurrency helps as far as the clients',
+the stream's and the cleaner's work overlap the functions', and a recommendations read waits behind a
+batch being validated. In AWS both scale out; these figures are the stand-in's, not the service's.
 """
 
 from __future__ import annotations

@@ -37,11 +37,11 @@ class LambdaContext:
 class LocalFunction:
     """A handler by its module path, e.g. "lambdas.cleaner.handler.lambda_handler"."""
 
-    def __init__(self, name: str, handler: str) -> None:
+    def __init__(self, name: str, handler: str, lock: threading.Lock | None = None) -> None:
         self.name = name
         self._handler_path = handler
         self._handler: Callable[[dict, Any], Any] | None = None
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()  # shared by functions that must not run at once in one process
         self.invocations = 0
         self.errors = 0
 

@@ -211,6 +211,7 @@ def _run_engine(runtime: LocalRuntime, api: str, document: dict, tally: _Tally, 
     from schemathesis.engine import Status, events, from_schema
 
     schema = schemathesis.openapi.from_dict(document, config=_config(runtime, api, **config))
+
     @schema.hook
     def after_call(context, case, response) -> None:
         tally.answered(case, response)
@@ -223,12 +224,14 @@ def _run_engine(runtime: LocalRuntime, api: str, document: dict, tally: _Tally, 
     for event in from_schema(schema).execute():
         interrupted |= isinstance(event, events.Interrupted)
         if isinstance(event, events.ScenarioFinished):
-            for checks in event.recorder.checks.values():
+            for case_id, checks in event.recorder.checks.items():
+                interaction = event.recorder.interactions.get(case_id)
+                status = interaction.response.status_code if interaction and interaction.response else None
                 for check in checks:
                     if check.status == Status.FAILURE and check.failure_info is not None:
                         failure = check.failure_info.failure
                         message = f"{failure.title}: {failure.message}".strip()
-                        tally.problem(f"check:{check.name}", event.recorder.label, None,
+                        tally.problem(f"check:{check.name}", event.recorder.label, status,
                                       message + "\n" + check.failure_info.code_sample)
         elif isinstance(event, events.NonFatalError):
             tally.problem("run_error", event.label, None, str(event.value))

@@ -100,9 +100,13 @@ class LocalRuntime:
             self.log_sink = LogSink(self.log_file, self.session)
             sys.stdout = self.log_sink
         _reset_handler_caches()
-        self.ingest = LocalFunction("ingest", INGEST_FUNCTION)
+        # Powertools keeps the request it resolves on a class attribute that every resolver in a process
+        # shares (in AWS, one function per process): the two API functions take turns, or one reads the
+        # other's request under concurrent load
+        api_turns = threading.Lock()
+        self.ingest = LocalFunction("ingest", INGEST_FUNCTION, api_turns)
         self.cleaner = LocalFunction("cleaner", CLEANER_FUNCTION)
-        self.serving = LocalFunction("serving", SERVING_FUNCTION)
+        self.serving = LocalFunction("serving", SERVING_FUNCTION, api_turns)
         self.eraser = LocalFunction("eraser", ERASER_FUNCTION)
         self.adjust = LocalFunction("adjust", ADJUST_FUNCTION)
         self.api_key = new_api_key()

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
@@ -57,6 +58,40 @@ def _ui_config() -> AgentConfigReader:
 @cache
 def _online():
     return wiring.online_store(wiring.serving_settings().online_table)
+
+
+@cache
+def _erasure_log(table: str):  # clients once per container: a new one costs ~150 ms per request
+    return wiring.erasure_log(table)
+
+
+@cache
+def _erasure_queue(queue_url: str):
+    return wiring.erasure_queue(queue_url)
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_request(error: RequestValidationError) -> Response:
+    """422 with each error's location, type and message: Powertools' own answer drops the message, which
+    the published document (HTTPValidationError) requires and a client needs. No input is echoed."""
+    detail = [{"loc": e["loc"], "type": e["type"], "msg": e.get("msg") or e["type"]} for e in error.errors()]
+    return Response(422, "application/json", {"statusCode": 422, "detail": detail})
+
+
+@app.exception_handler(ValueError)
+def unreadable_body(error: ValueError) -> Response:
+    """Powertools raises, instead of answering, on a body it cannot read: bytes that are not UTF-8, or
+    multipart without a boundary. The client's to fix, so a 422 that says why; any other ValueError is
+    ours, and still fails the invocation."""
+    event = app.current_event
+    if isinstance(error, UnicodeDecodeError) and event.is_base64_encoded:
+        kind, why = "utf8_invalid", f"the body is not UTF-8 (byte {error.start})"
+    elif (event.headers.get("content-type") or "").strip().startswith("multipart/form-data"):
+        kind, why = "multipart_invalid", f"the body cannot be read as multipart/form-data: {error}"
+    else:
+        raise error
+    return Response(422, "application/json", {"statusCode": 422, "detail": [{"loc": ["body"], "type": kind,
+                                                                            "msg": why}]})
 
 
 @app.get("/users/<user_id>/recommendations", summary="Ranked items for a user, with the reason for each")
@@ -123,12 +158,12 @@ def delete_user(user_id: UserId):
     settings = wiring.serving_settings()
     if not (settings.erasure_table and settings.erasure_queue_url):
         return Response(501, "application/json", {"error": "erasure_not_configured"})
-    record = erasure.request(wiring.erasure_log(settings.erasure_table), user_id)
+    record = erasure.request(_erasure_log(settings.erasure_table), user_id)
     # the profile goes now; the tombstone keeps the user's later events out of training and the
     # online store, as an opt-out does
     _online().delete(user_id)
     _online().set_personalization(user_id, False)
-    wiring.erasure_queue(settings.erasure_queue_url).send(user_id, record["requested_at"])
+    _erasure_queue(settings.erasure_queue_url).send(user_id, record["requested_at"])
     metrics.add_metric(Metric.ERASURES_REQUESTED, MetricUnit.Count, 1)
     logger.info("erasure requested", extra={"user_id": user_id})
     return Response(202, "application/json", {**record, "status_url": f"/users/{user_id}/erasure"})
@@ -138,7 +173,7 @@ def delete_user(user_id: UserId):
 @tracer.capture_method
 def get_erasure(user_id: UserId):
     settings = wiring.serving_settings()
-    record = wiring.erasure_log(settings.erasure_table).get(user_id) if settings.erasure_table else None
+    record = _erasure_log(settings.erasure_table).get(user_id) if settings.erasure_table else None
     if record is None:
         return Response(404, "application/json", {"error": "not_found", "message": "no erasure requested"})
     return Response(200, "application/json", record)

@@ -1,10 +1,14 @@
 """Every route of the local API, fuzzed from its published OpenAPI document (a smaller run than
-`feedbackloop fuzz`'s 10,000 requests), and the local API's answers to methods and bodies it does not take."""
+`feedbackloop fuzz`'s 10,000 requests); the local API's answers to methods and bodies it does not take,
+and its two functions under concurrent requests."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import threading
+import urllib.request
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
@@ -63,3 +67,45 @@ def test_the_local_api_answers_every_method_and_keeps_the_connection_usable(runt
         assert response.status == 200 and json.loads(response.read())["user_id"] == "u1"
     finally:
         connection.close()
+
+
+def test_the_two_api_functions_take_turns(runtime, monkeypatch):
+    """Powertools keeps the request it resolves on a class attribute that every resolver in a process
+    shares. In AWS each function has its own process; here, `feedbackloop bench load` saw a POST /events
+    read a concurrent GET's empty body (400 malformed_json) until ingest and serving took turns."""
+    import lambdas.serving.handler as serving
+
+    reader = serving._ui_config()  # the container's reader: the config route calls it mid-request
+    inside, release = threading.Event(), threading.Event()
+    read = reader.get
+
+    def slow_get():
+        inside.set()
+        release.wait(30)
+        return read()
+
+    monkeypatch.setattr(reader, "get", slow_get)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {"event_id": "turns-1", "user_id": "u1", "item_id": "i1", "event_type": "click", "value": 1,
+             "timestamp": now, "schema_version": "1.1"}
+    statuses: dict[str, int] = {}
+
+    def call(name: str, method: str, path: str, body: bytes | None = None) -> None:
+        request = urllib.request.Request(f"{runtime.api.url}{path}", data=body, method=method,
+                                         headers={API_KEY_HEADER: runtime.api_key})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            statuses[name] = response.status
+
+    get = threading.Thread(target=call, args=("get", "GET", "/users/u1/config"))
+    post = threading.Thread(target=call, args=("post", "POST", "/events", json.dumps({"events": [event]}).encode()))
+    get.start()
+    try:
+        assert inside.wait(30)
+        post.start()
+        post.join(1.0)
+        assert post.is_alive(), "ingest ran while serving was resolving a request"
+    finally:
+        release.set()
+    get.join(60)
+    post.join(60)
+    assert statuses == {"get": 200, "post": 200}

@@ -57,6 +57,7 @@ def _validator(document: dict, status: int):
 
 @pytest.mark.parametrize(("case", "status"), [
     ("valid", 200), ("invalid_event", 400), ("malformed_json", 400), ("not_utf8", 400), ("extra_member", 400),
+    ("empty_member", 400),
     ("too_many_events", 413), ("too_many_bytes", 413), ("throttled", 429), ("stream_failed", 503),
 ])
 def test_every_answer_of_the_route_is_the_documents(document, make_event, case, status):
@@ -64,6 +65,7 @@ def test_every_answer_of_the_route_is_the_documents(document, make_event, case, 
     bodies = {
         "valid": {"events": events}, "invalid_event": {"events": [events[0], make_event(value="high")]},
         "extra_member": {"events": events, "more": 1}, "too_many_events": {"events": [events[0]] * 501},
+        "empty_member": {"events": events, "": 1},  # found by `feedbackloop fuzz`: it made an empty field
     }
     raw = {"malformed_json": b'{"events": [', "not_utf8": b"\xff\xfe",
            "too_many_bytes": b" " * (registry.MAX_BODY_BYTES + 1)}
