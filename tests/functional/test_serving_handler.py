@@ -4,17 +4,12 @@ to the online store, the routes' validation and the preference switch."""
 from __future__ import annotations
 
 import functools
-import io
 import json
-import tarfile
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-
-from feedbackloop.adapters.aws import DynamoModelRegistry
-from feedbackloop.local.environment import physical_name
-from feedbackloop.resources import MODELS_BUCKET, REGISTRY_TABLE
+from model_fixtures import publish_model
 
 pytestmark = pytest.mark.functional
 RECENT = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -24,22 +19,7 @@ def _publish(session, items: list[str]) -> None:
     rng = np.random.default_rng(0)
     factors = rng.normal(0, 0.1, (len(items), 4)).astype(np.float32)
     factors[:, 0] += 1
-    arrays = {"item_ids": np.array(items), "item_factors": factors,
-              "popularity": np.arange(len(items), 0, -1, dtype=float),
-              "user_ids": np.array(["someone"]), "user_factors": np.ones((1, 4), dtype=np.float32)}
-    npz, archive = io.BytesIO(), io.BytesIO()
-    np.savez(npz, **arrays)
-    document = json.dumps({"version": "v1", "params": {"alpha": 10.0, "regularization": 0.01,
-                                                       "history_weight": 1.0}}).encode()
-    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        for name, data in (("model.npz", npz.getvalue()), ("metrics.json", document)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    bucket = physical_name(MODELS_BUCKET.key)
-    session.client("s3").put_object(Bucket=bucket, Key="published/v1/model.tar.gz", Body=archive.getvalue())
-    DynamoModelRegistry(session, physical_name(REGISTRY_TABLE.key)).publish(
-        {"version": "v1", "artifact": f"s3://{bucket}/published/v1/model.tar.gz"}, replaces=None)
+    publish_model(session, items, item_factors=factors)
 
 
 def _get(handler, api_event, path: str) -> tuple[int, dict]:

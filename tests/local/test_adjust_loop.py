@@ -6,22 +6,19 @@ the rule does not act again while the segment stays low."""
 from __future__ import annotations
 
 import io
-import json
-import tarfile
 import time
 from datetime import UTC, datetime, timedelta
 
 import boto3
-import numpy as np
 import pytest
+from model_fixtures import publish_model
 
-from feedbackloop.adapters.aws import DynamoModelRegistry
 from feedbackloop.adapters.control import DynamoDecisionLog
 from feedbackloop.local.client import EventsClient
 from feedbackloop.local.environment import physical_name
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.local.sql_engine import local_engine
-from feedbackloop.resources import DECISIONS_TABLE, MODELS_BUCKET, REGISTRY_TABLE
+from feedbackloop.resources import DECISIONS_TABLE
 from glue_jobs.build_tables import JOB_NAMES, run_job
 
 pytestmark = pytest.mark.local
@@ -50,26 +47,8 @@ def _events() -> list[dict]:
 
 
 def _publish_model_with_segments(session: boto3.Session) -> None:
-    items = [f"i{j}" for j in range(20)]
-    users = [f"u{u}" for u in range(40)]
-    arrays = {"item_ids": np.array(items), "item_factors": np.ones((20, 2), dtype=np.float32),
-              "popularity": np.arange(20, 0, -1, dtype=float), "user_ids": np.array(users),
-              "user_factors": np.ones((40, 2), dtype=np.float32), "segment_names": np.array(["s1", "s2"]),
-              "segment_top_items": np.array([np.arange(20), np.arange(20)]),
-              "segment_user_ids": np.array(users), "segment_labels": np.array(["s1"] * 20 + ["s2"] * 20)}
-    npz, archive = io.BytesIO(), io.BytesIO()
-    np.savez(npz, **arrays)
-    document = json.dumps({"version": "v1", "params": {"alpha": 10.0, "regularization": 0.01,
-                                                       "history_weight": 1.0}}).encode()
-    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        for name, data in (("model.npz", npz.getvalue()), ("metrics.json", document)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    bucket = physical_name(MODELS_BUCKET.key)
-    session.client("s3").put_object(Bucket=bucket, Key="published/v1/model.tar.gz", Body=archive.getvalue())
-    DynamoModelRegistry(session, physical_name(REGISTRY_TABLE.key)).publish(
-        {"version": "v1", "artifact": f"s3://{bucket}/published/v1/model.tar.gz"}, replaces=None)
+    publish_model(session, [f"i{j}" for j in range(20)], users=[f"u{u}" for u in range(40)],
+                  segments={f"u{u}": "s1" if u < 20 else "s2" for u in range(40)})
 
 
 @pytest.fixture(scope="module")
