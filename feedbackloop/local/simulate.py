@@ -57,7 +57,6 @@ class DayFigures:
     arms: dict[str, ArmFigures] = field(default_factory=dict)
     events: SendReport = field(default_factory=SendReport)
     unavailable: int = 0  # visits whose recommendations were not served (no model yet, errors)
-    config_versions: set[str] = field(default_factory=set)
 
 
 class SimulatedClients:
@@ -91,14 +90,12 @@ class SimulatedClients:
                 lambda i: self._visit(int(users[i]), start + timedelta(seconds=float(offsets[i])), int(seeds[i])),
                 chosen))
             events = []
-            for visit, version in results:
+            for visit in results:
                 if visit is None:
                     figures.unavailable += 1
                     continue
                 figures.arms.setdefault(visit.variant or "none", ArmFigures()).add(visit)
                 events.extend(visit.events)
-                if version:
-                    figures.config_versions.add(version)
             sent = self._client().send(events)
             figures.events.sent += sent.sent
             figures.events.accepted += sent.accepted
@@ -107,14 +104,14 @@ class SimulatedClients:
                 progress(figures, hour)
         return figures
 
-    def _visit(self, user: int, at: datetime, seed: int) -> tuple[Session | None, str | None]:
+    def _visit(self, user: int, at: datetime, seed: int) -> Session | None:
         """One visit: the recommendations (they carry the user's segment and experiment arms, so one
         request is enough; a real page would also read /config once per session)."""
         client = self._client()
         user_id = self.population.user_ids[user]
         status, ranked, _ = client.request("GET", f"/users/{user_id}/recommendations?k={SHOWN}")
         if status != 200 or not ranked.get("items"):
-            return None, None
+            return None
         variant = ranked.get("experiments", {}).get(RANKING_EXPERIMENT)
         context = {"experiment": RANKING_EXPERIMENT, "variant": variant} if variant else {}
         segment = ranked.get("segment")
@@ -122,7 +119,7 @@ class SimulatedClients:
             context["segment"] = segment
             self.segment_members.setdefault(segment, user_id)
         shown = [item["item_id"] for item in ranked["items"]]
-        return session(self.population, self.catalog, user, shown, at, context, np.random.default_rng(seed)), None
+        return session(self.population, self.catalog, user, shown, at, context, np.random.default_rng(seed))
 
     def close(self) -> None:
         self._pool.shutdown()
