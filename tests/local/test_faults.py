@@ -90,8 +90,10 @@ def test_a_crash_after_the_first_parquet_write_is_redelivered_and_deduplicated(f
     assert_nothing_lost_or_doubled(f)
     assert f.injected == 1 and f.details["function_errors"] == 1  # the mapping saw one function error
     # the rows committed before the crash came back in the halves, and were recognized
-    assert f.signal == Metric.RECORDS_DUPLICATE and f.signal_value >= 1
-    assert f.details["duplicates_caught"] == f.signal_value
+    assert f.signal == Metric.RECORDS_DUPLICATE and f.details["duplicates_caught"] >= 1
+    # the metric is read over a time window, which under load can also hold the previous fault's late
+    # retries; the quarantine's duplicate verdicts are this fault's own
+    assert f.signal_value >= f.details["duplicates_caught"]
     assert f.details["conservation_gap"] == 0
     assert f.details["unregistered_partitions"] == []
     assert f.serving_ok and f.ok
@@ -103,7 +105,8 @@ def test_records_delivered_twice_are_counted_as_duplicates_and_stored_once(figur
     # every accepted record again from the stream, and again from the raw archive
     assert f.details["redelivered"] == f.details["replayed"] == f.accepted
     assert f.injected == 2 * f.accepted
-    assert f.signal == Metric.RECORDS_DUPLICATE and f.signal_value == f.accepted  # the stream redelivery
+    # the stream redelivery (the metric's time window may also hold an earlier fault's late retries)
+    assert f.signal == Metric.RECORDS_DUPLICATE and f.signal_value >= f.accepted
     assert f.details["replay_duplicates"] == f.accepted
     assert f.details["replay_clean"] == f.details["replay_failed"] == 0
     assert f.details["duplicates_caught"] == 2 * f.accepted  # each a 'duplicate' verdict in the quarantine
