@@ -70,11 +70,7 @@ class LoopResult:
         for day in self.days:
             figures = day.arms.get(variant)
             if figures is not None and day.day in days:
-                total.sessions += figures.sessions
-                total.impressions += figures.impressions
-                total.clicks += figures.clicks
-                total.expected += figures.expected
-                total.oracle += figures.oracle
+                total.merge(figures)
         return total
 
 
@@ -139,12 +135,7 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
 
 def _merge(total: DayFigures, part: DayFigures) -> None:
     for variant, figures in part.arms.items():
-        into = total.arms.setdefault(variant, ArmFigures())
-        into.sessions += figures.sessions
-        into.impressions += figures.impressions
-        into.clicks += figures.clicks
-        into.expected += figures.expected
-        into.oracle += figures.oracle
+        total.arms.setdefault(variant, ArmFigures()).merge(figures)
     total.unavailable += part.unavailable
     total.events.sent += part.events.sent
     total.events.accepted += part.events.accepted

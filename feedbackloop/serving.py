@@ -82,6 +82,16 @@ class ServingModel:
             document = json.loads(tar.extractfile(METRICS_FILE).read())
             return cls({name: arrays[name] for name in arrays.files}, document)
 
+    def blend(self, x: np.ndarray, rows: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """Every item's ranking score for a user vector `x`: the factorization scaled to its maximum, plus
+        the user's own positive feedback (`rows`, signed `confidence`) scaled to its maximum."""
+        scores = self.item_factors @ x.astype(np.float32)
+        scores /= max(float(np.abs(scores).max()), 1e-9)
+        history = np.where(confidence > 0, confidence, 0.0)
+        if history.max(initial=0.0) > 0:
+            scores[rows] += self.history_weight * history / history.max()
+        return scores
+
     def fold_in(self, rows: np.ndarray, confidence: np.ndarray) -> np.ndarray:
         c = self.alpha * confidence
         y = self.item_factors[rows].astype(np.float64)
@@ -112,11 +122,7 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     else:
         return _popular(model, user_id, segment, k, blocked, personalized=True)
 
-    scores = model.item_factors @ x.astype(np.float32)
-    scores /= max(float(np.abs(scores).max()), 1e-9)
-    history = np.where(confidence > 0, confidence, 0.0)
-    if history.max(initial=0.0) > 0:
-        scores[rows] += model.history_weight * history / history.max()
+    scores = model.blend(x, rows, confidence)
     excluded = rows[(composite <= 0) | exclude_consumed] if len(rows) else rows
     scores[excluded] = -np.inf
     for item in blocked:

@@ -30,6 +30,13 @@ class ArmFigures:
     expected: float = 0.0  # sum over sessions of the mean click probability of what was shown
     oracle: float = 0.0  # the same for the best items the user could have been shown
 
+    def merge(self, other: ArmFigures) -> None:
+        self.sessions += other.sessions
+        self.impressions += other.impressions
+        self.clicks += other.clicks
+        self.expected += other.expected
+        self.oracle += other.oracle
+
     def add(self, visit: Session) -> None:
         self.sessions += 1
         self.impressions += visit.shown

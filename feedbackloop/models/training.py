@@ -114,7 +114,6 @@ def evaluate_served(model: ServingModel, split: HoldOut) -> dict[str, Any]:
     pairs = pairs.assign(row=rows_of.get_indexer(pairs["item_id"]))
     pairs = pairs[pairs["row"] >= 0]
     by_user = {u: g for u, g in pairs.groupby("user_id")}
-    factors = model.item_factors.astype(np.float64)
     ranked, wanted = [], []
     for user, items in split.relevant.items():
         rows_of_user = by_user.get(user)
@@ -124,10 +123,7 @@ def evaluate_served(model: ServingModel, split: HoldOut) -> dict[str, Any]:
             mass = rows_of_user["confidence_mass"].to_numpy(dtype=np.float64)
             confidence = np.where(rows_of_user["composite_score"].to_numpy() > 0, mass, -mass)
             if (confidence > 0).any():
-                scores = factors @ model.fold_in(rows, confidence)
-                scores /= max(float(np.abs(scores).max()), 1e-9)
-                history = np.where(confidence > 0, confidence, 0.0)
-                scores[rows] += model.history_weight * history / history.max()
+                scores = model.blend(model.fold_in(rows, confidence), rows, confidence)
         ranked.append(top_k(scores[None, :], K)[0])
         wanted.append({int(i) for i in rows_of.get_indexer(list(items)) if i >= 0} or {-1})
     return ranking_metrics(np.vstack(ranked), wanted, len(model.item_ids)) | {"version": model.version,
