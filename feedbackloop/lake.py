@@ -3,7 +3,6 @@ local runtime) and the readers share."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -28,6 +27,9 @@ class Column:
     comment: str
     categorical: bool = False  # few distinct values: dictionary-encode it in Parquet
     filtered: bool = False  # queries select rows by it: keep min/max statistics in the Parquet footer
+    # random identifiers give snappy (LZ77, no entropy coding) nothing to find: 10% smaller for a quarter
+    # of the write's time; such a column is stored uncompressed
+    compressed: bool = True
 
     @property
     def glue_type(self) -> str:
@@ -54,18 +56,22 @@ class LakeTable:
         return [c.name for c in self.columns if c.categorical]
 
     @cached_property
+    def _compression(self) -> dict[str, str]:
+        return {c.name: "snappy" if c.compressed else "none" for c in self.columns}
+
+    @cached_property
     def _statistics_columns(self) -> list[str]:
         return [c.name for c in self.columns if c.filtered or c.categorical]
 
     def parquet(self, rows: pa.Table) -> bytes:
-        """One Parquet object of this table: snappy, dictionary pages where values repeat, min/max
-        statistics where queries filter (categorical columns are filtered on too)."""
-        sink = io.BytesIO()
+        """One Parquet object of this table: snappy (but for random identifiers), dictionary pages where
+        values repeat, min/max statistics where queries filter (categorical columns are filtered on too)."""
+        sink = pa.BufferOutputStream()  # Arrow's own: no Python file object to call back, no GIL held
         if not rows.schema.equals(self.arrow_schema):
             rows = rows.cast(self.arrow_schema)
-        pq.write_table(rows, sink, compression="snappy", use_dictionary=self._dictionary_columns,
+        pq.write_table(rows, sink, compression=self._compression, use_dictionary=self._dictionary_columns,
                        write_statistics=self._statistics_columns)
-        return sink.getvalue()
+        return sink.getvalue().to_pybytes()
 
     def partition_prefix(self, value: str) -> str:
         return f"{self.prefix}{self.partition.name}={value}/"
@@ -84,7 +90,7 @@ CURATED_EVENTS = LakeTable(
     description="Clean feedback events: validated, de-duplicated, imputed, outlier-filtered, normalized.",
     partition=Column("event_date", pa.string(), "UTC date of the event, yyyy-mm-dd"),
     columns=(
-        Column("event_id", pa.string(), "idempotency key from the client"),
+        Column("event_id", pa.string(), "idempotency key from the client", compressed=False),
         Column("user_id", pa.string(), "who acted", filtered=True),
         Column("item_id", pa.string(), "what they acted on", filtered=True),
         Column("event_type", pa.string(), "rating, form_score, nps, click, view, dwell, feature_use, purchase, cancel",

@@ -7,8 +7,8 @@ Every adapter takes a boto3 session, so the same code talks to AWS or to the loc
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -109,7 +109,8 @@ class DynamoStateStore:
 
 
 class S3Lake:
-    """Parquet objects on S3, one per batch and partition, registered in the Glue catalog."""
+    """Parquet objects on S3, one per batch and partition, registered in the Glue catalog. Safe to call
+    from several threads: the client is built once (a session is not thread-safe, its clients are)."""
 
     def __init__(self, session: boto3.Session, buckets: Mapping[str, str], database: str) -> None:
         self._session = session
@@ -117,6 +118,7 @@ class S3Lake:
         self._database = database
         self._s3 = session.client("s3")
         self._registered: set[tuple[str, str]] = set()
+        self._registering = threading.Lock()  # partitions are few: registering them one at a time is enough
 
     def _url(self, table: LakeTable, key: str) -> str:
         return f"s3://{self._buckets[table.bucket_key]}/{key}"
@@ -126,20 +128,21 @@ class S3Lake:
         partition (harmless), never stored rows that Athena cannot see (a redelivery finds them as
         duplicates and writes nothing more)."""
         key = table.partition_prefix(partition) + name
-        if (table.name, partition) not in self._registered:
-            location = self._url(table, table.partition_prefix(partition))
-            try:
-                wr.catalog.add_parquet_partitions(
-                    database=self._database, table=table.name,
-                    partitions_values={location: [partition]}, compression="snappy",
-                    boto3_session=self._session,
-                )
-            except Exception as error:  # an existing partition is fine; anything else is not
-                if "AlreadyExists" not in repr(error):
-                    raise
-            self._registered.add((table.name, partition))
-        wr.s3.upload(local_file=io.BytesIO(table.parquet(rows)), path=self._url(table, key),
-                     boto3_session=self._session)
+        with self._registering:
+            if (table.name, partition) not in self._registered:
+                location = self._url(table, table.partition_prefix(partition))
+                try:
+                    wr.catalog.add_parquet_partitions(
+                        database=self._database, table=table.name,
+                        partitions_values={location: [partition]}, compression="snappy",
+                        boto3_session=self._session,
+                    )
+                except Exception as error:  # an existing partition is fine; anything else is not
+                    if "AlreadyExists" not in repr(error):
+                        raise
+                self._registered.add((table.name, partition))
+        # one PUT: a batch's object is a few MB at most, far below where a multipart upload pays
+        self._s3.put_object(Bucket=self._buckets[table.bucket_key], Key=key, Body=table.parquet(rows))
         return table.object_key(partition, name)
 
     def exists(self, key: str) -> bool:

@@ -29,7 +29,7 @@ class MemoryDedupStore:
         self.keys: dict[str, str] = {}
 
     def lookup(self, event_ids: Iterable[str]) -> dict[str, str]:
-        return {i: self.keys[i] for i in event_ids if i in self.keys}
+        return {i: self.keys[i] for i in self.keys.keys() & event_ids}
 
     def remember(self, keys: Mapping[str, str]) -> None:
         self.keys.update(keys)

@@ -230,11 +230,12 @@ def _codes(values: pa.ChunkedArray, code_of) -> np.ndarray:
     return codes[indexes]
 
 
-def _utc_dates(times: np.ndarray) -> pa.Array:
-    """yyyy-mm-dd of each UTC instant, formatting each distinct day once (strftime is per row)."""
+def _utc_dates(times: np.ndarray) -> pa.DictionaryArray:
+    """yyyy-mm-dd of each UTC instant, formatting each distinct day once (strftime is per row); kept
+    dictionary-encoded, as the rows are grouped by it next."""
     days, index = np.unique(times.astype("datetime64[D]"), return_inverse=True)
     labels = pa.array(np.datetime_as_string(days).tolist(), type=pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(index.astype(np.int32)), labels).cast(pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(index.astype(np.int32)), labels)
 
 
 def _hash_code(value: str) -> int:
@@ -245,5 +246,6 @@ def _hash_code(value: str) -> int:
 
 _CURATED_WITH_INDEX = pa.schema(
     list(CURATED_EVENTS.arrow_schema)
-    + [pa.field("record_index", pa.int64()), pa.field(CURATED_EVENTS.partition.name, pa.string())]
+    + [pa.field("record_index", pa.int64()),
+       pa.field(CURATED_EVENTS.partition.name, pa.dictionary(pa.int32(), pa.string()))]
 )

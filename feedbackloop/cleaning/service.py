@@ -6,6 +6,7 @@ import base64
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 
 from feedbackloop.cleaning.clean import CleaningRules, clean_events
 from feedbackloop.cleaning.decode import DecodedBatch, SourceRecord, SourceRecords, decode_batch, one_array
-from feedbackloop.lake import CURATED_EVENTS, QUARANTINE
+from feedbackloop.lake import CURATED_EVENTS, QUARANTINE, LakeTable
 from feedbackloop.names import QuarantineReason
 from feedbackloop.online import UserProfile, merge_into_profiles
 from feedbackloop.ports import DedupStore, LakeWriter, OnlineStore, StateStore
@@ -24,6 +25,20 @@ from feedbackloop.ports import DedupStore, LakeWriter, OnlineStore, StateStore
 _REDELIVERY_IS_DUPLICATE = frozenset(
     {QuarantineReason.OUTLIER.value, QuarantineReason.TOO_OLD.value, QuarantineReason.FUTURE.value}
 )
+
+
+# one pool for the process, as a warm Lambda container keeps it: threads are not started per batch
+_LAKE_WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lake-writer")
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One Parquet object of a batch."""
+
+    table: LakeTable
+    partition: str
+    name: str
+    rows: pa.Table
 
 
 class ConservationError(AssertionError):
@@ -119,14 +134,22 @@ class CleanerService:
                 intents.setdefault(event_id, quarantine_key)
         self._dedup.remember(intents)
 
+        writes = [_Write(CURATED_EVENTS, day, batch_name, rows) for day, rows in partitions.items()]
+        if quarantine.num_rows:
+            writes.append(_Write(QUARANTINE, now.strftime("%Y-%m-%d"), quarantine_name, quarantine))
         failed: list[np.ndarray] = []
         written: list[pa.Table] = []
-        for day, rows in partitions.items():
-            if self._write(outcome, CURATED_EVENTS, day, batch_name, rows):
-                outcome.clean += rows.num_rows
-                written.append(rows)
+        for write, error in zip(writes, self._write_all(writes), strict=True):
+            if error is not None:
+                outcome.write_errors.append(f"{write.table.name}/{write.partition}: {error!r}")
+                failed.append(write.rows["record_index"].to_numpy())
+            elif write.table is CURATED_EVENTS:
+                outcome.clean += write.rows.num_rows
+                written.append(write.rows)
             else:
-                failed.append(rows["record_index"].to_numpy())
+                reasons = Counter(write.rows["reason"].to_pylist())
+                outcome.duplicates = reasons.pop(QuarantineReason.DUPLICATE.value, 0)
+                outcome.quarantined = reasons
         if profiles and written:
             # after the rows are committed: a retried record is a duplicate then, never merged twice
             # (a failure here loses only the online update; training still sees the rows)
@@ -135,13 +158,6 @@ class CleanerService:
                     self._online, profiles, pa.concat_tables(written), now.timestamp())
             except Exception as error:  # noqa: BLE001 - the online store is a cache of the lake
                 outcome.write_errors.append(f"online store: {error!r}")
-        if quarantine.num_rows:
-            if self._write(outcome, QUARANTINE, now.strftime("%Y-%m-%d"), quarantine_name, quarantine):
-                reasons = Counter(quarantine["reason"].to_pylist())
-                outcome.duplicates = reasons.pop(QuarantineReason.DUPLICATE.value, 0)
-                outcome.quarantined = reasons
-            else:
-                failed.append(quarantine["record_index"].to_numpy())
         if failed:
             indexes = np.unique(np.concatenate(failed))
             outcome.failed_sources = [records.sources[i] for i in indexes]
@@ -157,13 +173,20 @@ class CleanerService:
             )
         return outcome
 
-    def _write(self, outcome: BatchOutcome, table, partition: str, name: str, rows: pa.Table) -> bool:
+    def _write_all(self, writes: list[_Write]) -> list[Exception | None]:
+        """Each object's write error, None where it was written. A batch's objects (its event days and the
+        quarantine) are written at once: an S3 PUT waits on the network, and Parquet encodes outside the GIL."""
+        if len(writes) <= 1:
+            return list(map(self._write, writes))
+        return list(_LAKE_WRITERS.map(self._write, writes))
+
+    def _write(self, write: _Write) -> Exception | None:
         try:
-            self._lake.write(table, partition, name, rows.select([c.name for c in table.columns]))
+            self._lake.write(write.table, write.partition, write.name,
+                             write.rows.select([c.name for c in write.table.columns]))
         except Exception as error:  # noqa: BLE001 - any storage failure means: retry these records
-            outcome.write_errors.append(f"{table.name}/{partition}: {error!r}")
-            return False
-        return True
+            return error
+        return None
 
     def _duplicates(self, valid: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         """The rows whose id is already committed (its object exists) or repeated earlier in this

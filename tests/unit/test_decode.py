@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 from feedbackloop.cleaning.decode import (
     DECODED_SCHEMA,
     MAX_RECORD_BYTES,
+    _matches,
     decode_batch,
     records_from_kinesis_event,
 )
@@ -394,6 +397,17 @@ def test_a_timestamp_outside_years_1_to_9999_utc_is_quarantined_not_fatal(make_r
     assert rejection.detail.startswith("timestamp: ")
 
 
+@pytest.mark.parametrize("timestamp", ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59-00:01"])
+def test_a_timestamp_outside_years_1_to_9999_is_refused_beside_one_arrow_cannot_read(make_record, make_event,
+                                                                                     timestamp):
+    """A string Arrow cannot parse sends the block's timestamps through pandas, which reads year 0 too."""
+    events = [make_event(event_id="a"), make_event(event_id="odd", timestamp="}025-05-01T00:00:00Z"),
+              make_event(event_id="bad", timestamp=timestamp)]
+    decoded = decode_batch([make_record(e, i) for i, e in enumerate(events)])
+    assert decoded.valid["event_id"].to_pylist() == ["a"]
+    assert sorted(r.record_index for r in decoded.rejected) == [1, 2]
+
+
 @pytest.mark.parametrize("received_at", ["0000-01-01T00:00:00+00:00", "9999-12-31T23:59:59-23:59"])
 def test_an_unusable_received_at_falls_back_to_the_arrival_time(make_record, make_event, received_at):
     arrival = datetime(2025, 6, 10, 12, 0, 9, tzinfo=UTC)
@@ -464,6 +478,35 @@ def test_a_poison_record_does_not_cost_the_rest_of_the_batch(make_record, make_e
     assert {(r.record_index, r.reason) for r in decoded.rejected} == {
         (12, QuarantineReason.SCHEMA_VIOLATION), (37, QuarantineReason.MALFORMED_JSON)}
     assert decoded.fast_rows == 62  # the good neighbours of a bad line still take the fast path
+
+
+def test_rows_dropped_from_a_block_leave_the_rest_in_order_however_many(make_record, make_event):
+    """A few bad rows are cut out as slices of the parsed block, many by a filter: the same rows."""
+    for bad in ({0}, {63}, {5, 6, 7}, set(range(0, 64, 2))):
+        records = [make_record(make_event(event_id=f"e{i}", extra="x") if i in bad else make_event(event_id=f"e{i}"),
+                               i) for i in range(64)]
+        decoded = decode_batch(records)
+        assert decoded.valid["record_index"].to_pylist() == [i for i in range(64) if i not in bad]
+        assert decoded.valid["event_id"].to_pylist() == [f"e{i}" for i in range(64) if i not in bad]
+        assert sorted(r.record_index for r in decoded.rejected) == sorted(bad)
+
+
+def _is_utf8(text: str) -> bool:
+    return not any("\ud800" <= c <= "\udfff" for c in text)  # a lone surrogate is no Arrow string
+
+
+ID_PATTERNS = sorted({p["pattern"] for p in registry.event_schema()["properties"].values() if "pattern" in p})
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), IDENTIFIER, ODD_TEXT.filter(_is_utf8)), max_size=20),
+       start=st.integers(0, 3),
+       pattern=st.sampled_from(ID_PATTERNS))
+def test_pattern_checks_agree_with_re2(values, start, pattern):
+    """The byte-class check of the id patterns says what RE2 says, on any strings (a slice too)."""
+    column = pa.array(values, type=pa.string()).slice(min(start, len(values)))
+    expected = pc.fill_null(pc.match_substring_regex(column, pattern), False)
+    assert pc.fill_null(_matches(column, pattern), False).to_pylist() == expected.to_pylist()
 
 
 def test_rows_come_back_in_record_order_whatever_path_they_took(make_record, make_event):
