@@ -360,21 +360,21 @@ _RUN_OF_CLASS = re.compile(r"\^\[([^\]]+)\]\[([^\]]+)\]\*\$")
 
 
 @functools.cache
-def _byte_classes(pattern: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """For a pattern `^[first][rest]*$` (the ids'), the bytes each class admits, read by Python's `re`
-    as the exact path reads the pattern: ASCII only, so no byte of a multi-byte character is admitted."""
+def _byte_classes(pattern: str) -> tuple[np.ndarray, bytes] | None:
+    """For a pattern `^[first][rest]*$` (the ids'), the bytes each class admits (as a lookup table of
+    256 and as the bytes themselves), read by Python's `re` as the exact path reads the pattern: ASCII
+    only, so no byte of a multi-byte character is admitted."""
     shape = _RUN_OF_CLASS.fullmatch(pattern)
     if shape is None:
         return None
-    first, rest = (np.array([re.fullmatch(f"[{chars}]", chr(b)) is not None for b in range(128)] + [False] * 128)
-                   for chars in shape.groups())
-    return first, rest
+    first, rest = ([b for b in range(128) if re.fullmatch(f"[{chars}]", chr(b))] for chars in shape.groups())
+    return np.isin(np.arange(256), first), bytes(rest)
 
 
 def _matches(column: pa.Array | pa.ChunkedArray, pattern: str) -> pa.Array:
     """Where each string matches the pattern (false where it is null). RE2 looks at each string in
-    turn; a `^[first][rest]*$` pattern is checked over the column's bytes at once by table lookup,
-    when every byte is in the rest class (else RE2 decides)."""
+    turn; a `^[first][rest]*$` pattern is checked over the column's bytes at once, when every byte is in
+    the rest class (else RE2 decides)."""
     classes = _byte_classes(pattern)
     if classes is None or column.type != pa.string():
         return pc.match_substring_regex(column, pattern)
@@ -384,12 +384,13 @@ def _matches(column: pa.Array | pa.ChunkedArray, pattern: str) -> pa.Array:
     offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=len(column) + 1, offset=column.offset * 4)
     if offsets[-1] == offsets[0]:  # only empty strings and nulls: none matches
         return pa.array(np.zeros(len(column), dtype=bool))
-    values = np.frombuffer(values_buffer, dtype=np.uint8)
-    if not rest[values[offsets[0]:offsets[-1]]].all():
+    # deleting the admitted bytes leaves nothing (one pass in C, 3x a lookup table in numpy)
+    if memoryview(values_buffer)[offsets[0]:offsets[-1]].tobytes().translate(None, rest):
         return pc.match_substring_regex(column, pattern)
     starts = offsets[:-1]
     nonempty = offsets[1:] > starts  # a null is empty too
-    return pa.array(nonempty & first[values[np.where(nonempty, starts, offsets[0])]])
+    first_bytes = np.frombuffer(values_buffer, dtype=np.uint8)[np.where(nonempty, starts, offsets[0])]
+    return pa.array(nonempty & first[first_bytes])
 
 
 def _provably_valid(flat: pa.Table, context_present: pa.Array) -> pa.Array:

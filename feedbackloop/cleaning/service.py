@@ -91,7 +91,8 @@ class CleanerService:
         outcome = BatchOutcome(records_in=len(records))
         if not records:
             return outcome
-        batch_name = _batch_name(records)
+        sources = pa.array(records.sources, type=pa.string())
+        batch_name = _batch_name(sources)
         decoded = decode_batch(records)
         outcome.fast_path = decoded.fast_rows
         duplicate, event_ids = self._duplicates(decoded.valid)
@@ -101,9 +102,9 @@ class CleanerService:
         result = clean_events(decoded.valid, self._state.load(), now, self._rules, settled=duplicate)
         curated = result.curated.set_column(
             result.curated.schema.get_field_index("source"), "source",
-            pa.array(records.sources, type=pa.string()).take(result.curated["record_index"]),
+            sources.take(result.curated["record_index"]),
         )
-        quarantine = self._quarantine_rows(records, decoded, result.quarantined, duplicate_rows, now)
+        quarantine = self._quarantine_rows(records, sources, decoded, result.quarantined, duplicate_rows, now)
         profiles: dict[str, UserProfile] = {}
         if self._online is not None and curated.num_rows:
             # preferences decide before anything is written: an opted-out user's rows say so
@@ -203,8 +204,8 @@ class CleanerService:
             duplicate |= np.array([seen.get(i) in committed for i in ids], dtype=bool)[codes]
         return duplicate, np.array(ids, dtype=object)[codes]
 
-    def _quarantine_rows(self, records: SourceRecords, decoded: DecodedBatch, cleaned, duplicate_rows,
-                         now: datetime) -> pa.Table:
+    def _quarantine_rows(self, records: SourceRecords, sources: pa.StringArray, decoded: DecodedBatch, cleaned,
+                         duplicate_rows, now: datetime) -> pa.Table:
         """Quarantine rows: what the decoder refused, what the rules refused, and duplicates."""
         identity = ["event_id", "user_id", "event_type", "schema_version", "received_at"]
         # rows that passed decoding: their identity comes from the decoded columns, by position
@@ -229,7 +230,7 @@ class CleanerService:
             "reason": pa.array(reason, type=pa.string()),
             "detail": pa.array(detail, type=pa.string()),
             "payload": pa.array([_payload_text(records.data[i]) for i in index.tolist()], type=pa.string()),
-            "source": pa.array([records.sources[i] for i in index.tolist()], type=pa.string()),
+            "source": sources.take(index),
             "quarantined_at": pa.array([now] * len(index), type=pa.timestamp("us", tz="UTC")),
             "record_index": pa.array(index),
         }
@@ -270,8 +271,12 @@ def _verdict_name(batch_name: str, quarantine: pa.Table) -> str:
     return batch_name.replace(".parquet", f"-q{hashlib.sha256(verdicts.encode()).hexdigest()[:12]}.parquet")
 
 
-def _batch_name(records: SourceRecords) -> str:
-    """A name fixed by the records themselves, so a retried batch rewrites the same objects."""
-    digest = hashlib.sha256("\n".join(records.sources).encode()).hexdigest()[:20]
-    shard = records.sources[0].split(":", 1)[0]
-    return f"{shard}-{digest}.parquet"
+def _batch_name(sources: pa.StringArray) -> str:
+    """A name fixed by the records themselves (their "<shard>:<sequence number>"s), so a retried batch
+    rewrites the same objects."""
+    _, offsets, characters = sources.buffers()  # built here, so starting at 0; hashed as far as they are used
+    ends = np.frombuffer(offsets, dtype=np.int32, count=len(sources) + 1)
+    digest = hashlib.sha256(ends.tobytes())  # where each ends, so that "ab", "c" differs from "a", "bc"
+    digest.update(memoryview(characters)[: ends[-1]])
+    shard = sources[0].as_py().split(":", 1)[0]
+    return f"{shard}-{digest.hexdigest()[:20]}.parquet"
