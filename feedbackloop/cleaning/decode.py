@@ -91,12 +91,30 @@ class SourceRecords(Sequence[SourceRecord]):
     """A batch of stream records held by column, so a 10,000-record batch costs a few list
     comprehensions rather than 10,000 objects. Indexing yields a SourceRecord."""
 
-    __slots__ = ("data", "sources", "arrivals")
+    __slots__ = ("data", "sources", "_arrivals", "_kinesis")
 
-    def __init__(self, data: list[bytes], sources: list[str], arrivals: np.ndarray) -> None:
+    def __init__(self, data: list[bytes], sources: list[str], arrivals: np.ndarray | None = None,
+                 kinesis: list[dict[str, Any]] | None = None) -> None:
+        """`arrivals` (UTC), or the Kinesis payloads to read them from when they are needed: the cleaner
+        reads the arrival only of a record the ingest API did not stamp, which is rare."""
         self.data = data
         self.sources = sources  # "<shard id>:<sequence number>", Lambda's eventID
-        self.arrivals = arrivals.astype("datetime64[us]")  # UTC
+        self._arrivals = None if arrivals is None else arrivals.astype("datetime64[us]")
+        self._kinesis = kinesis
+
+    @property
+    def arrivals(self) -> np.ndarray:
+        """When each record reached the stream (UTC, microseconds)."""
+        if self._arrivals is None:
+            self._arrivals = _microseconds(np.fromiter(map(_ARRIVAL, self._kinesis), dtype=float,
+                                                       count=len(self._kinesis)))
+        return self._arrivals
+
+    def arrival(self, i: int) -> datetime:
+        """One record's arrival, without reading every record's."""
+        one = self._arrivals[i] if self._arrivals is not None else _microseconds(
+            np.array([_ARRIVAL(self._kinesis[i])], dtype=float))[0]
+        return one.astype(datetime).replace(tzinfo=UTC)
 
     @classmethod
     def of(cls, records: Iterable[SourceRecord]) -> SourceRecords:
@@ -117,15 +135,17 @@ class SourceRecords(Sequence[SourceRecord]):
             data = list(map(pybase64.b64decode, map(_DATA, kinesis), repeat(None), repeat(True)))
         except (binascii.Error, ValueError, TypeError):
             data = [_base64_or_raw(e) for e in map(_DATA, kinesis)]
-        epochs = np.fromiter(map(_ARRIVAL, kinesis), dtype=float, count=len(kinesis))
-        return cls(data, list(map(_EVENT_ID, records)), (epochs * 1e6).astype("datetime64[us]"))
+        return cls(data, list(map(_EVENT_ID, records)), kinesis=kinesis)
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, i):  # type: ignore[override]
-        arrival = self.arrivals[i].astype(datetime).replace(tzinfo=UTC)
-        return SourceRecord(self.data[i], self.sources[i], arrival)
+        return SourceRecord(self.data[i], self.sources[i], self.arrival(i))
+
+
+def _microseconds(epochs: np.ndarray) -> np.ndarray:
+    return (epochs * 1e6).astype("datetime64[us]")
 
 
 def _base64_or_raw(encoded: object) -> bytes:

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import repeat
 
 import numpy as np
@@ -216,7 +216,7 @@ class CleanerService:
         rejected = decoded.rejected
         parts.append(pa.Table.from_pylist(
             [{name: _text_or_none((r.event or {}).get(name)) for name in identity[:-1]}
-             | {"received_at": records.arrivals[r.record_index].astype(datetime).replace(tzinfo=UTC)}
+             | {"received_at": records.arrival(r.record_index)}
              for r in rejected],
             schema=parts[0].schema,
         ))
