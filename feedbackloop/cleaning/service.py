@@ -6,7 +6,7 @@ import base64
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
@@ -179,7 +179,11 @@ class CleanerService:
         quarantine) are written at once: an S3 PUT waits on the network, and Parquet encodes outside the GIL."""
         if len(writes) <= 1:
             return list(map(self._write, writes))
-        return list(_LAKE_WRITERS.map(self._write, writes))
+        futures = [_LAKE_WRITERS.submit(self._write, write) for write in writes]
+        # a crash in one write (a BaseException: nothing catches it) is raised once every write has
+        # ended: no object of the batch lands after its redelivery has looked for it
+        wait(futures)
+        return [future.result() for future in futures]
 
     def _write(self, write: _Write) -> Exception | None:
         try:

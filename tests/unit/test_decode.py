@@ -541,6 +541,28 @@ def test_duplicate_keys_are_read_as_the_registry_reads_them(make_record):
 
 # --- the Kinesis event ------------------------------------------------------------------------
 
+def _kinesis_event(datas: list[bytes], arrivals: list[float]) -> dict:
+    return {"Records": [
+        {"kinesis": {"data": base64.b64encode(data).decode(), "approximateArrivalTimestamp": arrival,
+                     "sequenceNumber": str(i), "partitionKey": "u"},
+         "eventID": f"shardId-000000000000:{i}"}
+        for i, (data, arrival) in enumerate(zip(datas, arrivals, strict=True))]}
+
+
+def test_a_record_the_api_did_not_stamp_takes_its_kinesis_arrival(make_event):
+    """Arrivals stay in the event until a record needs one: a bare event, and a refused record."""
+    arrivals = [1749556800.25, 1749556801.5, 1749556802.75]
+    event = _kinesis_event([envelope(make_event(event_id="stamped"), RECEIVED_AT),
+                            json.dumps(make_event(event_id="bare")).encode(), b"not json"], arrivals)
+    records = records_from_kinesis_event(event)
+    decoded = decode_batch(records)
+    bare_arrival = datetime(2025, 6, 10, 12, 0, 1, 500000, tzinfo=UTC)
+    assert decoded.valid["received_at"].to_pylist() == [RECEIVED_AT, bare_arrival]
+    assert [records.arrival(i) for i in range(3)] == [
+        datetime.fromtimestamp(a, UTC) for a in arrivals] == [r.arrival for r in records]
+
+
+
 def test_records_from_a_kinesis_event(make_event):
     data = envelope(make_event(), RECEIVED_AT)
     event = {"Records": [

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -230,6 +233,84 @@ def test_intents_are_recorded_before_objects_are_written(make_event, make_record
     service = CleanerService(dedup, MemoryStateStore(), lake, COLD, clock=lambda: NOW)
     service.clean([make_record(make_event(event_id=f"e{i}", timestamp=_day(i % 3)), i) for i in range(6)])
     assert lake.checked == [True, True, True]
+
+
+class MeetingLake(MemoryLake):
+    """A lake whose writes wait, at a barrier, for `parties` writes to be under way at once."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def write(self, table: LakeTable, partition: str, name: str, rows: pa.Table) -> str:
+        self.barrier.wait()
+        return super().write(table, partition, name, rows)
+
+
+def test_a_batch_writes_its_objects_at_once(make_event, make_record):
+    """Three days and the quarantine: four objects, each written while the other three are too (one at a
+    time, the first would wait at the barrier until it broke)."""
+    lake = MeetingLake(parties=4)
+    service = CleanerService(MemoryDedupStore(), MemoryStateStore(), lake, COLD, clock=lambda: NOW)
+    records = [make_record(make_event(event_id=f"e{i}", timestamp=_day(i % 3)), i) for i in range(6)]
+    outcome = service.clean([*records, make_record(make_event(event_id="bad", event_type="like"), 6)])
+    assert (outcome.clean, outcome.quarantined_total, outcome.write_errors) == (6, 1, [])
+    assert len(lake.objects) == 4
+
+
+class ProcessKilled(BaseException):
+    """What a crash looks like to the code under it: nothing catches it."""
+
+
+class DyingLake(MemoryLake):
+    """The first write kills the process; the others take their time."""
+
+    def write(self, table: LakeTable, partition: str, name: str, rows: pa.Table) -> str:
+        if partition == _date(2):
+            raise ProcessKilled
+        time.sleep(0.2)
+        return super().write(table, partition, name, rows)
+
+
+def test_a_crash_in_one_write_ends_the_batch_once_the_other_writes_have_ended(make_event, make_record):
+    """Not a write error that is reported and retried: the batch stops as a crash, and its redelivery
+    decides. No write of the batch lands later, while the redelivery looks for its rows."""
+    lake = DyingLake()
+    service = CleanerService(MemoryDedupStore(), MemoryStateStore(), lake, COLD, clock=lambda: NOW)
+    records = [make_record(make_event(event_id=f"e{i}", timestamp=_day(i % 3)), i) for i in range(6)]
+    with pytest.raises(ProcessKilled):
+        service.clean([*records, make_record(make_event(event_id="bad", event_type="like"), 6)])
+    assert len(lake.objects) == 3  # two days and the quarantine, all there when the crash surfaced
+
+
+def test_a_batch_is_named_by_its_records(make_event, make_record):
+    """The same records, the same objects; records split differently between batches, other objects."""
+    def names(records: list[SourceRecord]) -> set[str]:
+        lake = MemoryLake()
+        CleanerService(MemoryDedupStore(), MemoryStateStore(), lake, COLD, clock=lambda: NOW).clean(records)
+        return {key.rsplit("/", 1)[1] for key in lake.objects}
+
+    records = [make_record(make_event(event_id=f"e{i}"), i) for i in range(4)]
+    assert names(records) == names(list(records))
+    assert names(records) != names(records[:3])
+    moved = [SourceRecord(r.data, r.source[:-1], r.arrival) for r in records[:1]] + [
+        SourceRecord(records[1].data, records[0].source[-1] + records[1].source, records[1].arrival)] + records[2:]
+    assert "".join(r.source for r in moved) == "".join(r.source for r in records)
+    assert names(moved) != names(records)
+
+
+def test_curated_objects_compress_what_snappy_can_and_keep_statistics_where_queries_filter(
+        lake, make_event, make_record):
+    lake.clean([make_record(make_event(event_id=f"{i:08x}-4c1e-9a7b-{i:012x}", user_id=f"u{i % 3}"), i)
+                for i in range(50)])
+    (data,) = [v for k, v in lake.lake.objects.items() if k.startswith("curated/")]
+    row_group = pq.ParquetFile(pa.BufferReader(data)).metadata.row_group(0)
+    column = {row_group.column(i).path_in_schema: row_group.column(i) for i in range(row_group.num_columns)}
+    assert column["event_id"].compression == "UNCOMPRESSED"  # random ids: nothing for snappy to find
+    assert {column[name].compression for name in ("user_id", "value", "event_time", "source")} == {"SNAPPY"}
+    assert column["user_id"].is_stats_set and column["event_time"].is_stats_set
+    assert not column["event_id"].is_stats_set
+    assert "RLE_DICTIONARY" in column["event_type"].encodings
 
 
 # --- partial failures -------------------------------------------------------------------------
