@@ -45,6 +45,10 @@ class IngestSettings(_Settings):
     stream_name: str = Field(min_length=1)
 
 
+#: a batch's Parquet objects the cleaner writes at once, as deployed
+LAKE_WRITE_THREADS = 8
+
+
 class CleanerSettings(_Settings):
     curated_bucket: str = Field(min_length=1)
     quarantine_bucket: str = Field(min_length=1)
@@ -60,6 +64,9 @@ class CleanerSettings(_Settings):
     min_samples: int = Field(default=50, ge=1, description="samples before stats drive filters")
     zscore_threshold: float = Field(default=4.0, gt=0)
     iqr_k: float = Field(default=3.0, gt=0)
+    write_threads: int = Field(default=LAKE_WRITE_THREADS, ge=1, le=32,
+                               description="a batch's Parquet objects written at once: each S3 PUT waits on the "
+                                           "network")
 
 
 class ReplaySettings(_Settings):

@@ -74,6 +74,7 @@ def cleaner_service(environ: Mapping[str, str] = os.environ) -> CleanerService:
         rules=cleaning_rules(settings),
         clock=utc_now,
         online=DynamoOnlineStore(aws, settings.online_table) if settings.online_table else None,
+        write_threads=settings.write_threads,
     )
 
 

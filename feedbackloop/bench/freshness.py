@@ -9,6 +9,7 @@ event's row being readable there (what the table jobs and retraining see first).
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import tarfile
 import time
@@ -27,6 +28,7 @@ from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE
 from feedbackloop.resources import MODELS_BUCKET, PUBLISHED_PREFIX, REGISTRY_TABLE
 from feedbackloop.schemas.registry import CURRENT_VERSION
+from feedbackloop.uiconfig import RANKING_EXPERIMENT, assign, default_document
 
 EVENTS = 120  # per path
 ITEMS, FACTORS = 5_000, 32
@@ -91,8 +93,9 @@ def run(json_path: str, console: TextIO) -> int:
         rng = np.random.default_rng(1)
         online, lake, missed = [], [], 0
         con = connect(runtime.moto.endpoint)
+        users = _personalized_users(2 * EVENTS)
         for i in range(2 * EVENTS):
-            user, item = f"fresh-{i}", items[int(rng.integers(ITEMS))]
+            user, item = users[i], items[int(rng.integers(ITEMS))]
             assert client.request("POST", "/events", {"events": [_event(user, item, i)]})[0] == 200
             posted = time.perf_counter()
             if i % 2 == 0:  # the online path: the next ranking folds the event in
@@ -128,6 +131,15 @@ def run(json_path: str, console: TextIO) -> int:
     console.write(f"target p95 <= {TARGET_P95_MS:.0f} ms: {p95:.0f} ms -> "
                   f"{'met' if p95 <= TARGET_P95_MS and not missed else 'NOT met'}\n")
     return 0
+
+
+def _personalized_users(count: int) -> list[str]:
+    """New users in the personalized arm of the ranking experiment: the control arm ranks by popularity,
+    so no event of theirs is ever folded into their ranking."""
+    ranking = default_document()["experiments"][RANKING_EXPERIMENT]
+    names = (f"fresh-{i}" for i in itertools.count())
+    personalized = (u for u in names if assign(u, ranking["salt"], ranking["variants"]) == "personalized")
+    return list(itertools.islice(personalized, count))
 
 
 def _curated(runtime: LocalRuntime):

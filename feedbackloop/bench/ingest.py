@@ -27,6 +27,7 @@ from feedbackloop.cleaning.decode import records_from_kinesis_event
 from feedbackloop.cleaning.service import CleanerService
 from feedbackloop.datasets import online_retail
 from feedbackloop.ingest import envelope
+from feedbackloop.settings import LAKE_WRITE_THREADS
 
 BATCH = 10_000
 REPEATS = 25
@@ -84,7 +85,8 @@ def kinesis_batch(size: int = BATCH) -> dict:
 
 def run_cleaner(event: dict) -> int:
     service = CleanerService(MemoryDedupStore(), MemoryStateStore(), MemoryLake(),
-                             CleaningRules(max_event_age=timedelta(days=400)), lambda: datetime.now(UTC))
+                             CleaningRules(max_event_age=timedelta(days=400)), lambda: datetime.now(UTC),
+                             write_threads=LAKE_WRITE_THREADS)
     outcome = service.clean(records_from_kinesis_event(event))
     return outcome.clean
 

@@ -112,8 +112,10 @@ class SourceRecords(Sequence[SourceRecord]):
 
     def arrival(self, i: int) -> datetime:
         """One record's arrival, without reading every record's."""
-        one = self._arrivals[i] if self._arrivals is not None else _microseconds(
-            np.array([_ARRIVAL(self._kinesis[i])], dtype=float))[0]
+        if self._arrivals is not None:
+            one = self._arrivals[i]
+        else:
+            one = _microseconds(np.array([_ARRIVAL(self._kinesis[i])], dtype=float))[0]
         return one.astype(datetime).replace(tzinfo=UTC)
 
     @classmethod

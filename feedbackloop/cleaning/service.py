@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,8 +28,10 @@ _REDELIVERY_IS_DUPLICATE = frozenset(
 )
 
 
-# one pool for the process, as a warm Lambda container keeps it: threads are not started per batch
-_LAKE_WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lake-writer")
+@functools.cache
+def _lake_writers(threads: int) -> ThreadPoolExecutor:
+    """One pool per size for the process, as a warm Lambda container keeps it: no threads per batch."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lake-writer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +80,17 @@ class CleanerService:
         rules: CleaningRules,
         clock: Callable[[], datetime],
         online: OnlineStore | None = None,
+        write_threads: int = 1,
     ) -> None:
+        """`write_threads`: how many of a batch's objects (its event days and the quarantine) are written
+        at once."""
         self._dedup = dedup
         self._state = state
         self._lake = lake
         self._rules = rules
         self._clock = clock
         self._online = online
+        self._write_threads = write_threads
 
     def clean(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         now = self._clock()
@@ -177,9 +184,9 @@ class CleanerService:
     def _write_all(self, writes: list[_Write]) -> list[Exception | None]:
         """Each object's write error, None where it was written. A batch's objects (its event days and the
         quarantine) are written at once: an S3 PUT waits on the network, and Parquet encodes outside the GIL."""
-        if len(writes) <= 1:
+        if len(writes) <= 1 or self._write_threads <= 1:
             return list(map(self._write, writes))
-        futures = [_LAKE_WRITERS.submit(self._write, write) for write in writes]
+        futures = [_lake_writers(self._write_threads).submit(self._write, write) for write in writes]
         # a crash in one write (a BaseException: nothing catches it) is raised once every write has
         # ended: no object of the batch lands after its redelivery has looked for it
         wait(futures)

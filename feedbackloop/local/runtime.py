@@ -78,7 +78,9 @@ class LocalRuntime:
         self.session = boto3.Session()
         create_resources(self.session)
         os.environ.update(ingest_settings().to_env())
-        os.environ.update(cleaner_settings(**self.cleaner_overrides).to_env())
+        # every function runs in this one process, where a function's own threads take turns for one GIL
+        # with the others' (in AWS each has its own): the cleaner writes its objects one at a time
+        os.environ.update(cleaner_settings(**{"write_threads": 1} | self.cleaner_overrides).to_env())
         os.environ.update(replay_settings().to_env())
         erasures = resources.ERASURE_REQUESTS
         erasure_queue = self.session.client("sqs").get_queue_url(

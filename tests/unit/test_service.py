@@ -251,7 +251,7 @@ def test_a_batch_writes_its_objects_at_once(make_event, make_record):
     """Three days and the quarantine: four objects, each written while the other three are too (one at a
     time, the first would wait at the barrier until it broke)."""
     lake = MeetingLake(parties=4)
-    service = CleanerService(MemoryDedupStore(), MemoryStateStore(), lake, COLD, clock=lambda: NOW)
+    service = CleanerService(MemoryDedupStore(), MemoryStateStore(), lake, COLD, clock=lambda: NOW, write_threads=4)
     records = [make_record(make_event(event_id=f"e{i}", timestamp=_day(i % 3)), i) for i in range(6)]
     outcome = service.clean([*records, make_record(make_event(event_id="bad", event_type="like"), 6)])
     assert (outcome.clean, outcome.quarantined_total, outcome.write_errors) == (6, 1, [])
@@ -276,7 +276,7 @@ def test_a_crash_in_one_write_ends_the_batch_once_the_other_writes_have_ended(ma
     """Not a write error that is reported and retried: the batch stops as a crash, and its redelivery
     decides. No write of the batch lands later, while the redelivery looks for its rows."""
     lake = DyingLake()
-    service = CleanerService(MemoryDedupStore(), MemoryStateStore(), lake, COLD, clock=lambda: NOW)
+    service = CleanerService(MemoryDedupStore(), MemoryStateStore(), lake, COLD, clock=lambda: NOW, write_threads=4)
     records = [make_record(make_event(event_id=f"e{i}", timestamp=_day(i % 3)), i) for i in range(6)]
     with pytest.raises(ProcessKilled):
         service.clean([*records, make_record(make_event(event_id="bad", event_type="like"), 6)])
