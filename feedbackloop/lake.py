@@ -27,8 +27,8 @@ class Column:
     comment: str
     categorical: bool = False  # few distinct values: dictionary-encode it in Parquet
     filtered: bool = False  # queries select rows by it: keep min/max statistics in the Parquet footer
-    # random identifiers give snappy (LZ77, no entropy coding) nothing to find: 10% smaller for a quarter
-    # of the write's time; such a column is stored uncompressed
+    # snappy (LZ77, no entropy coding) finds little in random identifiers: 10% off the column for a
+    # quarter of a write's time, so such a column is stored uncompressed
     compressed: bool = True
 
     @property
