@@ -276,6 +276,11 @@ def _bench(args: argparse.Namespace) -> int:
         from feedbackloop.bench.load import run
 
         return run(args.json, sys.stdout, seconds=args.seconds)
+    if args.name == "model" and (args.interactions or args.tuning_minutes is not None):
+        from feedbackloop.bench.model import TUNING_MINUTES, run
+
+        return run(args.json, sys.stdout, interactions=args.interactions, protocol=args.protocol,
+                   tuning_minutes=args.tuning_minutes if args.tuning_minutes is not None else TUNING_MINUTES)
     if args.name == "all":
         return run_suite(args.json, args.markdown or str(Path(args.json).with_suffix(".md")), sys.stdout)
     return run_benchmark(args.name, args.json, sys.stdout)
@@ -405,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", required=True, help="where to write the results")
     bench.add_argument("--markdown", help="all: where to write the Markdown table (default: beside the JSON)")
     bench.add_argument("--seconds", type=float, default=30, help="load: how long the measured run sends")
+    bench.add_argument("--interactions", help="model: a Parquet table of user_id, item_id, timestamp[, rating] "
+                       "instead of the shipped data")
+    bench.add_argument("--protocol", default="random-per-item",
+                       choices=["random-per-item", "temporal-per-user", "temporal-global"],
+                       help="model --interactions: how the table is split (default random-per-item)")
+    bench.add_argument("--tuning-minutes", type=float, default=None,
+                       help="model: each model's tuning budget on the validation split (default 2)")
     bench.set_defaults(func=_bench)
 
     faults = commands.add_parser("faults", help="inject faults into a local stack: nothing lost, nothing doubled, "

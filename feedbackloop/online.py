@@ -34,6 +34,13 @@ class ItemSignal:
     last_at: float
 
     @property
+    def turned_against(self) -> bool:
+        """A composite score below 0, or a latest signal that is negative (the feedback layer's rule:
+        `feedbackloop.models.pipeline.turned_against`); a neutral rating is engagement, not a dislike."""
+        return self.composite < 0 or (self.last_negative is not None and (
+            self.last_positive is None or self.last_negative >= self.last_positive))
+
+    @property
     def composite(self) -> float:
         mean = self.score_mass / self.weight_mass if self.weight_mass > 0 else 0.0
         negative_last = self.last_negative is not None and (
@@ -54,13 +61,14 @@ class UserProfile:
         return math.exp(-_DECAY_PER_SECOND * max(0.0, now - self.updated_at))
 
     def signals(self, now: float) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Items, their signed confidence mass as of `now` (negative when the composite score is not
-        above 0) and their composite score: what fold-in and the own-history blend take."""
+        """Items, their signed confidence mass as of `now` (negative where the user turned against the
+        item) and their composite score: what the ranking takes."""
         factor = self.decayed_to(now)
         items = list(self.items)
         weight = np.array([self.items[i].weight_mass * factor for i in items])
         composite = np.array([self.items[i].composite for i in items])
-        return items, np.where(composite > 0, weight, -weight), composite
+        against = np.array([self.items[i].turned_against for i in items], dtype=bool)
+        return items, np.where(against, -weight, weight), composite
 
     def merge(self, rows: pa.Table, now: float) -> None:
         """Add clean rows (user_id = this user; item_id, event_type, feedback_score, confidence,

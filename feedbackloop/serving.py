@@ -1,11 +1,13 @@
 """Personalized rankings from the published model and the user's latest feedback.
 
-The user's vector is folded in from their online profile against the published item factors (the
-least-squares step ALS takes for a user), so an event the cleaner merged a moment ago changes the next
-ranking without retraining. The ranking blends it with the user's own feedback as training did; items
-the user turned against (latest signal negative) and items blocked by configuration are filtered; a
-user without usable feedback gets their segment's or the global popularity; a user who turned
-personalization off gets the global ranking and is told so.
+The ranking itself is `feedbackloop.ranking.Ranker`, the code the gate evaluates: every candidate
+source scores the catalog from the user's online profile as of now (the factorization folds the user
+in, the item-item weights and the user's own evidence follow their latest events), and the re-ranker
+orders the union of their top candidates (or the single source that won on validation), so an event
+the cleaner merged a moment ago changes the next ranking without retraining. Items the user turned
+against (latest signal negative) and items blocked by configuration are filtered; a user without any
+feedback is ranked from popularity (their segment's when known); a user who turned personalization off
+gets the global ranking and is told so.
 
 Light on purpose (numpy only): the serving Lambda imports it without the training libraries.
 """
@@ -24,6 +26,7 @@ import numpy as np
 
 from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE
 from feedbackloop.online import UserProfile
+from feedbackloop.ranking import ARRAY_PREFIX, ITEM_FEATURES, Ranker, UserSignals
 from feedbackloop.registry import Artifacts, ModelRegistry
 
 VERBS = {"purchase": "bought", "click": "clicked", "view": "viewed", "rating": "rated", "dwell": "spent time on",
@@ -44,35 +47,31 @@ class Recommendations:
     model_version: str
     segment: str | None
     personalized: bool
-    strategy: str  # fold_in, trained_vector, segment_popularity, popularity, opted_out
+    strategy: str  # reranker or the single source that serves, segment_popularity, popularity, opted_out
 
 
 class ServingModel:
     """The arrays of one published model version, ready for ranking."""
 
     def __init__(self, arrays: dict[str, np.ndarray], document: dict) -> None:
-        params = document["params"]
         self.version: str = document["version"]
         self.as_of: str | None = document.get("data", {}).get("as_of")  # its last day of training data
-        self.item_ids = arrays["item_ids"].astype(str)
+        if f"{ARRAY_PREFIX}item_ids" not in arrays:
+            arrays = legacy_arrays(arrays, document)
+        self.ranker = Ranker(arrays)
+        self.item_ids = arrays[f"{ARRAY_PREFIX}item_ids"].astype(str)
         self.item_index = {item: i for i, item in enumerate(self.item_ids)}
-        self.item_factors = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)
+        self.item_factors = self.ranker.item_factors
         self.item_norms = np.linalg.norm(self.item_factors, axis=1) + 1e-9
-        self.popularity = arrays["popularity"]
-        self.global_top = np.argsort(-self.popularity, kind="stable")[:1000]
-        self.alpha = float(params["alpha"])
-        self.history_weight = float(params["history_weight"])
-        y = self.item_factors.astype(np.float64)
-        self.gram = y.T @ y + float(params["regularization"]) * np.eye(y.shape[1])
-        self.user_index = {u: i for i, u in enumerate(arrays["user_ids"].astype(str))}
-        self.user_factors = arrays["user_factors"]
+        self.popularity = self.ranker.popularity
+        self.global_top = self.ranker.popular_order
+        self.segment_names = [str(name) for name in self.ranker.arrays["segment_names"]]
+        self.segment_top = {name: order for name, order in zip(self.segment_names, self.ranker.segment_order,
+                                                                strict=True)}
         self.user_segments: dict[str, str] = {}
-        self.segment_top: dict[str, np.ndarray] = {}
-        if "segment_names" in arrays:
+        if "segment_user_ids" in arrays:
             self.user_segments = dict(zip(arrays["segment_user_ids"].astype(str),
                                           arrays["segment_labels"].astype(str), strict=True))
-            self.segment_top = {name: row[row >= 0] for name, row in
-                                zip(arrays["segment_names"].astype(str), arrays["segment_top_items"], strict=True)}
 
     @classmethod
     def from_archive(cls, archive: bytes) -> ServingModel:
@@ -82,69 +81,69 @@ class ServingModel:
             document = json.loads(tar.extractfile(METRICS_FILE).read())
             return cls({name: arrays[name] for name in arrays.files}, document)
 
-    def blend(self, x: np.ndarray, rows: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-        """Every item's ranking score for a user vector `x`: the factorization scaled to its maximum, plus
-        the user's own positive feedback (`rows`, signed `confidence`) scaled to its maximum."""
-        scores = self.item_factors @ x.astype(np.float32)
-        scores /= max(float(np.abs(scores).max()), 1e-9)
-        history = np.where(confidence > 0, confidence, 0.0)
-        if history.max(initial=0.0) > 0:
-            scores[rows] += self.history_weight * history / history.max()
-        return scores
+    def signals(self, user_id: str, profile: UserProfile | None, now: float) -> tuple[UserSignals, list[str]]:
+        """The user's profile as the ranker takes it (items the model does not know left out), and the
+        item ids of its rows."""
+        segment = self.user_segments.get(user_id)
+        segment_row = self.segment_names.index(segment) if segment in self.segment_top else -1
+        if profile is None or not profile.items:
+            return UserSignals.empty(segment_row), []
+        items, confidence, composite = profile.signals(now)
+        rows = np.array([self.item_index.get(i, -1) for i in items], dtype=np.int64)
+        known = rows >= 0
+        last = np.array([profile.items[i].last_at for i in items], dtype=np.float64)
+        conflicting = np.array([profile.items[i].last_positive is not None and profile.items[i].last_negative
+                                is not None for i in items], dtype=bool)
+        own = [i for i, ok in zip(items, known, strict=True) if ok]
+        return UserSignals(rows[known], confidence[known], composite[known],
+                           np.maximum(0.0, now - last[known]) / 86400, conflicting[known], segment_row), own
 
-    def fold_in(self, rows: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-        c = self.alpha * confidence
-        y = self.item_factors[rows].astype(np.float64)
-        a = self.gram + y.T @ ((np.abs(c) - 1)[:, None] * y)
-        return np.linalg.solve(a, y.T @ np.where(c > 0, c, 0.0))
+
+def legacy_arrays(arrays: dict[str, np.ndarray], document: dict) -> dict[str, np.ndarray]:
+    """A model published before the ranking core (factors and popularity only) as the ranker's
+    arrays: it ranks by its factorization blended with the user's own history, as it did."""
+    items = arrays["item_factors"].shape[0]
+    params = document["params"]
+    names = arrays.get("segment_names", np.array([], dtype=str)).astype(str)
+    segment_popularity = np.zeros((len(names), items))
+    for s, row in enumerate(arrays.get("segment_top_items", np.zeros((0, 0), dtype=np.int64))):
+        row = row[row >= 0]
+        segment_popularity[s, row] = np.arange(len(row), 0, -1)
+    out = {"item_ids": arrays["item_ids"], "item_factors": arrays["item_factors"],
+           "regularization": np.array(params.get("regularization", 0.05)), "alpha": np.array(params.get("alpha", 1.0)),
+           "neighbors_indptr": np.zeros(items + 1, dtype=np.int64), "neighbors_indices": np.array([], np.int64),
+           "neighbors_data": np.array([]), "item_item_binary": np.array(True), "popularity": arrays["popularity"],
+           "trending": arrays["popularity"], "segment_names": names, "segment_popularity": segment_popularity,
+           "item_features": np.full((items, len(ITEM_FEATURES)), np.nan), "candidates": np.array(100),
+           "exclude_seen": np.array(False), "strategy": np.array("blend"),
+           "history_weight": np.array(params.get("history_weight", 1.0))}
+    return {ARRAY_PREFIX + k: v for k, v in out.items()} | {k: v for k, v in arrays.items()
+                                                          if k.startswith("segment_user") or k == "segment_labels"}
 
 
 def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, now: float, k: int = 10,
-              blocked: Collection[str] = (), exclude_consumed: bool = False, naive: bool = False,
+              blocked: Collection[str] = (), exclude_consumed: bool = False,
               ordering: str = "personalized") -> Recommendations:
-    """The top k for a user. `naive` ranks by a full sort of every score (the benchmark's baseline).
-    `ordering` popularity (the UI config's, or the user's arm of the ranking experiment): the segment's
-    or the global popularity, the control arm of an A/B test."""
+    """The top k for a user. `ordering` popularity (the UI config's, or the user's arm of the ranking
+    experiment): the segment's or the global popularity, the control arm of an A/B test.
+    `exclude_consumed` (the UI config's): leave out every item the user has a signal on."""
     segment = model.user_segments.get(user_id)
     if profile is not None and not profile.personalization:
         return _popular(model, user_id, None, k, blocked, personalized=False)
     if ordering == "popularity":
         return _popular(model, user_id, segment, k, blocked, personalized=True)
-    items, confidence, composite = profile.signals(now) if profile else ([], np.array([]), np.array([]))
-    rows = np.array([model.item_index.get(i, -1) for i in items], dtype=np.int64)
-    known = rows >= 0
-    rows, confidence, composite = rows[known], confidence[known], composite[known]
-    own = [i for i, ok in zip(items, known, strict=True) if ok]
-    if len(rows) and (confidence > 0).any():
-        x, strategy = model.fold_in(rows, confidence), "fold_in"
-    elif user_id in model.user_index:
-        x, strategy = model.user_factors[model.user_index[user_id]].astype(np.float64), "trained_vector"
-    else:
+    signals, own = model.signals(user_id, profile, now)
+    if not signals.wanted.any():
         return _popular(model, user_id, segment, k, blocked, personalized=True)
-
-    scores = model.blend(x, rows, confidence)
-    excluded = rows[(composite <= 0) | exclude_consumed] if len(rows) else rows
-    scores[excluded] = -np.inf
-    for item in blocked:
-        if item in model.item_index:
-            scores[model.item_index[item]] = -np.inf
-    top = _naive_top(scores, k) if naive else _top(scores, k)
-    top = top[np.isfinite(scores[top])]
-    liked = rows[confidence > 0]
-    reasons = [_reason(model, i, rows, own, profile, liked) for i in top]
-    return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(scores[i]), r)
-                                     for i, r in zip(top, reasons, strict=True)],
-                           model.version, segment, True, strategy)
-
-
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, len(scores))
-    part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.argsort(-scores[part], kind="stable")]
-
-
-def _naive_top(scores: np.ndarray, k: int) -> np.ndarray:
-    return np.argsort(-scores, kind="stable")[:k]
+    blocked_rows = np.array([model.item_index[i] for i in blocked if i in model.item_index], dtype=np.int64)
+    if exclude_consumed and len(signals.rows):
+        blocked_rows = np.concatenate([blocked_rows, signals.rows])
+    top, scores = model.ranker.rank(signals, k, blocked_rows)
+    liked = signals.rows[signals.wanted]
+    reasons = [_reason(model, i, signals.rows, own, profile, liked) for i in top]
+    return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(v), r)
+                                     for i, v, r in zip(top, scores, reasons, strict=True)],
+                           model.version, segment, True, model.ranker.strategy)
 
 
 def _reason(model: ServingModel, item: int, rows: np.ndarray, own: list[str], profile: UserProfile | None,

@@ -42,7 +42,13 @@ def curated_events(frame: pd.DataFrame, arrival: datetime, shift_to: datetime | 
     last falls at `shift_to`) through the real cleaner with in-memory stores, in stream-sized batches,
     arriving (and processed) at `arrival`. The curated rows with their event_date, and the cleaner's
     counts. """
-    events = online_retail.to_events(frame, shift_to=shift_to)
+    return clean_events(online_retail.to_events(frame, shift_to=shift_to), arrival, max_event_age)
+
+
+def clean_events(events: list[dict], arrival: datetime, max_event_age: timedelta = timedelta(days=3650)
+                 ) -> tuple[pa.Table, dict[str, int]]:
+    """Events through the real cleaner with in-memory stores, in stream-sized batches, arriving (and
+    processed) at `arrival`: the curated rows with their event_date, and the cleaner's counts."""
     lake = MemoryLake()
     cleaner = CleanerService(MemoryDedupStore(), MemoryStateStore(), lake, CleaningRules(max_event_age=max_event_age),
                              lambda: arrival)

@@ -20,40 +20,50 @@ import numpy as np
 import pandas as pd
 
 from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE, K
-from feedbackloop.models.data import HALF_LIFE_DAYS, Interactions, feedback_as_of
-from feedbackloop.models.evaluation import ranking_metrics, rmse
-from feedbackloop.models.factorization import FeedbackMF, top_k
+from feedbackloop.models.data import HALF_LIFE_DAYS, feedback_as_of
+from feedbackloop.models.evaluation import rmse
+from feedbackloop.models.pipeline import (
+    FittedRanking,
+    RankingParams,
+    evaluate_ranker,
+    fit_ranking,
+    refit_ranking,
+    temporal_splitter,
+)
 from feedbackloop.models.rating import BiasedRatingModel
 from feedbackloop.models.segments import UserSegmentation
+from feedbackloop.ranking import ARRAY_PREFIX, Ranker
 from feedbackloop.serving import ServingModel
+
+_RANKING = RankingParams()
 
 
 @dataclass(frozen=True)
 class TrainingParams:
-    # defaults: the setting `feedbackloop bench model` picks on its validation split
-    factors: int = 64
-    regularization: float = 0.01
-    alpha: float = 10.0
-    iterations: int = 15
-    history_weight: float = 1.0
+    """The training job's hyperparameters (SageMaker passes each as `--name value`). The ranking core's
+    defaults and search ranges are `RankingParams` and `pipeline.SEARCH`: tuned inside the job."""
+
+    tuning_minutes: float = _RANKING.tuning_minutes
+    candidates: int = _RANKING.candidates
+    max_trees: int = _RANKING.max_trees
     holdout_days: int = 30
-    half_life_days: float = HALF_LIFE_DAYS
+    half_life_days: float = HALF_LIFE_DAYS  # the online profile's: serving ranks from it
     segments_min: int = 2
     segments_max: int = 8
     segment_method: str = "kmeans"
     random_state: int = 0
 
-    def mf(self) -> FeedbackMF:
-        return FeedbackMF(factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-                          iterations=self.iterations, history_weight=self.history_weight,
-                          random_state=self.random_state)
+    def ranking(self) -> RankingParams:
+        return RankingParams(max_trees=self.max_trees, candidates=self.candidates,
+                             feature_half_life_days=self.half_life_days, tuning_minutes=self.tuning_minutes,
+                             random_state=self.random_state)
 
 
 @dataclass
 class TrainedModel:
     version: str
     params: TrainingParams
-    mf: FeedbackMF
+    ranking: FittedRanking
     segmentation: UserSegmentation | None
     rating: BiasedRatingModel | None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -90,56 +100,6 @@ def hold_out(daily: pd.DataFrame, days: int, half_life_days: float = HALF_LIFE_D
     return HoldOut(cutoff, days, train, relevant, test_ratings)
 
 
-def evaluate_ranking(model: FeedbackMF, interactions: Interactions, relevant: dict[str, set[str]]) -> dict:
-    """The model and the popularity baseline on the same users and relevant items."""
-    candidates = list(relevant)
-    found = model.rows_of(candidates)
-    users = [u for u, row in zip(candidates, found, strict=True) if row >= 0]
-    rows = found[found >= 0]
-    item_index = {item: i for i, item in enumerate(interactions.item_ids)}
-    wanted = [{item_index[i] for i in relevant[u] if i in item_index} or {-1} for u in users]
-    ranked = np.vstack([top_k(model.scores(rows[s:s + 1024]), K) for s in range(0, len(rows), 1024)])
-    popular = np.tile(top_k(model.popularity_[None, :], K), (len(rows), 1))
-    n_items = len(interactions.item_ids)
-    return {"model": ranking_metrics(ranked, wanted, n_items), "popularity": ranking_metrics(popular, wanted, n_items)}
-
-
-def evaluate_served(model: ServingModel, split: HoldOut) -> dict[str, Any]:
-    """A model on the hold-out, ranking as serving ranks a user with feedback: fold-in of the user's
-    feedback as of the cutoff against the model's item factors, blended with their own positive history
-    (popularity for users with nothing positive). The gate compares the candidate and the published
-    model this way, on the same users and the same hidden days."""
-    pairs = split.train[split.train["user_id"].isin(split.relevant)]
-    rows_of = pd.Index(model.item_ids)
-    pairs = pairs.assign(row=rows_of.get_indexer(pairs["item_id"]))
-    pairs = pairs[pairs["row"] >= 0]
-    by_user = {u: g for u, g in pairs.groupby("user_id")}
-    ranked, wanted = [], []
-    for user, items in split.relevant.items():
-        rows_of_user = by_user.get(user)
-        scores = model.popularity.astype(np.float64).copy()
-        if rows_of_user is not None:
-            rows = rows_of_user["row"].to_numpy()
-            mass = rows_of_user["confidence_mass"].to_numpy(dtype=np.float64)
-            confidence = np.where(rows_of_user["composite_score"].to_numpy() > 0, mass, -mass)
-            if (confidence > 0).any():
-                scores = model.blend(model.fold_in(rows, confidence), rows, confidence)
-        ranked.append(top_k(scores[None, :], K)[0])
-        wanted.append({int(i) for i in rows_of.get_indexer(list(items)) if i >= 0} or {-1})
-    return ranking_metrics(np.vstack(ranked), wanted, len(model.item_ids)) | {"version": model.version,
-                                                                              "as_of": model.as_of}
-
-
-def _as_served(mf: FeedbackMF, version: str, as_of: str) -> ServingModel:
-    arrays = {"item_ids": mf.item_ids_.astype(str), "item_factors": mf.item_factors_,
-              "popularity": mf.popularity_, "user_ids": np.array([], dtype=str),
-              "user_factors": np.zeros((0, mf.item_factors_.shape[1]), dtype=np.float32)}
-    document = {"version": version, "data": {"as_of": as_of},
-                "params": {"alpha": mf.alpha, "regularization": mf.regularization,
-                           "history_weight": mf.history_weight}}
-    return ServingModel(arrays, document)
-
-
 def _as_of(archive: bytes) -> str | None:
     return ServingModel.from_archive(archive).as_of
 
@@ -152,23 +112,49 @@ def _ratings(pairs: pd.DataFrame) -> pd.DataFrame:
 def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParams, version: str,
           current: bytes | None = None) -> TrainedModel:
     """`daily`: rows of feedback_daily; `users`: rows of one user_features snapshot (None: no segments);
-    `current`: the published model's archive, scored on the same hold-out for the gate (None: none yet)."""
+    `current`: the published model's archive, scored on the same hold-out for the gate (None: none yet).
+
+    The ranking core is tuned and chosen on the days before the hold-out (`fit_ranking`), scored on the
+    hold-out ranking as serving ranks, and then refitted on everything with what was chosen."""
     metrics: dict[str, Any] = {"k": K}
+    segmentation = None
+    if users is not None and len(users) > params.segments_min + 1:
+        segmentation = UserSegmentation(params.segments_min, params.segments_max, params.segment_method,
+                                        params.random_state).fit(users)
+        metrics["segments"] = {"k": segmentation.k_, "silhouette": segmentation.silhouettes_[segmentation.k_],
+                               "silhouettes": segmentation.silhouettes_}
+    segments = (dict(zip(segmentation.user_ids_.astype(str), segmentation.segments_.astype(str), strict=True))
+                if segmentation is not None else None)
+    ranking = params.ranking()
+    splitter = temporal_splitter(params.holdout_days)
     champion_as_of = _as_of(current) if current is not None else None
     if champion_as_of is not None:
         metrics["current_as_of"] = champion_as_of
     split = hold_out(daily, params.holdout_days, params.half_life_days, not_before=champion_as_of)
+    fitted = None
     if split.relevant:
-        interactions = Interactions.from_pairs(split.train)
+        before = daily[daily["event_date"] <= split.cutoff]
         started = time.perf_counter()
-        candidate = params.mf().fit(interactions)
+        fitted = fit_ranking(before, splitter, ranking, segments)
         metrics["fit_seconds_holdout"] = time.perf_counter() - started
-        metrics["ranking"] = evaluate_ranking(candidate, interactions, split.relevant)
+        candidate = Ranker(fitted.arrays)
+        item_ids = fitted.arrays[f"{ARRAY_PREFIX}item_ids"]
+
+        def score(ranker: Ranker, items: np.ndarray) -> dict[str, Any]:
+            return evaluate_ranker(ranker, items, before, split.cutoff, split.relevant, params.half_life_days,
+                                   segments)
+
+        served = score(candidate, item_ids)
+        candidate.strategy = "popularity"
+        metrics["ranking"] = {"model": served, "popularity": score(candidate, item_ids)}
         if current is not None and (champion_as_of is None or champion_as_of <= split.cutoff):
-            # the gate's comparison: both as serving ranks, on the same users and days
-            metrics["ranking"]["served"] = evaluate_served(_as_served(candidate, version, split.cutoff), split)
-            metrics["ranking"]["current"] = evaluate_served(ServingModel.from_archive(current), split)
+            # the gate's comparison: both ranking as serving does, on the same users and days
+            published = ServingModel.from_archive(current)
+            metrics["ranking"]["served"] = served | {"version": version, "as_of": split.cutoff}
+            metrics["ranking"]["current"] = score(published.ranker, published.item_ids) | {
+                "version": published.version, "as_of": published.as_of}
         metrics["holdout"] = {"cutoff": split.cutoff, "days": split.days, "users": len(split.relevant)}
+        metrics["ranker"] = {k: v for k, v in fitted.report.items()}
         if len(split.test_ratings) and (split.train["ratings"] > 0).any():
             rating = BiasedRatingModel().fit(_ratings(split.train))
             predicted = rating.predict(split.test_ratings["user_id"].to_numpy(),
@@ -180,34 +166,26 @@ def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParam
 
     as_of = daily["event_date"].max()
     metrics["as_of"] = as_of  # the last day of data the model learned from (the gate prefers fresher)
-    pairs = feedback_as_of(daily, as_of, params.half_life_days)
     started = time.perf_counter()
-    mf = params.mf().fit(Interactions.from_pairs(pairs))
+    final = (refit_ranking(daily, splitter, fitted, ranking, segments) if fitted is not None
+             else fit_ranking(daily, splitter, ranking, segments))
     metrics["fit_seconds"] = time.perf_counter() - started
+    metrics["strategy"] = final.report["strategy"]
+    pairs = feedback_as_of(daily, as_of, params.half_life_days)
     rating = BiasedRatingModel().fit(_ratings(pairs)) if (pairs["ratings"] > 0).any() else None
-    segmentation = None
-    if users is not None and len(users) > params.segments_min + 1:
-        segmentation = UserSegmentation(params.segments_min, params.segments_max, params.segment_method,
-                                        params.random_state).fit(users)
-        metrics["segments"] = {"k": segmentation.k_, "silhouette": segmentation.silhouettes_[segmentation.k_],
-                               "silhouettes": segmentation.silhouettes_}
-    data = {"as_of": as_of, "pairs": len(pairs), "users": len(mf.user_ids_), "items": len(mf.item_ids_),
+    items = final.arrays[f"{ARRAY_PREFIX}item_ids"]
+    data = {"as_of": as_of, "pairs": len(pairs), "users": int(pairs["user_id"].nunique()), "items": len(items),
             "daily_rows": len(daily)}
-    return TrainedModel(version, params, mf, segmentation, rating, metrics, data)
+    return TrainedModel(version, params, final, segmentation, rating, metrics, data)
 
 
 def save(model: TrainedModel, folder: Path) -> None:
-    """model.npz (arrays serving loads) and metrics.json (params, metrics, segment profiles)."""
+    """model.npz (arrays serving loads) and metrics.json (params, metrics, what the tuning chose,
+    segment profiles)."""
     folder.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {
-        "user_ids": model.mf.user_ids_.astype(str), "item_ids": model.mf.item_ids_.astype(str),
-        "user_factors": model.mf.user_factors_, "item_factors": model.mf.item_factors_,
-        "popularity": model.mf.popularity_,
-    }
+    arrays: dict[str, np.ndarray] = dict(model.ranking.arrays)
     if model.segmentation is not None:
-        names, top = segment_popularity(model.mf, model.segmentation)
-        arrays |= {"segment_names": names, "segment_top_items": top,
-                   "segment_user_ids": model.segmentation.user_ids_.astype(str),
+        arrays |= {"segment_user_ids": model.segmentation.user_ids_.astype(str),
                    "segment_labels": model.segmentation.segments_.astype(str),
                    "segment_centers": model.segmentation.centers_,
                    "segment_scaler_mean": model.segmentation.scaler_.mean_,
@@ -221,26 +199,9 @@ def save(model: TrainedModel, folder: Path) -> None:
     np.savez_compressed(buffer, **arrays)
     (folder / MODEL_FILE).write_bytes(buffer.getvalue())
     document = {"version": model.version, "params": asdict(model.params), "metrics": model.metrics,
-                "data": model.data,
+                "data": model.data, "ranker": {k: v for k, v in model.ranking.report.items() if k != "trials"},
                 "segments": model.segmentation.profiles_ if model.segmentation is not None else []}
     (folder / METRICS_FILE).write_text(json.dumps(document, indent=2, default=float))
-
-
-SEGMENT_TOP_ITEMS = 100
-
-
-def segment_popularity(mf: FeedbackMF, segmentation: UserSegmentation) -> tuple[np.ndarray, np.ndarray]:
-    """Per segment, its most liked items (indices into the model's items, most users first): the
-    cold-start ranking of a user whose segment is known but whose feedback is not."""
-    names = np.unique(segmentation.segments_)
-    top = np.full((len(names), SEGMENT_TOP_ITEMS), -1, dtype=np.int64)
-    liked = (mf.history_ > 0).astype(np.float64)
-    for s, name in enumerate(names):
-        rows = mf.rows_of(segmentation.user_ids_[segmentation.segments_ == name])
-        counts = np.asarray(liked[rows[rows >= 0]].sum(axis=0)).ravel()
-        order = top_k(counts[None, :], SEGMENT_TOP_ITEMS)[0]
-        top[s, :len(order)] = order
-    return names.astype(str), top
 
 
 def load_metrics(folder: Path) -> dict[str, Any]:

@@ -1,0 +1,219 @@
+"""One user's ranking from the published model and their latest feedback: the code serving runs and
+the gate evaluates (numpy only, so the serving Lambda imports it without the training libraries).
+
+Every candidate source scores the catalog from the user's signals as of now (their online profile in
+serving; the feedback layer as of the cut-off in training and in the gate):
+- `mf`: the confidence-weighted factorization, the user folded in against the published item factors
+  (the least-squares step ALS takes for a user, confidence 1 + alpha * c);
+- `item_item`: the items' nearest neighbours (EASE's weights, or item-kNN's, kept sparse) summed over
+  the items the user wants;
+- `history`: the user's own evidence per item (frequency and recency in one decayed mass);
+- `popularity`, `trending` (the recent window) and `segment` (popularity among the user's segment).
+The union of each source's top `candidates` items is then ordered by the re-ranker (gradient-boosted
+trees over the sources' scores and ranks and the user's, the item's and the pair's feedback features,
+evaluated with numpy), or, when the re-ranker did not beat the best single source on validation, by
+that source. Items the user turned against, and blocked items, are never shown; seen items are left
+out when the published model says the catalog is consumed once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SOURCES = ("mf", "item_item", "history", "popularity", "trending", "segment")
+PAIR_FEATURES = ("hist_mass", "neg_mass", "composite", "days_since", "conflicting")
+USER_FEATURES = ("user_items", "user_mass", "user_days_since", "user_mean_composite")
+ITEM_FEATURES = ("item_users", "item_trending", "item_age_days", "item_purchase_rate", "item_cancel_rate",
+                 "item_ctr", "item_rating", "item_mean_score")
+FEATURES = tuple(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank")) + PAIR_FEATURES + USER_FEATURES \
+    + ITEM_FEATURES
+ARRAY_PREFIX = "ranker_"
+
+
+@dataclass(frozen=True)
+class UserSignals:
+    """A user's feedback over the model's items: rows with any signal, their signed confidence mass
+    (negative when the user turned against the item: a composite score below 0, or a latest signal that
+    is negative, ADR 0006), composite score, days since the latest signal and whether the pair holds both
+    a positive and a negative signal; and the user's segment (-1: none)."""
+
+    rows: np.ndarray
+    confidence: np.ndarray
+    composite: np.ndarray
+    days_since: np.ndarray
+    conflicting: np.ndarray
+    segment: int = -1
+
+    @classmethod
+    def empty(cls, segment: int = -1) -> UserSignals:
+        return cls(np.array([], dtype=np.int64), np.array([]), np.array([]), np.array([]), np.array([], dtype=bool),
+                   segment)
+
+    @property
+    def wanted(self) -> np.ndarray:
+        return self.confidence > 0
+
+
+class Ranker:
+    """The published ranking model's arrays (see `to_arrays`) and the ranking they make."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        get = {name[len(ARRAY_PREFIX):]: value for name, value in arrays.items() if name.startswith(ARRAY_PREFIX)}
+        self.arrays = get
+        self.item_factors = np.ascontiguousarray(get["item_factors"], dtype=np.float32)
+        self.regularization = float(get["regularization"])
+        self.alpha = float(get["alpha"])
+        y = self.item_factors.astype(np.float64)
+        self.gram = y.T @ y + self.regularization * np.eye(y.shape[1])
+        self.neighbors = (get["neighbors_indptr"], get["neighbors_indices"], get["neighbors_data"])
+        self.item_item_binary = bool(get["item_item_binary"])
+        self.popularity = get["popularity"].astype(np.float64)
+        self.trending = get["trending"].astype(np.float64)
+        self.segment_popularity = get["segment_popularity"].astype(np.float64)  # segments x items
+        self.item_features = get["item_features"].astype(np.float64)  # items x ITEM_FEATURES
+        self.candidates = int(get["candidates"])
+        self.exclude_seen = bool(get["exclude_seen"])
+        self.strategy = str(get["strategy"])  # "reranker" or the single source that serves
+        self.history_weight = float(get["history_weight"])
+        self.n_items = self.item_factors.shape[0]
+        self.popular_order = np.argsort(-self.popularity, kind="stable")[:self.candidates]
+        self.trending_order = np.argsort(-self.trending, kind="stable")[:self.candidates]
+        self.segment_order = [np.argsort(-row, kind="stable")[:self.candidates] for row in self.segment_popularity]
+        self.trees = None
+        if self.strategy == "reranker":
+            from feedbackloop.models.trees import TreeEnsemble
+
+            self.trees = TreeEnsemble.from_arrays({k[len("trees_"):]: v for k, v in get.items()
+                                                   if k.startswith("trees_")})
+
+    # --- the sources --------------------------------------------------------------------------------
+
+    def fold_in(self, s: UserSignals) -> np.ndarray | None:
+        """The user's factor vector from their signals alone; None without a wanted item."""
+        if not s.wanted.any():
+            return None
+        y = self.item_factors[s.rows].astype(np.float64)
+        c = self.alpha * np.abs(s.confidence)  # confidence - 1, with confidence 1 + alpha * |c|
+        a = self.gram + y.T @ (c[:, None] * y)
+        b = y[s.wanted].T @ (1.0 + c[s.wanted])
+        return np.linalg.solve(a, b)
+
+    def source_scores(self, s: UserSignals) -> dict[str, np.ndarray]:
+        """Every source's score of every item for this user."""
+        x = self.fold_in(s)
+        mf = self.item_factors @ x.astype(np.float32) if x is not None else np.zeros(self.n_items, np.float32)
+        history = np.zeros(self.n_items)
+        history[s.rows[s.wanted]] = s.confidence[s.wanted]
+        indptr, indices, data = self.neighbors
+        liked = s.rows[s.wanted]
+        weight = np.ones(len(liked)) if self.item_item_binary else s.confidence[s.wanted]
+        starts, lengths = indptr[liked], indptr[liked + 1] - indptr[liked]
+        take = np.arange(lengths.sum()) + np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+        item_item = np.bincount(indices[take], weights=data[take] * np.repeat(weight, lengths),
+                                minlength=self.n_items)
+        segment = (self.segment_popularity[s.segment] if 0 <= s.segment < len(self.segment_popularity)
+                   else self.popularity)
+        return {"mf": mf.astype(np.float64), "item_item": item_item, "history": history,
+                "popularity": self.popularity, "trending": self.trending, "segment": segment}
+
+    def _top(self, name: str, scores: np.ndarray, allowed: np.ndarray, segment: int) -> np.ndarray:
+        if name == "popularity":
+            order = self.popular_order
+        elif name == "trending":
+            order = self.trending_order
+        elif name == "segment" and 0 <= segment < len(self.segment_order):
+            order = self.segment_order[segment]
+        elif name == "segment":
+            order = self.popular_order
+        else:
+            order = None
+        if order is not None:
+            return order[allowed[order]]
+        masked = np.where(allowed & (scores != 0), scores, -np.inf)
+        n = min(self.candidates, int(np.isfinite(masked).sum()))
+        if n == 0:
+            return np.array([], dtype=np.int64)
+        part = np.argpartition(-masked, n - 1)[:n]
+        return part[np.argsort(-masked[part], kind="stable")]
+
+    # --- the ranking ------------------------------------------------------------------------------
+
+    def allowed(self, s: UserSignals, blocked: np.ndarray | None = None) -> np.ndarray:
+        allowed = np.ones(self.n_items, dtype=bool)
+        allowed[s.rows[(s.confidence < 0) | self.exclude_seen]] = False
+        if blocked is not None and len(blocked):
+            allowed[blocked] = False
+        return allowed
+
+    def candidates_of(self, s: UserSignals, scores: dict[str, np.ndarray], allowed: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The union of every source's top items, and each candidate's rank in each source
+        (1-based; candidates + 1 when outside its top)."""
+        tops = {name: self._top(name, scores[name], allowed, s.segment) for name in SOURCES}
+        union = np.unique(np.concatenate(list(tops.values())))
+        ranks = np.full((len(union), len(SOURCES)), self.candidates + 1, dtype=np.float64)
+        for j, name in enumerate(SOURCES):
+            where = np.searchsorted(union, tops[name])
+            ranks[where, j] = np.arange(1, len(tops[name]) + 1)
+        return union, ranks
+
+    def features(self, s: UserSignals, scores: dict[str, np.ndarray], union: np.ndarray, ranks: np.ndarray
+                 ) -> np.ndarray:
+        """One row per candidate, the columns of FEATURES."""
+        n = len(union)
+        columns = []
+        for j, name in enumerate(SOURCES):
+            values = scores[name][union]
+            scale = np.abs(scores[name]).max() if name in ("mf", "item_item", "history") else 1.0
+            columns += [values / scale if scale > 0 else values, ranks[:, j]]
+        pair = np.full((n, len(PAIR_FEATURES)), np.nan)
+        pair[:, 0] = 0.0
+        pair[:, 1] = 0.0
+        pair[:, 4] = 0.0
+        if len(s.rows):
+            where = np.searchsorted(union, s.rows)
+            inside = (where < n) & (union[np.minimum(where, n - 1)] == s.rows)
+            w = where[inside]
+            c = s.confidence[inside]
+            pair[w, 0] = np.maximum(c, 0)
+            pair[w, 1] = np.maximum(-c, 0)
+            pair[w, 2] = s.composite[inside]
+            pair[w, 3] = s.days_since[inside]
+            pair[w, 4] = s.conflicting[inside]
+        wanted = s.wanted
+        user = np.array([float(len(s.rows)), float(s.confidence[wanted].sum()),
+                         float(s.days_since.min()) if len(s.rows) else np.nan,
+                         float(s.composite.mean()) if len(s.rows) else np.nan])
+        return np.column_stack([*columns, pair, np.tile(user, (n, 1)), self.item_features[union]])
+
+    def rank(self, s: UserSignals, k: int, blocked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The user's top k item rows, best first, and their scores."""
+        scores = self.source_scores(s)
+        allowed = self.allowed(s, blocked)
+        if self.strategy == "reranker":
+            union, ranks = self.candidates_of(s, scores, allowed)
+            if not len(union):
+                return union, np.array([])
+            value = self.trees.predict(self.features(s, scores, union, ranks))
+            order = np.argsort(-value, kind="stable")[:k]
+            return union[order], value[order]
+        value = self.single(self.strategy, scores)
+        value = np.where(allowed, value, -np.inf)
+        k = min(k, int(np.isfinite(value).sum()))
+        if k == 0:
+            return np.array([], dtype=np.int64), np.array([])
+        part = np.argpartition(-value, k - 1)[:k]
+        order = part[np.argsort(-value[part], kind="stable")]
+        return order, value[order]
+
+    def single(self, name: str, scores: dict[str, np.ndarray]) -> np.ndarray:
+        """A single source's ranking score; `blend` is the factorization plus the user's own history,
+        each scaled to its maximum (the published model of earlier versions)."""
+        if name != "blend":
+            # popularity breaks ties (and ranks users the source knows nothing about)
+            return scores[name] + 1e-9 * self.popularity / (self.popularity.max() + 1.0)
+        mf, history = scores["mf"], scores["history"]
+        return (mf / max(np.abs(mf).max(), 1e-12) + self.history_weight * history / max(history.max(), 1e-12)
+                + 1e-9 * self.popularity / (self.popularity.max() + 1.0))
