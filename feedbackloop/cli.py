@@ -73,6 +73,7 @@ def _run_job(args: argparse.Namespace) -> int:
 
     from feedbackloop.local.environment import LocalEndpoints, use_endpoint
     from feedbackloop.local.sql_engine import local_engine
+    from feedbackloop.models.contract import HALF_LIFE_DAYS
     from glue_jobs.build_tables import DataQualityError, run_job
 
     endpoint = LocalEndpoints.load().aws_endpoint
@@ -80,7 +81,8 @@ def _run_job(args: argparse.Namespace) -> int:
     engine = local_engine(endpoint, boto3.Session())
     for name in JOB_NAMES if args.name == "all" else [args.name]:
         try:
-            reports = run_job(name, engine, full=args.full, settle=timedelta(minutes=args.settle_minutes))
+            reports = run_job(name, engine, full=args.full, settle=timedelta(minutes=args.settle_minutes),
+                              half_life_days=HALF_LIFE_DAYS)
         except DataQualityError as error:
             print(f"job {name} failed its data-quality checks: {error}", file=sys.stderr)
             return 1

@@ -23,6 +23,7 @@ from feedbackloop.local.retrain import run_retraining
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.local.simulate import ArmFigures, DayFigures, SimulatedClients
 from feedbackloop.local.sql_engine import local_engine, to_duckdb
+from feedbackloop.models.contract import HALF_LIFE_DAYS
 from feedbackloop.models.training import TrainingParams
 from feedbackloop.settings import RetrainSettings
 from feedbackloop.simulation import Catalog, Population
@@ -145,7 +146,7 @@ def _build_tables(runtime: LocalRuntime, names: tuple[str, ...] = JOB_NAMES) -> 
     started = time.perf_counter()
     engine = local_engine(runtime.moto.endpoint, runtime.session)
     for name in names:
-        run_job(name, engine, settle=timedelta(0))
+        run_job(name, engine, settle=timedelta(0), half_life_days=HALF_LIFE_DAYS)
     return time.perf_counter() - started
 
 

@@ -19,6 +19,7 @@ from feedbackloop.local.lake_reader import connect
 from feedbackloop.local.retrain import run_retraining
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.local.sql_engine import local_engine
+from feedbackloop.models.contract import HALF_LIFE_DAYS
 from feedbackloop.models.training import TrainingParams
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.replay import raw_records
@@ -166,7 +167,7 @@ def _build_tables(runtime: LocalRuntime, say) -> int:
     for name in JOB_NAMES:
         started = time.perf_counter()
         try:
-            reports = run_job(name, engine, settle=timedelta(0))
+            reports = run_job(name, engine, settle=timedelta(0), half_life_days=HALF_LIFE_DAYS)
         except DataQualityError as error:
             say(f"  job {name} failed its data-quality checks: {error}")
             return 1

@@ -100,7 +100,7 @@ CURATED_EVENTS = LakeTable(
         Column("value_imputed", pa.bool_(), "true when value was missing and imputed"),
         Column("value_minmax", pa.float64(), "value scaled to [0, 1] (schema bounds or streaming quantiles)"),
         Column("value_zscore", pa.float64(), "z-score against the streaming mean and variance of its type"),
-        Column("feedback_score", pa.float64(), "common scale in [-1, 1]: sign from polarity, magnitude from min-max"),
+        Column("feedback_score", pa.float64(), "[-1, 1]: sign from polarity; explicit types 0 at their neutral point"),
         Column("confidence", pa.float64(), "confidence weight of the event type (explicit above implicit)"),
         Column("event_time", _TS, "when the user acted", filtered=True),
         Column("received_at", _TS, "when the API accepted it"),

@@ -32,7 +32,9 @@ from typing import Any, Protocol
 
 LOG = logging.getLogger("feedbackloop.glue")
 
-HALF_LIFE_DAYS = 30.0  # of the feedback layer's time decay
+# The feedback layer's time decay. The deployment passes the core's setting as `--half-life-days` (CDK and the
+# local runners: feedbackloop.models.contract.HALF_LIFE_DAYS, a test checks); this is the default of a bare run.
+HALF_LIFE_DAYS = 30.0
 SETTLE_MINUTES = 20  # the cleaner Lambda's timeout plus a margin: rows younger than this may still be in flight
 MAX_PARTITIONS_PER_QUERY = 100  # Athena's limit on the partitions one INSERT INTO may write
 SQL_DIR = Path(__file__).parent / "sql"
@@ -163,8 +165,32 @@ class StepReport:
                 "skipped": self.skipped}
 
 
-def render(sql: str, **values: Any) -> str:
-    return Template(sql).substitute(half_life_days=repr(HALF_LIFE_DAYS), **values)
+def render(sql: str, half_life_days: float | None = HALF_LIFE_DAYS, **values: Any) -> str:
+    return Template(sql).substitute(half_life_days=half_life_literal(half_life_days), **values)
+
+
+def half_life_literal(days: float | None) -> str:
+    """The half-life as SQL: None ("none", no decay) is an infinite half-life, whose decay rate is 0."""
+    if days is None:
+        return "CAST('Infinity' AS double)"
+    if not 0 < days < float("inf"):
+        raise ValueError(f"the half-life must be a positive number of days or none, not {days!r}")
+    return repr(float(days))
+
+
+def half_life_argument(days: float | None) -> str:
+    """`--half-life-days` as a job argument (what CDK passes and `parse_half_life` reads)."""
+    half_life_literal(days)  # refuses a bad one at synth
+    return "none" if days is None else repr(float(days))
+
+
+def parse_half_life(text: str) -> float | None:
+    try:
+        days = None if text.strip().lower() == "none" else float(text)
+        half_life_literal(days)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of days or 'none', not {text!r}") from None
+    return days
 
 
 def quoted(values: Sequence[str]) -> str:
@@ -183,7 +209,8 @@ def _timestamp_literal(text: str) -> str:
 
 
 def run_step(step: Step, engine: Engine, sql_files: SqlFiles, now: datetime, full: bool = False,
-             settle: timedelta = timedelta(minutes=SETTLE_MINUTES)) -> StepReport:
+             settle: timedelta = timedelta(minutes=SETTLE_MINUTES),
+             half_life_days: float | None = HALF_LIFE_DAYS) -> StepReport:
     report = StepReport(step.table)
     mine = None if full else engine.read_bookmark(step.table)
     if step.source == CLEANER_SOURCE:
@@ -212,8 +239,8 @@ def run_step(step: Step, engine: Engine, sql_files: SqlFiles, now: datetime, ful
         for start in range(0, len(partitions), MAX_PARTITIONS_PER_QUERY):
             chunk = partitions[start:start + MAX_PARTITIONS_PER_QUERY]
             where = f"event_date IN ({quoted(chunk)})"
-            engine.replace(step.table, chunk, render(sql, partitions=quoted(chunk)))
-            report.rows += check(step, engine, where=where, as_of_date="")
+            engine.replace(step.table, chunk, render(sql, half_life_days, partitions=quoted(chunk)))
+            report.rows += check(step, engine, where=where, as_of_date="", half_life_days=half_life_days)
             report.partitions.extend(chunk)
         if partitions or full:
             changed = until
@@ -224,8 +251,9 @@ def run_step(step: Step, engine: Engine, sql_files: SqlFiles, now: datetime, ful
         if mine and mine["source_changed"] == source_changed and mine["until"][:10] == as_of_date:
             report.skipped = "no new data"  # the same inputs as of the same day: the same snapshot
         else:
-            engine.replace(step.table, [as_of_date], render(sql, as_of_date=as_of_date))
-            report.rows = check(step, engine, where=f"as_of_date = '{as_of_date}'", as_of_date=as_of_date)
+            engine.replace(step.table, [as_of_date], render(sql, half_life_days, as_of_date=as_of_date))
+            report.rows = check(step, engine, where=f"as_of_date = '{as_of_date}'", as_of_date=as_of_date,
+                                half_life_days=half_life_days)
             report.partitions.append(as_of_date)
             changed = until
     engine.write_bookmark(step.table, {"until": until, "changed": changed, "source_changed": source_changed,
@@ -234,7 +262,8 @@ def run_step(step: Step, engine: Engine, sql_files: SqlFiles, now: datetime, ful
     return report
 
 
-def check(step: Step, engine: Engine, where: str, as_of_date: str) -> int:
+def check(step: Step, engine: Engine, where: str, as_of_date: str,
+          half_life_days: float | None = HALF_LIFE_DAYS) -> int:
     """The data-quality rules of a step's output: return its row count, or raise DataQualityError naming
     every broken rule."""
     failures = []
@@ -255,7 +284,7 @@ def check(step: Step, engine: Engine, where: str, as_of_date: str) -> int:
         if outside:
             failures.append(f"{outside} rows with {rule.column} outside [{rule.low}, {rule.high}]")
     if step.reconcile:
-        expected, actual = (engine.rows(render(sql, where=where, as_of_date=as_of_date))[0][0] or 0
+        expected, actual = (engine.rows(render(sql, half_life_days, where=where, as_of_date=as_of_date))[0][0] or 0
                             for sql in step.reconcile)
         if expected != actual:
             failures.append(f"row counts do not reconcile: inputs {expected}, output {actual}")
@@ -265,14 +294,15 @@ def check(step: Step, engine: Engine, where: str, as_of_date: str) -> int:
 
 
 def run_job(name: str, engine: Engine, sql_files: SqlFiles = DirectorySqlFiles(), now: datetime | None = None,
-            full: bool = False, settle: timedelta = timedelta(minutes=SETTLE_MINUTES)) -> list[StepReport]:
+            full: bool = False, settle: timedelta = timedelta(minutes=SETTLE_MINUTES),
+            half_life_days: float | None = HALF_LIFE_DAYS) -> list[StepReport]:
     job = next((j for j in JOBS if j.name == name), None)
     if job is None:
         raise ValueError(f"no job {name!r}; jobs: {', '.join(JOB_NAMES)}")
     now = now or datetime.now(timezone.utc)
     reports = []
     for step in job.steps:
-        report = run_step(step, engine, sql_files, now, full=full, settle=settle)
+        report = run_step(step, engine, sql_files, now, full=full, settle=settle, half_life_days=half_life_days)
         LOG.info(json.dumps({"job": name, **report.as_dict()}))
         reports.append(report)
     return reports
@@ -365,6 +395,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sql-location", required=True, help="s3:// URL of the zip of the SQL files")
     parser.add_argument("--full", default="false", choices=("true", "false"), help="rebuild every partition")
     parser.add_argument("--settle-minutes", type=int, default=SETTLE_MINUTES)
+    parser.add_argument("--half-life-days", type=parse_half_life, default=HALF_LIFE_DAYS,
+                        help="the feedback decay's half-life in days, or 'none' for no decay")
     args, _ = parser.parse_known_args(argv)  # Glue adds its own arguments (--JOB_ID, --scriptLocation, ...)
     return args
 
@@ -374,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     engine = AthenaEngine(args.database, args.workgroup)
     run_job(args.job, engine, ZipSqlFiles.from_s3(args.sql_location), full=args.full == "true",
-            settle=timedelta(minutes=args.settle_minutes))
+            settle=timedelta(minutes=args.settle_minutes), half_life_days=args.half_life_days)
     return 0
 
 

@@ -27,6 +27,7 @@ import glue_jobs.build_tables as build_tables
 from cdk import nag
 from cdk.components.lake import Lake
 from cdk.naming import pascal_case
+from feedbackloop.models.contract import HALF_LIFE_DAYS
 from feedbackloop.resources import ATHENA_BYTES_SCANNED_CUTOFF, QUERY_RESULTS_BUCKET
 
 PYTHON_VERSION = "3.9"  # the Python shell runtime the script is written for (see glue_jobs/)
@@ -131,6 +132,8 @@ class TableJobs(Construct):
                     "--workgroup": self.workgroup.ref,
                     "--sql-location": sql.s3_object_url,
                     "--full": "false",
+                    # the core's one half-life setting: the script cannot import the core
+                    "--half-life-days": build_tables.half_life_argument(HALF_LIFE_DAYS),
                     "library-set": LIBRARY_SET,  # Glue's own key, without the dashes
                 },
             )

@@ -61,6 +61,17 @@ def _transform(values: np.ndarray, kind: str) -> np.ndarray:
     return np.log1p(values) if kind == "implicit" else values
 
 
+def explicit_score(value: np.ndarray, rule: registry.EventTypeRule) -> np.ndarray:
+    """An explicit value on the common scale: 0 at the type's neutral point, negative only below it, and
+    linear in the distance on each side, reaching +-1 at the scale's ends (times the polarity). A 3 of 5
+    is 0, not a dislike; a 1 of 5 is -1 and a 2 of 5 -0.5."""
+    neutral = float(rule.neutral)  # the registry requires it of explicit types
+    distance = np.asarray(value, dtype=float) - neutral
+    # an end that is the neutral point itself has no values beyond it: divide by 1 (the distance is 0)
+    span = np.where(distance >= 0, (rule.max - neutral) or 1.0, (neutral - rule.min) or 1.0)
+    return rule.polarity * distance / span
+
+
 def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: CleaningRules,
                  settled: np.ndarray | None = None) -> CleanResult:
     """`settled` marks rows decided before cleaning (duplicates): the result is that of the batch
@@ -140,7 +151,7 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
         # 4. normalization onto a common scale
         if rule.kind == "explicit":
             minmax[rows] = (value[rows] - rule.min) / (rule.max - rule.min)
-            score[rows] = rule.polarity * (2 * minmax[rows] - 1)
+            score[rows] = explicit_score(value[rows], rule)
         else:
             top = _transform(np.array(stats.quantile(UPPER_QUANTILE) if warm else rule.max), rule.kind)
             minmax[rows] = np.clip(t[rows] / max(float(top), 1e-9), 0, 1)

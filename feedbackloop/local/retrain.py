@@ -28,6 +28,7 @@ from feedbackloop.adapters.aws import DynamoModelRegistry, S3Artifacts
 from feedbackloop.local.environment import physical_name
 from feedbackloop.local.lake_reader import LakeLocation
 from feedbackloop.local.sql_engine import local_engine
+from feedbackloop.models.contract import HALF_LIFE_DAYS
 from feedbackloop.models.training import TrainingParams
 from feedbackloop.resources import CANDIDATES_PREFIX, MODELS_BUCKET, PUBLISHED_PREFIX, REGISTRY_TABLE
 from glue_jobs.build_tables import JOB_NAMES, run_job
@@ -60,7 +61,7 @@ def run_retraining(endpoint: str, session: boto3.Session, params: TrainingParams
     def build_tables() -> None:
         engine = local_engine(endpoint, session)
         for name in JOB_NAMES:
-            built = run_job(name, engine, settle=timedelta(0))
+            built = run_job(name, engine, settle=timedelta(0), half_life_days=HALF_LIFE_DAYS)
             say(f"    {name}: " + ", ".join(f"{r.table} {r.rows:,} rows" if not r.skipped else
                                              f"{r.table} {r.skipped}" for r in built))
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 K = 10
-HALF_LIFE_DAYS = 30.0  # of the feedback decay; glue_jobs/build_tables.py holds the same (a test checks)
+# The feedback decay's half-life, the one setting: the table jobs receive it as `--half-life-days` (CDK and
+# the local runners pass it; the script cannot import the core), training's parameters and the online store
+# read it here.
+HALF_LIFE_DAYS = 30.0
 MODEL_FILE = "model.npz"
 METRICS_FILE = "metrics.json"
 GATE_METRIC = f"ndcg_at_{K}"

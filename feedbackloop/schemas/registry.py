@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Any, Literal
 
 import fastjsonschema
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CURRENT_MAJOR = 1
 CURRENT_VERSION = "1.1"  # 1.1 added context.category
@@ -37,12 +37,27 @@ class EventTypeRule(BaseModel):
     kind: Literal["explicit", "implicit"]
     min: float
     max: float
+    # explicit types only: the value that says neither like nor dislike (feedback score 0)
+    neutral: float | None = None
     impute: bool
     fallback: float | None = None
     outlier: Literal["none", "zscore", "iqr"]
     weight: float = Field(gt=0, le=1)
     polarity: Literal[-1, 0, 1]  # 0: an exposure, no preference by itself
     integer: bool = False
+
+    @model_validator(mode="after")
+    def _scale_is_consistent(self) -> EventTypeRule:
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min:g}) must be below max ({self.max:g})")
+        if self.kind == "explicit":
+            if self.neutral is None:
+                raise ValueError("an explicit type must state its scale's neutral point")
+            if not self.min <= self.neutral <= self.max:
+                raise ValueError(f"neutral ({self.neutral:g}) must lie in [{self.min:g}, {self.max:g}]")
+        elif self.neutral is not None:
+            raise ValueError("only explicit types have a neutral point (an implicit signal starts at 0)")
+        return self
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from aws_cdk.assertions import Template
 from cdk.app import DATA_STACK, TABLES_STACK
 from cdk.components.lake import PARTITION_WRITE_ACTIONS
 from cdk.naming import pascal_case
+from feedbackloop.models.contract import HALF_LIFE_DAYS
 from feedbackloop.resources import (
     ATHENA_BYTES_SCANNED_CUTOFF,
     CLEANER_LAKE_TABLES,
@@ -116,6 +117,9 @@ def test_job_arguments_are_what_the_script_parses(tables: Template, synthesis, n
                                                                      else json.dumps(value))]
     parsed = build_tables.parse_args(argv)
     assert (parsed.job, parsed.full) == (name, "false")
+    # the core's one half-life setting, passed (not left to the script's own default)
+    assert arguments["--half-life-days"] == build_tables.half_life_argument(HALF_LIFE_DAYS)
+    assert parsed.half_life_days == HALF_LIFE_DAYS
     assert parsed.sql_location == json.dumps(arguments["--sql-location"])
 
 

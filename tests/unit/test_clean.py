@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from feedbackloop.cleaning.clean import DEVICES, HASH_BUCKETS, CleaningRules, clean_events
+from feedbackloop.cleaning.clean import DEVICES, HASH_BUCKETS, CleaningRules, clean_events, explicit_score
 from feedbackloop.cleaning.decode import DECODED_SCHEMA, decode_batch
 from feedbackloop.cleaning.stats import CleanerState, StreamStats
 from feedbackloop.lake import CURATED_EVENTS
@@ -267,14 +267,25 @@ def test_timestamp_quarantine_wins_over_the_outlier_check(clean, received_at):
 
 @pytest.mark.parametrize(
     ("event_type", "value", "minmax", "score"),
-    [("rating", 1, 0.0, -1.0), ("rating", 3, 0.5, 0.0), ("rating", 5, 1.0, 1.0),
-     ("form_score", 0, 0.0, -1.0), ("form_score", 75, 0.75, 0.5), ("nps", 10, 1.0, 1.0), ("nps", 0, 0.0, -1.0)],
+    [("rating", 1, 0.0, -1.0), ("rating", 2, 0.25, -0.5), ("rating", 3, 0.5, 0.0), ("rating", 4, 0.75, 0.5),
+     ("rating", 5, 1.0, 1.0), ("form_score", 0, 0.0, -1.0), ("form_score", 50, 0.5, 0.0),
+     ("form_score", 75, 0.75, 0.5), ("nps", 10, 1.0, 1.0), ("nps", 8, 0.8, 1 / 3), ("nps", 7, 0.7, 0.0),
+     ("nps", 6, 0.6, -1 / 7), ("nps", 0, 0.0, -1.0)],
 )
-def test_explicit_values_scale_onto_minus_one_to_one(clean, event_type, value, minmax, score):
+def test_explicit_values_are_zero_at_the_neutral_point_and_scale_with_the_distance(clean, event_type, value, minmax,
+                                                                                    score):
+    """Neutral points (event_types.json): rating 3, form score 50, NPS 7 (where its passive band starts)."""
     curated, _, _ = clean({"event_type": event_type, "value": value})
     assert curated["e0"]["value_minmax"] == pytest.approx(minmax)
     assert curated["e0"]["feedback_score"] == pytest.approx(score)
     assert curated["e0"]["feedback_kind"] == "explicit"
+
+
+def test_a_neutral_point_at_an_end_of_the_scale_leaves_one_side_only():
+    rule = RULES["rating"].model_copy(update={"neutral": 5.0})
+    assert explicit_score(np.array([1.0, 3.0, 5.0]), rule).tolist() == [-1.0, -0.5, 0.0]
+    rule = RULES["rating"].model_copy(update={"neutral": 1.0, "polarity": -1})
+    assert explicit_score(np.array([1.0, 3.0, 5.0]), rule).tolist() == [0.0, -0.5, -1.0]
 
 
 def test_implicit_values_scale_on_a_log_range_while_cold(clean):

@@ -88,8 +88,32 @@ def test_interactions_sign_follows_the_composite_score():
     pairs = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"],
                           "composite_score": [0.5, 0.0, -0.2], "confidence_mass": [2.0, 1.0, 3.0]})
     matrix = Interactions.from_pairs(pairs)
-    assert matrix.confidence.toarray().tolist() == [[2.0, -1.0], [-3.0, 0.0]]
-    assert matrix.liked.toarray().tolist() == [[2.0, 0.0], [0.0, 0.0]]
+    assert matrix.confidence.toarray().tolist() == [[2.0, 1.0], [-3.0, 0.0]]  # 0: a neutral rating, engagement
+    assert matrix.liked.toarray().tolist() == [[2.0, 1.0], [0.0, 0.0]]
+
+
+def test_a_zero_score_is_negative_when_capped_by_a_later_negative_or_only_exposures():
+    pairs = pd.DataFrame({"user_id": ["a", "a", "a"], "item_id": ["neutral", "cancelled", "shown"],
+                          "composite_score": [0.0, 0.0, 0.0], "confidence_mass": [1.0, 1.3, 0.1],
+                          "negative_last": [False, True, False], "events": [2, 2, 3], "views": [1, 0, 3]})
+    assert Interactions.from_pairs(pairs).confidence.toarray().tolist() == [[-1.3, 1.0, -0.1]]
+
+
+def test_no_half_life_means_no_decay_and_a_bad_one_is_refused():
+    daily = pd.DataFrame({"user_id": ["a", "a"], "item_id": ["x", "x"], "event_date": ["2025-01-01", "2026-01-01"],
+                          "category": [None, None], "decayed_score_sum": [1.0, -1.5], "decayed_weight_sum": [1.0, 1.0],
+                          "last_positive_at": [pd.Timestamp("2025-01-01", tz="UTC"), pd.NaT],
+                          "last_negative_at": [pd.NaT, pd.Timestamp("2025-12-01", tz="UTC")],
+                          "last_seen_at": [pd.Timestamp("2025-01-01", tz="UTC")] * 2}
+                         | {name: [1, 1] for name in ("events", "explicit_events", "implicit_events", "views", "clicks",
+                                                    "purchases", "cancels", "ratings", "rating_sum")})
+    (pair,) = feedback_as_of(daily, "2026-01-01", half_life_days=None).to_dict("records")
+    assert pair["confidence_mass"] == 2.0 and pair["composite_score"] == -0.25
+    (decayed,) = feedback_as_of(daily, "2026-01-01", half_life_days=365.0).to_dict("records")
+    assert decayed["confidence_mass"] == pytest.approx(1.5)
+    for bad in (0, -7.0):
+        with pytest.raises(ValueError, match="half_life_days must be a positive number of days or None"):
+            feedback_as_of(daily, "2026-01-01", half_life_days=bad)
 
 
 def test_fold_in_is_the_als_user_step(history):

@@ -204,6 +204,33 @@ def test_implicit_events_may_omit_their_value(make_event, event_type):
     assert registry.validate_event(make_event(event_type=event_type, drop=("value",))) is None
 
 
+def test_every_explicit_type_states_a_neutral_point_inside_its_scale():
+    explicit = {name: rule.neutral for name, rule in RULES.items() if rule.kind == "explicit"}
+    assert explicit == {"rating": 3, "form_score": 50, "nps": 7}
+    assert all(rule.neutral is None for rule in RULES.values() if rule.kind == "implicit")
+
+
+_SCALE = {"kind": "explicit", "min": 1, "max": 5, "impute": False, "outlier": "none", "weight": 1.0, "polarity": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({}, "an explicit type must state its scale's neutral point"),
+     ({"neutral": 6}, r"neutral \(6\) must lie in \[1, 5\]"),
+     ({"neutral": 0.5}, r"neutral \(0.5\) must lie in \[1, 5\]"),
+     ({"neutral": 3, "min": 5}, r"min \(5\) must be below max \(5\)"),
+     ({"neutral": 3, "kind": "implicit"}, "only explicit types have a neutral point")],
+)
+def test_an_inconsistent_scale_is_refused_with_its_reason(change, message):
+    with pytest.raises(ValueError, match=message):
+        registry.EventTypeRule.model_validate(_SCALE | change)
+
+
+@pytest.mark.parametrize("neutral", [1, 3, 5])
+def test_a_neutral_point_may_sit_anywhere_on_the_scale_ends_included(neutral):
+    assert registry.EventTypeRule.model_validate(_SCALE | {"neutral": neutral}).neutral == neutral
+
+
 @pytest.mark.parametrize("value", [7.5, 0.1, 9.999])
 def test_nps_must_be_a_whole_number(make_event, value):
     assert _error(make_event(event_type="nps", value=value)) == registry.SchemaError(
