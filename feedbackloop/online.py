@@ -41,6 +41,14 @@ class ItemSignal:
             self.last_positive is None or self.last_negative >= self.last_positive))
 
     @property
+    def unwanted(self) -> bool:
+        """Negative evidence, as training signs a pair (`feedbackloop.models.data.unwanted`): turned
+        against, or only shown (no positive nor negative signal, the latest a view: an exposure; a
+        neutral rating is engagement)."""
+        return self.turned_against or (self.last_positive is None and self.last_negative is None
+                                       and self.last_type == "view")
+
+    @property
     def composite(self) -> float:
         mean = self.score_mass / self.weight_mass if self.weight_mass > 0 else 0.0
         negative_last = self.last_negative is not None and (
@@ -67,8 +75,8 @@ class UserProfile:
         items = list(self.items)
         weight = np.array([self.items[i].weight_mass * factor for i in items])
         composite = np.array([self.items[i].composite for i in items])
-        against = np.array([self.items[i].turned_against for i in items], dtype=bool)
-        return items, np.where(against, -weight, weight), composite
+        unwanted = np.array([self.items[i].unwanted for i in items], dtype=bool)
+        return items, np.where(unwanted, -weight, weight), composite
 
     def merge(self, rows: pa.Table, now: float) -> None:
         """Add clean rows (user_id = this user; item_id, event_type, feedback_score, confidence,

@@ -472,7 +472,7 @@ def run(json_path: str, console: TextIO, interactions: str | None = None, protoc
             raise SystemExit(f"{interactions}: missing column(s) {', '.join(sorted(missing))}")
         log = log.assign(user_id=log["user_id"].astype(str), item_id=log["item_id"].astype(str),
                          timestamp=pd.to_datetime(log["timestamp"], utc=True,
-                                                  unit="s" if np.issubdtype(log["timestamp"].dtype, np.number)
+                                                  unit="s" if pd.api.types.is_numeric_dtype(log["timestamp"])
                                                   else None))
         protocols = [split_log(log, protocol)]
         arrival = datetime(2026, 1, 1, tzinfo=UTC)

@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from feedbackloop.models.contract import HALF_LIFE_DAYS, K
-from feedbackloop.models.data import feedback_as_of
+from feedbackloop.models.data import feedback_as_of, unwanted
 from feedbackloop.models.evaluation import ranking_metrics
 from feedbackloop.models.sources import EASE, EASE_MAX_ITEMS, ConfidenceMF, ItemKNN
 from feedbackloop.ranking import ARRAY_PREFIX, FEATURES, ITEM_FEATURES, SOURCES, Ranker, UserSignals
@@ -162,11 +162,10 @@ def random_item_splitter(test_share: float = 0.25, seed: int = 0, discovery: boo
 
 
 def turned_against(pairs: pd.DataFrame) -> np.ndarray:
-    """Pairs whose composite score is below 0, or whose latest signal is negative (a cancel after the
-    purchase, a low rating after a high one: the conflict rule caps those at 0, ADR 0006). A neutral
-    rating (score 0, no negative signal) is engagement, not a dislike."""
-    negative_last = (pairs["last_negative_at"].notna() & (
-        pairs["last_positive_at"].isna() | (pairs["last_negative_at"] >= pairs["last_positive_at"]))).to_numpy()
+    """Pairs the user turned against: a composite score below 0, or a latest signal that is negative (a
+    cancel after the purchase, a low rating after a high one: capped at 0, ADR 0006). Serving never
+    shows them; an item only ever shown (unwanted too, see `unwanted`) may be shown again."""
+    negative_last = pairs["negative_last"].to_numpy(dtype=bool) if "negative_last" in pairs else False
     return (pairs["composite_score"].to_numpy() < 0) | negative_last
 
 
@@ -204,9 +203,9 @@ class State:
 
     @staticmethod
     def signed(pairs: pd.DataFrame) -> np.ndarray:
-        """Confidence mass, negative where the user turned against the item (`turned_against`)."""
+        """Confidence mass, negative for unwanted pairs (`feedbackloop.models.data.unwanted`)."""
         mass = pairs["confidence_mass"].to_numpy(dtype=np.float64)
-        return np.where(turned_against(pairs), -mass, mass)
+        return np.where(unwanted(pairs), -mass, mass)
 
     def evidence(self, half_life: float) -> sp.csr_matrix:
         """X for fitting a source: signed confidence mass decayed at `half_life` (inf: none)."""
@@ -229,7 +228,8 @@ class State:
         composite = p["composite_score"].to_numpy(dtype=np.float64)
         days = p["days_since"].to_numpy(dtype=np.float64)
         conflicting = (p["last_positive_at"].notna() & p["last_negative_at"].notna()).to_numpy()
-        return [UserSignals(rows[a:b], confidence[a:b], composite[a:b], days[a:b], conflicting[a:b])
+        against = turned_against(p)
+        return [UserSignals(rows[a:b], confidence[a:b], composite[a:b], days[a:b], conflicting[a:b], against[a:b])
                 for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def signals_for(self, item_ids: np.ndarray, segments: dict[str, str] | None = None,
@@ -242,7 +242,8 @@ class State:
             mapped = rows[s.rows]
             keep = mapped >= 0
             out[user] = UserSignals(mapped[keep], s.confidence[keep], s.composite[keep], s.days_since[keep],
-                                    s.conflicting[keep], index.get((segments or {}).get(user, ""), -1))
+                                    s.conflicting[keep], s.against[keep],
+                                    index.get((segments or {}).get(user, ""), -1))
         return out
 
     def item_features(self) -> np.ndarray:
@@ -433,7 +434,7 @@ def segment_rows(state: State, segments: dict[str, str] | None, names: np.ndarra
 
 
 def with_segments(signals: list[UserSignals], rows: np.ndarray) -> list[UserSignals]:
-    return [UserSignals(s.rows, s.confidence, s.composite, s.days_since, s.conflicting, int(r))
+    return [UserSignals(s.rows, s.confidence, s.composite, s.days_since, s.conflicting, s.against, int(r))
             for s, r in zip(signals, rows, strict=True)]
 
 
@@ -659,8 +660,8 @@ def daily_from_log(log: pd.DataFrame, rating_scale: tuple[float, float, float] |
     scale's neutral point, +-1 at its ends (`rating_scale`: min, neutral, max; default: the data's
     min and max and their midpoint)."""
     frame = log.copy()
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, unit="s" if np.issubdtype(
-        frame["timestamp"].dtype, np.number) else None)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, unit="s" if pd.api.types.is_numeric_dtype(
+        frame["timestamp"]) else None)
     frame["event_date"] = frame["timestamp"].dt.strftime("%Y-%m-%d")
     explicit = "rating" in frame and frame["rating"].notna().any()
     if explicit:

@@ -24,10 +24,11 @@ from feedbackloop.adapters.memory import MemoryArtifacts, MemoryModelRegistry
 from feedbackloop.local.lake_reader import LakeLocation, connect
 from feedbackloop.models.data import Interactions, feedback_as_of
 from feedbackloop.models.evaluation import ranking_metrics, rmse
-from feedbackloop.models.factorization import FeedbackMF, top_k
 from feedbackloop.models.rating import BiasedRatingModel
 from feedbackloop.models.segments import UserSegmentation
+from feedbackloop.models.sources import ConfidenceMF
 from feedbackloop.models.training import TrainingParams, hold_out, save, train
+from feedbackloop.ranking import ARRAY_PREFIX, ITEM_FEATURES, Ranker, UserSignals
 from feedbackloop.registry import StaleRegistryError
 from feedbackloop.retraining import decide, evaluate, metrics_from_archive, publish
 
@@ -117,27 +118,29 @@ def test_no_half_life_means_no_decay_and_a_bad_one_is_refused():
 
 
 def test_fold_in_is_the_als_user_step(history):
+    """Serving's fold-in (the Ranker's) is the least-squares step implicit's ALS takes for a user, with
+    confidence 1 + alpha * c on the same item factors."""
     daily, _, _ = history
     interactions = Interactions.from_pairs(feedback_as_of(daily, daily["event_date"].max()))
-    model = FeedbackMF(factors=8, iterations=5, alpha=3.0, regularization=0.1).fit(interactions)
+    source = ConfidenceMF(factors=8, iterations=5, alpha=3.0, regularization=0.1).fit(interactions.confidence)
     row = interactions.confidence[3]
     with threadpool_limits(1, "blas"):
-        reference = AlternatingLeastSquares(factors=8, iterations=1, alpha=3.0, regularization=0.1, random_state=0)
-        reference.fit(interactions.confidence.astype(np.float32), show_progress=False)
-        reference.item_factors = model.item_factors_
-        expected = reference.recalculate_user(3, row.astype(np.float32))
-    ours = model.fold_in(row.indices, row.data)
-    np.testing.assert_allclose(ours, np.asarray(expected).ravel(), rtol=1e-3, atol=1e-4)
-
-
-def test_the_model_ranks_a_users_taste_above_the_rest(history):
-    daily, _, _ = history
-    interactions = Interactions.from_pairs(feedback_as_of(daily, daily["event_date"].max()))
-    model = FeedbackMF(factors=8, iterations=10, history_weight=0.0).fit(interactions)
-    top = [item for item, _ in model.recommend("u1", k=5)]  # u1's taste: items 10..19
-    assert all(10 <= int(item[1:]) < 20 for item in top)
-    assert [i for i, _ in model.recommend("stranger", k=3)] == [
-        str(model.item_ids_[i]) for i in top_k(model.popularity_[None, :], 3)[0]]
+        reference = AlternatingLeastSquares(factors=8, iterations=1, alpha=1.0, regularization=0.1, random_state=0)
+        reference.fit(source.confidence(interactions.confidence), show_progress=False)
+        reference.item_factors = source.item_factors_
+        expected = reference.recalculate_user(3, source.confidence(row))
+    n = source.item_factors_.shape[0]
+    arrays = {"item_ids": np.arange(n).astype(str), "item_factors": source.item_factors_, "regularization":
+              np.array(0.1), "alpha": np.array(3.0), "neighbors_indptr": np.zeros(n + 1, dtype=np.int64),
+              "neighbors_indices": np.array([], dtype=np.int64), "neighbors_data": np.array([]),
+              "item_item_binary": np.array(True), "popularity": np.ones(n), "trending": np.ones(n),
+              "segment_names": np.array([], dtype=str), "segment_popularity": np.zeros((0, n)),
+              "item_features": np.zeros((n, len(ITEM_FEATURES))), "candidates": np.array(10),
+              "exclude_seen": np.array(False), "strategy": np.array("mf"), "history_weight": np.array(1.0)}
+    ranker = Ranker({ARRAY_PREFIX + k: v for k, v in arrays.items()})
+    signals = UserSignals(row.indices, row.data, np.sign(row.data), np.zeros(len(row.data)),
+                          np.zeros(len(row.data), dtype=bool), row.data < 0)
+    np.testing.assert_allclose(ranker.fold_in(signals), np.asarray(expected).ravel(), rtol=1e-3, atol=1e-4)
 
 
 def test_ranking_metrics_against_hand_values():
@@ -250,14 +253,16 @@ def test_training_evaluates_on_a_temporal_hold_out_and_saves(history, tmp_path: 
     split = hold_out(daily, days=14)
     assert split.train["last_seen_at"].max() < pd.Timestamp(split.cutoff, tz="UTC") + pd.Timedelta(days=1)
     assert split.relevant and all(items for items in split.relevant.values())
-    model = train(daily, users, TrainingParams(factors=8, iterations=5, holdout_days=14, segments_max=4), "v1")
+    model = train(daily, users, TrainingParams(tuning_minutes=0.0, max_trees=20, holdout_days=14, segments_max=4), "v1")
     ranking = model.metrics["ranking"]
     assert ranking["model"]["ndcg_at_10"] > ranking["popularity"]["ndcg_at_10"]
     assert model.segmentation is not None and 2 <= model.metrics["segments"]["k"] <= 4
     save(model, tmp_path)
     arrays = np.load(tmp_path / "model.npz")
-    assert arrays["item_factors"].shape == (len(arrays["item_ids"]), 8)
-    assert json.loads((tmp_path / "metrics.json").read_text())["version"] == "v1"
+    assert len(arrays["ranker_item_factors"]) == len(arrays["ranker_item_ids"])
+    document = json.loads((tmp_path / "metrics.json").read_text())
+    assert document["version"] == "v1" and document["ranker"]["strategy"] == model.metrics["strategy"]
+    assert document["ranker"]["why"] and document["ranker"]["sources"]["mf"]["factors"] >= 16
 
 
 def test_the_training_script_runs_as_a_process_with_the_sagemaker_contract(tmp_path: Path, history):
@@ -268,18 +273,18 @@ def test_the_training_script_runs_as_a_process_with_the_sagemaker_contract(tmp_p
                             "SM_CHANNEL_FEEDBACK": str(lake / "curated/tables/feedback_daily"),
                             "SM_CHANNEL_USERS": str(lake / "curated/tables/user_features"),
                             "OPENBLAS_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(ROOT / "sagemaker/train.py"), "--factors", "4", "--iterations", "3",
-                             "--holdout_days", "10", "--version", "v-script"],
+    result = subprocess.run([sys.executable, str(ROOT / "sagemaker/train.py"), "--tuning_minutes", "0",
+                             "--max_trees", "10", "--holdout_days", "10", "--version", "v-script"],
                             env=environ, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert "model_ndcg_at_10=" in result.stdout
     document = json.loads((model_dir / "metrics.json").read_text())
-    assert document["version"] == "v-script" and document["params"]["factors"] == 4
+    assert document["version"] == "v-script" and document["params"]["max_trees"] == 10
 
 
 def test_the_published_model_is_scored_on_the_candidates_hold_out_and_the_gate_compares_those(history, tmp_path):
     daily, _, users = history
-    params = TrainingParams(factors=8, iterations=5, holdout_days=14, segments_max=4)
+    params = TrainingParams(tuning_minutes=0.0, max_trees=20, holdout_days=14, segments_max=4)
     last = pd.Timestamp(daily["event_date"].max())
     seen = (last - pd.Timedelta(days=10)).strftime("%Y-%m-%d")
     champion = train(daily[daily["event_date"] <= seen], users, params, "v1")  # ten days ago
@@ -302,7 +307,7 @@ def test_the_published_model_is_scored_on_the_candidates_hold_out_and_the_gate_c
 
 def test_with_no_day_the_published_model_has_not_seen_the_gate_keeps_it(history, tmp_path):
     daily, _, users = history
-    params = TrainingParams(factors=8, iterations=5, holdout_days=14, segments_max=4)
+    params = TrainingParams(tuning_minutes=0.0, max_trees=20, holdout_days=14, segments_max=4)
     save(train(daily, users, params, "v1"), tmp_path)
     with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
         for name in ("model.npz", "metrics.json"):

@@ -1,0 +1,151 @@
+"""The ranking core: candidate sources as estimators, the Ranker serving and the gate share, and the
+tuned two-stage training on a small world with a known structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from feedbackloop.models import pipeline
+from feedbackloop.models.sources import EASE, ConfidenceMF, ItemKNN, OwnHistory, Popularity
+from feedbackloop.ranking import FEATURES, Ranker, UserSignals
+
+pytestmark = pytest.mark.unit
+
+
+def _matrix() -> sp.csr_matrix:
+    rng = np.random.default_rng(0)
+    dense = (rng.random((30, 12)) < 0.3) * rng.integers(1, 4, (30, 12))
+    dense[0, 3] = -2  # user 0 turned against item 3
+    return sp.csr_matrix(dense.astype(np.float64))
+
+
+@pytest.mark.parametrize("make", [lambda: ConfidenceMF(factors=4, iterations=3), lambda: EASE(lam=5.0),
+                                  lambda: ItemKNN(neighbors=4), OwnHistory, Popularity])
+def test_every_source_is_an_estimator_that_scores_batches_of_users(make):
+    x = _matrix()
+    source = make()
+    assert source.fit(x) is source
+    scores = source.score(np.array([0, 5, 7]))
+    assert scores.shape == (3, 12) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("make", [lambda: ConfidenceMF(factors=4, iterations=3, exclude_seen=True),
+                                  lambda: EASE(lam=5.0, exclude_seen=True),
+                                  lambda: ItemKNN(neighbors=4, exclude_seen=True),
+                                  lambda: Popularity(exclude_seen=True)])
+def test_exclude_seen_removes_every_observed_pair(make):
+    x = _matrix()
+    scores = make().fit(x).score(np.arange(30))
+    assert np.array_equal(np.isneginf(scores), x.toarray() != 0)
+
+
+def test_ease_is_the_closed_form_on_wanted_pairs():
+    x = _matrix()
+    binary = (x.toarray() > 0).astype(float)
+    p = np.linalg.inv(binary.T @ binary + 5.0 * np.eye(12))
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    assert np.allclose(EASE(lam=5.0).fit(x).score(np.arange(30)), binary @ b)
+
+
+def test_knn_keeps_each_items_neighbours_only():
+    model = ItemKNN(neighbors=3, shrink=0.0).fit(_matrix())
+    assert (np.diff(model.similarity_.tocsc().indptr) <= 3).all()
+
+
+def test_popularity_per_segment_and_trending():
+    x = sp.csr_matrix(np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 1]], dtype=float))
+    by_group = Popularity().fit(x, groups=np.array(["a", "a", "b", "b"]))
+    assert by_group.score(np.array([0]))[0].argmax() == 0 and by_group.score(np.array([2]))[0].argmax() == 1
+    recent = sp.csr_matrix(np.array([[0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 1]], dtype=float))
+    assert Popularity().fit(x, recent=recent).score(np.array([0]))[0].argmax() == 2
+
+
+def test_an_old_positive_outweighs_an_unobserved_pair():
+    """Confidence 1 + alpha * c: however decayed c is, the pair counts above an unobserved one."""
+    x = sp.csr_matrix(np.array([[1e-4, 0, 0, 0]] + [[0, 1, 1, 0]] * 5 + [[1, 0, 0, 1]] * 5, dtype=float))
+    mf = ConfidenceMF(factors=4, regularization=0.01, alpha=10.0, iterations=20).fit(x)
+    assert mf.score(np.array([0]))[0, 0] > mf.score(np.array([0]))[0, 1]
+
+
+# --- the shared ranker and the training ----------------------------------------------------------
+
+def _world(users: int = 120, items: int = 60, days: int = 90, seed: int = 1, favourite: float = 0.3
+           ) -> pd.DataFrame:
+    """Users in three taste groups, each buying a few favourite items again and again (`favourite` of
+    their purchases) and other items of their group otherwise: a log of user_id, item_id, timestamp."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        pool = np.arange((u % 3) * items // 3, (u % 3 + 1) * items // 3)
+        favourites = rng.choice(pool, 3, replace=False)
+        for _ in range(rng.integers(10, 25)):
+            item = favourites[rng.integers(0, 3)] if rng.random() < favourite else rng.choice(pool)
+            rows.append((f"u{u}", f"i{item}", 1_700_000_000 + rng.integers(0, days * 86400)))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+def test_daily_from_log_scores_ratings_around_their_neutral_point():
+    log = pd.DataFrame({"user_id": ["a", "a", "a"], "item_id": ["x", "y", "z"],
+                        "timestamp": [1_700_000_000, 1_700_000_100, 1_700_000_200], "rating": [3, 5, 1]})
+    daily = pipeline.daily_from_log(log, rating_scale=(1, 3, 5)).set_index("item_id")
+    assert daily.loc["x", "decayed_score_sum"] == 0 and daily.loc["y", "decayed_score_sum"] == 1
+    assert daily.loc["z", "decayed_score_sum"] == -1 and pd.notna(daily.loc["z", "last_negative_at"])
+    state = pipeline.State.build(daily.reset_index(), daily["event_date"].max(), 30.0)
+    signed = dict(zip(state.pairs["item_id"], state.signed(state.pairs), strict=True))
+    assert signed["x"] > 0 and signed["y"] > 0 and signed["z"] < 0  # a 3 of 5 is engagement, not a dislike
+
+
+def test_fit_ranking_tunes_chooses_and_publishes_what_serving_ranks_with():
+    daily = pipeline.daily_from_log(_world())
+    params = pipeline.RankingParams(tuning_minutes=0.0, max_trees=20, candidates=15,
+                                    reranker={"num_leaves": 7, "min_data_in_leaf": 5, "learning_rate": 0.1})
+    fitted = pipeline.fit_ranking(daily, pipeline.temporal_splitter(20), params)
+    report = fitted.report
+    assert report["strategy"] in {"reranker", "blend", *pipeline.SOURCES} and report["why"]
+    assert {t["source"] for t in report["trials"]} == {"mf", "item_item"}
+    assert report["validation_ndcg"][report["strategy"] + (", seen excluded" if report["exclude_seen"] else "")] \
+        == max(report["validation_ndcg"].values())
+    ranker = Ranker(fitted.arrays)
+    state = pipeline.State.build(daily, daily["event_date"].max(), params.feature_half_life_days)
+    signals = state.signals()
+    top, scores = ranker.rank(signals[0], 5)
+    assert len(top) == 5 and np.all(np.diff(scores) <= 1e-12)
+    # the re-ranker, whether or not it serves, scores the same features serving builds
+    union, ranks = ranker.candidates_of(signals[0], ranker.source_scores(signals[0]), ranker.allowed(signals[0]))
+    assert ranker.features(signals[0], ranker.source_scores(signals[0]), union, ranks).shape == (len(union),
+                                                                                                 len(FEATURES))
+
+
+def test_the_reranker_beats_single_sources_where_the_structure_needs_both():
+    """Favourites are bought again (history) and group tastes carry to new items (mf, item_item): the
+    re-ranker, learning from both, wins on validation and serves, its trees evaluated with numpy."""
+    daily = pipeline.daily_from_log(_world(users=300, seed=4))
+    params = pipeline.RankingParams(tuning_minutes=0.0, max_trees=60, candidates=20,
+                                    reranker={"num_leaves": 7, "min_data_in_leaf": 10, "learning_rate": 0.1})
+    fitted = pipeline.fit_ranking(daily, pipeline.temporal_splitter(20), params, exclude_seen=False)
+    assert fitted.report["strategy"] == "reranker", fitted.report["validation_ndcg"]
+    validation = fitted.report["validation_ndcg"]
+    assert validation["reranker"] > max(v for k, v in validation.items() if k != "reranker")
+    ranker = Ranker(fitted.arrays)
+    assert ranker.trees is not None and ranker.strategy == "reranker"
+    state = pipeline.State.build(daily, daily["event_date"].max(), params.feature_half_life_days)
+    signals = state.signals()[7]
+    top, value = ranker.rank(signals, 5)
+    scores = ranker.source_scores(signals)
+    union, ranks = ranker.candidates_of(signals, scores, ranker.allowed(signals))
+    assert np.allclose(np.sort(ranker.trees.predict(ranker.features(signals, scores, union, ranks)))[::-1][:5], value)
+
+
+def test_users_without_signals_get_popularity_and_turned_against_items_are_never_shown():
+    daily = pipeline.daily_from_log(_world())
+    params = pipeline.RankingParams(tuning_minutes=0.0, max_trees=10, candidates=10)
+    ranker = Ranker(pipeline.fit_ranking(daily, pipeline.temporal_splitter(20), params).arrays)
+    top, _ = ranker.rank(UserSignals.empty(), 3)
+    assert list(top) == list(ranker.popular_order[:3])
+    against = UserSignals(np.array([int(top[0])]), np.array([-1.0]), np.array([-1.0]), np.array([1.0]),
+                          np.array([False]), np.array([True]))
+    assert int(top[0]) not in ranker.rank(against, 10)[0]
