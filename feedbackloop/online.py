@@ -34,19 +34,14 @@ class ItemSignal:
     last_at: float
 
     @property
-    def turned_against(self) -> bool:
-        """A composite score below 0, or a latest signal that is negative (the feedback layer's rule:
-        `feedbackloop.models.pipeline.turned_against`); a neutral rating is engagement, not a dislike."""
-        return self.composite < 0 or (self.last_negative is not None and (
-            self.last_positive is None or self.last_negative >= self.last_positive))
-
-    @property
     def unwanted(self) -> bool:
-        """Negative evidence, as training signs a pair (`feedbackloop.models.data.unwanted`): turned
-        against, or only shown (no positive nor negative signal, the latest a view: an exposure; a
-        neutral rating is engagement)."""
-        return self.turned_against or (self.last_positive is None and self.last_negative is None
-                                       and self.last_type == "view")
+        """Negative evidence, as training signs a pair (`feedbackloop.models.data.unwanted`): a composite
+        score below 0, a latest signal that is negative (capped at 0, ADR 0006), or only ever shown (no
+        positive nor negative signal, the latest a view: an exposure). A neutral rating is engagement."""
+        negative_last = self.last_negative is not None and (
+            self.last_positive is None or self.last_negative >= self.last_positive)
+        exposure = self.last_positive is None and self.last_negative is None and self.last_type == "view"
+        return self.composite < 0 or negative_last or exposure
 
     @property
     def composite(self) -> float:

@@ -35,23 +35,21 @@ ARRAY_PREFIX = "ranker_"
 @dataclass(frozen=True)
 class UserSignals:
     """A user's feedback over the model's items: rows with any signal, their signed confidence mass
-    (negative for unwanted pairs, as training signs them), composite score, days since the latest signal,
-    whether the pair holds both a positive and a negative signal, whether the user turned against the
-    item (a composite score below 0 or a latest signal that is negative, ADR 0006); and the user's
-    segment (-1: none)."""
+    (negative for unwanted pairs, as training signs them: turned against, or only ever shown), composite
+    score, days since the latest signal and whether the pair holds both a positive and a negative
+    signal; and the user's segment (-1: none). Serving never shows an unwanted item again (ADR 0010)."""
 
     rows: np.ndarray
     confidence: np.ndarray
     composite: np.ndarray
     days_since: np.ndarray
     conflicting: np.ndarray
-    against: np.ndarray  # turned against: never shown
     segment: int = -1
 
     @classmethod
     def empty(cls, segment: int = -1) -> UserSignals:
-        none = np.array([], dtype=bool)
-        return cls(np.array([], dtype=np.int64), np.array([]), np.array([]), np.array([]), none, none, segment)
+        return cls(np.array([], dtype=np.int64), np.array([]), np.array([]), np.array([]), np.array([], dtype=bool),
+                   segment)
 
     @property
     def wanted(self) -> np.ndarray:
@@ -144,7 +142,7 @@ class Ranker:
 
     def allowed(self, s: UserSignals, blocked: np.ndarray | None = None) -> np.ndarray:
         allowed = np.ones(self.n_items, dtype=bool)
-        allowed[s.rows[s.against | self.exclude_seen]] = False
+        allowed[s.rows[(s.confidence < 0) | self.exclude_seen]] = False
         if blocked is not None and len(blocked):
             allowed[blocked] = False
         return allowed

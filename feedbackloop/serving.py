@@ -94,11 +94,9 @@ class ServingModel:
         last = np.array([profile.items[i].last_at for i in items], dtype=np.float64)
         conflicting = np.array([profile.items[i].last_positive is not None and profile.items[i].last_negative
                                 is not None for i in items], dtype=bool)
-        against = np.array([profile.items[i].turned_against for i in items], dtype=bool)
         own = [i for i, ok in zip(items, known, strict=True) if ok]
         return UserSignals(rows[known], confidence[known], composite[known],
-                           np.maximum(0.0, now - last[known]) / 86400, conflicting[known], against[known],
-                           segment_row), own
+                           np.maximum(0.0, now - last[known]) / 86400, conflicting[known], segment_row), own
 
 
 def legacy_arrays(arrays: dict[str, np.ndarray], document: dict) -> dict[str, np.ndarray]:

@@ -36,7 +36,7 @@ from feedbackloop.ranking import ARRAY_PREFIX, FEATURES, ITEM_FEATURES, SOURCES,
 NDCG = f"ndcg_at_{K}"
 TRENDING_DAYS = 30  # the trending source's recent window
 NEIGHBORS_KEPT = 100  # per item, of the item-item weights published for serving
-CANDIDATES = 100  # per source, the re-ranker's candidates
+CANDIDATES = 60  # per source, the re-ranker's candidates
 HALF_LIVES = (7.0, 30.0, 90.0, 365.0, math.inf)  # the evidence's half-life a source is fitted on (inf: none)
 
 
@@ -54,6 +54,7 @@ class RankingParams:
                                                               "min_data_in_leaf": 50, "feature_fraction": 0.8,
                                                               "lambda_l2": 1.0})
     max_trees: int = 300
+    max_groups: int = 3000  # users the re-ranker learns from per window (a seeded sample beyond)
     candidates: int = CANDIDATES
     feature_half_life_days: float = HALF_LIFE_DAYS  # the online profile's, which serving ranks from
     tuning_minutes: float = 5.0
@@ -161,14 +162,6 @@ def random_item_splitter(test_share: float = 0.25, seed: int = 0, discovery: boo
     return split
 
 
-def turned_against(pairs: pd.DataFrame) -> np.ndarray:
-    """Pairs the user turned against: a composite score below 0, or a latest signal that is negative (a
-    cancel after the purchase, a low rating after a high one: capped at 0, ADR 0006). Serving never
-    shows them; an item only ever shown (unwanted too, see `unwanted`) may be shown again."""
-    negative_last = pairs["negative_last"].to_numpy(dtype=bool) if "negative_last" in pairs else False
-    return (pairs["composite_score"].to_numpy() < 0) | negative_last
-
-
 @dataclass
 class State:
     """The users' feedback as of a day over fixed users and items: what the sources are fitted on
@@ -228,8 +221,7 @@ class State:
         composite = p["composite_score"].to_numpy(dtype=np.float64)
         days = p["days_since"].to_numpy(dtype=np.float64)
         conflicting = (p["last_positive_at"].notna() & p["last_negative_at"].notna()).to_numpy()
-        against = turned_against(p)
-        return [UserSignals(rows[a:b], confidence[a:b], composite[a:b], days[a:b], conflicting[a:b], against[a:b])
+        return [UserSignals(rows[a:b], confidence[a:b], composite[a:b], days[a:b], conflicting[a:b])
                 for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def signals_for(self, item_ids: np.ndarray, segments: dict[str, str] | None = None,
@@ -242,8 +234,7 @@ class State:
             mapped = rows[s.rows]
             keep = mapped >= 0
             out[user] = UserSignals(mapped[keep], s.confidence[keep], s.composite[keep], s.days_since[keep],
-                                    s.conflicting[keep], s.against[keep],
-                                    index.get((segments or {}).get(user, ""), -1))
+                                    s.conflicting[keep], index.get((segments or {}).get(user, ""), -1))
         return out
 
     def item_features(self) -> np.ndarray:
@@ -434,7 +425,7 @@ def segment_rows(state: State, segments: dict[str, str] | None, names: np.ndarra
 
 
 def with_segments(signals: list[UserSignals], rows: np.ndarray) -> list[UserSignals]:
-    return [UserSignals(s.rows, s.confidence, s.composite, s.days_since, s.conflicting, s.against, int(r))
+    return [UserSignals(s.rows, s.confidence, s.composite, s.days_since, s.conflicting, int(r))
             for s, r in zip(signals, rows, strict=True)]
 
 
@@ -467,9 +458,12 @@ class Candidates:
     features: list[np.ndarray]
     labels: list[np.ndarray]
 
-    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The re-ranker's training rows: users with at least one wanted candidate."""
+    def rows(self, max_groups: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The re-ranker's training rows: users with at least one wanted candidate (at most
+        `max_groups` of them, drawn with the seed)."""
         keep = [i for i, y in enumerate(self.labels) if y.any()]
+        if max_groups is not None and len(keep) > max_groups:
+            keep = sorted(np.random.default_rng(seed).choice(keep, max_groups, replace=False).tolist())
         if not keep:
             return np.empty((0, len(FEATURES))), np.empty(0), np.empty(0, dtype=np.int64)
         return (np.vstack([self.features[i] for i in keep]), np.concatenate([self.labels[i] for i in keep]),
@@ -488,8 +482,9 @@ class Candidates:
 
 
 def candidates(ranker: Ranker, signals: list[UserSignals], users: np.ndarray, wanted: list[set[int]],
-               choices: list[bool], k: int = K) -> dict[bool, Candidates]:
-    """One pass over the users: each source's scores once, then every strategy for every choice."""
+               choices: list[bool], k: int = K, features: bool = True) -> dict[bool, Candidates]:
+    """One pass over the users: each source's scores once, then every single strategy for every choice
+    and (with `features`) the re-ranker's candidates."""
     out = {seen: Candidates({name: np.full((len(users), k), -1, dtype=np.int64) for name in SINGLE}, [], [], [])
            for seen in choices}
     saved = ranker.exclude_seen
@@ -507,6 +502,8 @@ def candidates(ranker: Ranker, signals: list[UserSignals], users: np.ndarray, wa
                     if n:
                         part = np.argpartition(-value, n - 1)[:n]
                         c.top[name][j, :n] = part[np.argsort(-value[part], kind="stable")]
+                if not features:
+                    continue
                 union, ranks = ranker.candidates_of(s, scores, allowed)
                 c.union.append(union)
                 c.features.append(ranker.features(s, scores, union, ranks).astype(np.float32))
@@ -574,31 +571,35 @@ def fit_ranking(daily: pd.DataFrame, splitter: Splitter, params: RankingParams,
     chosen, trials = tune_sources(state1, v1.relevant, params, exclude_seen is True,
                                   started + (deadline - started) * 2 / 3)
     console(f"sources tuned in {time.monotonic() - started:.0f} s ({len(trials)} trials): {chosen}")
-    # 2. the re-ranker's training rows on V2, every strategy and the re-ranker's rows on V1
-    passes = {}
-    for name, split in (("v2", v2), ("v1", v1)):
+    # 2. on V1, every single strategy, seen items left out or not: whether they are is the data's
+    # (repeat consumption or not), and the re-ranker is trained for that choice only
+    rankers, passes = {}, {}
+    for name, split in (("v1", v1), ("v2", v2)):
         state = state1 if name == "v1" else State.build(split.train, split.as_of, params.feature_half_life_days)
         ranker = Ranker(ranker_arrays(state, chosen, params, "blend", False, segments))
         signals = with_segments(state.signals(), segment_rows(state, segments, ranker.arrays["segment_names"]))
-        users, wanted = _targets(state, split.relevant)
-        passes[name] = (candidates(ranker, signals, users, wanted, choices), wanted, len(state.item_ids))
+        rankers[name] = (ranker, signals, *_targets(state, split.relevant), len(state.item_ids))
+    ranker1, signals1, users1, wanted1, n1 = rankers["v1"]
+    singles = candidates(ranker1, signals1, users1, wanted1, choices, features=False)
+    scores: dict[tuple[str, bool], float] = {(name, seen): ranking_metrics(singles[seen].top[name], wanted1, n1)[NDCG]
+                                             for seen in choices for name in SINGLE}
+    seen = max(scores.items(), key=lambda kv: kv[1])[0][1]
+    # 3. the re-ranker: learns on V2's window, stops early and is scored on V1's
+    for name in ("v1", "v2"):
+        ranker, signals, users, wanted, _ = rankers[name]
+        passes[name] = candidates(ranker, signals, users, wanted, [seen])[seen]
     console(f"candidates built in {time.monotonic() - started:.0f} s")
-    # 3. on V1: every single strategy and the re-ranker
-    scores: dict[tuple[str, bool], float] = {}
     trees_of: dict[bool, int] = {}
-    (v1_candidates, wanted1, n1), (v2_candidates, _, _) = passes["v1"], passes["v2"]
-    for seen in choices:
-        for name in SINGLE:
-            scores[(name, seen)] = ranking_metrics(v1_candidates[seen].top[name], wanted1, n1)[NDCG]
-        train_rows, valid_rows = v2_candidates[seen].rows(), v1_candidates[seen].rows()
-        if len(train_rows[2]) and len(valid_rows[2]):
-            booster = fit_trees(*train_rows, params, params.max_trees, valid=valid_rows)
-            trees_of[seen] = booster.best_iteration or params.max_trees
-            ranked = v1_candidates[seen].reranked(lambda x, b=booster: b.predict(x, raw_score=True))
-            scores[("reranker", seen)] = ranking_metrics(ranked, wanted1, n1)[NDCG]
-            report.setdefault("importance", {})[f"seen_excluded={seen}"] = dict(sorted(zip(
-                FEATURES, booster.feature_importance("gain").round(1).tolist(), strict=True),
-                key=lambda kv: -kv[1])[:12])
+    v1_candidates, v2_candidates = {seen: passes["v1"]}, {seen: passes["v2"]}
+    train_rows = v2_candidates[seen].rows(params.max_groups, params.random_state)
+    valid_rows = v1_candidates[seen].rows(params.max_groups, params.random_state)
+    if len(train_rows[2]) and len(valid_rows[2]):
+        booster = fit_trees(*train_rows, params, params.max_trees, valid=valid_rows)
+        trees_of[seen] = booster.best_iteration or params.max_trees
+        ranked = v1_candidates[seen].reranked(lambda x, b=booster: b.predict(x, raw_score=True))
+        scores[("reranker", seen)] = ranking_metrics(ranked, wanted1, n1)[NDCG]
+        report["importance"] = dict(sorted(zip(FEATURES, booster.feature_importance("gain").round(1).tolist(),
+                                               strict=True), key=lambda kv: -kv[1])[:12])
     (strategy, seen), best = max(scores.items(), key=lambda kv: kv[1])
     single_value, (single_name, _) = max((v, key) for key, v in scores.items() if key[0] != "reranker")
     reranker = scores.get(("reranker", seen))
@@ -613,7 +614,8 @@ def fit_ranking(daily: pd.DataFrame, splitter: Splitter, params: RankingParams,
     trees = None
     if strategy == "reranker":
         report["reranker_trees"] = trees_of[seen]
-        booster = fit_trees(*v1_candidates[seen].rows(), params, trees_of[seen])
+        booster = fit_trees(*v1_candidates[seen].rows(params.max_groups, params.random_state), params,
+                            trees_of[seen])
         trees = _ensemble(booster).to_arrays()
     final = State.build(daily, daily["event_date"].max(), params.feature_half_life_days)
     arrays = ranker_arrays(final, chosen, params, strategy, seen, segments, trees)
@@ -637,7 +639,7 @@ def refit_ranking(daily: pd.DataFrame, splitter: Splitter, fitted: FittedRanking
         ranker = Ranker(ranker_arrays(state, chosen, params, "blend", seen, segments))
         signals = with_segments(state.signals(), segment_rows(state, segments, ranker.arrays["segment_names"]))
         users, wanted = _targets(state, split.relevant)
-        rows = candidates(ranker, signals, users, wanted, [seen])[seen].rows()
+        rows = candidates(ranker, signals, users, wanted, [seen])[seen].rows(params.max_groups, params.random_state)
         if len(rows[2]):
             trees = _ensemble(fit_trees(*rows, params, int(report["reranker_trees"]))).to_arrays()
         else:

@@ -139,7 +139,7 @@ def test_fold_in_is_the_als_user_step(history):
               "exclude_seen": np.array(False), "strategy": np.array("mf"), "history_weight": np.array(1.0)}
     ranker = Ranker({ARRAY_PREFIX + k: v for k, v in arrays.items()})
     signals = UserSignals(row.indices, row.data, np.sign(row.data), np.zeros(len(row.data)),
-                          np.zeros(len(row.data), dtype=bool), row.data < 0)
+                          np.zeros(len(row.data), dtype=bool))
     np.testing.assert_allclose(ranker.fold_in(signals), np.asarray(expected).ravel(), rtol=1e-3, atol=1e-4)
 
 

@@ -147,5 +147,5 @@ def test_users_without_signals_get_popularity_and_turned_against_items_are_never
     top, _ = ranker.rank(UserSignals.empty(), 3)
     assert list(top) == list(ranker.popular_order[:3])
     against = UserSignals(np.array([int(top[0])]), np.array([-1.0]), np.array([-1.0]), np.array([1.0]),
-                          np.array([False]), np.array([True]))
+                          np.array([False]))
     assert int(top[0]) not in ranker.rank(against, 10)[0]
