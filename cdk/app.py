@@ -21,15 +21,16 @@ from cdk.stacks.monitoring import FeedbackLoopMonitoring
 from cdk.stacks.serving import FeedbackLoopServing
 from cdk.stacks.tables import FeedbackLoopTables
 from cdk.stacks.training import FeedbackLoopTraining
-
-DATA_STACK = "FeedbackLoopData"
-INGEST_STACK = "FeedbackLoopIngest"
-TABLES_STACK = "FeedbackLoopTables"
-TRAINING_STACK = "FeedbackLoopTraining"
-SERVING_STACK = "FeedbackLoopServing"
-MONITORING_STACK = "FeedbackLoopMonitoring"
-ADJUST_STACK = "FeedbackLoopAdjust"
-STACKS = (DATA_STACK, INGEST_STACK, TABLES_STACK, TRAINING_STACK, SERVING_STACK, MONITORING_STACK, ADJUST_STACK)
+from feedbackloop.resources import (  # the stack names, shared with `feedbackloop smoke`
+    ADJUST_STACK,
+    DATA_STACK,
+    INGEST_STACK,
+    MONITORING_STACK,
+    SERVING_STACK,
+    STACKS,
+    TABLES_STACK,
+    TRAINING_STACK,
+)
 
 
 def build_app(layout: ProjectLayout, outdir: str | None = None, context: dict[str, Any] | None = None) -> App:

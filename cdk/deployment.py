@@ -29,7 +29,7 @@ from typing import Annotated, Any
 from constructs import IConstruct
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from feedbackloop.resources import GLUE_DATABASE, UI_CONFIG
+from feedbackloop.resources import UI_CONFIG, glue_database, stack_name
 
 # letters and digits: it goes into Glue names (lowercase, underscores) and stack names (hyphens) alike
 STAGE_PATTERN = r"^[a-z][a-z0-9]{0,11}$"
@@ -114,11 +114,11 @@ class Deployment(BaseModel):
 
     def stack_id(self, base: str) -> str:
         """The stack's construct id and so its name: `dev-FeedbackLoopData` with a stage."""
-        return f"{self.stage}-{base}" if self.stage else base
+        return stack_name(base, self.stage)
 
     @property
     def glue_database(self) -> str:
-        return f"{self.stage}_{GLUE_DATABASE}" if self.stage else GLUE_DATABASE
+        return glue_database(self.stage)
 
     @property
     def appconfig_application(self) -> str:
