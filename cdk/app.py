@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
+from cdk.deployment import Deployment, DeploymentContextError
 from cdk.project import LambdaLayerMissingError, ProjectLayout
 from cdk.stacks.adjust import FeedbackLoopAdjust
 from cdk.stacks.data import FeedbackLoopData
@@ -19,32 +21,36 @@ from cdk.stacks.monitoring import FeedbackLoopMonitoring
 from cdk.stacks.serving import FeedbackLoopServing
 from cdk.stacks.tables import FeedbackLoopTables
 from cdk.stacks.training import FeedbackLoopTraining
+from feedbackloop.resources import (  # the stack names, shared with `feedbackloop smoke`
+    ADJUST_STACK,
+    DATA_STACK,
+    INGEST_STACK,
+    MONITORING_STACK,
+    SERVING_STACK,
+    STACKS,
+    TABLES_STACK,
+    TRAINING_STACK,
+)
 
-DATA_STACK = "FeedbackLoopData"
-INGEST_STACK = "FeedbackLoopIngest"
-TABLES_STACK = "FeedbackLoopTables"
-TRAINING_STACK = "FeedbackLoopTraining"
-SERVING_STACK = "FeedbackLoopServing"
-MONITORING_STACK = "FeedbackLoopMonitoring"
-ADJUST_STACK = "FeedbackLoopAdjust"
-STACKS = (DATA_STACK, INGEST_STACK, TABLES_STACK, TRAINING_STACK, SERVING_STACK, MONITORING_STACK, ADJUST_STACK)
 
-
-def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
+def build_app(layout: ProjectLayout, outdir: str | None = None, context: dict[str, Any] | None = None) -> App:
     """The stacks with the AwsSolutions checks; `app.synth()` fails on any unacknowledged finding.
 
-    `outdir` None: the CDK CLI's CDK_OUTDIR (or, without it, a temporary directory).
+    `outdir` None: the CDK CLI's CDK_OUTDIR (or, without it, a temporary directory). `context`: the
+    deployment's choices (`cdk/deployment.py`) over cdk.json's, as `-c key=value` gives them to the CLI.
+    A stage prefixes every stack id (`Deployment.stack_id`), hence every name generated from a path.
     """
-    app = App(outdir=outdir, context=layout.cdk_context())
+    app = App(outdir=outdir, context={**layout.cdk_context(), **(context or {})})
+    deployment = Deployment.of(app)  # DeploymentContextError on a bad value, before any construct
     data = FeedbackLoopData(
         app,
-        DATA_STACK,
+        deployment.stack_id(DATA_STACK),
         description="feedbackloop: event stream, lake, catalog, cleaner state, model registry, online store, "
         "erasure audit and queue, adjust decisions, and raw archive",
     )
     ingest = FeedbackLoopIngest(
         app,
-        INGEST_STACK,
+        deployment.stack_id(INGEST_STACK),
         description="feedbackloop: ingestion API and cleaner",
         layout=layout,
         event_stream=data.event_stream,
@@ -54,14 +60,14 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
     )
     tables = FeedbackLoopTables(
         app,
-        TABLES_STACK,
+        deployment.stack_id(TABLES_STACK),
         description="feedbackloop: the Glue jobs and Athena workgroup that build the modelled lake tables",
         lake=data.lake,
         key=data.key,
     )
     training = FeedbackLoopTraining(
         app,
-        TRAINING_STACK,
+        deployment.stack_id(TRAINING_STACK),
         description="feedbackloop: the nightly retraining workflow (build tables, train, evaluate, gate, publish)",
         layout=layout,
         lake=data.lake,
@@ -71,7 +77,7 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
     )
     serving = FeedbackLoopServing(
         app,
-        SERVING_STACK,
+        deployment.stack_id(SERVING_STACK),
         description="feedbackloop: the serving API (recommendations, UI configuration, preferences, erasure), "
         "its function, the UI configuration in AppConfig and the eraser",
         layout=layout,
@@ -80,10 +86,11 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
         online_store=data.online_store,
         erasure_store=data.erasure_store,
     )
-    serving.add_stack_dependency(ingest, "the ingestion API sets the account's API Gateway CloudWatch role")
+    if ingest.ingestion_api.sets_account_logging_role:
+        serving.add_stack_dependency(ingest, "the ingestion API sets the account's API Gateway CloudWatch role")
     monitoring = FeedbackLoopMonitoring(
         app,
-        MONITORING_STACK,
+        deployment.stack_id(MONITORING_STACK),
         description="feedbackloop: the effect and health dashboards, the alarms and the operator alerts topic",
         event_stream=data.event_stream,
         cleaner_state=data.cleaner_state,
@@ -95,7 +102,7 @@ def build_app(layout: ProjectLayout, outdir: str | None = None) -> App:
     )
     FeedbackLoopAdjust(
         app,
-        ADJUST_STACK,
+        deployment.stack_id(ADJUST_STACK),
         description="feedbackloop: the adjust function (trigger rules and drift detectors acting on the UI "
         "config, retraining and alerts) and its 5-minute schedule",
         layout=layout,
@@ -116,7 +123,7 @@ def main() -> None:
     outdir = None if "CDK_OUTDIR" in os.environ else str(layout.cdk_output_dir)
     try:
         app = build_app(layout, outdir=outdir)
-    except LambdaLayerMissingError as error:
+    except (LambdaLayerMissingError, DeploymentContextError) as error:
         raise SystemExit(f"error: {error}") from None
     app.synth()
 

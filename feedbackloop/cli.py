@@ -308,6 +308,28 @@ def _faults(args: argparse.Namespace) -> int:
     return 0 if all(f.ok for f in figures) else 1
 
 
+def _smoke(args: argparse.Namespace) -> int:
+    from feedbackloop.smoke import SmokeFailure, run_smoke
+
+    try:
+        if args.local:
+            from feedbackloop.local.environment import STATE_DIR, LocalEndpoints
+            from feedbackloop.local.smoke import local_target
+
+            target = local_target(LocalEndpoints.load(Path(args.state_dir) if args.state_dir else STATE_DIR))
+        else:
+            import boto3
+
+            from feedbackloop.adapters.deployment import aws_target
+
+            target = aws_target(boto3.Session(), args.stage)
+    except (SmokeFailure, FileNotFoundError) as failure:
+        print(f"FAIL  finding the deployment: {failure}", file=sys.stderr)
+        return 1
+    report = run_smoke(target, timeout=args.timeout, out=sys.stdout)
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from feedbackloop.closed_loop import LoopPlan
 
@@ -426,6 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--json", help="also write the figures here")
     faults.add_argument("--events", type=int, help="valid events each fault sends (default: faults.EVENTS_PER_FAULT)")
     faults.set_defaults(func=_faults)
+
+    smoke = commands.add_parser("smoke", help="check a deployment end to end with a fresh test user: events in, "
+                                             "the curated lake, recommendations, config, erasure")
+    smoke.add_argument("--local", action="store_true", help="a running `feedbackloop local up` instead of AWS")
+    smoke.add_argument("--stage", help="the deployment's stage (`-c stage=...` at deploy time)")
+    smoke.add_argument("--state-dir", help="--local: the stand-in's state folder (default .feedbackloop/)")
+    smoke.add_argument("--timeout", type=float, default=600, help="seconds each waiting step may take")
+    smoke.set_defaults(func=_smoke)
     return parser
 
 

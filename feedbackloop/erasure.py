@@ -1,21 +1,40 @@
-"""Erasing a user: every row and record that names them, in every store, with an audit record.
+"""Erasing users: every row and record that names them, in every store, with an audit record.
 
-`DELETE /users/{id}` records the request, removes the online profile and leaves a tombstone (their
-later events are kept out of training and the online store, like an opt-out), then hands the lake to
-the eraser: every Parquet object of the curated, quarantine and modelled tables that holds the user is
-rewritten without their rows (objects are found by their user_id min/max statistics first), and every
-raw archive object is rewritten without their records. The audit record says what was rewritten and
-when the erasure completed.
+`DELETE /users/{id}` records the request (a repeat while it is pending changes nothing but a counter: the
+first `requested_at` stands, and the queue's de-duplication drops the repeated message), removes the online
+profile and leaves a tombstone (their later events are kept out of training and the online store, like an
+opt-out), then hands the lake to the eraser.
+
+The eraser combines requests: it takes a batch of queued users (up to 10 per invocation), drops the ones
+already erased since their request, and erases the rest in ONE pass over the lake:
+1. discovery: the cleaner's tables (curated events, quarantine) are read for the users' rows only where
+   the objects' user_id statistics allow them (a Parquet footer, not the object), projecting the two
+   columns that say when each record arrived; those arrival hours (and the hour after, for Firehose's
+   buffering) are the raw archive's hour folders that can hold the users' records (a quarantined record
+   without a readable arrival time: every hour of its quarantine day). The hours are saved in the audit
+   record before anything is rewritten, so a retried pass still finds them;
+2. every Parquet object of every lake table that holds any of the users is rewritten without their rows;
+3. the raw archive's objects of those hours, and every object under `raw/errors/` (Firehose's failed
+   deliveries: few, and not by arrival day), are rewritten without their records;
+4. the raw bucket is versioned (an overwrite must be undoable for audit and replay): the noncurrent versions
+   of every object the pass rewrote are deleted, so the user's records are not recoverable from them.
+So a pass reads the footers of the lake and the few raw hours of its users, not the whole archive.
+
+What the models hold is stated in the audit record (`MODELS_NOTE`): the published and candidate models
+keep no event, but the user's factors and segment membership stay in the versions trained before the
+erasure; serving never uses them (the profile is gone and personalization is off, so the user gets the
+unpersonalized ranking), and the next training reads the erased lake, so its model has no trace of them.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -23,9 +42,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import fs
 
-from feedbackloop.lake import TABLES, LakeTable
+from feedbackloop.lake import CLEANER_TABLES, TABLES, LakeTable
+from feedbackloop.resources import RAW_ERROR_PREFIX, RAW_PREFIX
 
 PENDING, COMPLETE = "pending", "complete"
+# What the audit record promises: the eraser handles up to 10 users a pass and a pass ends within its
+# 15-minute timeout (retried at most 5 times), so a day covers any backlog below ~4,800 users.
+EXPECTED_WITHIN = timedelta(hours=24)
+RAW_HOURS_AFTER_ARRIVAL = 1  # Firehose buffers up to 5 minutes: a record accepted at 12:59 may land in 13/
+MODELS_NOTE = ("models: published and candidate versions trained before this erasure keep the user's factors "
+               "and segment membership, no event; serving ignores them (profile deleted, personalization off: "
+               "the unpersonalized ranking), and the next training reads the erased lake, so its model holds "
+               "nothing of the user")
+STREAM_NOTE = ("event stream: records stay on the stream up to its retention (7 days); ones read after the "
+               "erasure are stored as an opted-out user's (personalized=false) and are erased by a repeated request")
+ONLINE_NOTE = "online store: the profile was deleted when the request was made; a tombstone remains"
 
 
 class ErasureLog(Protocol):
@@ -34,21 +65,53 @@ class ErasureLog(Protocol):
     def put(self, record: dict[str, Any]) -> None: ...
 
 
+class NoncurrentVersions(Protocol):
+    """The versioned raw bucket: delete every noncurrent version of an object (not its current one)."""
+
+    def purge(self, path: str) -> int: ...
+
+
 @dataclass
 class LakeErasure:
-    """What erasing one user rewrote."""
+    """What erasing one user removed (the pass's object counts are shared by the users of its batch)."""
 
     objects_scanned: int = 0
     objects_rewritten: int = 0
     rows_removed: dict[str, int] = field(default_factory=dict)  # table -> rows
     raw_records_removed: int = 0
+    raw_error_records_removed: int = 0
+    noncurrent_versions_removed: int = 0
+    raw_hours: list[str] = field(default_factory=list)  # the archive's hour folders read, "yyyy-mm-ddTHH"
 
 
 def request(log: ErasureLog, user_id: str, now: datetime | None = None) -> dict[str, Any]:
-    record = {"user_id": user_id, "status": PENDING,
-              "requested_at": (now or datetime.now(UTC)).isoformat(), "steps": {}}
+    """Record a request. A pending one is kept as it is (its `requested_at` too), counting the repeat."""
+    now = now or datetime.now(UTC)
+    existing = log.get(user_id)
+    if existing is not None and existing.get("status") == PENDING:
+        record = existing | {"repeated_requests": int(existing.get("repeated_requests", 0)) + 1}
+    else:
+        record = {"user_id": user_id, "status": PENDING, "requested_at": now.isoformat(),
+                  "expected_by": (now + EXPECTED_WITHIN).isoformat(), "steps": {}}
     log.put(record)
     return record
+
+
+def needs_erasure(record: dict[str, Any] | None) -> bool:
+    """False for a user whose erasure completed after their latest request (a repeat already combined)."""
+    return record is None or record.get("status") != COMPLETE
+
+
+def remember_raw_hours(log: ErasureLog, user_id: str, days: Iterable[str]) -> None:
+    record = log.get(user_id) or {"user_id": user_id, "status": PENDING, "steps": {}}
+    steps = dict(record.get("steps") or {})
+    steps["raw_hours"] = sorted(set(steps.get("raw_hours", [])) | set(days))
+    log.put(record | {"steps": steps})
+
+
+def known_raw_hours(log: ErasureLog, user_id: str) -> set[str]:
+    record = log.get(user_id) or {}
+    return set((record.get("steps") or {}).get("raw_hours", []))
 
 
 def complete(log: ErasureLog, user_id: str, steps: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
@@ -58,28 +121,112 @@ def complete(log: ErasureLog, user_id: str, steps: dict[str, Any], now: datetime
     return record
 
 
-def erase_from_lake(filesystem: fs.FileSystem, folder_of: Callable[[LakeTable], str], raw_folder: str,
-                    user_id: str, tables: Iterable[LakeTable] = TABLES) -> LakeErasure:
-    """Rewrite every object of the lake tables and the raw archive that holds the user's rows."""
-    result = LakeErasure()
+def audit_steps(result: LakeErasure, tables: Iterable[LakeTable], batch: list[str]) -> dict[str, Any]:
+    """The audit record's account: every store, what it held of the user, what was done."""
+    return {**asdict(result), "batch_size": len(batch), "stores": {
+        **{f"lake:{t.name}": f"{result.rows_removed.get(t.name, 0)} rows removed" for t in tables},
+        "raw archive (raw/events/)": f"{result.raw_records_removed} records removed from "
+                                     f"{len(result.raw_hours)} hour folders",
+        "raw archive errors (raw/errors/)": f"{result.raw_error_records_removed} records removed",
+        "raw archive versions": f"{result.noncurrent_versions_removed} noncurrent versions deleted",
+        "online store": ONLINE_NOTE, "models": MODELS_NOTE, "event stream": STREAM_NOTE}}
+
+
+def erase_users(filesystem: fs.FileSystem, folder_of: Callable[[LakeTable], str], raw_root: str,
+                user_ids: Iterable[str], tables: Iterable[LakeTable] = TABLES, *,
+                versions: NoncurrentVersions | None = None,
+                known_days: Callable[[str], set[str]] = lambda _: set(),
+                remember_days: Callable[[str, set[str]], None] = lambda _u, _d: None) -> dict[str, LakeErasure]:
+    """One pass for a batch of users; `raw_root` is the raw bucket ("<bucket>" or a directory)."""
+    users = sorted(set(user_ids))
+    tables = list(tables)
+    results = {u: LakeErasure() for u in users}
+    if not users:
+        return results
+    # 1. discovery: the arrival hours of the users' records, saved before anything is rewritten
+    days = {u: set(known_days(u)) for u in users}
     for table in tables:
-        removed = 0
-        for info in _files(filesystem, folder_of(table)):
-            if not info.path.endswith(".parquet"):
-                continue
-            result.objects_scanned += 1
-            removed_here = _rewrite_parquet(filesystem, info.path, table, user_id)
-            if removed_here:
-                result.objects_rewritten += 1
-                removed += removed_here
-        result.rows_removed[table.name] = removed
-    for info in _files(filesystem, raw_folder):
-        result.objects_scanned += 1
-        removed_here = _rewrite_raw(filesystem, info.path, user_id)
-        if removed_here:
-            result.objects_rewritten += 1
-            result.raw_records_removed += removed_here
-    return result
+        if table.name not in {t.name for t in CLEANER_TABLES}:
+            continue
+        for info in _parquet_files(filesystem, folder_of(table)):
+            for user, found in _arrival_days(filesystem, info.path, table, users).items():
+                days[user] |= found
+    for user in users:
+        remember_days(user, days[user])
+        results[user].raw_hours = sorted(days[user])
+    scanned = rewritten = 0
+    rewritten_raw: list[str] = []
+    # 2. the lake tables
+    for table in tables:
+        for info in _parquet_files(filesystem, folder_of(table)):
+            scanned += 1
+            removed = _rewrite_parquet(filesystem, info.path, table, users)
+            if any(removed.values()):
+                rewritten += 1
+            for user, count in removed.items():
+                results[user].rows_removed[table.name] = results[user].rows_removed.get(table.name, 0) + count
+        for user in users:
+            results[user].rows_removed.setdefault(table.name, 0)
+    # 3. the raw archive: the users' hours, and every failed delivery
+    raw_folders = sorted({f"{raw_root}/{RAW_PREFIX}{h.replace('-', '/').replace('T', '/')}"
+                          for hours in days.values() for h in hours})
+    for folder, errors in [*((f, False) for f in raw_folders), (f"{raw_root}/{RAW_ERROR_PREFIX.rstrip('/')}", True)]:
+        for info in _files(filesystem, folder):
+            scanned += 1
+            removed = _rewrite_raw(filesystem, info.path, users)
+            if any(removed.values()):
+                rewritten += 1
+                rewritten_raw.append(info.path)
+            for user, count in removed.items():
+                if errors:
+                    results[user].raw_error_records_removed += count
+                else:
+                    results[user].raw_records_removed += count
+    # 4. the versioned raw bucket keeps what was overwritten: delete those versions
+    purged = sum(versions.purge(path) for path in rewritten_raw) if versions is not None else 0
+    for result in results.values():
+        result.objects_scanned, result.objects_rewritten, result.noncurrent_versions_removed = scanned, rewritten, purged
+    return results
+
+
+def erase_from_lake(filesystem: fs.FileSystem, folder_of: Callable[[LakeTable], str], raw_root: str,
+                    user_id: str, tables: Iterable[LakeTable] = TABLES) -> LakeErasure:
+    """One user's pass (`erase_users` with a batch of one)."""
+    return erase_users(filesystem, folder_of, raw_root, [user_id], tables)[user_id]
+
+
+def _arrival_days(filesystem: fs.FileSystem, path: str, table: LakeTable, users: list[str]) -> dict[str, set[str]]:
+    with filesystem.open_input_file(path) as source:
+        parquet = pq.ParquetFile(source)
+        if not _may_hold(parquet.metadata, users):
+            return {}
+        names = parquet.schema_arrow.names
+        columns = [c for c in ("user_id", "received_at", "payload") if c in names]
+        rows = parquet.read(columns=columns)
+    partition = _partition_value(path, table)
+    found: dict[str, set[str]] = {}
+    for user, mask in _masks(rows, users).items():
+        if not pc.any(mask).as_py():
+            continue
+        arrived = ({t.replace(minute=0, second=0, microsecond=0) for t in rows["received_at"].filter(mask).to_pylist()
+                    if t is not None} if "received_at" in columns else set())
+        if not arrived and partition is not None:  # the whole day it was quarantined
+            day = datetime.fromisoformat(partition)
+            arrived = {day + timedelta(hours=h) for h in range(24)}
+        found[user] = {(t + timedelta(hours=k)).strftime("%Y-%m-%dT%H") for t in arrived
+                       for k in range(RAW_HOURS_AFTER_ARRIVAL + 1)}
+    return found
+
+
+def _partition_value(path: str, table: LakeTable) -> str | None:
+    marker = f"/{table.partition.name}="
+    if marker not in path:
+        return None
+    return path.split(marker, 1)[1].split("/", 1)[0]
+
+
+def _parquet_files(filesystem: fs.FileSystem, folder: str) -> list[fs.FileInfo]:
+    return [f for f in _files(filesystem, folder) if f.path.endswith(".parquet")]
 
 
 def _files(filesystem: fs.FileSystem, folder: str) -> list[fs.FileInfo]:
@@ -88,45 +235,59 @@ def _files(filesystem: fs.FileSystem, folder: str) -> list[fs.FileInfo]:
             if f.type == fs.FileType.File and not f.base_name.startswith("_")]
 
 
-def _may_hold(metadata: pq.FileMetaData, user_id: str) -> bool:
-    """False when the user_id statistics of every row group exclude the user."""
+def _may_hold(metadata: pq.FileMetaData, users: list[str]) -> bool:
+    """False when the user_id statistics of every row group exclude every one of the users."""
     index = metadata.schema.to_arrow_schema().get_field_index("user_id")
     if index < 0:
         return True
     for group in range(metadata.num_row_groups):
         stats = metadata.row_group(group).column(index).statistics
-        if stats is None or not stats.has_min_max or stats.min <= user_id <= stats.max:
+        if stats is None or not stats.has_min_max or any(stats.min <= u <= stats.max for u in users):
             return True
     return False
 
 
-def _rewrite_parquet(filesystem: fs.FileSystem, path: str, table: LakeTable, user_id: str) -> int:
+def _masks(rows: pa.Table, users: list[str]) -> dict[str, pa.ChunkedArray]:
+    names = rows.column_names
+    masks = {}
+    for user in users:
+        mine = pc.equal(rows["user_id"], user) if "user_id" in names else pa.chunked_array([pa.repeat(False, rows.num_rows)])
+        mine = pc.fill_null(mine, False)
+        if "payload" in names:  # the quarantine keeps the record as received
+            mine = pc.or_(mine, pc.fill_null(pc.match_substring(rows["payload"], json.dumps(user)), False))
+        masks[user] = mine
+    return masks
+
+
+def _rewrite_parquet(filesystem: fs.FileSystem, path: str, table: LakeTable, users: list[str]) -> dict[str, int]:
     with filesystem.open_input_file(path) as source:
         parquet = pq.ParquetFile(source)
-        if not _may_hold(parquet.metadata, user_id):
-            return 0
+        if not _may_hold(parquet.metadata, users):
+            return {}
         rows = parquet.read()
-    names = rows.column_names
-    mine = pc.equal(rows["user_id"], user_id) if "user_id" in names else pa.repeat(False, rows.num_rows)
-    if "payload" in names:  # the quarantine keeps the record as received
-        mine = pc.or_(pc.fill_null(mine, False), pc.fill_null(pc.match_substring(rows["payload"],
-                                                                                 json.dumps(user_id)), False))
-    mine = pc.fill_null(mine, False)
-    removed = pc.sum(mine).as_py() or 0
-    if removed:
-        kept = rows.filter(pc.invert(mine))
+    masks = _masks(rows, users)
+    removed = {user: pc.sum(mask).as_py() or 0 for user, mask in masks.items()}
+    if any(removed.values()):
+        anyone = functools.reduce(pc.or_, masks.values())
+        kept = rows.filter(pc.invert(anyone))
         with filesystem.open_output_stream(path) as sink:
             sink.write(pa.py_buffer(table.parquet(kept.select([c.name for c in table.columns]))))
     return removed
 
 
-def _rewrite_raw(filesystem: fs.FileSystem, path: str, user_id: str) -> int:
+def _rewrite_raw(filesystem: fs.FileSystem, path: str, users: list[str]) -> dict[str, int]:
     with filesystem.open_input_stream(path) as source:
         data = source.read()
     compressed = data[:2] == b"\x1f\x8b"  # gzip's magic number, as replay reads the archive
     lines = (gzip.decompress(data) if compressed else data).splitlines(keepends=True)
-    kept = [line for line in lines if not _names_user(line, user_id)]
-    removed = len(lines) - len(kept)
+    removed: dict[str, int] = {}
+    kept = []
+    for line in lines:
+        user = _named_user(line, users)
+        if user is None:
+            kept.append(line)
+        else:
+            removed[user] = removed.get(user, 0) + 1
     if removed:
         body = b"".join(kept)
         with filesystem.open_output_stream(path) as sink:
@@ -134,15 +295,18 @@ def _rewrite_raw(filesystem: fs.FileSystem, path: str, user_id: str) -> int:
     return removed
 
 
-def _names_user(line: bytes, user_id: str) -> bool:
-    if user_id.encode() not in line:
-        return False
+def _named_user(line: bytes, users: list[str]) -> str | None:
+    candidates = [u for u in users if u.encode() in line]
+    if not candidates:
+        return None
     try:
         record = json.loads(line)
     except ValueError:
-        return True  # unreadable but naming the user: erase it too
+        return candidates[0]  # unreadable but naming the user: erase it too
     event = record.get("event") if isinstance(record, dict) else None
-    return not isinstance(event, dict) or event.get("user_id") == user_id
+    if not isinstance(event, dict):
+        return candidates[0]
+    return event.get("user_id") if event.get("user_id") in candidates else None
 
 
 def raw_record_bytes(records: Iterable[dict[str, Any]]) -> bytes:

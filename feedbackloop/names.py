@@ -51,6 +51,7 @@ class Metric(StrEnum):
     ALERTS_SENT = "AlertsSent"
     DRIFT_DETECTED = "DriftDetected"  # with the `stream` dimension (feedback_score, ctr/<segment>)
     ADJUST_ERRORS = "AdjustErrors"  # a rule or detector that failed to evaluate (the others still run)
+    ADJUST_SKIPPED = "AdjustSkipped"  # a run that found another holding the lease and did nothing
     # the loop's effect, from the engagement layer (with `segment` and `variant` dimensions, '*' = all)
     CTR = "Ctr"
     CONVERSION_RATE = "ConversionRate"

@@ -47,6 +47,25 @@ class QueueSpec:
 
 GLUE_DATABASE = "feedbackloop"
 
+# The CloudFormation stacks (cdk/app.py builds them; `feedbackloop smoke` reads their outputs). A stage
+# (`-c stage=dev`) prefixes each: `stack_name(DATA_STACK, "dev")` is "dev-FeedbackLoopData".
+DATA_STACK = "FeedbackLoopData"
+INGEST_STACK = "FeedbackLoopIngest"
+TABLES_STACK = "FeedbackLoopTables"
+TRAINING_STACK = "FeedbackLoopTraining"
+SERVING_STACK = "FeedbackLoopServing"
+MONITORING_STACK = "FeedbackLoopMonitoring"
+ADJUST_STACK = "FeedbackLoopAdjust"
+STACKS = (DATA_STACK, INGEST_STACK, TABLES_STACK, TRAINING_STACK, SERVING_STACK, MONITORING_STACK, ADJUST_STACK)
+
+
+def stack_name(base: str, stage: str | None) -> str:
+    return f"{stage}-{base}" if stage else base
+
+
+def glue_database(stage: str | None) -> str:
+    return f"{stage}_{GLUE_DATABASE}" if stage else GLUE_DATABASE
+
 EVENT_STREAM = StreamSpec(key="events", shards=2, retention_hours=168)
 
 RAW_BUCKET = BucketSpec("raw", "every accepted record, unchanged, for audit and replay", None, 30)

@@ -95,6 +95,10 @@ class ServingSettings(_Settings):
     # the UI configuration, read through the AppConfig agent (the Lambda extension listens on 2772)
     appconfig_agent_url: str = "http://localhost:2772"
     appconfig_ttl_seconds: float = Field(default=30, ge=0)
+    # the AppConfig application's name when the stage prefixes it (cdk/deployment.py); None: the
+    # unprefixed `resources.UI_CONFIG.application` (not imported here: resources pulls pyarrow, which the
+    # adjust function, also reading these settings, does not ship)
+    appconfig_application: str | None = Field(default=None, min_length=1)
     # erasure: the audit table and the queue the eraser function reads
     erasure_table: str | None = Field(default=None, min_length=1)
     erasure_queue_url: str | None = Field(default=None, min_length=1)

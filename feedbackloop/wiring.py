@@ -23,6 +23,7 @@ from feedbackloop.adapters.aws import (
     KinesisStream,
     S3Artifacts,
     S3Lake,
+    S3NoncurrentVersions,
     SqsErasureQueue,
 )
 from feedbackloop.cleaning.clean import CleaningRules
@@ -104,6 +105,10 @@ def online_store(table_name: str) -> DynamoOnlineStore:
 
 def erasure_log(table_name: str) -> DynamoErasureLog:
     return DynamoErasureLog(session(), table_name)
+
+
+def noncurrent_versions() -> S3NoncurrentVersions:
+    return S3NoncurrentVersions(session())
 
 
 def erasure_queue(queue_url: str) -> SqsErasureQueue:

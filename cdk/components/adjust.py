@@ -9,8 +9,10 @@ as well the function would pass Lambda's 250 MB unzipped, and it imports no pand
 awswrangler (its adapters are plain boto3, `feedbackloop.adapters.control`), so it gets the drift layer
 instead (`LayerSet.DRIFT`: Powertools, our `lambda` group, our `lambda-drift` group).
 
-One run at a time: reserved concurrency 1, so a slow run delays the next instead of racing it for the
-state item (which is saved conditionally anyway), and the timeout is the schedule's period.
+One run at a time: each run takes a lease (an item of the state table, conditional PutItem, expiring a
+minute after the function's timeout) and a run that finds it taken does nothing; the state item is saved
+conditionally as well. Reserved concurrency is opt-in (`-c adjust_reserved_concurrency=1`): a new account's
+concurrency quota of 10 cannot spare any. The timeout is the schedule's period.
 
 The rule file is validated here, at synth, with the parser the function uses: a rule that would fail at
 cold start stops `cdk synth` instead, with the error naming the rule and the field.
@@ -33,10 +35,10 @@ from cdk.components.lake import Lake
 from cdk.components.schedules import scheduler_role
 from cdk.components.table_jobs import TableJobs
 from cdk.components.ui_config import UiConfig
+from cdk.deployment import Deployment
 from cdk.project import ProjectLayout
 from feedbackloop.adjust import rules as adjust_rules
 from feedbackloop.lake import CURATED_EVENTS, ENGAGEMENT, INTERACTIONS, USER_DAILY
-from feedbackloop.resources import GLUE_DATABASE
 from feedbackloop.settings import AdjustSettings
 
 HANDLER = "lambdas.adjust.handler.lambda_handler"
@@ -83,8 +85,7 @@ class Adjust(Construct):
             engine="aws",
             state_table=adjust_store.state_table.table_name,
             decisions_table=adjust_store.table.table_name,
-            # the Lake creates its Glue database under this name (a physical name the local runtime shares)
-            glue_database=GLUE_DATABASE,
+            glue_database=lake.database_name,
             athena_workgroup=table_jobs.workgroup.ref,
             events_table=CURATED_EVENTS.name,
             interactions_table=INTERACTIONS.name,
@@ -107,7 +108,8 @@ class Adjust(Construct):
             memory_size=MEMORY_SIZE,
             timeout=TIMEOUT,
             layers=LayerSet.DRIFT,
-            reserved_concurrent_executions=1,
+            # opt-in (see cdk/deployment.py): one run at a time comes from the lease
+            reserved_concurrent_executions=Deployment.of(self).adjust_reserved_concurrency,
             unscoped_actions={
                 "cloudwatch:GetMetricStatistics": "the rules' metrics, read from the project's namespace",
             },

@@ -5,8 +5,10 @@ their profile in the online store."""
 
 from __future__ import annotations
 
+import jsii
 from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -22,6 +24,22 @@ from cdk.project import ProjectLayout
 from feedbackloop.lake import CURATED_EVENTS, QUARANTINE
 from feedbackloop.resources import CLEANER_FAILURES, DEDUP_TABLE, STATE_TABLE
 from feedbackloop.settings import CleanerSettings
+
+DEDUP_ACTIONS = ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"]
+STATE_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem"]
+
+
+@jsii.implements(lambda_.IEventSourceDlq)
+class _FailedBatchesTo:
+    """The event source mapping's on-failure destination, without `SqsDlq`'s grant (grant_send_messages:
+    kms:Encrypt and kms:ReEncrypt* on the queue's key besides what sending needs); the cleaner's role gets
+    exactly SendMessage and the key's data-key actions instead."""
+
+    def __init__(self, queue: sqs.IQueue) -> None:
+        self._queue = queue
+
+    def bind(self, _target: lambda_.IEventSourceMapping, _handler: lambda_.IFunction) -> lambda_.DlqDestinationConfig:
+        return lambda_.DlqDestinationConfig(destination=self._queue.queue_arn)
 
 
 class Cleaner(Construct):
@@ -62,8 +80,14 @@ class Cleaner(Construct):
         self.function = cleaner.function
         cleaner.role.add_managed_policy(lake.writer_policy)
         cleaner.role.add_managed_policy(online_store.cleaner_policy)
-        dedup.grant_read_write_data(self.function)
-        state.grant_read_write_data(self.function)
+        # exactly the calls of feedbackloop.adapters.aws: DynamoDedupStore (BatchGetItem; boto3's
+        # batch_writer: BatchWriteItem) and DynamoStateStore (GetItem, conditional PutItem); no Scan, Query or
+        # DeleteItem. DynamoDB decrypts with the table key on the caller's permission.
+        cleaner.role.add_to_policy(iam.PolicyStatement(actions=DEDUP_ACTIONS, resources=[dedup.table_arn]))
+        cleaner.role.add_to_policy(iam.PolicyStatement(actions=STATE_ACTIONS, resources=[state.table_arn]))
+        if dedup.encryption_key is not None:
+            cleaner.role.add_to_policy(iam.PolicyStatement(actions=["kms:Decrypt"],
+                                                           resources=[dedup.encryption_key.key_arn]))
 
         self.function.add_event_source(
             sources.KinesisEventSource(
@@ -78,12 +102,11 @@ class Cleaner(Construct):
                 retry_attempts=3,
                 report_batch_item_failures=True,
                 max_record_age=Duration.days(1),
-                on_failure=sources.SqsDlq(queues[CLEANER_FAILURES.key]),
+                on_failure=_FailedBatchesTo(queues[CLEANER_FAILURES.key]),
             )
         )
-        nag.acknowledge_all(
-            cleaner.role,
-            ["IAM5[Action::kms:GenerateDataKey*]", "IAM5[Action::kms:ReEncrypt*]"],
-            "Written by the queue and table grants on the data key (send failed-batch records to the "
-            "encrypted queue, read-write the encrypted tables): wildcards on that one key ARN.",
-        )
+        failures = queues[CLEANER_FAILURES.key]
+        cleaner.role.add_to_policy(iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[failures.queue_arn]))
+        if failures.encryption_master_key is not None:
+            cleaner.role.add_to_policy(iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                                                           resources=[failures.encryption_master_key.key_arn]))

@@ -1,8 +1,9 @@
 """The eraser: a Lambda on the erasure-requests queue that, for each user, rewrites every lake and
 raw-archive object that holds them, then completes their audit record (`lambdas/eraser/handler.py`).
 
-One user per invocation (batch size 1): a pass reads the whole raw archive, and a failure retries that
-user only (the handler reports partial batch failures all the same). What it may read and rewrite is the
+Up to 10 users per invocation (the FIFO event source's largest batch), combined into one pass over the lake
+(`feedbackloop.erasure.erase_users`): repeated requests for a user are one, and a user already erased since
+the request is skipped. A failed pass reports every user of the batch for a retry. What it may read and rewrite is the
 ErasureStore's `eraser_policy`, in the data stack.
 """
 
@@ -18,6 +19,8 @@ from cdk.components.lake import Lake
 from cdk.project import ProjectLayout
 from feedbackloop.resources import CURATED_BUCKET, QUARANTINE_BUCKET, RAW_BUCKET
 from feedbackloop.settings import EraserSettings
+
+ERASURE_BATCH = 10  # SQS FIFO event sources take at most 10 messages a batch
 
 # The queue is FIFO with one message group, so Lambda hands out one erasure at a time: two passes never
 # rewrite the same object at once (the later write would restore the other's rows).
@@ -59,7 +62,7 @@ class Eraser(Construct):
         self.function.add_event_source(
             sources.SqsEventSource(
                 erasure_store.queue,
-                batch_size=1,
+                batch_size=ERASURE_BATCH,
                 report_batch_item_failures=True,
             )
         )

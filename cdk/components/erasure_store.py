@@ -8,8 +8,9 @@ here, beside the data they open; the functions in the serving stack attach them 
 - `requester_policy`, for the serving function: record a request and read its status (GetItem, PutItem
   on the erasure table), queue it (SendMessage); nothing that receives or deletes messages;
 - `eraser_policy`, for the eraser function: list, read and rewrite the objects of every lake table
-  (`resources.LAKE_TABLES`) and of the raw archive (`resources.RAW_PREFIX`), and complete the audit
-  record. Nothing that deletes an object, and nothing of the models bucket or the model registry.
+  (`resources.LAKE_TABLES`) and of the raw archive (`resources.RAW_PREFIX` and `RAW_ERROR_PREFIX`), delete
+  the noncurrent versions of the raw objects it rewrote, and complete the audit record. Nothing that
+  deletes a current object, and nothing of the models bucket or the model registry.
   (Receiving from the queue is the SQS event source's own grant, in the serving stack.)
 """
 
@@ -27,10 +28,17 @@ from cdk import nag
 from cdk.components.key_value import key_value_table
 from cdk.components.lake import Lake
 from cdk.naming import pascal_case
-from feedbackloop.resources import ERASURE_REQUESTS, ERASURE_TABLE, LAKE_TABLES, RAW_BUCKET, RAW_PREFIX
+from feedbackloop.resources import (
+    ERASURE_REQUESTS,
+    ERASURE_TABLE,
+    LAKE_TABLES,
+    RAW_BUCKET,
+    RAW_ERROR_PREFIX,
+    RAW_PREFIX,
+)
 
-# One user's pass reads every raw-archive object (gzip JSON has no statistics to skip by), so the eraser
-# gets Lambda's longest timeout. A received message stays hidden six times as long, as AWS advises for
+# A pass (up to 10 users) reads the lake's Parquet footers and the raw days of its users (gzip JSON has
+# no statistics to skip by), so the eraser gets Lambda's longest timeout. A received message stays hidden six times as long, as AWS advises for
 # SQS event sources (time for the invocation and for Lambda's retries of a throttled one), so a second
 # eraser never starts on a user the first is still erasing.
 ERASER_TIMEOUT = Duration.minutes(15)
@@ -99,8 +107,10 @@ class ErasureStore(Construct):
     def _eraser_policy(self, lake: Lake, key: kms.IKey) -> iam.ManagedPolicy:
         raw: s3.IBucket = lake.buckets[RAW_BUCKET.key]
         # (bucket, prefix) of every folder the eraser rewrites: each lake table's, then the raw archive's
-        folders = [(lake.buckets[t.bucket_key], t.prefix) for t in LAKE_TABLES] + [(raw, RAW_PREFIX)]
+        raw_folders = [(raw, RAW_PREFIX), (raw, RAW_ERROR_PREFIX)]
+        folders = [(lake.buckets[t.bucket_key], t.prefix) for t in LAKE_TABLES] + raw_folders
         objects = [bucket.arn_for_objects(f"{prefix}*") for bucket, prefix in folders]
+        raw_objects = [raw.arn_for_objects(f"{prefix}*") for _, prefix in raw_folders]
         buckets = {bucket.node.path: bucket for bucket, _ in folders}
         policy = iam.ManagedPolicy(
             self,
@@ -125,6 +135,15 @@ class ErasureStore(Construct):
                 # GenerateDataKey writes an object
                 iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[key.key_arn]),
                 iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem"], resources=[self.table.table_arn]),
+                # the raw bucket is versioned: the versions a rewrite left behind still hold the user, so the
+                # eraser lists an object's versions and deletes the noncurrent ones (S3NoncurrentVersions);
+                # it never deletes a current object
+                iam.PolicyStatement(
+                    actions=["s3:ListBucketVersions"],
+                    resources=[raw.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{p}*" for _, p in raw_folders]}},
+                ),
+                iam.PolicyStatement(actions=["s3:DeleteObjectVersion"], resources=raw_objects),
             ],
         )
         nag.acknowledge_all(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from constructs import Construct
 
 from cdk import nag
 from cdk.components.function import PythonFunction
 from cdk.components.rest_api import ApiLimits, add_keyed_usage_plan, add_validation_response, keyed_rest_api
+from cdk.deployment import Deployment
 from cdk.json_schema import add_model
 from cdk.project import ProjectLayout
 from feedbackloop.schemas.registry import batch_schema
@@ -43,18 +45,21 @@ class IngestionApi(Construct):
             memory_size=512,
             timeout=Duration.seconds(10),
         )
-        stream.grant_write(ingest.function)
-        nag.acknowledge_all(
-            ingest.role,
-            ["IAM5[Action::kms:GenerateDataKey*]", "IAM5[Action::kms:ReEncrypt*]"],
-            "Stream.grant_write lets the producer encrypt records with the stream's key; the actions are "
-            "wildcards on that one key ARN, written by the grant.",
-        )
+        # exactly what KinesisStream.put_records (feedbackloop.adapters.aws) calls: PutRecords, with the
+        # stream's key for the data keys Kinesis encrypts the records with (no Encrypt, no ReEncrypt)
+        ingest.role.add_to_policy(iam.PolicyStatement(actions=["kinesis:PutRecords"], resources=[stream.stream_arn]))
+        if stream.encryption_key is not None:
+            ingest.role.add_to_policy(
+                iam.PolicyStatement(actions=["kms:GenerateDataKey"], resources=[stream.encryption_key.key_arn])
+            )
         self.function = ingest.function
 
-        # This API sets the account-level CloudWatch role that API Gateway logging needs (see keyed_rest_api).
+        # The account-level CloudWatch role API Gateway logging needs: set here on request only (an
+        # account-wide singleton that would replace the one an account has; see cdk/deployment.py).
+        self.sets_account_logging_role = Deployment.of(self).api_gateway_logging_role
         self.api = keyed_rest_api(
-            self, description="feedbackloop event ingestion", limits=limits, cloud_watch_role=True
+            self, description="feedbackloop event ingestion", limits=limits,
+            cloud_watch_role=self.sets_account_logging_role,
         )
         model = add_model(
             self.api,
@@ -110,6 +115,8 @@ class IngestionApi(Construct):
             "COG4",
             "No Cognito user pool: producers are machine clients identified by API key (see APIG4).",
         )
+        if not self.sets_account_logging_role:
+            return
         nag.acknowledge(
             self.api,
             "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",

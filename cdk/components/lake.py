@@ -23,6 +23,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from cdk.deployment import Deployment
+
 from cdk import nag
 from cdk.naming import pascal_case
 from feedbackloop.lake import Column, LakeTable
@@ -95,9 +97,9 @@ class Lake(Construct):
             self,
             "Database",
             catalog_id=Aws.ACCOUNT_ID,
-            # Glue needs a physical name; the shared constant is the one the local runtime uses too.
+            # Glue needs a physical name: the shared constant (the local runtime's too), prefixed by the stage
             database_input=glue.CfnDatabase.DatabaseInputProperty(
-                name=GLUE_DATABASE,
+                name=Deployment.of(self).glue_database,
                 description="feedbackloop lake: curated and quarantined feedback events, and the tables modelled "
                 "from them",
             ),
@@ -121,7 +123,8 @@ class Lake(Construct):
             description="feedbackloop: write the cleaner's lake tables (objects, data key, Glue partitions)",
             statements=[
                 iam.PolicyStatement(
-                    actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                    # S3Lake: put_object, and head_object (GetObject) on a retried batch; it never deletes
+                    actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
                     resources=objects,
                 ),
                 iam.PolicyStatement(

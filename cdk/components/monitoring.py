@@ -52,6 +52,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from cdk import nag
+from cdk.components.alert_subscriptions import subscribe_alerts
 from feedbackloop.names import (
     EXPERIMENT_DIMENSION,
     METRICS_NAMESPACE,
@@ -194,6 +195,7 @@ class Monitoring(Construct):
             master_key=self.key,
             enforce_ssl=True,
         )
+        subscribe_alerts(self, self.topic)
         self._allow_alarms_to_publish()
         self.alarms: dict[str, cw.Alarm] = {}
         self._alarms(resources)
@@ -222,31 +224,34 @@ class Monitoring(Construct):
         replaces SNS's default one) and the key policy must let it, for this account's alarms only."""
         stack = Stack.of(self)
         cloudwatch = iam.ServicePrincipal("cloudwatch.amazonaws.com")
+        this_accounts_alarms = {
+            "ArnLike": {
+                "aws:SourceArn": stack.format_arn(
+                    service="cloudwatch",
+                    resource="alarm",
+                    resource_name="*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            },
+            "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+        }
         self.topic.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowThisAccountsAlarms",
                 principals=[cloudwatch],
                 actions=["sns:Publish"],
                 resources=[self.topic.topic_arn],
-                conditions={
-                    "ArnLike": {
-                        "aws:SourceArn": stack.format_arn(
-                            service="cloudwatch",
-                            resource="alarm",
-                            resource_name="*",
-                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                        )
-                    },
-                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
-                },
+                conditions=this_accounts_alarms,
             )
         )
+        # the same conditions on the key: no other account's alarm (confused deputy) gets data keys from it
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowCloudWatchAlarmsToPublishToTheEncryptedTopic",
                 principals=[cloudwatch],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
+                conditions=this_accounts_alarms,
             )
         )
 
@@ -685,7 +690,8 @@ class Monitoring(Construct):
                         for m in (Metric.CONFIG_DEPLOYMENTS_STARTED, Metric.RETRAINING_STARTED, Metric.ALERTS_SENT)
                     ],
                 ),
-                _graph("Adjust errors", [emf_metric(Metric.ADJUST_ERRORS, sum_)]),
+                _graph("Adjust errors and skipped runs",
+                       [emf_metric(Metric.ADJUST_ERRORS, sum_), emf_metric(Metric.ADJUST_SKIPPED, sum_)]),
                 _graph("Rule evaluations, by rule", [search(Metric.RULE_EVALUATIONS, sum_)]),
             ]
         )

@@ -53,6 +53,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from cdk import nag
+from cdk.components.alert_subscriptions import subscribe_alerts
 from cdk.components.function import PythonFunction
 from cdk.components.lake import Lake
 from cdk.components.model_store import ModelStore
@@ -149,6 +150,7 @@ class Retraining(Construct):
             master_key=self.key,
             enforce_ssl=True,
         )
+        subscribe_alerts(self, self.topic)
 
         self.trainer = self._trainer_role(model_store)
         evaluate_function, publish_function = self._functions(layout, models, model_store)

@@ -21,6 +21,7 @@ from cdk.components.function import PythonFunction
 from cdk.components.model_store import ModelStore
 from cdk.components.online_store import OnlineStore
 from cdk.components.rest_api import ApiLimits, add_keyed_usage_plan, add_validation_response, keyed_rest_api
+from cdk.deployment import Deployment
 from cdk.json_schema import add_model, draft04_from_pydantic
 from cdk.project import ProjectLayout
 from feedbackloop.serving_api import PreferencesRequest
@@ -72,6 +73,7 @@ class ServingApi(Construct):
             online_table=online_store.table.table_name,
             erasure_table=erasure_store.table.table_name,
             erasure_queue_url=erasure_store.queue.queue_url,
+            appconfig_application=Deployment.of(self).appconfig_application,
         )
         serving = PythonFunction(
             self,
@@ -91,7 +93,8 @@ class ServingApi(Construct):
         serving.role.add_managed_policy(erasure_store.requester_policy)
         self.function = serving.function
 
-        # The ingestion API sets the account-level CloudWatch role; the serving stack deploys after it.
+        # API Gateway logging needs the account-level CloudWatch role: set already, or by the ingestion API
+        # on request (cdk/deployment.py), in which case the serving stack deploys after it.
         self.api = keyed_rest_api(
             self,
             description="feedbackloop serving: recommendations, UI configuration, preferences, erasure",

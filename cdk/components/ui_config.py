@@ -30,6 +30,7 @@ from constructs import Construct
 
 from cdk import nag
 from cdk.components.monitoring import emf_metric
+from cdk.deployment import Deployment
 from feedbackloop import uiconfig
 from feedbackloop.resources import CONFIG_ROLLBACK_ALARM, UI_CONFIG, UI_CONFIG_ROLLOUT, AlarmSpec, ConfigProfileSpec
 
@@ -150,7 +151,7 @@ class UiConfig(Construct):
         uiconfig.validate(json.loads(document))  # raises InvalidConfigError: synth stops here
 
         self.application = appconfig.CfnApplication(
-            self, "Application", name=spec.application, description="feedbackloop: per-user UI configuration"
+            self, "Application", name=Deployment.of(self).appconfig_application, description="feedbackloop: per-user UI configuration"
         )
         self.rollback_alarm = rollback_alarm(self, "RollbackAlarm", rollback)
         # The policy is inline, so the role is complete before the environment (and its first deployment)

@@ -298,6 +298,24 @@ class DynamoErasureLog:
         self._table.put_item(Item={k: json.dumps(v, default=str) if k == "steps" else v for k, v in record.items()})
 
 
+class S3NoncurrentVersions:
+    """Deletes the noncurrent versions of one object of a versioned bucket (the eraser, after rewriting a
+    raw archive object: the overwritten versions still hold the erased user). Never the current version."""
+
+    def __init__(self, session: boto3.Session) -> None:
+        self._s3 = session.client("s3")
+
+    def purge(self, path: str) -> int:
+        bucket, _, key = path.partition("/")
+        removed = 0
+        for page in self._s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+            for version in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                if version["Key"] == key and not version["IsLatest"]:
+                    self._s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
+                    removed += 1
+        return removed
+
+
 class SqsErasureQueue:
     def __init__(self, session: boto3.Session, queue_url: str) -> None:
         self._sqs = session.client("sqs")

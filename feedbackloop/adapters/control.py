@@ -28,6 +28,7 @@ from feedbackloop.names import METRICS_NAMESPACE, SERVICE
 from feedbackloop.uiconfig import InvalidConfigError
 
 _ADJUST_STATE_KEY = "adjust"
+_ADJUST_LEASE_KEY = "adjust#lease"
 _IN_PROGRESS = ("DEPLOYING", "BAKING", "VALIDATING", "ROLLING_BACK")
 
 
@@ -203,7 +204,7 @@ class SnsAlerter:
 class DynamoAdjustState:
     """Rule states, drift watermarks and the pickled detectors: one item of the state table, saved
     conditionally on the version it was loaded at (a second run at the same time fails rather than
-    overwriting; the function runs with a reserved concurrency of one anyway)."""
+    overwriting; runs take `DynamoRunLease` first anyway)."""
 
     def __init__(self, session: boto3.Session, table_name: str) -> None:
         self._table = session.resource("dynamodb").Table(table_name)
@@ -230,6 +231,40 @@ class DynamoAdjustState:
                 raise RuntimeError("another adjust run saved its state first; this run's decisions stand, "
                                    "its state changes are dropped") from None
             raise
+
+
+class DynamoRunLease:
+    """The adjust run lease: one item of the state table, taken with a conditional PutItem (free, expired,
+    or already ours) and given back the same way (expiry set to 0 while we still hold it). PutItem only:
+    the function may not delete items of the cleaner's state table."""
+
+    def __init__(self, session: boto3.Session, table_name: str) -> None:
+        self._table = session.resource("dynamodb").Table(table_name)
+
+    def acquire(self, holder: str, now: datetime, expires: datetime) -> bool:
+        try:
+            self._table.put_item(
+                Item={"key": _ADJUST_LEASE_KEY, "holder": holder, "expires": Decimal(int(expires.timestamp())),
+                      "taken_at": now.isoformat()},
+                ConditionExpression="attribute_not_exists(#k) OR expires < :now OR holder = :me",
+                ExpressionAttributeNames={"#k": "key"},
+                ExpressionAttributeValues={":now": Decimal(int(now.timestamp())), ":me": holder},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def release(self, holder: str) -> None:
+        try:
+            self._table.put_item(
+                Item={"key": _ADJUST_LEASE_KEY, "holder": holder, "expires": Decimal(0)},
+                ConditionExpression="holder = :me", ExpressionAttributeValues={":me": holder},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
 
 class DynamoDecisionLog:

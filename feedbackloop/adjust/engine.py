@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -108,6 +108,25 @@ class DecisionLog(Protocol):
     def write(self, records: list[dict[str, Any]]) -> None: ...
 
 
+class RunLease(Protocol):
+    """One adjust run at a time without reserved concurrency (which a new account's concurrency quota of 10
+    cannot spare): a run takes the lease before it reads any state and gives it back when it ends. A run
+    that dies holding it (a timeout, a crash) blocks the next ones only until the lease expires."""
+
+    def acquire(self, holder: str, now: datetime, expires: datetime) -> bool:
+        """True and the lease is `holder`'s until `expires`, unless another holder's lease is still
+        unexpired at `now` (then False and nothing changes)."""
+
+    def release(self, holder: str) -> None:
+        """Give the lease back, if `holder` still holds it (an expired lease taken over is left alone)."""
+
+
+# A lease outlives any run (the function's timeout is the schedule's 5 minutes): a run that dies holding
+# it delays the next by at most this long.
+LEASE_DURATION = timedelta(minutes=6)
+SKIPPED = "skipped"  # the summary's note for a run that found the lease taken
+
+
 @dataclass(frozen=True)
 class Decision:
     decided_at: datetime
@@ -151,6 +170,7 @@ class RunReport:
     effects: list[EffectMetric] = field(default_factory=list)
     srm: dict[str, dict[str, Any]] = field(default_factory=dict)  # experiment -> counts, p-value, mismatch
     errors: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why the run did nothing (the lease was taken)
 
     def fired(self) -> list[Decision]:
         return [d for d in self.decisions if d.outcome == Outcome.FIRE]
@@ -167,9 +187,26 @@ class Adjuster:
     state: AdjustState
     log: DecisionLog
     new_run_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12]
+    lease: RunLease | None = None  # None: the caller guarantees one run at a time (the tests, one process)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # the lease's time: real, not the scheduled
 
     def run(self, now: datetime) -> RunReport:
+        """Evaluate, act, record. With a lease another run holds, nothing is read or done: the report
+        says `skipped` (the window comes back on the next run, which reads its own window)."""
         report = RunReport(self.new_run_id(), now)
+        if self.lease is None:
+            return self._run(report)
+        started = self.clock()
+        if not self.lease.acquire(report.run_id, started, started + LEASE_DURATION):
+            report.skipped = "another adjust run holds the lease"
+            return report
+        try:
+            return self._run(report)
+        finally:
+            self.lease.release(report.run_id)
+
+    def _run(self, report: RunReport) -> RunReport:
+        now = report.now
         stored = self.state.load()
         states = {name: {scope: RuleState.from_json(s) for scope, s in by_scope.items()}
                   for name, by_scope in stored.rules.items()}
@@ -399,5 +436,5 @@ def decision_summary(report: RunReport) -> dict[str, Any]:
             "config_version": None if report.config is None else report.config.version,
             "drift": [{"stream": e.stream, "mean_before": e.mean_before, "mean_after": e.mean_after}
                       for e in report.drift],
-            "retraining": report.retraining, "errors": report.errors}
+            "retraining": report.retraining, "errors": report.errors, SKIPPED: report.skipped}
 

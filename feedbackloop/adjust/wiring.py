@@ -11,6 +11,7 @@ from feedbackloop.adapters.control import (
     CloudWatchMetricReader,
     DynamoAdjustState,
     DynamoDecisionLog,
+    DynamoRunLease,
     SnsAlerter,
     StepFunctionsRetraining,
 )
@@ -43,4 +44,5 @@ def adjuster(settings: AdjustSettings, rules: RuleSet, session: boto3.Session, *
         alerts=SnsAlerter(session, settings.alerts_topic_arn),
         state=DynamoAdjustState(session, settings.state_table),
         log=DynamoDecisionLog(session, settings.decisions_table, settings.decisions_ttl_days),
+        lease=DynamoRunLease(session, settings.state_table),
     )

@@ -209,6 +209,9 @@ def create_resources(session: boto3.Session) -> None:
     s3 = session.client("s3")
     for bucket in resources.BUCKETS:
         s3.create_bucket(Bucket=physical_name(bucket.key))
+    # versioned as in AWS (cdk/components/lake.py): the eraser deletes the versions its rewrites leave
+    s3.put_bucket_versioning(Bucket=physical_name(resources.RAW_BUCKET.key),
+                             VersioningConfiguration={"Status": "Enabled"})
     dynamodb = session.client("dynamodb")
     for table in resources.KEY_VALUE_TABLES:
         keys = [(table.partition_key, "HASH")] + ([(table.sort_key, "RANGE")] if table.sort_key else [])

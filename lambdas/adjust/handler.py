@@ -50,6 +50,10 @@ def scheduled_time(event: dict) -> datetime:
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
     report = _adjuster().run(scheduled_time(event))
+    if report.skipped:
+        logger.warning("adjust run skipped", extra={"reason": report.skipped, "run_id": report.run_id})
+        metrics.add_metric(Metric.ADJUST_SKIPPED, MetricUnit.Count, 1)
+        return decision_summary(report)
     emit(report)
     return decision_summary(report)
 

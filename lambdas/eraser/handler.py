@@ -1,25 +1,23 @@
-"""The eraser: for each user on the erasure queue, rewrite every lake object and raw archive object that
-holds them, then complete the audit record. SQS partial batch responses: a failed user is retried."""
+"""The eraser: a batch of erasure requests from the queue (up to 10) becomes one pass over the lake for
+every user in it not yet erased since their request (`feedbackloop.erasure.erase_users`), then each
+user's audit record is completed. A failed pass reports the whole batch for a retry (the queue is FIFO:
+nothing after a failure may be acknowledged)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from functools import cache
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
 from feedbackloop import erasure, wiring
 from feedbackloop.lake import TABLES, LakeTable
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
-from feedbackloop.resources import RAW_PREFIX
 
 logger = Logger(service=SERVICE)
 tracer = Tracer()
 metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
-processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @cache
@@ -33,18 +31,38 @@ def _folder(table: LakeTable) -> str:
     return f"{bucket}/{table.prefix.rstrip('/')}"
 
 
-def erase(record) -> None:
-    user_id = json.loads(record.body)["user_id"]
+def erase_batch(user_ids: list[str]) -> dict[str, dict]:
+    """Erase the users of one batch in one pass; returns each erased user's completed audit record."""
     settings = _settings()
-    result = erasure.erase_from_lake(wiring.lake_filesystem(), _folder,
-                                     f"{settings.raw_bucket}/{RAW_PREFIX.rstrip('/')}", user_id, TABLES)
-    erasure.complete(wiring.erasure_log(settings.erasure_table), user_id, asdict(result))
-    metrics.add_metric(Metric.ERASURES_COMPLETED, MetricUnit.Count, 1)
-    logger.info("user erased", extra={"user_id": user_id, "result": asdict(result)})
+    log = wiring.erasure_log(settings.erasure_table)
+    users = sorted({u for u in user_ids if erasure.needs_erasure(log.get(u))})
+    if not users:
+        return {}
+    results = erasure.erase_users(
+        wiring.lake_filesystem(), _folder, settings.raw_bucket, users, TABLES,
+        versions=wiring.noncurrent_versions(),
+        known_days=lambda user: erasure.known_raw_hours(log, user),
+        remember_days=lambda user, days: erasure.remember_raw_hours(log, user, days),
+    )
+    return {user: erasure.complete(log, user, erasure.audit_steps(result, TABLES, users))
+            for user, result in results.items()}
 
 
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
-    return process_partial_response(event=event, record_handler=erase, processor=processor, context=context)
+    records = event.get("Records", [])
+    user_ids = [json.loads(r["body"])["user_id"] for r in records]
+    try:
+        completed = erase_batch(user_ids)
+    except Exception:
+        logger.exception("erasure pass failed", extra={"users": len(set(user_ids))})
+        return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in records]}
+    metrics.add_metric(Metric.ERASURES_COMPLETED, MetricUnit.Count, len(completed))
+    for user, record in completed.items():
+        logger.info("user erased", extra={"user_id": user, "steps": {k: v for k, v in record["steps"].items()
+                                                                      if k != "stores"}})
+    logger.info("erasure batch", extra={"requests": len(records), "users": len(set(user_ids)),
+                                        "erased": len(completed)})
+    return {"batchItemFailures": []}

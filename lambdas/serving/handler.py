@@ -51,8 +51,8 @@ def _models() -> ModelCache:
 @cache
 def _ui_config() -> AgentConfigReader:
     settings = wiring.serving_settings()
-    return AgentConfigReader(settings.appconfig_agent_url, UI_CONFIG.application, UI_CONFIG.environment,
-                             UI_CONFIG.profile, settings.appconfig_ttl_seconds)
+    return AgentConfigReader(settings.appconfig_agent_url, settings.appconfig_application or UI_CONFIG.application,
+                             UI_CONFIG.environment, UI_CONFIG.profile, settings.appconfig_ttl_seconds)
 
 
 @cache

@@ -94,7 +94,8 @@ def _allowed(statements: list[dict[str, Any]]) -> dict[str, set[str]]:
 # -- the function ----------------------------------------------------------------------------------------------
 
 
-def test_function_settings_parse_as_the_handler_reads_them_with_engine_aws(adjust: Template) -> None:
+def test_function_settings_parse_as_the_handler_reads_them_with_engine_aws(adjust: Template, synthesis,
+                                                                          data: Template) -> None:
     variables = _function(adjust)["Environment"]["Variables"]
     environ = {name: value if isinstance(value, str) else PLACEHOLDER for name, value in variables.items()}
     settings = AdjustSettings.from_env(environ)
@@ -102,7 +103,9 @@ def test_function_settings_parse_as_the_handler_reads_them_with_engine_aws(adjus
     assert (settings.events_table, settings.interactions_table, settings.engagement_table) == (
         CURATED_EVENTS.name, INTERACTIONS.name, ENGAGEMENT.name
     )
-    assert settings.glue_database == GLUE_DATABASE
+    # the lake's database, by reference (its name carries the stage): GLUE_DATABASE without one
+    database = synthesis.producer_value(variables[AdjustSettings.env_name("glue_database")])
+    assert data.to_json()["Resources"][database["Ref"]]["Properties"]["DatabaseInput"]["Name"] == GLUE_DATABASE
     # every setting the function needs is set, none by accident
     required = {AdjustSettings.env_name(n) for n, f in AdjustSettings.model_fields.items() if f.is_required()}
     assert required <= set(variables)
@@ -146,7 +149,9 @@ def test_function_layers_are_powertools_ours_and_drift_without_sdk_for_pandas(ad
 
 def test_function_runs_one_at_a_time_within_the_period(adjust: Template) -> None:
     function = _function(adjust)
-    assert function["ReservedConcurrentExecutions"] == 1
+    # no reserved concurrency unless a deployment asks (a new account's quota of 10 cannot spare it): one
+    # run at a time comes from the lease (tests/functional/test_adjust_lease.py)
+    assert "ReservedConcurrentExecutions" not in function
     assert (function["MemorySize"], function["Timeout"]) == (1024, 300)
     assert (function["Runtime"], function["Architectures"]) == ("python3.12", ["x86_64"])
     assert function["TracingConfig"] == {"Mode": "Active"}

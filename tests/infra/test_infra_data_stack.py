@@ -381,16 +381,22 @@ def _erasure_policy(data: Template, construct_id: str) -> list[dict[str, Any]]:
     return policy["Properties"]["PolicyDocument"]["Statement"]
 
 
-def test_eraser_policy_rewrites_every_lake_table_and_the_raw_archive_and_deletes_nothing(data: Template) -> None:
+def test_eraser_policy_rewrites_every_lake_table_and_the_raw_archive_and_deletes_old_raw_versions_only(
+        data: Template) -> None:
     statements = _erasure_policy(data, "EraserPolicy")
-    raw = {"Fn::Join": ["", [{"Fn::GetAtt": [_bucket_ids(data)[RAW_BUCKET.key], "Arn"]}, f"/{RAW_PREFIX}*"]]}
+    raw = [{"Fn::Join": ["", [{"Fn::GetAtt": [_bucket_ids(data)[RAW_BUCKET.key], "Arn"]}, f"/{prefix}*"]]}
+           for prefix in (RAW_PREFIX, RAW_ERROR_PREFIX)]
     (objects,) = _statements_with(statements, ["s3:PutObject"])
-    assert _same(_listed(objects["Resource"]), [*_table_objects(data, LAKE_TABLES), raw])
+    assert _same(_listed(objects["Resource"]), [*_table_objects(data, LAKE_TABLES), *raw])
     assert sorted(_listed(objects["Action"])) == ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
     actions = {a for s in statements for a in _listed(s["Action"])}
-    assert not {a for a in actions if "Delete" in a or a.endswith("*")}
+    assert not {a for a in actions if a.endswith("*")}
+    assert {a for a in actions if "Delete" in a} == {"s3:DeleteObjectVersion"}
+    (versions,) = _statements_with(statements, ["s3:DeleteObjectVersion"])
+    assert _same(_listed(versions["Resource"]), raw)
     # each bucket is listed under the eraser's folders only (pyarrow lists a folder with it as the prefix)
-    folders = [(t.bucket_key, t.prefix) for t in LAKE_TABLES] + [(RAW_BUCKET.key, RAW_PREFIX)]
+    folders = [(t.bucket_key, t.prefix) for t in LAKE_TABLES] + [(RAW_BUCKET.key, p)
+                                                                  for p in (RAW_PREFIX, RAW_ERROR_PREFIX)]
     expected = {_bucket_ids(data)[key]: sorted(f"{p}*" for k, p in folders if k == key) for key, _ in folders}
     listed = {
         s["Resource"]["Fn::GetAtt"][0]: sorted(s["Condition"]["StringLike"]["s3:prefix"])

@@ -189,7 +189,9 @@ def test_serving_routes_on_the_local_api(runtime):
 
     assert client.request("GET", "/users/u3/erasure")[0] == 404
     status, body, _ = client.request("DELETE", "/users/u3")
-    assert status == 202 and body["status"] == "pending"
+    assert status == 202 and body["status"] == "pending" and body["expected_by"] > body["requested_at"]
+    repeat = client.request("DELETE", "/users/u3")[1]  # combined with the first: its time stands
+    assert repeat["requested_at"] == body["requested_at"] or repeat["status"] == "complete"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and client.request("GET", "/users/u3/erasure")[1]["status"] != "complete":
         time.sleep(0.2)
@@ -200,4 +202,30 @@ def test_serving_routes_on_the_local_api(runtime):
     assert con.execute("SELECT count(*) FROM feedback_events WHERE user_id = 'u4'").fetchall()[0][0] > 0
     archived = raw_records(runtime.session.client("s3"), replay_settings().raw_bucket)
     assert not [r for r in archived if json.loads(r.data)["event"]["user_id"] == "u3"]
+    # the raw bucket is versioned: no version the rewrites left behind holds u3 either
+    s3, raw_bucket = runtime.session.client("s3"), replay_settings().raw_bucket
+    versions = s3.list_object_versions(Bucket=raw_bucket).get("Versions", [])
+    assert not [v for v in versions if not v["IsLatest"]]
+    assert record["steps"]["noncurrent_versions_removed"] > 0 and "models" in record["steps"]["stores"]
     client.close()
+
+
+def test_smoke_passes_against_the_stand_in_and_says_what_failed(runtime, capsys):
+    """`feedbackloop smoke --local` against the running stand-in (a model is published above): every step
+    passes, timed; with a wrong key it stops at the first step and says what to check."""
+    from feedbackloop.cli import main
+    from feedbackloop.local.smoke import local_target
+    from feedbackloop.smoke import Api, run_smoke
+
+    assert main(["smoke", "--local", "--state-dir", str(runtime.state_dir), "--timeout", "120"]) == 0
+    out = capsys.readouterr().out
+    steps = [line[6:28].strip() for line in out.splitlines() if line.startswith("ok ")]
+    assert steps == ["config route", "cold recommendations", "post events",
+                                            "curated lake", "recommendations", "erasure"]
+    assert "passed in" in out
+
+    target = local_target(runtime.endpoints)
+    wrong = target.__class__(ingest=target.ingest, serving=Api(target.serving.url, "not-the-key"), lake=target.lake,
+                             where=target.where)
+    report = run_smoke(wrong, timeout=5)
+    assert not report.ok and report.failure.startswith("config route") and "API key" in report.failure
