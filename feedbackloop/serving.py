@@ -47,7 +47,8 @@ class Recommendations:
     model_version: str
     segment: str | None
     personalized: bool
-    strategy: str  # reranker or the single source that serves, segment_popularity, popularity, opted_out
+    strategy: str  # fold_in (ranked from the user's feedback), segment_popularity, popularity, opted_out
+    ranker: str | None = None  # fold_in: reranker, or the single source that serves (the model's choice)
 
 
 class ServingModel:
@@ -143,7 +144,7 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     reasons = [_reason(model, i, signals.rows, own, profile, liked) for i in top]
     return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(v), r)
                                      for i, v, r in zip(top, scores, reasons, strict=True)],
-                           model.version, segment, True, model.ranker.strategy)
+                           model.version, segment, True, "fold_in", model.ranker.strategy)
 
 
 def _reason(model: ServingModel, item: int, rows: np.ndarray, own: list[str], profile: UserProfile | None,

@@ -30,6 +30,7 @@ def recommendations_body(ranked: Recommendations) -> dict[str, Any]:
         "segment": ranked.segment,
         "personalized": ranked.personalized,
         "strategy": ranked.strategy,
+        "ranker": ranked.ranker,
         "items": [{"item_id": r.item_id, "score": round(r.score, 6), "reason": r.reason} for r in ranked.items],
     }
 

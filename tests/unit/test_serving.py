@@ -118,7 +118,8 @@ def _profile(*events, user: str = "u1") -> UserProfile:
 def test_fold_in_ranks_the_users_taste_and_explains_it():
     model = _model()
     ranked = recommend(model, "u1", _profile(("i3", "purchase", 0.8, 0.6, DAY)), NOW, k=5)
-    assert ranked.strategy == "blend" and ranked.personalized  # a model published before the re-ranker
+    assert ranked.strategy == "fold_in" and ranked.personalized
+    assert ranked.ranker == "blend"  # a model published before the re-ranker ranks as it did
     assert all(int(r.item_id[1:]) < 20 for r in ranked.items)  # the first group
     assert ranked.items[0].item_id == "i3" and ranked.items[0].reason == "you bought it before"
     assert ranked.items[1].reason == "because you bought i3"
