@@ -69,6 +69,9 @@ class Ranker:
         self.gram = y.T @ y + self.regularization * np.eye(y.shape[1])
         self.neighbors = (get["neighbors_indptr"], get["neighbors_indices"], get["neighbors_data"])
         self.item_item_binary = bool(get["item_item_binary"])
+        # every observed pair as positive evidence (chosen on validation), or the wanted ones only
+        self.mf_engagement = bool(get.get("mf_engagement", False))
+        self.item_item_engagement = bool(get.get("item_item_engagement", False))
         self.popularity = get["popularity"].astype(np.float64)
         self.trending = get["trending"].astype(np.float64)
         self.segment_popularity = get["segment_popularity"].astype(np.float64)  # segments x items
@@ -92,12 +95,13 @@ class Ranker:
 
     def fold_in(self, s: UserSignals) -> np.ndarray | None:
         """The user's factor vector from their signals alone; None without a wanted item."""
-        if not s.wanted.any():
+        wanted = np.ones(len(s.rows), dtype=bool) if self.mf_engagement else s.wanted
+        if not wanted.any():
             return None
         y = self.item_factors[s.rows].astype(np.float64)
         c = self.alpha * np.abs(s.confidence)  # confidence - 1, with confidence 1 + alpha * |c|
         a = self.gram + y.T @ (c[:, None] * y)
-        b = y[s.wanted].T @ (1.0 + c[s.wanted])
+        b = y[wanted].T @ (1.0 + c[wanted])
         return np.linalg.solve(a, b)
 
     def source_scores(self, s: UserSignals) -> dict[str, np.ndarray]:
@@ -107,8 +111,9 @@ class Ranker:
         history = np.zeros(self.n_items)
         history[s.rows[s.wanted]] = s.confidence[s.wanted]
         indptr, indices, data = self.neighbors
-        liked = s.rows[s.wanted]
-        weight = np.ones(len(liked)) if self.item_item_binary else s.confidence[s.wanted]
+        engaged = np.ones(len(s.rows), dtype=bool) if self.item_item_engagement else s.wanted
+        liked = s.rows[engaged]
+        weight = np.ones(len(liked)) if self.item_item_binary else np.abs(s.confidence[engaged])
         starts, lengths = indptr[liked], indptr[liked + 1] - indptr[liked]
         take = np.arange(lengths.sum()) + np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
         item_item = np.bincount(indices[take], weights=data[take] * np.repeat(weight, lengths),

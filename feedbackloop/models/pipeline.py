@@ -35,7 +35,7 @@ from feedbackloop.ranking import ARRAY_PREFIX, FEATURES, ITEM_FEATURES, SOURCES,
 
 NDCG = f"ndcg_at_{K}"
 TRENDING_DAYS = 30  # the trending source's recent window
-NEIGHBORS_KEPT = 100  # per item, of the item-item weights published for serving
+NEIGHBORS_KEPT = 200  # per item, of the item-item weights published for serving
 CANDIDATES = 60  # per source, the re-ranker's candidates
 HALF_LIVES = (7.0, 30.0, 90.0, 365.0, math.inf)  # the evidence's half-life a source is fitted on (inf: none)
 
@@ -53,7 +53,7 @@ class RankingParams:
     reranker: dict[str, Any] = field(default_factory=lambda: {"num_leaves": 31, "learning_rate": 0.05,
                                                               "min_data_in_leaf": 50, "feature_fraction": 0.8,
                                                               "lambda_l2": 1.0})
-    max_trees: int = 300
+    max_trees: int = 200
     max_groups: int = 3000  # users the re-ranker learns from per window (a seeded sample beyond)
     candidates: int = CANDIDATES
     feature_half_life_days: float = HALF_LIFE_DAYS  # the online profile's, which serving ranks from
@@ -68,10 +68,10 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
 SEARCH: dict[str, Callable[[np.random.Generator], dict[str, Any]]] = {
     "mf": lambda r: {"factors": int(round(_log_uniform(r, 16, 256))), "regularization": _log_uniform(r, 1e-3, 10),
                      "alpha": _log_uniform(r, 1, 100), "iterations": int(r.choice([10, 15, 25])),
-                     "half_life_days": float(r.choice(HALF_LIVES))},
-    "ease": lambda r: {"model": "ease", "lam": _log_uniform(r, 10, 10_000)},
-    "knn": lambda r: {"model": "knn", "neighbors": int(round(_log_uniform(r, 10, 500))),
-                      "shrink": _log_uniform(r, 0.1, 100)},
+                     "half_life_days": float(r.choice(HALF_LIVES)), "engagement": bool(r.random() < 0.5)},
+    "ease": lambda r: {"model": "ease", "lam": _log_uniform(r, 10, 10_000), "engagement": bool(r.random() < 0.5)},
+    "knn": lambda r: {"model": "knn", "neighbors": int(round(_log_uniform(r, 10, NEIGHBORS_KEPT))),
+                      "shrink": _log_uniform(r, 0.1, 100), "engagement": bool(r.random() < 0.5)},
 }
 
 
@@ -200,8 +200,12 @@ class State:
         mass = pairs["confidence_mass"].to_numpy(dtype=np.float64)
         return np.where(unwanted(pairs), -mass, mass)
 
-    def evidence(self, half_life: float) -> sp.csr_matrix:
-        """X for fitting a source: signed confidence mass decayed at `half_life` (inf: none)."""
+    def evidence(self, half_life: float, engagement: bool = False) -> sp.csr_matrix:
+        """X for fitting a source: signed confidence mass decayed at `half_life` (inf: none); with
+        `engagement`, every observed pair as positive evidence (a low rating still says the user chose
+        the item: on some catalogs that predicts what they choose next better than the dislike does)."""
+        if engagement:
+            return abs(self.evidence(half_life))
         if half_life not in self._evidence:
             pairs = feedback_as_of(self.daily, self.as_of, half_life)
             pairs = pairs.assign(user_row=pd.Index(self.user_ids).get_indexer(pairs["user_id"]),
@@ -271,12 +275,13 @@ class State:
 # --- fitting the sources ----------------------------------------------------------------------------
 
 def fit_mf(state: State, params: dict[str, Any], seed: int) -> ConfidenceMF:
-    kwargs = {k: v for k, v in params.items() if k != "half_life_days"}
-    return ConfidenceMF(**kwargs, random_state=seed).fit(state.evidence(params["half_life_days"]))
+    kwargs = {k: v for k, v in params.items() if k not in ("half_life_days", "engagement")}
+    return ConfidenceMF(**kwargs, random_state=seed).fit(
+        state.evidence(params["half_life_days"], params.get("engagement", False)))
 
 
 def fit_item_item(state: State, params: dict[str, Any]) -> EASE | ItemKNN:
-    x = state.evidence(math.inf)
+    x = state.evidence(math.inf, params.get("engagement", False))
     if params["model"] == "ease":
         return EASE(lam=params["lam"]).fit(x)
     return ItemKNN(neighbors=params["neighbors"], shrink=params["shrink"]).fit(x)
@@ -284,13 +289,13 @@ def fit_item_item(state: State, params: dict[str, Any]) -> EASE | ItemKNN:
 
 def neighbors_of(model: EASE | ItemKNN, kept: int) -> sp.csr_matrix:
     """Rows: an item the user wants; columns: the items it speaks for, with weights; each candidate
-    item keeping its `kept` strongest."""
+    item keeping its `kept` strongest (EASE's negative weights too: they push items down)."""
     if isinstance(model, EASE):
         weights = model.b_.T.copy()  # row j: the weights of every item towards candidate j
-        part = np.argpartition(-weights, min(kept, weights.shape[1] - 1), axis=1)[:, :kept]
+        part = np.argpartition(-np.abs(weights), min(kept, weights.shape[1] - 1), axis=1)[:, :kept]
         rows = np.repeat(np.arange(weights.shape[0]), part.shape[1])
         values = weights[rows, part.ravel()]
-        keep = values > 0
+        keep = values != 0
         by_candidate = sp.csr_matrix((values[keep], (rows[keep], part.ravel()[keep])), shape=weights.shape)
         return by_candidate.T.tocsr()
     return model.similarity_.tocsr()
@@ -354,7 +359,8 @@ def tune_sources(state: State, relevant: dict[str, set[str]], params: RankingPar
     names = list(spaces)
     for position, name in enumerate(names):
         share_end = time.monotonic() + (deadline - time.monotonic()) / (len(names) - position)
-        candidates = [defaults[name]]
+        # the defaults, and the defaults reading every observed pair as engagement
+        candidates = [defaults[name], {**defaults[name], "engagement": True}]
         draws = 0
         while True:
             if not candidates:
@@ -409,6 +415,8 @@ def ranker_arrays(state: State, chosen: dict[str, dict[str, Any]], params: Ranki
         "neighbors_indptr": neighbors.indptr.astype(np.int64), "neighbors_indices": neighbors.indices.astype(np.int64),
         "neighbors_data": neighbors.data.astype(np.float64),
         "item_item_binary": np.array(isinstance(item_item, EASE)),
+        "mf_engagement": np.array(bool(chosen["mf"].get("engagement", False))),
+        "item_item_engagement": np.array(bool(chosen["item_item"].get("engagement", False))),
         "popularity": popularity, "trending": trending, "segment_names": names,
         "segment_popularity": segment_popularity, "item_features": features,
         "candidates": np.array(params.candidates), "exclude_seen": np.array(exclude_seen),
