@@ -1,5 +1,6 @@
-"""The demo's simulated days: a population with hidden preferences visits through the local API, the
-tables are rebuilt at every checkpoint, the adjust function runs (rules, drift, config deployments,
+"""The demo's simulated days: the simulated world's users (feedbackloop/simulation.py: hidden tastes,
+position bias, fatigue, three activity levels, new items arriving mid-run) visit through the local API,
+the tables the rules and drift read are rebuilt at every checkpoint, the adjust function runs (rules, drift, config deployments,
 retraining), the model retrains nightly, and mid-run the population's preferences shift.
 
 Everything the loop does is read back from its stores; what the simulation knows (the hidden
@@ -25,7 +26,7 @@ from feedbackloop.local.simulate import ArmFigures, DayFigures, SimulatedClients
 from feedbackloop.local.sql_engine import local_engine, to_duckdb
 from feedbackloop.models.training import TrainingParams
 from feedbackloop.settings import RetrainSettings
-from feedbackloop.simulation import Catalog, Population
+from feedbackloop.simulation import Catalog, World
 from glue_jobs.build_tables import JOB_NAMES, run_job
 
 # The smallest relative lift the demo's A/B test is planned to detect: the simulated population is a few
@@ -41,6 +42,7 @@ class LoopPlan:
     users: int = 500
     visits_per_day: int = 1200
     shift_day: int = 3  # preferences shift at the start of this day (0-based)
+    arrival_day: int = 2  # the catalogue's new items arrive at the start of this day
     nightly_retrain_days: tuple[int, ...] = (0, 2)  # retrain after these days (besides drift-triggered runs)
     seed: int = 7
 
@@ -76,22 +78,25 @@ class LoopResult:
 
 def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so_far: int,
              say: Callable[[str], None]) -> LoopResult:
-    catalog = Catalog.from_online_retail(online_retail.load())
-    population = Population.create(plan.users, plan.seed)
-    clients = SimulatedClients(runtime.api.url, runtime.api_key, population, catalog)
+    world = World(Catalog.from_online_retail(online_retail.load()), plan.users, plan.seed)
+    clients = SimulatedClients(runtime.api.url, runtime.api_key, world)
     probe = EventsClient(runtime.api.url, runtime.api_key)
     result = LoopResult(plan, start)
     expected = accepted_so_far
     margin = RetrainSettings.model_fields["gate_margin"].default
-    say(f"\nThe closed loop: {plan.users:,} simulated users with hidden preferences, {plan.days} days of "
+    say(f"\nThe closed loop: {plan.users:,} simulated users with hidden tastes (categories, price levels), position "
+        f"bias and fatigue, {plan.days} days of "
         f"{plan.visits_per_day:,} visits from {start:%Y-%m-%d %H:%M} UTC; preferences shift on day "
         f"{plan.shift_day + 1}")
     say("  each visit: GET recommendations (with the user's segment and arm), show 10 items, post views, clicks, "
         "purchases, ratings")
     try:
         for day in range(plan.days):
+            if day == plan.arrival_day:
+                world.arrive()
+                say(f"  -- day {day + 1}: {int(world.catalog.new.sum())} new items arrive in the catalogue --")
             if day == plan.shift_day:
-                population.shift(plan.seed + 1000)
+                world.shift(plan.seed + 1000)
                 say(f"  -- day {day + 1}: every user's preferences shift (hidden from the system) --")
             day_figures = DayFigures(day, start + timedelta(days=day))
             for hour in range(0, 24, CHECKPOINT_HOURS):
