@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feedbackloop.models import ope
 from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE, K
 from feedbackloop.models.data import HALF_LIFE_DAYS, Interactions, feedback_as_of
 from feedbackloop.models.evaluation import ranking_metrics, rmse
@@ -149,10 +151,42 @@ def _ratings(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"user_id": rated["user_id"], "item_id": rated["item_id"], "rating": rated["rating_mean"]})
 
 
+def served_ranking(model: ServingModel, pairs: pd.DataFrame, k: int = K) -> Callable[[str], list[str]]:
+    """user id -> their top k as serving ranks them from their feedback `pairs` (fold-in and their own
+    history; popularity without positive feedback)."""
+    pairs = pairs.assign(row=pd.Index(model.item_ids).get_indexer(pairs["item_id"]))
+    by_user = {u: g for u, g in pairs[pairs["row"] >= 0].groupby("user_id")}
+    popular = [str(i) for i in model.item_ids[top_k(model.popularity[None, :].astype(np.float64), k)[0]]]
+
+    def ranking(user: str) -> list[str]:
+        own = by_user.get(user)
+        if own is None:
+            return popular
+        rows = own["row"].to_numpy()
+        mass = own["confidence_mass"].to_numpy(dtype=np.float64)
+        confidence = np.where(own["composite_score"].to_numpy() > 0, mass, -mass)
+        if not (confidence > 0).any():
+            return popular
+        scores = model.blend(model.fold_in(rows, confidence), rows, confidence)
+        return [str(i) for i in model.item_ids[top_k(scores[None, :], k)[0]]]
+
+    return ranking
+
+
+def off_policy_estimates(exposures: pd.DataFrame, candidate: ServingModel, current: ServingModel,
+                         pairs: pd.DataFrame) -> dict[str, Any]:
+    """IPS, SNIPS and DR click rates of both models' rankings on the logged exposures (user_id, item_id,
+    position, propensity, clicked; feedbackloop/models/ope.py), each ranking from the users' feedback
+    `pairs`: what the gate compares beside NDCG."""
+    return ope.compare(exposures, served_ranking(candidate, pairs), served_ranking(current, pairs))
+
+
 def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParams, version: str,
-          current: bytes | None = None) -> TrainedModel:
+          current: bytes | None = None, exposures: pd.DataFrame | None = None) -> TrainedModel:
     """`daily`: rows of feedback_daily; `users`: rows of one user_features snapshot (None: no segments);
-    `current`: the published model's archive, scored on the same hold-out for the gate (None: none yet)."""
+    `current`: the published model's archive, scored on the same hold-out for the gate (None: none yet);
+    `exposures`: logged exposures after the hold-out's cutoff, with propensities, on which both are
+    estimated off-policy for the gate (None: none logged)."""
     metrics: dict[str, Any] = {"k": K}
     champion_as_of = _as_of(current) if current is not None else None
     if champion_as_of is not None:
@@ -166,8 +200,11 @@ def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParam
         metrics["ranking"] = evaluate_ranking(candidate, interactions, split.relevant)
         if current is not None and (champion_as_of is None or champion_as_of <= split.cutoff):
             # the gate's comparison: both as serving ranks, on the same users and days
-            metrics["ranking"]["served"] = evaluate_served(_as_served(candidate, version, split.cutoff), split)
-            metrics["ranking"]["current"] = evaluate_served(ServingModel.from_archive(current), split)
+            served, published = _as_served(candidate, version, split.cutoff), ServingModel.from_archive(current)
+            metrics["ranking"]["served"] = evaluate_served(served, split)
+            metrics["ranking"]["current"] = evaluate_served(published, split)
+            if exposures is not None:
+                metrics["off_policy"] = off_policy_estimates(exposures, served, published, split.train)
         metrics["holdout"] = {"cutoff": split.cutoff, "days": split.days, "users": len(split.relevant)}
         if len(split.test_ratings) and (split.train["ratings"] > 0).any():
             rating = BiasedRatingModel().fit(_ratings(split.train))

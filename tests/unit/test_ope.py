@@ -91,3 +91,43 @@ def test_rows_without_a_propensity_are_left_out_and_bad_logs_are_refused():
         ope.usable_exposures(log.drop(columns="clicked"))
     assert ope.compare(log.assign(propensity=None), lambda u: ["a"], lambda u: ["b"])["rounds"] == 0
     assert ope.refuses({"rounds": 0}, 0.05) is None
+
+
+def _serving_model(version: str, factors: np.ndarray) -> "ServingModel":
+    from feedbackloop.serving import ServingModel
+
+    n = len(factors)
+    arrays = {"item_ids": np.array([f"i{j}" for j in range(n)]), "item_factors": factors.astype(np.float32),
+              "popularity": np.arange(n, 0, -1, dtype=np.float64), "user_ids": np.array([], dtype=str),
+              "user_factors": np.zeros((0, factors.shape[1]), dtype=np.float32)}
+    return ServingModel(arrays, {"version": version, "params": {"alpha": 10.0, "regularization": 0.01,
+                                                                "history_weight": 1.0}})
+
+
+def test_the_gate_refuses_a_candidate_whose_off_policy_estimate_is_worse_by_the_margin():
+    from feedbackloop.models.training import off_policy_estimates, served_ranking
+    from feedbackloop.retraining import decide
+
+    # two item groups; every user liked i0 (group A). The good model knows the groups, the bad one has
+    # them crossed; clicks in the log go to group A items.
+    groups = np.array([[1.0, 0.0]] * 5 + [[0.0, 1.0]] * 5)
+    crossed = np.array([[1.0, 0.0]] + [[0.0, 1.0]] * 4 + [[1.0, 0.0]] * 5)  # i0 grouped with i5-i9
+    good, bad = _serving_model("good", groups), _serving_model("bad", crossed)
+    pairs = pd.DataFrame({"user_id": [f"u{n}" for n in range(50)], "item_id": "i0",
+                          "confidence_mass": 1.0, "composite_score": 1.0})
+    assert served_ranking(good, pairs)("u1")[:5] == ["i0", "i1", "i2", "i3", "i4"]
+    assert served_ranking(good, pairs)("stranger") == [f"i{j}" for j in range(10)]  # popularity
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in range(50):
+        for k in range(5):
+            item = int(rng.integers(0, 10))  # uniform logging: propensity 1/10 per slot
+            rows.append((f"u{n}", f"i{item}", k, 0.1, int(item < 5 and rng.random() < 0.5)))
+    log = pd.DataFrame(rows, columns=list(ope.EXPOSURE_COLUMNS))
+    off_policy = off_policy_estimates(log, bad, good, pairs)
+    assert off_policy["candidate"]["dr"]["value"] < off_policy["current"]["dr"]["value"]
+    holdout = {"ranking": {"model": {"ndcg_at_10": 0.5}}, "off_policy": off_policy}
+    refused = decide(holdout, {"gate_value": 0.1}, margin=0.05)
+    assert not refused.publish and "off-policy DR" in refused.reason
+    accepted = decide(holdout | {"off_policy": off_policy_estimates(log, good, bad, pairs)}, {"gate_value": 0.1}, 0.05)
+    assert accepted.publish and "off-policy DR" in accepted.reason
