@@ -84,6 +84,18 @@ def usable_exposures(log: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return rows.reset_index(drop=True), int((~has).sum())
 
 
+def exposures_from_events(events: pd.DataFrame) -> pd.DataFrame:
+    """The exposure log from curated event rows (user_id, item_id, event_type, session_id, event_time,
+    propensity): each view is a shown slot, its position the view's rank in time within its session (the
+    client posts a page's views in order), clicked when the session has a click on the same item. Views
+    without a propensity stay, with none (`usable_exposures` counts and drops them)."""
+    views = events[events["event_type"] == "view"].sort_values(["session_id", "event_time"], kind="stable")
+    clicks = events.loc[events["event_type"] == "click", ["session_id", "item_id"]].drop_duplicates()
+    clicked = views.merge(clicks.assign(clicked=1), on=["session_id", "item_id"], how="left")["clicked"]
+    return views.assign(position=views.groupby("session_id").cumcount().to_numpy(),
+                        clicked=clicked.fillna(0).astype(int).to_numpy())[list(EXPOSURE_COLUMNS)].reset_index(drop=True)
+
+
 @dataclass(frozen=True)
 class RewardModel:
     """q(x, a, k) = CTR at position k x the item's CTR relative to the log's, shrunk toward 1."""
@@ -186,6 +198,17 @@ def refuses(off_policy: dict | None, margin: float) -> str | None:
         return (f"off-policy {name.upper()} click rate {new:.4f} < {floor:.4f} (current {old:.4f} - {margin:.0%}, "
                 f"{off_policy['rounds']:,} logged slots)")
     return None
+
+
+def from_registry_record(record: dict | None) -> dict | None:
+    """The off-policy estimates a published model's gate saw, from its registry record."""
+    if not record or not record.get("metrics"):
+        return None
+    import json
+
+    metrics = record["metrics"]
+    metrics = json.loads(metrics) if isinstance(metrics, str) else metrics
+    return metrics.get("off_policy")
 
 
 def render(off_policy: dict) -> str:

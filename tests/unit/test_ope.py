@@ -131,3 +131,29 @@ def test_the_gate_refuses_a_candidate_whose_off_policy_estimate_is_worse_by_the_
     assert not refused.publish and "off-policy DR" in refused.reason
     accepted = decide(holdout | {"off_policy": off_policy_estimates(log, good, bad, pairs)}, {"gate_value": 0.1}, 0.05)
     assert accepted.publish and "off-policy DR" in accepted.reason
+
+
+def test_the_published_models_estimates_are_read_from_its_registry_record():
+    off_policy = {"rounds": 3, "estimator": "dr"}
+    assert ope.from_registry_record({"version": "v1", "metrics": '{"off_policy": {"rounds": 3, "estimator": "dr"}}'}) \
+        == off_policy
+    assert ope.from_registry_record({"version": "v1", "metrics": "{}"}) is None
+    assert ope.from_registry_record(None) is None
+
+
+def test_the_exposure_log_is_read_from_curated_events():
+    t = pd.Timestamp("2026-11-20T09:00:00Z")
+    events = pd.DataFrame({
+        "user_id": ["u"] * 4 + ["v"] * 2, "session_id": ["s1"] * 4 + ["s2"] * 2,
+        "item_id": ["b", "a", "a", "c", "a", "d"], "event_type": ["view", "view", "click", "view", "view", "view"],
+        "event_time": [t + pd.Timedelta(seconds=s) for s in (1, 0, 0.5, 2, 0, 1)],
+        "propensity": [0.5, 0.9, None, 0.2, None, 1.0]})
+    log = ope.exposures_from_events(events)
+    assert log["propensity"].isna().tolist() == [False, False, False, True, False]
+    assert log.fillna({"propensity": -1}).to_dict("records") == [
+        {"user_id": "u", "item_id": "a", "position": 0, "propensity": 0.9, "clicked": 1},
+        {"user_id": "u", "item_id": "b", "position": 1, "propensity": 0.5, "clicked": 0},
+        {"user_id": "u", "item_id": "c", "position": 2, "propensity": 0.2, "clicked": 0},
+        {"user_id": "v", "item_id": "a", "position": 0, "propensity": -1, "clicked": 0},
+        {"user_id": "v", "item_id": "d", "position": 1, "propensity": 1.0, "clicked": 0}]
+    assert ope.usable_exposures(log)[1] == 1
