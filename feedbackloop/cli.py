@@ -257,8 +257,8 @@ def _print_gate_off_policy(args: argparse.Namespace) -> None:
     current = DynamoModelRegistry(boto3.Session(), table).current()
     off_policy = ope.from_registry_record(current)
     print(f"\nThe published model ({current['version'] if current else 'none'}) at its gate:")
-    print("  " + (ope.render(off_policy) if off_policy else "no off-policy estimates (no exposures with "
-                                                            "propensities were logged before it)").replace("\n", "\n  "))
+    text = ope.render(off_policy) if off_policy else "no off-policy estimates (no exposures with propensities logged)"
+    print("  " + text.replace("\n", "\n  "))
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """The demo's simulated days: the simulated world's users (feedbackloop/simulation.py: hidden tastes,
 position bias, fatigue, three activity levels, new items arriving mid-run) visit through the local API,
-the tables the rules and drift read are rebuilt at every checkpoint, the adjust function runs (rules, drift, config deployments,
-retraining), the model retrains nightly, and mid-run the population's preferences shift.
+the tables the rules and drift read are rebuilt at every checkpoint, the adjust function runs (rules,
+drift, config deployments, retraining), the model retrains nightly, and mid-run the tastes shift.
 
 Everything the loop does is read back from its stores; what the simulation knows (the hidden
 preferences, the oracle) is only used to judge it.

@@ -25,6 +25,7 @@ ground truth, free of click noise); realized CTRs are printed beside them. Entri
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections import defaultdict
@@ -39,11 +40,16 @@ import pandas as pd
 
 from feedbackloop.adapters.memory import MemoryDedupStore, MemoryLake, MemoryOnlineStore, MemoryStateStore
 from feedbackloop.bench import write_results
+from feedbackloop.bench.model import _entry, feedback_daily
+from feedbackloop.bench.tables import curated_events
 from feedbackloop.cleaning.clean import CleaningRules
 from feedbackloop.cleaning.decode import SourceRecords
 from feedbackloop.cleaning.service import CleanerService
 from feedbackloop.datasets import online_retail
 from feedbackloop.ingest import envelope
+from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE
+from feedbackloop.models.data import Interactions, feedback_as_of
+from feedbackloop.models.training import TrainedModel, TrainingParams, save
 from feedbackloop.serving import ServingModel, recommend
 from feedbackloop.simulation import CATEGORIES, PRICE_LEVELS, Catalog, Session, World
 
@@ -211,28 +217,17 @@ def trained_model(frame: pd.DataFrame, catalog: Catalog, start: datetime) -> Ser
     """The published model as the system would have it when the simulated days begin: the real data
     before the new items' first day, through the real cleaner and table steps, fitted with the training
     defaults, packaged and loaded as serving loads it."""
-    from feedbackloop.bench.model import feedback_daily
-    from feedbackloop.bench.tables import curated_events
-    from feedbackloop.models.data import feedback_as_of
-    from feedbackloop.models.training import TrainedModel, TrainingParams, save
-
     known = frame[frame["CustomerID"].notna() & (pd.to_datetime(frame["InvoiceDate"]) < catalog.new_since)]
     arrival = start - timedelta(hours=1)
     curated, _ = curated_events(known, arrival, shift_to=arrival - timedelta(hours=1),
                                 max_event_age=timedelta(days=400))
     daily = feedback_daily(curated, arrival)
     as_of = daily["event_date"].max()
-    from feedbackloop.models.data import Interactions
-
     params = TrainingParams()
     mf = params.mf().fit(Interactions.from_pairs(feedback_as_of(daily, as_of, params.half_life_days)))
     with tempfile.TemporaryDirectory(prefix="feedbackloop-bench-loop-") as folder:
         save(TrainedModel("bench-loop", params, mf, None, None, data={"as_of": as_of}), Path(folder))
-        from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE
-
         arrays = np.load(Path(folder) / MODEL_FILE)
-        import json
-
         document = json.loads((Path(folder) / METRICS_FILE).read_text())
         return ServingModel({name: arrays[name] for name in arrays.files}, document)
 
@@ -274,6 +269,7 @@ class LoopRun:
     plan: LoopBenchPlan
     hours: list[dict[str, Window]] = field(default_factory=list)  # per simulated hour, per arm
     seconds: dict[str, float] = field(default_factory=dict)  # per arm, time spent ranking and learning
+    cleaned: int = 0  # the personalized arm's events through the cleaner
 
     def window(self, arm: str, first_hour: int, last_hour: int) -> Window:
         total = Window()
@@ -346,7 +342,8 @@ def simulate(plan: LoopBenchPlan, frame: pd.DataFrame | None = None,
                 policy.flush()
                 run.seconds[arm] += time.perf_counter() - ticked
             run.hours.append(figures)
-        say("  day {}: ".format(day + 1) + "  ".join(
+            run.cleaned = arms["personalized"].cleaned
+        say(f"  day {day + 1}: " + "  ".join(
             f"{arm} {run.window(arm, day * 24, day * 24 + 24).expected_ctr:.4f}" for arm in ARMS)
             + ("  (new items arrived)" if day == plan.arrival_day else "")
             + ("  (tastes shifted)" if day == plan.shift_day else ""))
@@ -354,8 +351,6 @@ def simulate(plan: LoopBenchPlan, frame: pd.DataFrame | None = None,
 
 
 def entries(run: LoopRun) -> list[dict]:
-    from feedbackloop.bench.model import _entry
-
     p = run.plan
     before = p.shift_day * 24
     everything = p.days * 24

@@ -5,7 +5,6 @@ then `make demo`'s whole story on a small slice of the real data."""
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime, timedelta
 
 import numpy as np

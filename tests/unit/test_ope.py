@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from feedbackloop.models import ope
+from feedbackloop.serving import ServingModel
 
 pytestmark = pytest.mark.unit
 
@@ -40,7 +41,8 @@ def _world(n_users: int, seed: int):
     for u in range(n_users):
         for k in range(3):
             j = rng.choice(20, p=policy[types[u]])
-            rows.append((f"u{u}", items[j], k, policy[types[u], j], int(rng.random() < examination[k] * appeal[types[u], j])))
+            clicked = int(rng.random() < examination[k] * appeal[types[u], j])
+            rows.append((f"u{u}", items[j], k, policy[types[u], j], clicked))
     log = pd.DataFrame(rows, columns=list(ope.EXPOSURE_COLUMNS))
 
     def truth(ranking: dict[int, list[int]]) -> float:
@@ -93,9 +95,7 @@ def test_rows_without_a_propensity_are_left_out_and_bad_logs_are_refused():
     assert ope.refuses({"rounds": 0}, 0.05) is None
 
 
-def _serving_model(version: str, factors: np.ndarray) -> "ServingModel":
-    from feedbackloop.serving import ServingModel
-
+def _serving_model(version: str, factors: np.ndarray) -> ServingModel:
     n = len(factors)
     arrays = {"item_ids": np.array([f"i{j}" for j in range(n)]), "item_factors": factors.astype(np.float32),
               "popularity": np.arange(n, 0, -1, dtype=np.float64), "user_ids": np.array([], dtype=str),

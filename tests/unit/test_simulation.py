@@ -27,7 +27,7 @@ def test_the_catalogue_is_the_real_one_with_categories_price_levels_and_new_item
     assert 2000 < len(catalog.item_ids) < 4000
     assert set(np.unique(catalog.categories)) == set(range(len(CATEGORIES)))
     assert np.bincount(catalog.price_levels).min() > len(catalog.item_ids) / 5  # tertiles
-    assert 0.3 <= catalog.appeal.min() and catalog.appeal.max() <= 1.0
+    assert catalog.appeal.min() >= 0.3 and catalog.appeal.max() <= 1.0
     assert 0 < catalog.new.sum() < 100
 
 
