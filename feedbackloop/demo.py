@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TextIO
 
 from feedbackloop import resources
@@ -37,7 +38,7 @@ REPORT_FILE = STATE_DIR / "report.html"
 APPCONFIG_TIME_SCALE = 60  # the UI config's 5-minute rollout and 5-minute bake take ten seconds
 
 
-def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None) -> int:
+def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None, state_dir: Path = STATE_DIR) -> int:
     def say(text: str = "") -> None:
         console.write(text + "\n")
         console.flush()
@@ -55,7 +56,7 @@ def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None) -
     events = online_retail.to_events(frame, shift_to=loop_start - timedelta(minutes=1))
     say(f"  {len(events):,} invoice lines -> feedback events (purchases and cancellations)")
 
-    with LocalRuntime(cleaner_overrides={"max_event_age_days": DEMO_MAX_EVENT_AGE_DAYS},
+    with LocalRuntime(state_dir=state_dir, cleaner_overrides={"max_event_age_days": DEMO_MAX_EVENT_AGE_DAYS},
                       serving_overrides={"model_refresh_seconds": 1, "appconfig_ttl_seconds": 1},
                       appconfig_time_scale=APPCONFIG_TIME_SCALE) as runtime:
         say(f"  local stack: API {runtime.api.url}, AWS endpoint {runtime.moto.endpoint}")
@@ -83,7 +84,7 @@ def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None) -
         if status:
             return status
         result = run_loop(runtime, loop_start, plan, runtime.records_cleaned, say)
-        return summarize(runtime, result, time.perf_counter() - began, say, REPORT_FILE)
+        return summarize(runtime, result, time.perf_counter() - began, say, state_dir / REPORT_FILE.name)
 
 
 def metric_sums(cloudwatch, names: list[Metric]) -> dict[str, float]:
