@@ -199,6 +199,10 @@ def _retrain(runtime: LocalRuntime, say) -> int:
         say("    " + f"{'model':<22}" + "".join(f"{n:>17}" for n in names))
         for label, key in (("feedback MF (ours)", "model"), ("popularity baseline", "popularity")):
             say("    " + f"{label:<22}" + "".join(f"{ranking[key][n]:>17.4f}" for n in names))
+    if metrics.get("off_policy"):
+        from feedbackloop.models import ope
+
+        say("  " + ope.render(metrics["off_policy"]).replace("\n", "\n  "))
     segments = metrics.get("segments")
     if segments:
         say(f"  segments: k = {segments['k']} by silhouette ({segments['silhouette']:.3f})")
