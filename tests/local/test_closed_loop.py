@@ -5,6 +5,7 @@ then `make demo`'s whole story on a small slice of the real data."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -13,6 +14,7 @@ from model_fixtures import publish_model
 
 from feedbackloop.closed_loop import LoopPlan, run_loop, summarize
 from feedbackloop.datasets import online_retail
+from feedbackloop.demo import run_demo
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.simulation import Catalog
 
@@ -42,3 +44,16 @@ def test_the_closed_loop_runs_its_days_and_the_summary_reads_the_verdict_from_th
     text = "\n".join(lines)
     assert "A/B test, from the interaction layer" in text and "personalized" in text
     assert "Ground truth of the simulation" in text and report.stat().st_size > 1000
+
+
+@pytest.mark.timeout(1800)  # about two minutes on an idle 2-core machine; far longer on a busy one
+def test_the_demo_tells_its_whole_story_on_a_small_slice(tmp_path):
+    console = io.StringIO()
+    status = run_demo(limit=12_000, console=console, plan=TINY, state_dir=tmp_path / "demo")
+    text = console.getvalue()
+    assert status == 0, text[-3000:]
+    for chapter in ("Conservation (read back from the stores)", "Modelled tables", "Retraining",
+                    "registry: current", "Serving:", "erasure complete", "The closed loop", "Summary",
+                    "A/B test, from the interaction layer", "Report:"):
+        assert chapter in text, chapter
+    assert (tmp_path / "demo" / "report.html").exists()
