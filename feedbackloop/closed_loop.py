@@ -111,9 +111,10 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
                     raise RuntimeError("the stream did not drain")
                 sent = time.perf_counter() - started
                 checkpoint_at = at + timedelta(hours=CHECKPOINT_HOURS)
-                # what the rules and drift read at every checkpoint; the feedback and feature layers (training's
-                # and signal quality's) once a day
-                tables = _build_tables(runtime, JOB_NAMES if hour + CHECKPOINT_HOURS == 24 else CHECKPOINT_JOBS)
+                # what the rules and drift read at every checkpoint; the feedback and feature layers (signal
+                # quality's) once a day, unless the nightly retraining is about to build them itself
+                end_of_day = hour + CHECKPOINT_HOURS == 24 and day not in plan.nightly_retrain_days
+                tables = _build_tables(runtime, JOB_NAMES if end_of_day else CHECKPOINT_JOBS)
                 probes = _segment_probes(probe, clients.segment_members)
                 summary = runtime.adjust.invoke({"scheduled_time": checkpoint_at.isoformat()})
                 checkpoint = Checkpoint(day, hour, checkpoint_at, figures.arms, summary)
