@@ -27,7 +27,6 @@ from feedbackloop.resources import (  # the stack names, shared with `feedbacklo
     INGEST_STACK,
     MONITORING_STACK,
     SERVING_STACK,
-    STACKS,
     TABLES_STACK,
     TRAINING_STACK,
 )

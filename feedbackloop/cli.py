@@ -106,12 +106,11 @@ def _retrain(args: argparse.Namespace) -> int:
         return 0
 
     from feedbackloop.local.environment import LocalEndpoints, use_endpoint
-    from feedbackloop.local.retrain import run_retraining
-    from feedbackloop.models.training import TrainingParams
+    from feedbackloop.local.retrain import LOCAL_TRAINING, run_retraining
 
     endpoint = LocalEndpoints.load().aws_endpoint
     use_endpoint(endpoint)
-    run = run_retraining(endpoint, boto3.Session(), TrainingParams(), args.margin)
+    run = run_retraining(endpoint, boto3.Session(), LOCAL_TRAINING, args.margin)
     print(" > ".join(run.steps))
     return 0
 
@@ -234,7 +233,33 @@ def _experiment_report(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(render(report))
+    _print_gate_off_policy(args)
     return 0
+
+
+def _print_gate_off_policy(args: argparse.Namespace) -> None:
+    """The published model's off-policy estimates at its gate (IPS, SNIPS, DR with intervals), from the
+    registry's current record."""
+    import boto3
+
+    from feedbackloop.adapters.aws import DynamoModelRegistry
+    from feedbackloop.models import ope
+
+    if args.local:
+        from feedbackloop.local.environment import LocalEndpoints, physical_name, use_endpoint
+        from feedbackloop.resources import REGISTRY_TABLE
+
+        use_endpoint(LocalEndpoints.load().aws_endpoint)
+        table = physical_name(REGISTRY_TABLE.key)
+    elif args.registry_table:
+        table = args.registry_table
+    else:
+        return
+    current = DynamoModelRegistry(boto3.Session(), table).current()
+    off_policy = ope.from_registry_record(current)
+    print(f"\nThe published model ({current['version'] if current else 'none'}) at its gate:")
+    text = ope.render(off_policy) if off_policy else "no off-policy estimates (no exposures with propensities logged)"
+    print("  " + text.replace("\n", "\n  "))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -413,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--local", action="store_true", help="against a running `feedbackloop local up`")
     er.add_argument("--database", default=os.environ.get("FEEDBACKLOOP_GLUE_DATABASE", "feedbackloop"))
     er.add_argument("--workgroup", default=os.environ.get("FEEDBACKLOOP_ATHENA_WORKGROUP"))
+    er.add_argument("--registry-table", default=os.environ.get("FEEDBACKLOOP_REGISTRY_TABLE"),
+                    help="the model registry table: show the published model's off-policy estimates at its gate")
     er.set_defaults(func=_experiment_report)
 
     rep = commands.add_parser("report", help="an HTML report with plots from a running `feedbackloop local up`")

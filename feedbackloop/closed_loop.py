@@ -1,6 +1,7 @@
-"""The demo's simulated days: a population with hidden preferences visits through the local API, the
-tables are rebuilt at every checkpoint, the adjust function runs (rules, drift, config deployments,
-retraining), the model retrains nightly, and mid-run the population's preferences shift.
+"""The demo's simulated days: the simulated world's users (feedbackloop/simulation.py: hidden tastes,
+position bias, fatigue, three activity levels, new items arriving mid-run) visit through the local API,
+the tables the rules and drift read are rebuilt at every checkpoint, the adjust function runs (rules,
+drift, config deployments, retraining), the model retrains nightly, and mid-run the tastes shift.
 
 Everything the loop does is read back from its stores; what the simulation knows (the hidden
 preferences, the oracle) is only used to judge it.
@@ -19,14 +20,13 @@ from feedbackloop.datasets import online_retail
 from feedbackloop.experiments.analysis import users_sql
 from feedbackloop.local.adjust import LocalRetraining
 from feedbackloop.local.client import EventsClient
-from feedbackloop.local.retrain import run_retraining
+from feedbackloop.local.retrain import LOCAL_TRAINING, run_retraining
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.local.simulate import ArmFigures, DayFigures, SimulatedClients
 from feedbackloop.local.sql_engine import local_engine, to_duckdb
 from feedbackloop.models.contract import HALF_LIFE_DAYS
-from feedbackloop.models.training import TrainingParams
 from feedbackloop.settings import RetrainSettings
-from feedbackloop.simulation import Catalog, Population
+from feedbackloop.simulation import Catalog, World
 from glue_jobs.build_tables import JOB_NAMES, run_job
 
 # The smallest relative lift the demo's A/B test is planned to detect: the simulated population is a few
@@ -42,6 +42,7 @@ class LoopPlan:
     users: int = 500
     visits_per_day: int = 1200
     shift_day: int = 3  # preferences shift at the start of this day (0-based)
+    arrival_day: int = 2  # the catalogue's new items arrive at the start of this day
     nightly_retrain_days: tuple[int, ...] = (0, 2)  # retrain after these days (besides drift-triggered runs)
     seed: int = 7
 
@@ -77,22 +78,25 @@ class LoopResult:
 
 def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so_far: int,
              say: Callable[[str], None]) -> LoopResult:
-    catalog = Catalog.from_online_retail(online_retail.load())
-    population = Population.create(plan.users, plan.seed)
-    clients = SimulatedClients(runtime.api.url, runtime.api_key, population, catalog)
+    world = World(Catalog.from_online_retail(online_retail.load()), plan.users, plan.seed)
+    clients = SimulatedClients(runtime.api.url, runtime.api_key, world)
     probe = EventsClient(runtime.api.url, runtime.api_key)
     result = LoopResult(plan, start)
     expected = accepted_so_far
     margin = RetrainSettings.model_fields["gate_margin"].default
-    say(f"\nThe closed loop: {plan.users:,} simulated users with hidden preferences, {plan.days} days of "
+    say(f"\nThe closed loop: {plan.users:,} simulated users with hidden tastes (categories, price levels), position "
+        f"bias and fatigue, {plan.days} days of "
         f"{plan.visits_per_day:,} visits from {start:%Y-%m-%d %H:%M} UTC; preferences shift on day "
         f"{plan.shift_day + 1}")
     say("  each visit: GET recommendations (with the user's segment and arm), show 10 items, post views, clicks, "
         "purchases, ratings")
     try:
         for day in range(plan.days):
+            if day == plan.arrival_day:
+                world.arrive()
+                say(f"  -- day {day + 1}: {int(world.catalog.new.sum())} new items arrive in the catalogue --")
             if day == plan.shift_day:
-                population.shift(plan.seed + 1000)
+                world.shift(plan.seed + 1000)
                 say(f"  -- day {day + 1}: every user's preferences shift (hidden from the system) --")
             day_figures = DayFigures(day, start + timedelta(days=day))
             for hour in range(0, 24, CHECKPOINT_HOURS):
@@ -107,9 +111,10 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
                     raise RuntimeError("the stream did not drain")
                 sent = time.perf_counter() - started
                 checkpoint_at = at + timedelta(hours=CHECKPOINT_HOURS)
-                # what the rules and drift read at every checkpoint; the feedback and feature layers (training's
-                # and signal quality's) once a day
-                tables = _build_tables(runtime, JOB_NAMES if hour + CHECKPOINT_HOURS == 24 else CHECKPOINT_JOBS)
+                # what the rules and drift read at every checkpoint; the feedback and feature layers (signal
+                # quality's) once a day, unless the nightly retraining is about to build them itself
+                end_of_day = hour + CHECKPOINT_HOURS == 24 and day not in plan.nightly_retrain_days
+                tables = _build_tables(runtime, JOB_NAMES if end_of_day else CHECKPOINT_JOBS)
                 probes = _segment_probes(probe, clients.segment_members)
                 summary = runtime.adjust.invoke({"scheduled_time": checkpoint_at.isoformat()})
                 checkpoint = Checkpoint(day, hour, checkpoint_at, figures.arms, summary)
@@ -124,7 +129,7 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
                 _say_checkpoint(say, checkpoint, figures, sent, tables)
             result.days.append(day_figures)
             if day in plan.nightly_retrain_days:
-                run = run_retraining(runtime.moto.endpoint, runtime.session, TrainingParams(), margin,
+                run = run_retraining(runtime.moto.endpoint, runtime.session, LOCAL_TRAINING, margin,
                                      say=lambda _line: None)
                 result.retrainings.append(f"day {day + 1} 24h: nightly ({_outcome(run)})")
                 say(f"  nightly retraining after day {day + 1}: {_outcome(run)}")

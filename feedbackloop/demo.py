@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TextIO
 
 from feedbackloop import resources
@@ -16,11 +17,10 @@ from feedbackloop.datasets import online_retail
 from feedbackloop.local.client import EventsClient, SendReport
 from feedbackloop.local.environment import STATE_DIR, physical_name
 from feedbackloop.local.lake_reader import connect
-from feedbackloop.local.retrain import run_retraining
+from feedbackloop.local.retrain import LOCAL_TRAINING, run_retraining
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.local.sql_engine import local_engine
 from feedbackloop.models.contract import HALF_LIFE_DAYS
-from feedbackloop.models.training import TrainingParams
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.replay import raw_records
 from feedbackloop.resources import MODELLED_LAKE_TABLES, ONLINE_TABLE, RAW_BUCKET
@@ -38,7 +38,7 @@ REPORT_FILE = STATE_DIR / "report.html"
 APPCONFIG_TIME_SCALE = 60  # the UI config's 5-minute rollout and 5-minute bake take ten seconds
 
 
-def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None) -> int:
+def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None, state_dir: Path = STATE_DIR) -> int:
     def say(text: str = "") -> None:
         console.write(text + "\n")
         console.flush()
@@ -56,7 +56,7 @@ def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None) -
     events = online_retail.to_events(frame, shift_to=loop_start - timedelta(minutes=1))
     say(f"  {len(events):,} invoice lines -> feedback events (purchases and cancellations)")
 
-    with LocalRuntime(cleaner_overrides={"max_event_age_days": DEMO_MAX_EVENT_AGE_DAYS},
+    with LocalRuntime(state_dir=state_dir, cleaner_overrides={"max_event_age_days": DEMO_MAX_EVENT_AGE_DAYS},
                       serving_overrides={"model_refresh_seconds": 1, "appconfig_ttl_seconds": 1},
                       appconfig_time_scale=APPCONFIG_TIME_SCALE) as runtime:
         say(f"  local stack: API {runtime.api.url}, AWS endpoint {runtime.moto.endpoint}")
@@ -84,7 +84,7 @@ def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None) -
         if status:
             return status
         result = run_loop(runtime, loop_start, plan, runtime.records_cleaned, say)
-        return summarize(runtime, result, time.perf_counter() - began, say, REPORT_FILE)
+        return summarize(runtime, result, time.perf_counter() - began, say, state_dir / REPORT_FILE.name)
 
 
 def metric_sums(cloudwatch, names: list[Metric]) -> dict[str, float]:
@@ -188,7 +188,7 @@ def _build_tables(runtime: LocalRuntime, say) -> int:
 def _retrain(runtime: LocalRuntime, say) -> int:
     say("\nRetraining: the state machine's steps in process (training: sagemaker/train.py as a process)")
     margin = RetrainSettings.model_fields["gate_margin"].default
-    first = run_retraining(runtime.moto.endpoint, runtime.session, TrainingParams(), margin, say=say)
+    first = run_retraining(runtime.moto.endpoint, runtime.session, LOCAL_TRAINING, margin, say=say)
     metrics = first.evaluation["candidate"]["metrics"]
     ranking = metrics.get("ranking")
     if ranking:
@@ -199,11 +199,15 @@ def _retrain(runtime: LocalRuntime, say) -> int:
         say("    " + f"{'model':<22}" + "".join(f"{n:>17}" for n in names))
         for label, key in (("feedback MF (ours)", "model"), ("popularity baseline", "popularity")):
             say("    " + f"{label:<22}" + "".join(f"{ranking[key][n]:>17.4f}" for n in names))
+    if metrics.get("off_policy"):
+        from feedbackloop.models import ope
+
+        say("  " + ope.render(metrics["off_policy"]).replace("\n", "\n  "))
     segments = metrics.get("segments")
     if segments:
         say(f"  segments: k = {segments['k']} by silhouette ({segments['silhouette']:.3f})")
     say("\n  again, on the same data: the gate must keep the published model")
-    second = run_retraining(runtime.moto.endpoint, runtime.session, TrainingParams(), margin, say=say)
+    second = run_retraining(runtime.moto.endpoint, runtime.session, LOCAL_TRAINING, margin, say=say)
     kept = second.alert is not None and first.published is not None
     say(f"  registry: current = {first.published['version'] if first.published else None}"
         f"{' (kept)' if kept else ''}")

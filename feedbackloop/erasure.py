@@ -185,7 +185,8 @@ def erase_users(filesystem: fs.FileSystem, folder_of: Callable[[LakeTable], str]
     # 4. the versioned raw bucket keeps what was overwritten: delete those versions
     purged = sum(versions.purge(path) for path in rewritten_raw) if versions is not None else 0
     for result in results.values():
-        result.objects_scanned, result.objects_rewritten, result.noncurrent_versions_removed = scanned, rewritten, purged
+        result.objects_scanned, result.objects_rewritten = scanned, rewritten
+        result.noncurrent_versions_removed = purged
     return results
 
 
@@ -251,7 +252,8 @@ def _masks(rows: pa.Table, users: list[str]) -> dict[str, pa.ChunkedArray]:
     names = rows.column_names
     masks = {}
     for user in users:
-        mine = pc.equal(rows["user_id"], user) if "user_id" in names else pa.chunked_array([pa.repeat(False, rows.num_rows)])
+        mine = (pc.equal(rows["user_id"], user) if "user_id" in names
+                else pa.chunked_array([pa.repeat(False, rows.num_rows)]))
         mine = pc.fill_null(mine, False)
         if "payload" in names:  # the quarantine keeps the record as received
             mine = pc.or_(mine, pc.fill_null(pc.match_substring(rows["payload"], json.dumps(user)), False))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +37,25 @@ class GateDecision:
 
 
 def decide(candidate: dict[str, Any], current: dict[str, Any] | None, margin: float) -> GateDecision:
+    """Whether to publish the candidate: the hold-out decision below, then, when the training job
+    estimated both models off-policy from logged exposures (`off_policy`, feedbackloop/models/ope.py), a
+    candidate whose estimated click rate is below the current model's by more than `margin` is refused."""
+    decision = _decide_on_holdout(candidate, current, margin)
+    off_policy = candidate.get("off_policy")
+    if not off_policy or not off_policy.get("rounds"):
+        return decision
+    from feedbackloop.models import ope  # numpy: only when the training job estimated off-policy
+
+    refused = ope.refuses(off_policy, margin)
+    if decision.publish and refused:
+        return replace(decision, publish=False, reason=f"{decision.reason}; but {refused}: keeping the current model")
+    name = off_policy["estimator"]
+    return replace(decision, reason=f"{decision.reason}; off-policy {name.upper()} "
+                                    f"{off_policy['candidate'][name]['value']:.4f} vs current "
+                                    f"{off_policy['current'][name]['value']:.4f}")
+
+
+def _decide_on_holdout(candidate: dict[str, Any], current: dict[str, Any] | None, margin: float) -> GateDecision:
     """Whether to publish the candidate; never without a hold-out score.
 
     When the training job scored the current model on the candidate's own hold-out (same users, same

@@ -16,7 +16,6 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from cdk import nag
 from cdk.components.function import PythonFunction
 from cdk.components.lake import Lake
 from cdk.components.online_store import OnlineStore

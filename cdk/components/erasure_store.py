@@ -38,9 +38,10 @@ from feedbackloop.resources import (
 )
 
 # A pass (up to 10 users) reads the lake's Parquet footers and the raw days of its users (gzip JSON has
-# no statistics to skip by), so the eraser gets Lambda's longest timeout. A received message stays hidden six times as long, as AWS advises for
-# SQS event sources (time for the invocation and for Lambda's retries of a throttled one), so a second
-# eraser never starts on a user the first is still erasing.
+# no statistics to skip by), so the eraser gets Lambda's longest timeout. A received message stays
+# hidden six times as long, as AWS advises for SQS event sources (time for the invocation and for
+# Lambda's retries of a throttled one), so a second eraser never starts on a user the first is still
+# erasing.
 ERASER_TIMEOUT = Duration.minutes(15)
 VISIBILITY_TIMEOUT = Duration.minutes(6 * 15)
 # A user whose erasure failed this many times moves to the dead-letter queue, for an operator: each

@@ -23,15 +23,13 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from cdk.deployment import Deployment
-
 from cdk import nag
+from cdk.deployment import Deployment
 from cdk.naming import pascal_case
 from feedbackloop.lake import Column, LakeTable
 from feedbackloop.resources import (
     BUCKETS,
     CLEANER_LAKE_TABLES,
-    GLUE_DATABASE,
     LAKE_TABLES,
     MODELLED_LAKE_TABLES,
     QUERY_RESULTS_BUCKET,

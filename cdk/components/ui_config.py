@@ -151,7 +151,8 @@ class UiConfig(Construct):
         uiconfig.validate(json.loads(document))  # raises InvalidConfigError: synth stops here
 
         self.application = appconfig.CfnApplication(
-            self, "Application", name=Deployment.of(self).appconfig_application, description="feedbackloop: per-user UI configuration"
+            self, "Application", name=Deployment.of(self).appconfig_application,
+            description="feedbackloop: per-user UI configuration"
         )
         self.rollback_alarm = rollback_alarm(self, "RollbackAlarm", rollback)
         # The policy is inline, so the role is complete before the environment (and its first deployment)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 # every benchmark, in the order `feedbackloop bench all` (`make bench`) runs them
-BENCHMARKS = ("ingest", "tables", "model", "serve", "freshness")
+BENCHMARKS = ("ingest", "tables", "model", "serve", "freshness", "loop")
 
 
 def machine() -> dict:
@@ -98,6 +98,10 @@ def run_benchmark(name: str, json_path: str, console: TextIO) -> int:
         return run(json_path, console)
     if name == "freshness":
         from feedbackloop.bench.freshness import run
+
+        return run(json_path, console)
+    if name == "loop":
+        from feedbackloop.bench.loop import run
 
         return run(json_path, console)
     raise ValueError(name)

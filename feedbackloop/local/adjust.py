@@ -49,8 +49,7 @@ class LocalRetraining:
         self._say = say or (lambda line: logger.info("retraining: %s", line.strip()))
 
     def start(self, reason: str, now: datetime) -> str:
-        from feedbackloop.local.retrain import run_retraining
-        from feedbackloop.models.training import TrainingParams
+        from feedbackloop.local.retrain import LOCAL_TRAINING, run_retraining
 
         cls = type(self)
         with cls._lock:
@@ -61,7 +60,7 @@ class LocalRetraining:
             def work() -> None:
                 self._say(f"started: {reason}")
                 try:
-                    cls.runs.append(run_retraining(self._endpoint, self._session, TrainingParams(), self._margin,
+                    cls.runs.append(run_retraining(self._endpoint, self._session, LOCAL_TRAINING, self._margin,
                                                    say=self._say))
                 except Exception as error:  # the state machine's failure: recorded, the current model stays
                     logger.exception("local retraining failed")

@@ -68,7 +68,7 @@ from feedbackloop.uiconfig import InvalidConfigError, default_document
 SERVING_OVERRIDES = {"model_refresh_seconds": 0, "appconfig_ttl_seconds": 0}
 HISTORY_DAYS = 12  # each fault's events spread over this many days, so they are training data too
 TOO_OLD, INVALID = 3, 2  # per fault: events the cleaner quarantines (too old), events the API refuses
-TRAINING = TrainingParams(factors=4, iterations=3, segments_max=3)  # small: the figures, not the model
+TRAINING = TrainingParams(tuning_minutes=0.0, max_trees=20, segments_max=3)  # small: the figures, not the model
 GATE_MARGIN = 0.01
 PROBE_USER = "fl-u0"
 EVENTS_PER_FAULT = 80

@@ -33,6 +33,10 @@ from feedbackloop.models.training import TrainingParams
 from feedbackloop.resources import CANDIDATES_PREFIX, MODELS_BUCKET, PUBLISHED_PREFIX, REGISTRY_TABLE
 from glue_jobs.build_tables import JOB_NAMES, run_job
 
+# The local stand-in's training budget: the defaults and one random draw per source (the nightly job in
+# AWS takes TrainingParams' tuning_minutes), so a retraining in the demo takes seconds, not minutes.
+LOCAL_TRAINING = TrainingParams(tuning_minutes=0.0, max_trees=100)
+
 TRAINING_SCRIPT = Path("sagemaker/train.py")  # relative to the project root, where the CLI runs
 
 

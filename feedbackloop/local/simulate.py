@@ -1,7 +1,9 @@
-"""Drive the simulated population through the local API as a real client would: for each visit, read the
-user's UI config and recommendations, show them, and post what the user did (tagged with their segment
-and experiment arm). Visits run hour by hour, so the online store has learned from one hour's clicks
-before the next hour's recommendations."""
+"""Drive the simulated world through the local API as a real client would: for each visit, read the
+user's recommendations, show them, and post what the user did (tagged with their segment and experiment
+arm, each view with the propensity serving logged for it, when it did). Visits run in batches of
+`batch_minutes` of simulated time: a batch's recommendations are fetched concurrently, the world answers
+them in visit order (seeded), and their events go in one batched post; so the online store has learned
+from one batch's clicks before the next batch's recommendations."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from feedbackloop.local.client import EventsClient, SendReport
-from feedbackloop.simulation import Catalog, Population, Session, session
+from feedbackloop.simulation import Session, World
 from feedbackloop.uiconfig import RANKING_EXPERIMENT
 
 SHOWN = 10  # items per visit
@@ -67,9 +69,9 @@ class DayFigures:
 
 
 class SimulatedClients:
-    def __init__(self, api_url: str, api_key: str, population: Population, catalog: Catalog,
-                 threads: int = 4) -> None:
-        self.population, self.catalog = population, catalog
+    def __init__(self, api_url: str, api_key: str, world: World, threads: int = 4, batch_minutes: int = 20) -> None:
+        self.world = world
+        self.batch_minutes = batch_minutes
         self._api_url, self._api_key = api_url, api_key
         self._local = threading.local()
         self._clients: list[EventsClient] = []
@@ -85,22 +87,25 @@ class SimulatedClients:
 
     def period(self, day: int, start: datetime, hours: int, visits: int, seed: int,
                progress: Callable[[DayFigures, int], None] | None = None) -> DayFigures:
-        """`visits` visits spread over the `hours` hours from `start`, sent hour by hour."""
+        """`visits` visits spread over the `hours` hours from `start` (users drawn by activity), sent batch
+        by batch."""
         rng = np.random.default_rng(seed)
         figures = DayFigures(day, start)
-        users = rng.integers(0, len(self.population.user_ids), visits)
+        users = self.world.visitors(visits, rng)
         offsets = np.sort(rng.uniform(0, hours * 3600, visits))
         seeds = rng.integers(0, 2**63, visits)
-        for hour in range(hours):
-            chosen = np.flatnonzero((offsets >= hour * 3600) & (offsets < (hour + 1) * 3600))
-            results = list(self._pool.map(
-                lambda i: self._visit(int(users[i]), start + timedelta(seconds=float(offsets[i])), int(seeds[i])),
-                chosen))
+        step = self.batch_minutes * 60
+        for batch in range(-(-hours * 3600 // step)):
+            chosen = np.flatnonzero((offsets >= batch * step) & (offsets < (batch + 1) * step))
+            pages = list(self._pool.map(lambda i: self._page(int(users[i])), chosen))
             events = []
-            for visit in results:
-                if visit is None:
+            for i, page in zip(chosen, pages, strict=True):
+                if page is None:
                     figures.unavailable += 1
                     continue
+                shown, context, view_context = page
+                visit = self.world.respond(int(users[i]), shown, start + timedelta(seconds=float(offsets[i])),
+                                           context, np.random.default_rng(int(seeds[i])), view_context)
                 figures.arms.setdefault(visit.variant or "none", ArmFigures()).add(visit)
                 events.extend(visit.events)
             sent = self._client().send(events)
@@ -108,14 +113,15 @@ class SimulatedClients:
             figures.events.accepted += sent.accepted
             figures.events.refused.update(sent.refused)
             if progress:
-                progress(figures, hour)
+                progress(figures, batch * step // 3600)
         return figures
 
-    def _visit(self, user: int, at: datetime, seed: int) -> Session | None:
-        """One visit: the recommendations (they carry the user's segment and experiment arms, so one
-        request is enough; a real page would also read /config once per session)."""
+    def _page(self, user: int) -> tuple[list[str], dict, list[dict] | None] | None:
+        """One visit's recommendations (they carry the user's segment and experiment arms, so one
+        request is enough; a real page would also read /config once per session): the items, the
+        events' context, and each view's (the propensity serving logged, when it did)."""
         client = self._client()
-        user_id = self.population.user_ids[user]
+        user_id = self.world.user_ids[user]
         status, ranked, _ = client.request("GET", f"/users/{user_id}/recommendations?k={SHOWN}")
         if status != 200 or not ranked.get("items"):
             return None
@@ -125,8 +131,10 @@ class SimulatedClients:
         if segment is not None:
             context["segment"] = segment
             self.segment_members.setdefault(segment, user_id)
-        shown = [item["item_id"] for item in ranked["items"]]
-        return session(self.population, self.catalog, user, shown, at, context, np.random.default_rng(seed))
+        items = ranked["items"]
+        logged = all("propensity" in item for item in items)
+        return ([item["item_id"] for item in items], context,
+                [{"propensity": item["propensity"]} for item in items] if logged else None)
 
     def close(self) -> None:
         self._pool.shutdown()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,12 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feedbackloop.models import ope
 from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE, K
 from feedbackloop.models.data import HALF_LIFE_DAYS, feedback_as_of
 from feedbackloop.models.evaluation import rmse
 from feedbackloop.models.pipeline import (
     FittedRanking,
     RankingParams,
+    State,
     evaluate_ranker,
     fit_ranking,
     refit_ranking,
@@ -32,7 +35,7 @@ from feedbackloop.models.pipeline import (
 )
 from feedbackloop.models.rating import BiasedRatingModel
 from feedbackloop.models.segments import UserSegmentation
-from feedbackloop.ranking import ARRAY_PREFIX, Ranker
+from feedbackloop.ranking import ARRAY_PREFIX, Ranker, UserSignals
 from feedbackloop.serving import ServingModel
 
 _RANKING = RankingParams()
@@ -109,10 +112,32 @@ def _ratings(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"user_id": rated["user_id"], "item_id": rated["item_id"], "rating": rated["rating_mean"]})
 
 
+def served_ranking(ranker: Ranker, item_ids: np.ndarray, signals: dict[str, UserSignals], k: int = K
+                   ) -> Callable[[str], list[str]]:
+    """user id -> their top k as serving ranks them (the same `Ranker`) from their `signals` over the
+    ranker's items (popularity for a user without any)."""
+
+    def ranking(user: str) -> list[str]:
+        top, _ = ranker.rank(signals.get(user, UserSignals.empty()), k)
+        return [str(item_ids[i]) for i in top]
+
+    return ranking
+
+
+def off_policy_estimates(exposures: pd.DataFrame, candidate: Callable[[str], list[str]],
+                         current: Callable[[str], list[str]]) -> dict[str, Any]:
+    """IPS, SNIPS and DR click rates of both models' rankings (`served_ranking`) on the logged exposures
+    (user_id, item_id, position, propensity, clicked; feedbackloop/models/ope.py): what the gate
+    compares beside NDCG."""
+    return ope.compare(exposures, candidate, current)
+
+
 def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParams, version: str,
-          current: bytes | None = None) -> TrainedModel:
+          current: bytes | None = None, exposures: pd.DataFrame | None = None) -> TrainedModel:
     """`daily`: rows of feedback_daily; `users`: rows of one user_features snapshot (None: no segments);
-    `current`: the published model's archive, scored on the same hold-out for the gate (None: none yet).
+    `current`: the published model's archive, scored on the same hold-out for the gate (None: none yet);
+    `exposures`: logged exposures after the hold-out's cutoff, with propensities, on which both are
+    estimated off-policy for the gate (None: none logged).
 
     The ranking core is tuned and chosen on the days before the hold-out (`fit_ranking`), scored on the
     hold-out ranking as serving ranks, and then refitted on everything with what was chosen."""
@@ -147,12 +172,22 @@ def train(daily: pd.DataFrame, users: pd.DataFrame | None, params: TrainingParam
         served = score(candidate, item_ids)
         candidate.strategy = "popularity"
         metrics["ranking"] = {"model": served, "popularity": score(candidate, item_ids)}
+        candidate.strategy = fitted.report["strategy"]
         if current is not None and (champion_as_of is None or champion_as_of <= split.cutoff):
             # the gate's comparison: both ranking as serving does, on the same users and days
             published = ServingModel.from_archive(current)
             metrics["ranking"]["served"] = served | {"version": version, "as_of": split.cutoff}
             metrics["ranking"]["current"] = score(published.ranker, published.item_ids) | {
                 "version": published.version, "as_of": published.as_of}
+            if exposures is not None:
+                state = State.build(before, split.cutoff, params.half_life_days)
+
+                def ranking(ranker: Ranker, items: np.ndarray) -> Callable[[str], list[str]]:
+                    return served_ranking(ranker, items, state.signals_for(items, segments,
+                                                                           ranker.arrays.get("segment_names")))
+
+                metrics["off_policy"] = off_policy_estimates(exposures, ranking(candidate, item_ids),
+                                                             ranking(published.ranker, published.item_ids))
         metrics["holdout"] = {"cutoff": split.cutoff, "days": split.days, "users": len(split.relevant)}
         metrics["ranker"] = {k: v for k, v in fitted.report.items()}
         if len(split.test_ratings) and (split.train["ratings"] > 0).any():

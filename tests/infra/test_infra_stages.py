@@ -123,7 +123,8 @@ def test_the_staged_app_passes_cdk_nag(staged) -> None:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_the_staged_templates_pass_cfn_lint(staged, stack: str) -> None:
-    matches = lint(json.dumps(staged.template(stack)), config=ManualArgs(ignore_checks=["W3005"], regions=["us-east-1"]))
+    matches = lint(json.dumps(staged.template(stack)),
+                   config=ManualArgs(ignore_checks=["W3005"], regions=["us-east-1"]))
     assert not matches, "\n".join(f"{m.rule.id} {m.message} at {'/'.join(map(str, m.path))}" for m in matches)
 
 

@@ -147,7 +147,7 @@ def test_retraining_trains_evaluates_gates_and_publishes_on_the_local_stack(runt
     client.close()
     assert runtime.wait_until_processed(321 + len(history), timeout=120)
 
-    params = TrainingParams(factors=4, iterations=3, segments_max=3)
+    params = TrainingParams(tuning_minutes=0.0, max_trees=20, segments_max=3)
     lines: list[str] = []
     first = run_retraining(runtime.moto.endpoint, runtime.session, params, margin=0.01, say=lines.append)
     registry = DynamoModelRegistry(runtime.session, physical_name(REGISTRY_TABLE.key))
