@@ -60,7 +60,7 @@ from cdk.components.model_store import ModelStore
 from cdk.components.schedules import scheduler_role
 from cdk.naming import pascal_case
 from cdk.project import ProjectLayout
-from feedbackloop.models.contract import GATE_METRIC, K
+from feedbackloop.models.contract import GATE_METRIC, TUNING_MINUTES, K
 from feedbackloop.registry import CURRENT_KEY
 from feedbackloop.resources import CANDIDATES_PREFIX, MODELS_BUCKET, REGISTRY_TABLE
 from feedbackloop.retraining import (
@@ -310,6 +310,7 @@ class Retraining(Construct):
                     "sagemaker_submit_directory": bundle.s3_object_url,
                     "sagemaker_region": Aws.REGION,
                     "version": sfn.JsonPath.execution_name,
+                    "tuning_minutes": str(TUNING_MINUTES),  # the budget of the tuning inside the job
                 },
                 input_data_config=[
                     tasks.Channel(

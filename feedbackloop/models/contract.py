@@ -10,6 +10,9 @@ K = 10
 # the local runners pass it; the script cannot import the core), training's parameters and the online store
 # read it here.
 HALF_LIFE_DAYS = 30.0
+# The nightly training job's tuning budget (the `tuning_minutes` hyperparameter the workflow passes; the
+# defaults of everything tuned are `feedbackloop.models.pipeline.RankingParams`)
+TUNING_MINUTES = 5.0
 MODEL_FILE = "model.npz"
 METRICS_FILE = "metrics.json"
 GATE_METRIC = f"ndcg_at_{K}"

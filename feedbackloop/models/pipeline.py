@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from feedbackloop.models.contract import HALF_LIFE_DAYS, K
+from feedbackloop.models.contract import HALF_LIFE_DAYS, TUNING_MINUTES, K
 from feedbackloop.models.data import feedback_as_of, unwanted
 from feedbackloop.models.evaluation import ranking_metrics
 from feedbackloop.models.sources import EASE, EASE_MAX_ITEMS, ConfidenceMF, ItemKNN
@@ -57,7 +57,7 @@ class RankingParams:
     max_groups: int = 3000  # users the re-ranker learns from per window (a seeded sample beyond)
     candidates: int = CANDIDATES
     feature_half_life_days: float = HALF_LIFE_DAYS  # the online profile's, which serving ranks from
-    tuning_minutes: float = 5.0
+    tuning_minutes: float = TUNING_MINUTES
     random_state: int = 0
 
 

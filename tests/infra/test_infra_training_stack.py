@@ -36,7 +36,7 @@ from cdk.naming import pascal_case
 from cdk.project import ProjectLayout
 from feedbackloop.adapters.memory import MemoryArtifacts, MemoryModelRegistry
 from feedbackloop.lake import FEEDBACK_DAILY, USER_FEATURES
-from feedbackloop.models.contract import GATE_METRIC
+from feedbackloop.models.contract import GATE_METRIC, TUNING_MINUTES
 from feedbackloop.registry import CURRENT_KEY
 from feedbackloop.resources import (
     CANDIDATES_PREFIX,
@@ -366,6 +366,7 @@ def test_train_runs_the_training_script_in_script_mode(
     assert hyperparameters["sagemaker_program"] == ENTRY_POINT == "train.py"
     assert (layout.sagemaker_dir / ENTRY_POINT).is_file()
     assert hyperparameters["version.$"] == "$$.Execution.Name"
+    assert hyperparameters["tuning_minutes"] == str(TUNING_MINUTES)  # the tuning's budget inside the job
     assert definition.reference(hyperparameters["sagemaker_region"]) == {"Ref": "AWS::Region"}
     submit = definition.reference(hyperparameters["sagemaker_submit_directory"])
     assert submit["Fn::Sub"].startswith("s3://cdk-")
