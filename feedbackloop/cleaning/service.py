@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from feedbackloop.cleaning.clean import CleaningRules, clean_events
 from feedbackloop.cleaning.decode import DecodedBatch, SourceRecord, SourceRecords, decode_batch, one_array
+from feedbackloop.examination import preference_rows
 from feedbackloop.lake import CURATED_EVENTS, QUARANTINE, LakeTable
 from feedbackloop.names import QuarantineReason
 from feedbackloop.online import UserProfile, merge_into_profiles
@@ -163,7 +164,7 @@ class CleanerService:
             # (a failure here loses only the online update; training still sees the rows)
             try:
                 outcome.profiles_updated = merge_into_profiles(
-                    self._online, profiles, pa.concat_tables(written), now.timestamp())
+                    self._online, profiles, preference_rows(pa.concat_tables(written)), now.timestamp())
             except Exception as error:  # noqa: BLE001 - the online store is a cache of the lake
                 outcome.write_errors.append(f"online store: {error!r}")
         if failed:
