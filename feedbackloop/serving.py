@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from feedbackloop.exploration import GREEDY, ExplorationPolicy, explore
 from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE
 from feedbackloop.online import UserProfile
 from feedbackloop.registry import Artifacts, ModelRegistry
@@ -35,6 +36,7 @@ class Recommendation:
     item_id: str
     score: float
     reason: str
+    propensity: float = 1.0  # the probability the policy showed this item at this position (ADR 0014)
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,12 @@ class ServingModel:
 
 def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, now: float, k: int = 10,
               blocked: Collection[str] = (), exclude_consumed: bool = False, naive: bool = False,
-              ordering: str = "personalized") -> Recommendations:
+              ordering: str = "personalized", exploration: ExplorationPolicy = GREEDY,
+              request_id: str = "") -> Recommendations:
     """The top k for a user. `naive` ranks by a full sort of every score (the benchmark's baseline).
     `ordering` popularity (the UI config's, or the user's arm of the ranking experiment): the segment's
-    or the global popularity, the control arm of an A/B test."""
+    or the global popularity, the control arm of an A/B test. `exploration`: the user's arm's policy,
+    drawn deterministically from `request_id`; each item carries its propensity."""
     segment = model.user_segments.get(user_id)
     if profile is not None and not profile.personalization:
         return _popular(model, user_id, None, k, blocked, personalized=False)
@@ -128,13 +132,14 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     for item in blocked:
         if item in model.item_index:
             scores[model.item_index[item]] = -np.inf
-    top = _naive_top(scores, k) if naive else _top(scores, k)
+    candidates = k + exploration.pool
+    top = _naive_top(scores, candidates) if naive else _top(scores, candidates)
     top = top[np.isfinite(scores[top])]
+    shown = explore(top.tolist(), k, exploration, request_id)
     liked = rows[confidence > 0]
-    reasons = [_reason(model, i, rows, own, profile, liked) for i in top]
-    return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(scores[i]), r)
-                                     for i, r in zip(top, reasons, strict=True)],
-                           model.version, segment, True, strategy)
+    return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(scores[i]),
+                                                    _reason(model, i, rows, own, profile, liked), p)
+                                     for i, p in shown], model.version, segment, True, strategy)
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:

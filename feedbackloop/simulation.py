@@ -152,9 +152,11 @@ class Session:
 
 
 def session(population: Population, catalog: Catalog, user: int, shown: list[str], at: datetime,
-            context: dict[str, Any], rng: np.random.Generator) -> Session:
+            context: dict[str, Any], rng: np.random.Generator,
+            propensities: list[float] | None = None) -> Session:
     """The user's response to `shown`: a view per item, and clicks, purchases and ratings drawn from their
-    hidden preferences. `context` (segment, experiment, variant from the serving API) goes on every event."""
+    hidden preferences. `context` (segment, experiment, variant, request id from the serving API) goes on
+    every event; a view also carries the item's position and the propensity serving gave it."""
     user_id = population.user_ids[user]
     positions = catalog.positions(shown)
     known = positions >= 0
@@ -167,7 +169,7 @@ def session(population: Population, catalog: Catalog, user: int, shown: list[str
     session_id = _id(f"{user_id}|{at.isoformat()}")[:16]
     events = []
 
-    def event(kind: str, item: int, value: float, offset: float) -> None:
+    def event(kind: str, item: int, value: float, offset: float, **slate: Any) -> None:
         price = float(catalog.prices[positions[item]]) if known[item] else None
         events.append({
             "event_id": _id(f"{session_id}|{kind}|{shown[item]}|{offset}"), "user_id": user_id,
@@ -176,10 +178,11 @@ def session(population: Population, catalog: Catalog, user: int, shown: list[str
             "schema_version": CURRENT_VERSION,
             "context": {"session_id": session_id, "device": "desktop", "page": "/home",
                         "category": CATEGORIES[categories[item]], **({"price": price} if price else {}),
-                        **context}})
+                        **context, **slate}})
 
     for i in range(len(shown)):
-        event("view", i, 1, i)
+        event("view", i, 1, i, position=i + 1,
+              **({"propensity": propensities[i]} if propensities is not None else {}))
         if clicked[i]:
             event("click", i, 1, i + 0.5)
             if rng.random() < b.purchase_rate * affinity[i]:

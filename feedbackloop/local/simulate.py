@@ -125,8 +125,13 @@ class SimulatedClients:
         if segment is not None:
             context["segment"] = segment
             self.segment_members.setdefault(segment, user_id)
+        if ranked.get("request_id"):
+            context["request_id"] = ranked["request_id"]
         shown = [item["item_id"] for item in ranked["items"]]
-        return session(self.population, self.catalog, user, shown, at, context, np.random.default_rng(seed))
+        propensities = [item["propensity"] for item in ranked["items"]] if "propensity" in ranked["items"][0] \
+            else None
+        return session(self.population, self.catalog, user, shown, at, context, np.random.default_rng(seed),
+                       propensities)
 
     def close(self) -> None:
         self._pool.shutdown()
