@@ -17,12 +17,13 @@ import json
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from feedbackloop.exploration import GREEDY, ExplorationPolicy, explore
+from feedbackloop.item_counters import ItemCounts, freshen
 from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE
 from feedbackloop.online import UserProfile
 from feedbackloop.registry import Artifacts, ModelRegistry
@@ -104,11 +105,13 @@ class ServingModel:
 def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, now: float, k: int = 10,
               blocked: Collection[str] = (), exclude_consumed: bool = False, naive: bool = False,
               ordering: str = "personalized", exploration: ExplorationPolicy = GREEDY,
-              request_id: str = "") -> Recommendations:
+              request_id: str = "", item_counts: Callable[[list[str]], Mapping[str, ItemCounts]] | None = None
+              ) -> Recommendations:
     """The top k for a user. `naive` ranks by a full sort of every score (the benchmark's baseline).
     `ordering` popularity (the UI config's, or the user's arm of the ranking experiment): the segment's
     or the global popularity, the control arm of an A/B test. `exploration`: the user's arm's policy,
-    drawn deterministically from `request_id`; each item carries its propensity."""
+    drawn deterministically from `request_id`; each item carries its propensity. `item_counts`: reads
+    the items' recent counts, which move the candidates before the slate is drawn (ADR 0015)."""
     segment = model.user_segments.get(user_id)
     if profile is not None and not profile.personalization:
         return _popular(model, user_id, None, k, blocked, personalized=False)
@@ -132,10 +135,12 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     for item in blocked:
         if item in model.item_index:
             scores[model.item_index[item]] = -np.inf
-    candidates = k + exploration.pool
+    candidates = k + exploration.pool + (k if item_counts is not None else 0)
     top = _naive_top(scores, candidates) if naive else _top(scores, candidates)
-    top = top[np.isfinite(scores[top])]
-    shown = explore(top.tolist(), k, exploration, request_id)
+    top = top[np.isfinite(scores[top])].tolist()
+    if item_counts is not None:
+        top = freshen(top, scores, model.item_ids, item_counts([str(model.item_ids[i]) for i in top]))
+    shown = explore(top, k, exploration, request_id)
     liked = rows[confidence > 0]
     return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(scores[i]),
                                                     _reason(model, i, rows, own, profile, liked), p)

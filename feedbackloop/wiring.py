@@ -18,6 +18,7 @@ from feedbackloop.adapters.aws import (
     DynamoDedupStore,
     DynamoErasureLog,
     DynamoModelRegistry,
+    DynamoItemCounterStore,
     DynamoOnlineStore,
     DynamoStateStore,
     KinesisStream,
@@ -75,6 +76,8 @@ def cleaner_service(environ: Mapping[str, str] = os.environ) -> CleanerService:
         clock=utc_now,
         online=DynamoOnlineStore(aws, settings.online_table) if settings.online_table else None,
         write_threads=settings.write_threads,
+        item_counters=DynamoItemCounterStore(aws, settings.item_counters_table) if settings.item_counters_table
+        else None,
     )
 
 
@@ -100,6 +103,10 @@ def model_registry_for(table_name: str) -> DynamoModelRegistry:
 
 def online_store(table_name: str) -> DynamoOnlineStore:
     return DynamoOnlineStore(session(), table_name)
+
+
+def item_counter_store(table_name: str) -> DynamoItemCounterStore:
+    return DynamoItemCounterStore(session(), table_name)
 
 
 def erasure_log(table_name: str) -> DynamoErasureLog:

@@ -64,6 +64,12 @@ def _online():
 
 
 @cache
+def _item_counters():
+    table = wiring.serving_settings().item_counters_table
+    return None if table is None else wiring.item_counter_store(table)
+
+
+@cache
 def _erasure_log(table: str):  # clients once per container: a new one costs ~150 ms per request
     return wiring.erasure_log(table)
 
@@ -115,9 +121,12 @@ def get_recommendations(user_id: UserId,
     ordering = ordering_of(config) if config is not None else "personalized"
     exploration = policy_for(_ui_config().get(), config["experiments"]) if config is not None else GREEDY
     request_id = request_id or app.current_event.request_context.request_id
-    ranked = recommend(model, user_id, profile, time.time(), k, blocked=settings.blocked_items,
+    now = time.time()
+    counters = _item_counters()
+    ranked = recommend(model, user_id, profile, now, k, blocked=settings.blocked_items,
                        exclude_consumed=settings.exclude_consumed, ordering=ordering, exploration=exploration,
-                       request_id=request_id)
+                       request_id=request_id,
+                       item_counts=None if counters is None else lambda items: counters.load(items, now))
     metrics.add_metric(Metric.RECOMMENDATIONS_SERVED, MetricUnit.Count, 1)
     if ordering == "personalized" and (not ranked.personalized or ranked.strategy.endswith("popularity")):
         metrics.add_metric(Metric.RECOMMENDATIONS_FALLBACK, MetricUnit.Count, 1)

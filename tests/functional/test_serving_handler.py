@@ -194,6 +194,40 @@ def test_an_examined_item_left_unclicked_drops_from_the_next_ranking_and_an_unex
     assert set(shown[10:]) <= now_shown  # never examined: no evidence, still ranked
 
 
+def test_items_others_ignore_move_down_and_items_others_click_move_up_before_retraining(
+        account, serving_handler, post, cleaner_handler, make_event, api_event):
+    """Item-side freshness (ADR 0015): other users' exposures and clicks reach the item counters through
+    the cleaner, and move u1's next ranking without a new model."""
+    from feedbackloop.local.environment import physical_name
+    from feedbackloop.resources import ITEM_COUNTERS_TABLE
+
+    _publish(account.session, [f"item-{i}" for i in range(60)])
+    assert post([make_event(event_id="f1", user_id="u1", item_id="item-20", event_type="purchase", value=3,
+                            timestamp=RECENT)])[0] == 200
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    before = [i["item_id"] for i in _get(serving_handler, api_event, "/users/u1/recommendations?k=10")[1]["items"]]
+    stale, rising = before[1], before[9]
+    others = []
+    for n in range(30):  # the rank-2 item is shown first to everyone and ignored; the rank-10 one clicked
+        context = {"request_id": f"o{n}", "propensity": 1.0}
+        others += [make_event(event_id=f"s{n}", user_id=f"o{n}", item_id=stale, event_type="view", value=1,
+                              timestamp=RECENT, schema_version="1.2", context=context | {"position": 1}),
+                   make_event(event_id=f"r{n}", user_id=f"o{n}", item_id=rising, event_type="view", value=1,
+                              timestamp=RECENT, schema_version="1.2", context=context | {"position": 2}),
+                   make_event(event_id=f"c{n}", user_id=f"o{n}", item_id=rising, event_type="click", value=1,
+                              timestamp=RECENT)]
+    assert post(others)[0] == 200
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    stored = account.session.client("dynamodb").get_item(
+        TableName=physical_name(ITEM_COUNTERS_TABLE.key), Key={"item_id": {"S": rising}})["Item"]
+    assert any(name.startswith("clicks@") for name in stored)
+    after = [i["item_id"] for i in _get(serving_handler, api_event, "/users/u1/recommendations?k=10")[1]["items"]]
+    assert after.index(rising) < before.index(rising)
+    assert stale not in after or after.index(stale) > before.index(stale)
+
+
 def test_a_failing_request_counts_as_a_serving_error(account, serving_handler, api_event, monkeypatch, capsys):
     import lambdas.serving.handler as module
 
