@@ -17,8 +17,8 @@ from pyarrow import fs
 from feedbackloop.adapters.aws import (
     DynamoDedupStore,
     DynamoErasureLog,
-    DynamoModelRegistry,
     DynamoItemCounterStore,
+    DynamoModelRegistry,
     DynamoOnlineStore,
     DynamoStateStore,
     KinesisStream,

@@ -21,8 +21,8 @@ from lake_fixtures import event, lake
 from threadpoolctl import threadpool_limits
 
 from feedbackloop.adapters.memory import MemoryArtifacts, MemoryModelRegistry
-from feedbackloop.local.lake_reader import LakeLocation, connect
 from feedbackloop.examination import EXAMINATION
+from feedbackloop.local.lake_reader import LakeLocation, connect
 from feedbackloop.models.data import Interactions, feedback_as_of
 from feedbackloop.models.evaluation import ranking_metrics, rmse
 from feedbackloop.models.factorization import FeedbackMF, top_k
