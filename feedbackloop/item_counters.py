@@ -100,10 +100,10 @@ def stale_fields(now: float) -> list[str]:
 
 
 def writable(additions: Mapping[str, Mapping[str, float]], now: float) -> dict[str, dict[str, float]]:
-    """The additions a write at `now` makes: none to a landmark it removes (an event that old has
-    decayed below 2^-21 of its weight), so no field is both added and removed."""
-    stale = set(stale_fields(now))
-    kept = {item: {f: v for f, v in fields.items() if f not in stale and int(f.partition("@")[2]) > 0}
+    """The additions a write at `now` makes: none to the landmark it removes or older ones (an event that
+    old has decayed below 2^-21 of its weight), so no field is both added and removed, or left behind."""
+    oldest = landmark(now) - KEEP_LANDMARKS * LANDMARK_SECONDS  # the landmark a write at `now` removes
+    kept = {item: {f: v for f, v in fields.items() if int(f.partition("@")[2]) > oldest}
             for item, fields in additions.items()}
     return {item: fields for item, fields in kept.items() if fields}
 

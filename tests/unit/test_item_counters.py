@@ -75,6 +75,9 @@ def test_a_landmark_old_enough_is_dropped_on_the_next_write():
     store.add(batch_additions(_rows(("a", "click", NOW, None))), NOW.timestamp())
     assert len(store.items["a"]) == 1
     assert store.load(["a"], NOW.timestamp())["a"].clicks == pytest.approx(1)
+    older = NOW - timedelta(days=7 * (KEEP_LANDMARKS + 1))  # older than what a write removes: not added
+    store.add(batch_additions(_rows(("a", "click", older, None))), NOW.timestamp())
+    assert len(store.items["a"]) == 1
 
 
 def test_serving_moves_items_whose_recent_click_rate_is_above_or_below_the_pool():
