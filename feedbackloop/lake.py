@@ -116,6 +116,11 @@ CURATED_EVENTS = LakeTable(
         Column("country", pa.string(), "context.country", categorical=True),
         Column("category", pa.string(), "context.category: the item's category (since schema 1.1)", categorical=True),
         Column("price", pa.float64(), "context.price"),
+        Column("request_id", pa.string(), "context.request_id: the recommendations response the item was shown in "
+                                          "(since schema 1.2)"),
+        Column("position", pa.int32(), "context.position: the 1-based rank the item was shown at (since 1.2)"),
+        Column("propensity", pa.float64(), "context.propensity: the probability the serving policy showed the "
+                                           "item at that position (since 1.2)"),
         Column("device_code", pa.int32(), "ordinal code of device from the schema's enum (0 = unknown)"),
         Column("page_code", pa.int32(), "hashed bucket of page (0 = none)"),
         Column("segment_code", pa.int32(), "hashed bucket of segment (0 = none)"),
@@ -181,7 +186,7 @@ INTERACTIONS = _modelled(
     *_curated("session_id", "device", "device_code", "page", "page_code", "experiment", "variant", "segment",
               "segment_code", "country", "category", "price"),
     Column("revenue", _F64, "value x price for purchases"),
-    *_curated("personalized"),
+    *_curated("personalized", "request_id", "position", "propensity"),
 )
 
 FEEDBACK_DAILY = _modelled(

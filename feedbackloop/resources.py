@@ -87,14 +87,20 @@ REGISTRY_TABLE = KeyValueTableSpec("registry", "key", None,
                                    "the published model: a 'current' pointer and one record per version")
 ONLINE_TABLE = KeyValueTableSpec("online", "user_id", "expires_at",
                                  "each user's recent feedback per item (decayed) and their preferences")
+# One item per catalogue item: forward-decayed counts of recent examinations, clicks and purchases that
+# the cleaner ADDs to and serving reads (feedbackloop/item_counters.py, ADR 0015). No user in it.
+ITEM_COUNTERS_TABLE = KeyValueTableSpec("item-counters", "item_id", "expires_at",
+                                        "each item's recent examinations, clicks and purchases (decayed)")
 ERASURE_TABLE = KeyValueTableSpec("erasures", "user_id", None, "erasure requests and what they removed (the audit)")
 # partition "rule#<name>" or "drift#<stream>", sort "<ISO time>#<scope>": every decision of the adjust
 # function (ADR 0009), so "what did this rule decide last week, and why" is one Query
 DECISIONS_TABLE = KeyValueTableSpec("decisions", "subject", "expires_at",
                                     "every rule decision and drift event, with the values seen and the action",
                                     sort_key="at")
-KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE, REGISTRY_TABLE, ONLINE_TABLE, ERASURE_TABLE, DECISIONS_TABLE)
+KEY_VALUE_TABLES = (DEDUP_TABLE, STATE_TABLE, REGISTRY_TABLE, ONLINE_TABLE, ITEM_COUNTERS_TABLE, ERASURE_TABLE,
+                    DECISIONS_TABLE)
 ONLINE_TTL_DAYS = 180  # a profile untouched this long expires (the nightly model still knows the user)
+ITEM_COUNTERS_TTL_DAYS = 30  # an item nobody saw for a month has no recent counts left to keep
 
 CLEANER_FAILURES = QueueSpec("cleaner-failures", "batches the cleaner gave up on after bounded retries", 14)
 # FIFO with one message group: two erasures never rewrite the same object at once (the later write

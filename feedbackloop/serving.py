@@ -19,11 +19,13 @@ import json
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from feedbackloop.exploration import GREEDY, ExplorationPolicy, explore
+from feedbackloop.item_counters import ItemCounts, freshen
 from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE
 from feedbackloop.online import UserProfile
 from feedbackloop.ranking import ARRAY_PREFIX, ITEM_FEATURES, Ranker, UserSignals
@@ -38,6 +40,7 @@ class Recommendation:
     item_id: str
     score: float
     reason: str
+    propensity: float = 1.0  # the probability the policy showed this item at this position (ADR 0014)
 
 
 @dataclass(frozen=True)
@@ -124,10 +127,15 @@ def legacy_arrays(arrays: dict[str, np.ndarray], document: dict) -> dict[str, np
 
 def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, now: float, k: int = 10,
               blocked: Collection[str] = (), exclude_consumed: bool = False,
-              ordering: str = "personalized") -> Recommendations:
+              ordering: str = "personalized", exploration: ExplorationPolicy = GREEDY,
+              request_id: str = "", item_counts: Callable[[list[str]], Mapping[str, ItemCounts]] | None = None
+              ) -> Recommendations:
     """The top k for a user. `ordering` popularity (the UI config's, or the user's arm of the ranking
     experiment): the segment's or the global popularity, the control arm of an A/B test.
-    `exclude_consumed` (the UI config's): leave out every item the user has a signal on."""
+    `exclude_consumed` (the UI config's): leave out every item the user has a signal on. `exploration`:
+    the user's arm's policy, drawn deterministically from `request_id`; each item carries its
+    propensity. `item_counts`: reads the items' recent counts, which move the candidates before the
+    slate is drawn (ADR 0015)."""
     segment = model.user_segments.get(user_id)
     if profile is not None and not profile.personalization:
         return _popular(model, user_id, None, k, blocked, personalized=False)
@@ -139,12 +147,19 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     blocked_rows = np.array([model.item_index[i] for i in blocked if i in model.item_index], dtype=np.int64)
     if exclude_consumed and len(signals.rows):
         blocked_rows = np.concatenate([blocked_rows, signals.rows])
-    top, scores = model.ranker.rank(signals, k, blocked_rows)
+    wanted = k + exploration.pool + (k if item_counts is not None else 0)
+    top, values = model.ranker.rank(signals, wanted, blocked_rows)
+    scores = np.full(len(model.item_ids), -np.inf)
+    scores[top] = values / max(float(np.abs(values).max(initial=0.0)), 1e-12)  # the scale freshness adds to
+    ranked = top.tolist()
+    if item_counts is not None:
+        ranked = freshen(ranked, scores, model.item_ids, item_counts([str(model.item_ids[i]) for i in ranked]))
+    shown = explore(ranked, k, exploration, request_id)
     liked = signals.rows[signals.wanted]
-    reasons = [_reason(model, i, signals.rows, own, profile, liked) for i in top]
-    return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(v), r)
-                                     for i, v, r in zip(top, scores, reasons, strict=True)],
-                           model.version, segment, True, "fold_in", model.ranker.strategy)
+    return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(scores[i]),
+                                                    _reason(model, i, signals.rows, own, profile, liked), p)
+                                     for i, p in shown], model.version, segment, True, "fold_in",
+                           model.ranker.strategy)
 
 
 def _reason(model: ServingModel, item: int, rows: np.ndarray, own: list[str], profile: UserProfile | None,

@@ -14,6 +14,9 @@ from feedbackloop.serving import Recommendations
 USER_ID_PATTERN = event_schema()["properties"]["user_id"]["pattern"]
 USER_ID_MAX_LENGTH = event_schema()["properties"]["user_id"]["maxLength"]
 DEFAULT_K, MAX_K = 10, 100
+# A recommendations request id as the event schema's context.request_id (1.2) takes it back
+REQUEST_ID_PATTERN = event_schema()["properties"]["context"]["properties"]["request_id"]["pattern"]
+REQUEST_ID_MAX_LENGTH = event_schema()["properties"]["context"]["properties"]["request_id"]["maxLength"]
 
 
 class PreferencesRequest(BaseModel):
@@ -31,7 +34,8 @@ def recommendations_body(ranked: Recommendations) -> dict[str, Any]:
         "personalized": ranked.personalized,
         "strategy": ranked.strategy,
         "ranker": ranked.ranker,
-        "items": [{"item_id": r.item_id, "score": round(r.score, 6), "reason": r.reason} for r in ranked.items],
+        "items": [{"item_id": r.item_id, "score": round(r.score, 6), "reason": r.reason,
+                   "propensity": round(r.propensity, 9)} for r in ranked.items],
     }
 
 

@@ -57,6 +57,8 @@ class CleanerSettings(_Settings):
     glue_database: str = Field(min_length=1)
     online_table: str | None = Field(default=None, min_length=1,
                                      description="the online store; unset: no online profiles are kept")
+    item_counters_table: str | None = Field(default=None, min_length=1,
+                                            description="recent counts per item; unset: none are kept")
     # timestamp sanity, measured against when the API received the event
     max_event_age_days: float = Field(default=30, gt=0)
     max_clock_skew_seconds: float = Field(default=300, ge=0)
@@ -87,6 +89,8 @@ class ServingSettings(_Settings):
 
     registry_table: str = Field(min_length=1)
     online_table: str = Field(min_length=1)
+    item_counters_table: str | None = Field(default=None, min_length=1,
+                                            description="recent counts per item; unset: rankings ignore them")
     model_refresh_seconds: float = Field(default=60, ge=0)
     # ranking rules: items never recommended (comma-separated ids), and whether to leave out every item
     # the user already has (off for repeat-purchase catalogues)

@@ -212,7 +212,7 @@ class World:
                             **context, **(extra or {})}})
 
         for j in range(len(shown)):
-            event("view", j, 1, j, view_context[j] if view_context else None)
+            event("view", j, 1, j, {"position": j + 1, **(view_context[j] if view_context else {})})
             if not known[j]:
                 continue
             if clicked[j]:

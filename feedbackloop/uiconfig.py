@@ -49,6 +49,9 @@ def validate(document: Any) -> dict[str, Any]:
     for name, experiment in document["experiments"].items():
         if abs(sum(experiment["variants"].values()) - 1) > 1e-9:
             raise InvalidConfigError(f"data.experiments.{name}.variants: weights must sum to 1")
+        unknown = sorted(set(experiment.get("exploration", {})) - set(experiment["variants"]))
+        if unknown:
+            raise InvalidConfigError(f"data.experiments.{name}.exploration: {unknown} are not variants")
     return document
 
 

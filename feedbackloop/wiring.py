@@ -17,6 +17,7 @@ from pyarrow import fs
 from feedbackloop.adapters.aws import (
     DynamoDedupStore,
     DynamoErasureLog,
+    DynamoItemCounterStore,
     DynamoModelRegistry,
     DynamoOnlineStore,
     DynamoStateStore,
@@ -76,6 +77,8 @@ def cleaner_service(environ: Mapping[str, str] = os.environ) -> CleanerService:
         clock=utc_now,
         online=DynamoOnlineStore(aws, settings.online_table) if settings.online_table else None,
         write_threads=settings.write_threads,
+        item_counters=DynamoItemCounterStore(aws, settings.item_counters_table) if settings.item_counters_table
+        else None,
     )
 
 
@@ -101,6 +104,10 @@ def model_registry_for(table_name: str) -> DynamoModelRegistry:
 
 def online_store(table_name: str) -> DynamoOnlineStore:
     return DynamoOnlineStore(session(), table_name)
+
+
+def item_counter_store(table_name: str) -> DynamoItemCounterStore:
+    return DynamoItemCounterStore(session(), table_name)
 
 
 def erasure_log(table_name: str) -> DynamoErasureLog:

@@ -65,6 +65,7 @@ class Cleaner(Construct):
             state_table=state.table_name,
             glue_database=lake.database_name,
             online_table=online_store.table.table_name,
+            item_counters_table=online_store.item_table.table_name,
         )
         cleaner = PythonFunction(
             self,

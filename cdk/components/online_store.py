@@ -6,6 +6,10 @@ data they open; the functions in the stateless stacks attach them by ARN:
 - `cleaner_policy`: read profiles and fold new feedback into them (conditional UpdateItem on the
   profile's version, PutItem); it never deletes or scans;
 - `server_policy`: read profiles, update a user's preferences, delete a profile (erasure); no scan.
+
+Beside the profiles, `item_table` (`resources.ITEM_COUNTERS_TABLE`, key `item_id`) holds each item's
+recent counts (ADR 0015): the cleaner may only UpdateItem there (its writes are ADDs, it never reads
+them), serving may only read them.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from cdk.components.key_value import key_value_table
-from feedbackloop.resources import ONLINE_TABLE
+from feedbackloop.resources import ITEM_COUNTERS_TABLE, ONLINE_TABLE
 
 READ_ACTIONS = ["dynamodb:GetItem", "dynamodb:BatchGetItem"]
 CLEANER_ACTIONS = [*READ_ACTIONS, "dynamodb:UpdateItem", "dynamodb:PutItem"]
 SERVER_ACTIONS = [*READ_ACTIONS, "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+ITEM_CLEANER_ACTIONS = ["dynamodb:UpdateItem"]
+ITEM_SERVER_ACTIONS = ["dynamodb:BatchGetItem"]
 
 
 class OnlineStore(Construct):
@@ -29,20 +35,25 @@ class OnlineStore(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
         self.table: dynamodb.Table = key_value_table(self, ONLINE_TABLE, key)
+        self.item_table: dynamodb.Table = key_value_table(self, ITEM_COUNTERS_TABLE, key)
         self.cleaner_policy = self._policy(
-            "CleanerPolicy", "fold new feedback into user profiles (read, conditional update)", CLEANER_ACTIONS, key
+            "CleanerPolicy", "fold new feedback into user profiles (read, conditional update) and add to item "
+            "counters", CLEANER_ACTIONS, ITEM_CLEANER_ACTIONS, key
         )
         self.server_policy = self._policy(
-            "ServerPolicy", "read user profiles, set preferences, erase a profile", SERVER_ACTIONS, key
+            "ServerPolicy", "read user profiles and item counters, set preferences, erase a profile",
+            SERVER_ACTIONS, ITEM_SERVER_ACTIONS, key
         )
 
-    def _policy(self, construct_id: str, purpose: str, actions: list[str], key: kms.IKey) -> iam.ManagedPolicy:
+    def _policy(self, construct_id: str, purpose: str, actions: list[str], item_actions: list[str],
+                key: kms.IKey) -> iam.ManagedPolicy:
         return iam.ManagedPolicy(
             self,
             construct_id,
             description=f"feedbackloop: {purpose}",
             statements=[
                 iam.PolicyStatement(actions=actions, resources=[self.table.table_arn]),
+                iam.PolicyStatement(actions=item_actions, resources=[self.item_table.table_arn]),
                 # DynamoDB decrypts the table key with the caller's permission on every read and write
                 iam.PolicyStatement(actions=["kms:Decrypt"], resources=[key.key_arn]),
             ],

@@ -71,6 +71,7 @@ class ServingApi(Construct):
         settings = ServingSettings(
             registry_table=model_store.registry.table_name,
             online_table=online_store.table.table_name,
+            item_counters_table=online_store.item_table.table_name,
             erasure_table=erasure_store.table.table_name,
             erasure_queue_url=erasure_store.queue.queue_url,
             appconfig_application=Deployment.of(self).appconfig_application,

@@ -27,6 +27,7 @@ from feedbackloop.resources import (
     DECISIONS_TABLE,
     ERASURE_REQUESTS,
     ERASURE_TABLE,
+    ITEM_COUNTERS_TABLE,
     ONLINE_TABLE,
     RAW_BUCKET,
     REGISTRY_TABLE,
@@ -71,6 +72,8 @@ class FeedbackLoopData(Stack):
             CfnOutput(self, f"{pascal_case(key)}TableName", value=table.table_name)
         CfnOutput(self, f"{pascal_case(REGISTRY_TABLE.key)}TableName", value=self.model_store.registry.table_name)
         CfnOutput(self, f"{pascal_case(ONLINE_TABLE.key)}TableName", value=self.online_store.table.table_name)
+        CfnOutput(self, f"{pascal_case(ITEM_COUNTERS_TABLE.key)}TableName",
+                  value=self.online_store.item_table.table_name)
         CfnOutput(self, f"{pascal_case(ERASURE_TABLE.key)}TableName", value=self.erasure_store.table.table_name)
         CfnOutput(self, f"{pascal_case(ERASURE_REQUESTS.key)}QueueUrl", value=self.erasure_store.queue.queue_url)
         CfnOutput(self, f"{pascal_case(DECISIONS_TABLE.key)}TableName", value=self.adjust_store.table.table_name)

@@ -21,10 +21,11 @@ import pyarrow as pa
 from botocore.exceptions import ClientError
 
 from feedbackloop.cleaning.stats import CleanerState
+from feedbackloop.item_counters import ItemCounts, counts_at, stale_fields, writable
 from feedbackloop.lake import LakeTable
 from feedbackloop.online import UserProfile
 from feedbackloop.registry import CURRENT_KEY, StaleRegistryError
-from feedbackloop.resources import ERASURE_MESSAGE_GROUP, ONLINE_TTL_DAYS
+from feedbackloop.resources import ERASURE_MESSAGE_GROUP, ITEM_COUNTERS_TTL_DAYS, ONLINE_TTL_DAYS
 
 _BATCH_GET = 100  # DynamoDB BatchGetItem limit
 _STATE_KEY = "cleaner-stats"
@@ -284,6 +285,49 @@ class DynamoOnlineStore:
 
     def delete(self, user_id: str) -> None:
         self._table.delete_item(Key={"user_id": user_id})
+
+
+class DynamoItemCounterStore:
+    """One item per catalogue item (key `item_id`): forward-decayed counter fields, `<counter>@<landmark>`
+    (feedbackloop.item_counters), only ever ADDed to, so shards writing the same item never race."""
+
+    def __init__(self, session: boto3.Session, table_name: str, ttl_days: int = ITEM_COUNTERS_TTL_DAYS) -> None:
+        self._client = session.client("dynamodb")
+        self._name = table_name
+        self._ttl = ttl_days * 86400
+
+    def add(self, additions: Mapping[str, Mapping[str, float]], now: float) -> None:
+        items = list(writable(additions, now).items())
+        if not items:
+            return
+        with ThreadPoolExecutor(max_workers=min(_SAVE_THREADS, len(items))) as pool:
+            list(pool.map(lambda entry: self._add_one(*entry, now), items))
+
+    def _add_one(self, item_id: str, fields: Mapping[str, float], now: float) -> None:
+        names = {f"#a{j}": name for j, name in enumerate(fields)}
+        stale = {f"#r{j}": name for j, name in enumerate(stale_fields(now))}
+        values = {f":a{j}": {"N": repr(float(value))} for j, value in enumerate(fields.values())}
+        self._client.update_item(
+            TableName=self._name,
+            Key={"item_id": {"S": item_id}},
+            UpdateExpression="ADD " + ", ".join(f"{n} :{n[1:]}" for n in names)
+                             + " SET expires_at = :expires REMOVE " + ", ".join(stale),
+            ExpressionAttributeNames=names | stale,
+            ExpressionAttributeValues=values | {":expires": {"N": str(int(now) + self._ttl)}},
+        )
+
+    def load(self, item_ids: Iterable[str], now: float) -> dict[str, ItemCounts]:
+        wanted = list(dict.fromkeys(item_ids))
+        found: dict[str, ItemCounts] = {}
+        for start in range(0, len(wanted), 100):
+            request = {self._name: {"Keys": [{"item_id": {"S": i}} for i in wanted[start:start + 100]]}}
+            while request:
+                response = self._client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self._name, []):
+                    fields = {k: float(v["N"]) for k, v in item.items() if "@" in k and "N" in v}
+                    found[item["item_id"]["S"]] = counts_at(fields, now)
+                request = response.get("UnprocessedKeys") or None
+        return found
 
 
 class DynamoErasureLog:

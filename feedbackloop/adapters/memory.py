@@ -139,3 +139,23 @@ class MemoryErasureLog:
 
     def put(self, record: dict) -> None:
         self.records[record["user_id"]] = dict(record)
+
+
+class MemoryItemCounterStore:
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, float]] = {}
+
+    def add(self, additions, now: float) -> None:
+        from feedbackloop.item_counters import stale_fields, writable
+
+        for item, fields in writable(additions, now).items():
+            stored = self.items.setdefault(item, {})
+            for name in stale_fields(now):
+                stored.pop(name, None)
+            for name, value in fields.items():
+                stored[name] = stored.get(name, 0.0) + value
+
+    def load(self, item_ids, now: float) -> dict:
+        from feedbackloop.item_counters import counts_at
+
+        return {i: counts_at(self.items[i], now) for i in dict.fromkeys(item_ids) if i in self.items}

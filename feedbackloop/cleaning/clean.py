@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from feedbackloop.cleaning.decode import one_array
 from feedbackloop.cleaning.stats import CleanerState, StreamStats
+from feedbackloop.examination import EXAMINATION, ExaminationModel
 from feedbackloop.lake import CURATED_EVENTS
 from feedbackloop.names import QuarantineReason
 from feedbackloop.schemas import registry
@@ -39,6 +40,7 @@ class CleaningRules:
     min_samples: int = 50
     zscore_threshold: float = 4.0
     iqr_k: float = 3.0
+    examination: ExaminationModel = EXAMINATION  # how much an exposure at a position counts (ADR 0013)
 
 
 @dataclass
@@ -159,6 +161,9 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
         if warm and _has_spread(stats.std, stats.mean):
             zscore[rows] = (t[rows] - stats.mean) / stats.std
         confidence[rows] = rule.weight
+        if rule.polarity == 0:  # an exposure: evidence only as far as the user plausibly examined it
+            confidence[rows] *= rules.examination.weight(
+                batch["position"].to_numpy(zero_copy_only=False).astype(float)[rows])
         kinds[present[name]] = rule.kind
 
         # 5. what this batch teaches the state: only values that passed
@@ -180,7 +185,7 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
     column = {name: batch[name] for name in (
         "event_id", "user_id", "item_id", "event_type", "event_time", "received_at", "schema_version",
         "session_id", "page", "experiment", "variant", "segment", "country", "category", "price",
-        "record_index")}
+        "request_id", "position", "propensity", "record_index")}
     curated = {
         **column,
         "feedback_kind": feedback_kind,

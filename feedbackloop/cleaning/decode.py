@@ -366,8 +366,9 @@ def _property_checks(column: pa.Array, prop: dict[str, Any]) -> list[pa.Array]:
         checks.append(pc.less_equal(byte_length, prop["maxLength"]))
     if "pattern" in prop:
         checks.append(_matches(column, prop["pattern"]))
-    if "minimum" in prop:
-        checks.append(pc.greater_equal(column, prop["minimum"]))
+    if "minimum" in prop:  # draft-04: exclusiveMinimum is a flag on minimum
+        above = pc.greater if prop.get("exclusiveMinimum") else pc.greater_equal
+        checks.append(above(column, prop["minimum"]))
     if "maximum" in prop:
         checks.append(pc.less_equal(column, prop["maximum"]))
     if column.null_count == 0:  # present in every row: the checks alone decide

@@ -18,6 +18,8 @@ import pyarrow.compute as pc
 
 from feedbackloop.cleaning.clean import CleaningRules, clean_events
 from feedbackloop.cleaning.decode import DecodedBatch, SourceRecord, SourceRecords, decode_batch, one_array
+from feedbackloop.examination import preference_rows
+from feedbackloop.item_counters import ItemCounterStore, batch_additions
 from feedbackloop.lake import CURATED_EVENTS, QUARANTINE, LakeTable
 from feedbackloop.names import QuarantineReason
 from feedbackloop.online import UserProfile, merge_into_profiles
@@ -61,6 +63,7 @@ class BatchOutcome:
     fast_path: int = 0
     not_personalized: int = 0  # clean rows of users who turned personalization off
     profiles_updated: int = 0  # online profiles the batch's clean rows were merged into
+    item_counters_updated: int = 0  # items whose recent counts the batch added to
 
     @property
     def quarantined_total(self) -> int:
@@ -81,6 +84,7 @@ class CleanerService:
         clock: Callable[[], datetime],
         online: OnlineStore | None = None,
         write_threads: int = 1,
+        item_counters: ItemCounterStore | None = None,
     ) -> None:
         """`write_threads`: how many of a batch's objects (its event days and the quarantine) are written
         at once."""
@@ -91,6 +95,7 @@ class CleanerService:
         self._clock = clock
         self._online = online
         self._write_threads = write_threads
+        self._item_counters = item_counters
 
     def clean(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         now = self._clock()
@@ -163,9 +168,17 @@ class CleanerService:
             # (a failure here loses only the online update; training still sees the rows)
             try:
                 outcome.profiles_updated = merge_into_profiles(
-                    self._online, profiles, pa.concat_tables(written), now.timestamp())
+                    self._online, profiles, preference_rows(pa.concat_tables(written)), now.timestamp())
             except Exception as error:  # noqa: BLE001 - the online store is a cache of the lake
                 outcome.write_errors.append(f"online store: {error!r}")
+        if self._item_counters is not None and written:
+            # after the rows are committed, as the profiles: a retried record is a duplicate then
+            try:
+                additions = batch_additions(pa.concat_tables(written), self._rules.examination)
+                self._item_counters.add(additions, now.timestamp())
+                outcome.item_counters_updated = len(additions)
+            except Exception as error:  # noqa: BLE001 - recent counts are a cache of the lake too
+                outcome.write_errors.append(f"item counters: {error!r}")
         if failed:
             indexes = np.unique(np.concatenate(failed))
             outcome.failed_sources = [records.sources[i] for i in indexes]

@@ -79,6 +79,7 @@ def cleaner_settings(**overrides) -> CleanerSettings:
         state_table=physical_name(resources.STATE_TABLE.key),
         glue_database=resources.GLUE_DATABASE,
         online_table=physical_name(resources.ONLINE_TABLE.key),
+        item_counters_table=physical_name(resources.ITEM_COUNTERS_TABLE.key),
         **overrides,
     )
 
@@ -86,6 +87,7 @@ def cleaner_settings(**overrides) -> CleanerSettings:
 def serving_settings(**overrides) -> ServingSettings:
     return ServingSettings(registry_table=physical_name(resources.REGISTRY_TABLE.key),
                            online_table=physical_name(resources.ONLINE_TABLE.key),
+                           item_counters_table=physical_name(resources.ITEM_COUNTERS_TABLE.key),
                            erasure_table=physical_name(resources.ERASURE_TABLE.key), **overrides)
 
 

@@ -131,6 +131,8 @@ class SimulatedClients:
         if segment is not None:
             context["segment"] = segment
             self.segment_members.setdefault(segment, user_id)
+        if ranked.get("request_id"):
+            context["request_id"] = ranked["request_id"]
         items = ranked["items"]
         logged = all("propensity" in item for item in items)
         return ([item["item_id"] for item in items], context,

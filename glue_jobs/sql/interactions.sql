@@ -1,5 +1,6 @@
 -- Interaction layer: one row per clean event with its metadata, partitioned by event date.
--- Rebuilds the curated partitions in $partitions.
+-- Rebuilds the curated partitions in $partitions. request_id, position and propensity (schema 1.2) are
+-- null in rows of older clients.
 SELECT
     event_id,
     user_id,
@@ -30,6 +31,9 @@ SELECT
     price,
     CASE WHEN event_type = 'purchase' THEN value * price END AS revenue,
     coalesce(personalized, true) AS personalized,
+    request_id,
+    position,
+    propensity,
     event_date
 FROM feedback_events
 WHERE event_date IN ($partitions)

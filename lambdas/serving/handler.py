@@ -18,12 +18,15 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from feedbackloop import erasure, wiring
+from feedbackloop.exploration import GREEDY, policy_for
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.resources import UI_CONFIG
 from feedbackloop.serving import ModelCache, recommend
 from feedbackloop.serving_api import (
     DEFAULT_K,
     MAX_K,
+    REQUEST_ID_MAX_LENGTH,
+    REQUEST_ID_PATTERN,
     USER_ID_MAX_LENGTH,
     USER_ID_PATTERN,
     PreferencesRequest,
@@ -58,6 +61,12 @@ def _ui_config() -> AgentConfigReader:
 @cache
 def _online():
     return wiring.online_store(wiring.serving_settings().online_table)
+
+
+@cache
+def _item_counters():
+    table = wiring.serving_settings().item_counters_table
+    return None if table is None else wiring.item_counter_store(table)
 
 
 @cache
@@ -97,7 +106,11 @@ def unreadable_body(error: ValueError) -> Response:
 @app.get("/users/<user_id>/recommendations", summary="Ranked items for a user, with the reason for each")
 @tracer.capture_method
 def get_recommendations(user_id: UserId,
-                        k: Annotated[int, Query(ge=1, le=MAX_K, description="how many items")] = DEFAULT_K):
+                        k: Annotated[int, Query(ge=1, le=MAX_K, description="how many items")] = DEFAULT_K,
+                        request_id: Annotated[str | None, Query(
+                            pattern=REQUEST_ID_PATTERN, max_length=REQUEST_ID_MAX_LENGTH,
+                            description="draws the exploration (the same id, the same slate); "
+                                        "default: the gateway's request id")] = None):
     model = _models().get()
     if model is None:
         return Response(503, "application/json", {"error": "no_model", "message": "no model is published yet"},
@@ -106,14 +119,22 @@ def get_recommendations(user_id: UserId,
     settings = wiring.serving_settings()
     config = _user_config(user_id, model.user_segments.get(user_id))
     ordering = ordering_of(config) if config is not None else "personalized"
-    ranked = recommend(model, user_id, profile, time.time(), k, blocked=settings.blocked_items,
-                       exclude_consumed=settings.exclude_consumed, ordering=ordering)
+    exploration = policy_for(_ui_config().get(), config["experiments"]) if config is not None else GREEDY
+    request_id = request_id or app.current_event.request_context.request_id
+    now = time.time()
+    counters = _item_counters()
+    ranked = recommend(model, user_id, profile, now, k, blocked=settings.blocked_items,
+                       exclude_consumed=settings.exclude_consumed, ordering=ordering, exploration=exploration,
+                       request_id=request_id,
+                       item_counts=None if counters is None else lambda items: counters.load(items, now))
     metrics.add_metric(Metric.RECOMMENDATIONS_SERVED, MetricUnit.Count, 1)
     if ordering == "personalized" and (not ranked.personalized or ranked.strategy.endswith("popularity")):
         metrics.add_metric(Metric.RECOMMENDATIONS_FALLBACK, MetricUnit.Count, 1)
-    # the arms the user is in, so the client tags the exposure and its outcomes with them
+    # the arms the user is in, so the client tags the exposure and its outcomes with them; the request id
+    # and each item's position and propensity go back on its exposure event
     return Response(200, "application/json", recommendations_body(ranked)
-                    | {"ordering": ordering, "experiments": {} if config is None else config["experiments"]})
+                    | {"ordering": ordering, "experiments": {} if config is None else config["experiments"],
+                       "request_id": request_id})
 
 
 def _user_config(user_id: str, segment: str | None) -> dict | None:

@@ -136,9 +136,11 @@ def cleaner_handler(account):
 def serving_handler(account):
     module = _handler_module("lambdas.serving.handler", "_models")
     module._online.cache_clear()
+    module._item_counters.cache_clear()
     yield lambda event: module.lambda_handler(event, LambdaContext("feedbackloop-serving"))
     module._models.cache_clear()
     module._online.cache_clear()
+    module._item_counters.cache_clear()
 
 
 def post_events(ingest_handler, events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:

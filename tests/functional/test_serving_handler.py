@@ -99,6 +99,7 @@ def test_the_ranking_experiments_arm_decides_the_ranking_and_is_reported(
     document = default_document()
     variants = document["experiments"][RANKING_EXPERIMENT]["variants"]
     document["experiments"][RANKING_EXPERIMENT]["variants"] = {name: float(name == arm) for name in variants}
+    document["experiments"][RANKING_EXPERIMENT].pop("exploration")  # the greedy slate (exploration: below)
     agent = LocalAppConfigAgent().start()
     try:
         agent.deploy(UI_CONFIG.application, UI_CONFIG.environment, UI_CONFIG.profile, document)
@@ -114,6 +115,117 @@ def test_the_ranking_experiments_arm_decides_the_ranking_and_is_reported(
     assert body["strategy"] in (strategy, "popularity") if arm == "popularity" else body["strategy"] == strategy
     expected = items[:3] if arm == "popularity" else ["item-20", "item-21", "item-22"]
     assert sorted(i["item_id"] for i in body["items"]) == sorted(expected)
+
+
+def _deploy(monkeypatch, document):
+    """Serve `document` as the UI config through a local AppConfig agent; returns a stop function."""
+    import lambdas.serving.handler as module
+    from feedbackloop.local.appconfig import LocalAppConfigAgent
+    from feedbackloop.resources import UI_CONFIG
+
+    agent = LocalAppConfigAgent().start()
+    agent.deploy(UI_CONFIG.application, UI_CONFIG.environment, UI_CONFIG.profile, document)
+    monkeypatch.setenv("FEEDBACKLOOP_APPCONFIG_AGENT_URL", agent.url)
+    module._ui_config.cache_clear()
+
+    def stop():
+        agent.stop()
+        module._ui_config.cache_clear()
+    return stop
+
+
+def test_the_personalized_arm_explores_within_its_budget_the_same_way_for_one_request_id(
+        account, serving_handler, post, cleaner_handler, make_event, api_event, monkeypatch):
+    from feedbackloop.exploration import ExplorationPolicy, explored_item_probability
+    from feedbackloop.uiconfig import RANKING_EXPERIMENT, default_document
+
+    _publish(account.session, [f"item-{i}" for i in range(60)])
+    assert post([make_event(event_id="x1", user_id="u1", item_id="item-20", event_type="purchase", value=3,
+                            timestamp=RECENT)])[0] == 200
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    document = default_document()
+    experiment = document["experiments"][RANKING_EXPERIMENT]
+    experiment["variants"] = {name: float(name == "personalized") for name in experiment["variants"]}
+    experiment["exploration"] = {"personalized": {"budget": 0.5, "pool": 20}}
+    stop = _deploy(monkeypatch, document)
+    try:
+        bodies = [_get(serving_handler, api_event, f"/users/u1/recommendations?k=10&request_id=req-{n % 5}")[1]
+                  for n in range(10)]
+        status, chosen = _get(serving_handler, api_event, "/users/u1/recommendations?k=10")
+    finally:
+        stop()
+    assert status == 200 and chosen["request_id"]  # the gateway's, when the client names none
+    assert [b["request_id"] for b in bodies[:5]] == [f"req-{n}" for n in range(5)]
+    slate = [[(i["item_id"], i["propensity"]) for i in b["items"]] for b in bodies]
+    for n in range(5):  # one request id, one slate (the scores move as the profile decays by the second)
+        assert slate[n] == slate[n + 5]
+    assert len({tuple(s) for s in slate}) > 1
+    p_pool = explored_item_probability(10, 20, ExplorationPolicy(0.5, 20).budget)
+    propensities = sorted({round(i["propensity"], 6) for b in bodies for i in b["items"]})
+    assert propensities == [round(p_pool, 6), round(1 - 20 * p_pool, 6)]  # some slots explored, some not
+
+
+def test_an_examined_item_left_unclicked_drops_from_the_next_ranking_and_an_unexamined_one_stays(
+        account, serving_handler, post, cleaner_handler, make_event, api_event):
+    """Impressions are feedback (ADR 0013): the exposures go through ingest and the cleaner into the profile."""
+    items = [f"item-{i}" for i in range(60)]
+    _publish(account.session, items)
+    assert post([make_event(event_id="b1", user_id="u1", item_id="item-20", event_type="purchase", value=3,
+                            timestamp=RECENT)])[0] == 200
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    status, before = _get(serving_handler, api_event, "/users/u1/recommendations?k=30")
+    assert status == 200 and before["strategy"] == "fold_in"
+    shown = [i["item_id"] for i in before["items"]]
+    exposures = [make_event(event_id=f"v{n}", user_id="u1", item_id=item, event_type="view", value=1,
+                            timestamp=RECENT, schema_version="1.2",
+                            context={"request_id": before["request_id"], "position": n + 1,
+                                     "propensity": before["items"][n]["propensity"]})
+                 for n, item in enumerate(shown)]
+    assert post(exposures)[0] == 200
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    status, after = _get(serving_handler, api_event, "/users/u1/recommendations?k=30")
+    now_shown = {i["item_id"] for i in after["items"]}
+    examined = [item for item in shown[:10] if item != "item-20"]  # positions 1-10 (θ >= 0.3); not the bought one
+    assert examined and not now_shown & set(examined)
+    assert "item-20" in now_shown  # a bought item stays: one view does not outweigh a purchase
+    assert set(shown[10:]) <= now_shown  # never examined: no evidence, still ranked
+
+
+def test_items_others_ignore_move_down_and_items_others_click_move_up_before_retraining(
+        account, serving_handler, post, cleaner_handler, make_event, api_event):
+    """Item-side freshness (ADR 0015): other users' exposures and clicks reach the item counters through
+    the cleaner, and move u1's next ranking without a new model."""
+    from feedbackloop.local.environment import physical_name
+    from feedbackloop.resources import ITEM_COUNTERS_TABLE
+
+    _publish(account.session, [f"item-{i}" for i in range(60)])
+    assert post([make_event(event_id="f1", user_id="u1", item_id="item-20", event_type="purchase", value=3,
+                            timestamp=RECENT)])[0] == 200
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    before = [i["item_id"] for i in _get(serving_handler, api_event, "/users/u1/recommendations?k=10")[1]["items"]]
+    stale, rising = before[1], before[9]
+    others = []
+    for n in range(30):  # the rank-2 item is shown first to everyone and ignored; the rank-10 one clicked
+        context = {"request_id": f"o{n}", "propensity": 1.0}
+        others += [make_event(event_id=f"s{n}", user_id=f"o{n}", item_id=stale, event_type="view", value=1,
+                              timestamp=RECENT, schema_version="1.2", context=context | {"position": 1}),
+                   make_event(event_id=f"r{n}", user_id=f"o{n}", item_id=rising, event_type="view", value=1,
+                              timestamp=RECENT, schema_version="1.2", context=context | {"position": 2}),
+                   make_event(event_id=f"c{n}", user_id=f"o{n}", item_id=rising, event_type="click", value=1,
+                              timestamp=RECENT)]
+    assert post(others)[0] == 200
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    stored = account.session.client("dynamodb").get_item(
+        TableName=physical_name(ITEM_COUNTERS_TABLE.key), Key={"item_id": {"S": rising}})["Item"]
+    assert any(name.startswith("clicks@") for name in stored)
+    after = [i["item_id"] for i in _get(serving_handler, api_event, "/users/u1/recommendations?k=10")[1]["items"]]
+    assert after.index(rising) < before.index(rising)
+    assert stale not in after or after.index(stale) > before.index(stale)
 
 
 def test_a_failing_request_counts_as_a_serving_error(account, serving_handler, api_event, monkeypatch, capsys):

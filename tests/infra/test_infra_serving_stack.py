@@ -20,6 +20,7 @@ from feedbackloop.resources import (
     CURATED_BUCKET,
     ERASURE_REQUESTS,
     ERASURE_TABLE,
+    ITEM_COUNTERS_TABLE,
     MODELS_BUCKET,
     ONLINE_TABLE,
     PUBLISHED_PREFIX,
@@ -253,7 +254,7 @@ def test_serving_function_has_its_settings_size_and_tracing(serving: Template, s
     required = {ServingSettings.env_name(n) for n, f in ServingSettings.model_fields.items() if f.is_required()}
     assert required <= set(variables)
     for name, spec in (("registry_table", REGISTRY_TABLE), ("online_table", ONLINE_TABLE),
-                       ("erasure_table", ERASURE_TABLE)):
+                       ("item_counters_table", ITEM_COUNTERS_TABLE), ("erasure_table", ERASURE_TABLE)):
         table_id = _data_output_ref(synthesis, f"{pascal_case(spec.key)}TableName")
         assert synthesis.producer_value(variables[ServingSettings.env_name(name)]) == {"Ref": table_id}
     queue_url = synthesis.producer_value(variables[ServingSettings.env_name("erasure_queue_url")])
@@ -286,7 +287,11 @@ def test_serving_role_reads_updates_and_erases_profiles_but_cannot_scan(serving:
     # GenerateDataKey: SQS encrypts the erasure requests it sends (only through SQS, see the data stack test)
     assert {r: a for r, a in kms.items() if a} == {_data_key_arn(synthesis): {"kms:Decrypt", "kms:GenerateDataKey"}}
     dynamodb = {r for r, actions in _allowed(statements).items() if any(a.startswith("dynamodb:") for a in actions)}
-    assert dynamodb == {_table_arn(synthesis, spec) for spec in (REGISTRY_TABLE, ONLINE_TABLE, ERASURE_TABLE)}
+    assert dynamodb == {_table_arn(synthesis, spec)
+                        for spec in (REGISTRY_TABLE, ONLINE_TABLE, ITEM_COUNTERS_TABLE, ERASURE_TABLE)}
+    # item counters: read, nothing else (the cleaner writes them)
+    items = _actions_on(statements, _table_arn(synthesis, ITEM_COUNTERS_TABLE))
+    assert {a for a in items if a.startswith("dynamodb:")} == {"dynamodb:BatchGetItem"}
 
 
 # -- the online store ------------------------------------------------------------------------------
@@ -305,6 +310,14 @@ def test_cleaner_is_told_the_online_table(ingest: Template, synthesis) -> None:
     variables = _function(ingest, CLEANER_HANDLER)["Environment"]["Variables"]
     table_id = _data_output_ref(synthesis, f"{pascal_case(ONLINE_TABLE.key)}TableName")
     assert synthesis.producer_value(variables["FEEDBACKLOOP_ONLINE_TABLE"]) == {"Ref": table_id}
+    items_id = _data_output_ref(synthesis, f"{pascal_case(ITEM_COUNTERS_TABLE.key)}TableName")
+    assert synthesis.producer_value(variables["FEEDBACKLOOP_ITEM_COUNTERS_TABLE"]) == {"Ref": items_id}
+
+
+def test_cleaner_only_adds_to_item_counters(ingest: Template, synthesis) -> None:
+    statements = synthesis.role_statements(INGEST_STACK, _role_id(ingest, CLEANER_HANDLER))
+    items = _actions_on(statements, _table_arn(synthesis, ITEM_COUNTERS_TABLE))
+    assert {a for a in items if a.startswith("dynamodb:")} == {"dynamodb:UpdateItem"}
 
 
 def test_online_table_is_keyed_by_user_with_ttl_pitr_the_data_key_and_retained(synthesis) -> None:

@@ -97,6 +97,12 @@ def valid_events(draw) -> dict[str, Any]:
                 context[name] = draw(st.sampled_from(CONTEXT["device"]["enum"]))
             elif name == "price":
                 context[name] = draw(st.one_of(st.none(), st.floats(0, 10_000_000), st.integers(0, 10_000)))
+            elif name == "position":
+                context[name] = draw(st.one_of(st.none(), st.integers(1, 1000)))
+            elif name == "propensity":
+                context[name] = draw(st.one_of(st.none(), st.floats(0, 1, exclude_min=True), st.just(1)))
+            elif name == "request_id":
+                context[name] = draw(st.one_of(st.none(), IDENTIFIER))
             else:
                 context[name] = draw(st.one_of(st.none(), st.text(max_size=CONTEXT[name]["maxLength"] // 8)))
         event["context"] = context
@@ -137,6 +143,13 @@ def mutated_events(draw) -> dict[str, Any]:
             step = draw(st.sampled_from([1e-9, 0.001, 0.5, 1, 1e6, 1e12]))
             event["value"] = {"above": rule.max + step, "below": rule.min - step,
                               "fraction": rule.min + 0.5}[mutation]
+        elif mutation in ("above", "below", "fraction") and isinstance(event.get("context"), dict):
+            # the exposure fields' edges (1.2): propensity 0 is excluded (exclusiveMinimum), a position
+            # is a whole number in 1..1000; both paths must refuse (or admit) them alike
+            edge = {"above": {"propensity": 1.5, "position": 1001}, "below": {"propensity": 0.0, "position": 0},
+                    "fraction": {"propensity": 0, "position": 2.5}}[mutation]
+            name = draw(st.sampled_from(sorted(edge)))
+            event["context"][name] = edge[name]
         elif mutation == "context":
             event["context"] = draw(st.sampled_from([None, [], "ctx", {}, {"device": None}]))
             if draw(st.booleans()):
@@ -459,9 +472,25 @@ def test_absent_context_and_null_context_fields_decode_to_nulls(make_record, mak
 
 def test_context_fields_are_lifted_to_columns(make_record, make_event):
     (row,) = decode_batch([make_record(make_event())]).valid.to_pylist()
-    assert {name: row[name] for name in CONTEXT} == make_event()["context"]
+    assert {name: row[name] for name in CONTEXT} == {name: None for name in CONTEXT} | make_event()["context"]
     assert row["event_time"] == datetime(2025, 6, 10, 11, 59, tzinfo=UTC)
     assert row["record_index"] == 0
+
+
+def test_a_1_2_exposure_carries_its_slate_fields_and_a_1_1_exposure_stays_valid(make_record, make_event):
+    exposure = make_event(event_type="view", value=1, schema_version="1.2")
+    exposure["context"] |= {"request_id": "req-1", "position": 3, "propensity": 0.045}
+    old = make_event(event_type="view", value=1, schema_version="1.1", event_id="evt-0002")
+    decoded = decode_batch([make_record(exposure, 0), make_record(old, 1)])
+    assert decoded.rejected == []
+    new_row, old_row = decoded.valid.to_pylist()
+    assert (new_row["request_id"], new_row["position"], new_row["propensity"]) == ("req-1", 3, 0.045)
+    assert (old_row["request_id"], old_row["position"], old_row["propensity"]) == (None, None, None)
+    for bad in ({"propensity": 0}, {"position": 0}, {"propensity": 1.01}):
+        event = make_event(event_type="view", value=1, schema_version="1.2", event_id="evt-0003")
+        event["context"] |= bad
+        (rejection,) = decode_batch([make_record(event, 2)]).rejected
+        assert rejection.reason is QuarantineReason.SCHEMA_VIOLATION, bad
 
 
 def test_an_offset_is_converted_to_utc(make_record, make_event):

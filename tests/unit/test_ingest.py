@@ -214,9 +214,13 @@ def test_the_largest_schema_valid_event_fits_a_stream_record(make_event):
         timestamp="2025-06-10T11:59:00.123456789+05:30", schema_version="1." + "9" * 14,
     )
     for name, prop in schema["context"]["properties"].items():
-        if "maxLength" in prop:
+        if "pattern" in prop:  # an identifier (request_id): its widest allowed characters are one byte
+            event["context"][name] = "r" * prop["maxLength"]
+        elif "maxLength" in prop:
             event["context"][name] = "\x01" * prop["maxLength"]  # escaped as \u0001: six bytes each
     event["context"]["price"] = 1.2345678901234567e-300
+    event["context"]["propensity"] = 1.2345678901234567e-300
+    event["context"]["position"] = 1000
     assert registry.validate_event(event) is None
     assert len(envelope(event, RECEIVED_AT)) <= registry.MAX_EVENT_BYTES
 

@@ -21,6 +21,7 @@ from lake_fixtures import event, lake
 from threadpoolctl import threadpool_limits
 
 from feedbackloop.adapters.memory import MemoryArtifacts, MemoryModelRegistry
+from feedbackloop.examination import EXAMINATION
 from feedbackloop.local.lake_reader import LakeLocation, connect
 from feedbackloop.models.data import Interactions, feedback_as_of
 from feedbackloop.models.evaluation import ranking_metrics, rmse
@@ -56,6 +57,13 @@ def _lake_with_history(tmp_path: Path, users: int = 40, items: int = 30, days: i
         if u % 4 == 0:
             rows.append(event(f"u{u}", f"i{taste}", "rating", start + timedelta(days=days - 1), 1.0, 1.0, value=5,
                               category=f"c{taste}"))
+        # exposures (ADR 0013): examined ones weigh as the examination model says, the one at position 12
+        # was never examined (confidence 0) and is no pair of its own
+        for position in (1, 5, 12):
+            item = (taste + items // 3 + position) % items
+            confidence = 0.1 * EXAMINATION.weight(np.array([position], dtype=float))[0]
+            rows.append(event(f"u{u}", f"i{item}", "view", start + timedelta(days=days - 2), 0.0, confidence,
+                              category="c-other", position=position, request_id=f"r{u}"))
     engine = lake(tmp_path, rows)
     now = start + timedelta(days=days + 1)
     from glue_jobs.build_tables import JOB_NAMES, run_job
@@ -83,6 +91,9 @@ def test_pandas_aggregation_equals_the_user_feedback_table(history):
         np.testing.assert_allclose(ours[column].to_numpy(float), sql[column].to_numpy(float), rtol=1e-9, atol=1e-12)
     assert (ours["feedback_type"] == sql["feedback_type"]).all()
     assert (ours["composite_score"] == 0).sum() > 0  # the cancels capped some pairs
+    viewed = ours[ours["views"] > 0]
+    # examined exposures are weak negatives (composite 0, confidence > 0); an unexamined one is no pair
+    assert len(viewed) == 2 * 40 and (viewed["composite_score"] == 0).all() and (viewed["confidence_mass"] > 0).all()
 
 
 def test_interactions_sign_follows_the_composite_score():

@@ -210,3 +210,21 @@ def test_the_published_openapi_document_is_the_handlers():
     paths = json.loads(published)["paths"]
     assert {"/users/{user_id}/recommendations", "/users/{user_id}/preferences", "/users/{user_id}",
             "/users/{user_id}/erasure"} <= set(paths)
+
+
+def test_exploration_draws_from_the_request_id_and_reports_each_items_propensity():
+    from feedbackloop.exploration import ExplorationPolicy, explored_item_probability
+
+    model = _model()
+    profile = _profile(("i3", "purchase", 0.8, 0.6, DAY))
+    greedy = recommend(model, "u1", profile, NOW, k=5)
+    assert [r.propensity for r in greedy.items] == [1.0] * 5
+    policy = ExplorationPolicy(0.5, 10)
+    slates = [recommend(model, "u1", profile, NOW, k=5, exploration=policy, request_id=f"r{n}") for n in range(20)]
+    again = recommend(model, "u1", profile, NOW, k=5, exploration=policy, request_id="r0")
+    assert [(r.item_id, r.propensity) for r in again.items] == [(r.item_id, r.propensity) for r in slates[0].items]
+    greedy_ids = [r.item_id for r in greedy.items]
+    p_pool = explored_item_probability(5, 10, 0.5)
+    explored = [(r, slot) for ranked in slates for slot, r in enumerate(ranked.items) if r.item_id != greedy_ids[slot]]
+    assert explored and all(r.propensity == pytest.approx(p_pool) for r, _ in explored)
+    assert all(r.reason for ranked in slates for r in ranked.items)
