@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,73 +50,54 @@ class ItemSignal:
         return min(mean, 0.0) if negative_last else mean
 
 
-# a profile's item columns; NaN in last_positive / last_negative: no such signal yet
+# a profile's item columns, in the order of its document; None in last_positive / last_negative: no
+# such signal yet
 _COLUMNS = ("item_id", "score_mass", "weight_mass", "last_positive", "last_negative", "last_type", "last_at")
+_FIRST_LAYOUT = _COLUMNS[1:]  # {item: [score_mass, ..., last_at]}, as profiles were first written
 
 
 @dataclass(eq=False)
 class ProfileItems:
-    """A profile's items as columns, one position per item."""
+    """A profile's items as columns, one position per item: lists, as its document holds them, so that
+    reading and writing a profile takes no Python step per item; a batch's merge turns the columns of
+    all its profiles into arrays at once. The lists are never changed in place (a merge replaces them)."""
 
-    item_id: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
-    score_mass: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.float64))
-    weight_mass: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.float64))
-    last_positive: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.float64))
-    last_negative: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.float64))
-    last_type: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
-    last_at: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.float64))
+    item_id: list[str] = field(default_factory=list)
+    score_mass: list[float] = field(default_factory=list)
+    weight_mass: list[float] = field(default_factory=list)
+    last_positive: list[float | None] = field(default_factory=list)
+    last_negative: list[float | None] = field(default_factory=list)
+    last_type: list[str] = field(default_factory=list)
+    last_at: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.item_id)
 
-    def slice(self, start: int, stop: int) -> ProfileItems:
-        return ProfileItems(*(getattr(self, name)[start:stop] for name in _COLUMNS))
+    def array(self, name: str) -> np.ndarray:
+        """A numeric column as floats (None as NaN)."""
+        return np.array(getattr(self, name), dtype=np.float64)
 
     def composite(self) -> np.ndarray:
         """ItemSignal.composite of every item."""
+        score, weight, positive, negative = (self.array(n) for n in _COLUMNS[1:5])
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(self.weight_mass > 0, self.score_mass / self.weight_mass, 0.0)
-        negative_last = ~np.isnan(self.last_negative) & (
-            np.isnan(self.last_positive) | (self.last_negative >= self.last_positive))
+            mean = np.where(weight > 0, score / weight, 0.0)
+        negative_last = ~np.isnan(negative) & (np.isnan(positive) | (negative >= positive))
         return np.where(negative_last, np.minimum(mean, 0.0), mean)
 
     def signal(self, position: int) -> ItemSignal:
-        positive, negative = float(self.last_positive[position]), float(self.last_negative[position])
-        return ItemSignal(float(self.score_mass[position]), float(self.weight_mass[position]),
-                          None if math.isnan(positive) else positive, None if math.isnan(negative) else negative,
-                          str(self.last_type[position]), float(self.last_at[position]))
+        return ItemSignal(*(getattr(self, name)[position] for name in _FIRST_LAYOUT))
 
     def to_document(self) -> dict[str, list]:
-        return {"items": self.item_id.tolist(), "score_mass": self.score_mass.tolist(),
-                "weight_mass": self.weight_mass.tolist(), "last_positive": _nullable(self.last_positive),
-                "last_negative": _nullable(self.last_negative), "last_type": self.last_type.tolist(),
-                "last_at": self.last_at.tolist()}
+        return {"items" if name == "item_id" else name: getattr(self, name) for name in _COLUMNS}
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> ProfileItems:
         items = document["items"]
-        if isinstance(items, Mapping):  # the first layout: {item: [score, weight, +, -, type, at]}
+        if isinstance(items, Mapping):  # the first layout
             values = list(items.values())
-            columns = {name: [v[i] for v in values] for i, name in enumerate(
-                ("score_mass", "weight_mass", "last_positive", "last_negative", "last_type", "last_at"))}
-            columns["items"] = list(items)
-        else:
-            columns = document
-        return cls(np.array(columns["items"], dtype=object),
-                   *(np.array(columns[name], dtype=np.float64) for name in ("score_mass", "weight_mass",
-                                                                            "last_positive", "last_negative")),
-                   np.array(columns["last_type"], dtype=object), np.array(columns["last_at"], dtype=np.float64))
-
-
-def _nullable(values: np.ndarray) -> list[float | None]:
-    """The column as a JSON list: NaN (no signal) as null."""
-    missing = np.flatnonzero(np.isnan(values))
-    if len(missing) == len(values):
-        return [None] * len(values)
-    listed = values.tolist()
-    for i in missing.tolist():
-        listed[i] = None
-    return listed
+            return cls(list(items), *([v[i] for v in values] for i in range(len(_FIRST_LAYOUT))))
+        return cls(items, *(document[name] for name in _FIRST_LAYOUT))
 
 
 class _ItemsView(Mapping[str, ItemSignal]):
@@ -127,7 +109,7 @@ class _ItemsView(Mapping[str, ItemSignal]):
 
     def _positions(self) -> dict[str, int]:
         if self._index is None:
-            self._index = dict(zip(self._columns.item_id.tolist(), range(len(self._columns)), strict=True))
+            self._index = dict(zip(self._columns.item_id, range(len(self._columns)), strict=True))
         return self._index
 
     def __getitem__(self, item: str) -> ItemSignal:
@@ -137,7 +119,7 @@ class _ItemsView(Mapping[str, ItemSignal]):
         return item in self._positions()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._columns.item_id.tolist())
+        return iter(self._columns.item_id)
 
     def __len__(self) -> int:
         return len(self._columns)
@@ -162,9 +144,9 @@ class UserProfile:
     def signals(self, now: float) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Items, their signed confidence mass as of `now` (negative when the composite score is not
         above 0) and their composite score: what fold-in and the own-history blend take."""
-        weight = self.columns.weight_mass * self.decayed_to(now)
+        weight = self.columns.array("weight_mass") * self.decayed_to(now)
         composite = self.columns.composite()
-        return self.columns.item_id.tolist(), np.where(composite > 0, weight, -weight), composite
+        return list(self.columns.item_id), np.where(composite > 0, weight, -weight), composite
 
     def merge(self, rows: pa.Table, now: float) -> None:
         """Add clean rows (user_id = this user; item_id, event_type, feedback_score, confidence,
@@ -187,9 +169,9 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
     profiles of their users, every profile decayed to `now` first; rows of other users are ignored.
 
     One pass over the whole batch, no Python step per row or per item: the profiles' stored items and
-    the rows (in time order) are stacked as (user, item) entries; sorted by (user, item, time, position),
-    each group's masses are summed, its latest positive and negative signal are maxima, and its last entry
-    names the latest event type (so a row at the same instant as a stored signal, or as an earlier row,
+    the rows (in time order) are stacked as (user, item) entries and grouped by one stable sort; each
+    group's masses are summed, its latest positive and negative signal are maxima, and its latest entry
+    names the latest event type (a row at the same instant as a stored signal, or as an earlier row,
     wins). A user keeps the MAX_ITEMS items with the most evidence."""
     if not profiles:
         return
@@ -201,15 +183,16 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
 
     row_user, order, times = _rows_of(profiles, rows)
     take = pa.array(order, pa.int64())
-    score, confidence = (_floats(rows[name].take(take)) for name in ("feedback_score", "confidence"))
+    score, confidence = (rows[name].take(take).to_numpy().astype(np.float64) for name in ("feedback_score",
+                                                                                          "confidence"))
     contribution = confidence * np.exp(-_DECAY_PER_SECOND * np.maximum(0.0, new_updated[row_user] - times))
 
     user = np.concatenate([stored_user, row_user])
-    score_mass = np.concatenate([_stack(stored, "score_mass") * factor[stored_user], contribution * score])
-    weight_mass = np.concatenate([_stack(stored, "weight_mass") * factor[stored_user], contribution])
-    last_positive = np.concatenate([_stack(stored, "last_positive"), np.where(score > 0, times, np.nan)])
-    last_negative = np.concatenate([_stack(stored, "last_negative"), np.where(score < 0, times, np.nan)])
-    last_at = np.concatenate([_stack(stored, "last_at"), times])
+    score_mass = np.concatenate([_floats(_stack(stored, "score_mass")) * factor[stored_user], contribution * score])
+    weight_mass = np.concatenate([_floats(_stack(stored, "weight_mass")) * factor[stored_user], contribution])
+    last_positive = np.concatenate([_floats(_stack(stored, "last_positive")), np.where(score > 0, times, np.nan)])
+    last_negative = np.concatenate([_floats(_stack(stored, "last_negative")), np.where(score < 0, times, np.nan)])
+    last_at = np.concatenate([_floats(_stack(stored, "last_at")), times])
     items = pa.concat_arrays([pa.array(_stack(stored, "item_id"), pa.string()),
                               rows["item_id"].take(take).combine_chunks().cast(pa.string())])
     types = pa.concat_arrays([pa.array(_stack(stored, "last_type"), pa.string()),
@@ -222,29 +205,33 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
 
     encoded = pc.dictionary_encode(items)
     key = user * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    position = np.arange(entries)
-    sort = np.lexsort((position, last_at, key))
+    # grouped by (user, item); within a group, in the order stacked: the stored signal (if any), then the
+    # rows in time order, so that the sums add up in time order and only the stored signal can be later
+    # than the group's last row (an event that arrived late)
+    sort = np.argsort(key, kind="stable")
     sorted_key = key[sort]
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-    latest = sort[np.r_[starts[1:], entries] - 1]  # each group's latest entry
+    first, last = sort[starts], sort[np.r_[starts[1:], entries] - 1]
+    latest = np.where(last_at[last] >= last_at[first], last, first)  # each group's latest signal
     # per user, the items in the order they first appeared (stored ones first), at most MAX_ITEMS
-    first = np.minimum.reduceat(position[sort], starts)
-    group_user = user[latest]
+    group_user = user[first]
     weight = np.add.reduceat(weight_mass[sort], starts)
-    chosen = _strongest(np.lexsort((first, group_user)), group_user, weight, len(profiles))
+    chosen = _strongest(np.argsort(group_user * entries + first), group_user, weight, len(profiles))
     winners = pa.array(latest[chosen])
     merged = ProfileItems(
-        item_id=items.take(winners).to_numpy(zero_copy_only=False),
-        score_mass=np.add.reduceat(score_mass[sort], starts)[chosen],
-        weight_mass=weight[chosen],
-        last_positive=np.fmax.reduceat(last_positive[sort], starts)[chosen],  # fmax: NaN is "none yet"
-        last_negative=np.fmax.reduceat(last_negative[sort], starts)[chosen],
-        last_type=types.take(winners).to_numpy(zero_copy_only=False),
-        last_at=last_at[latest[chosen]])
+        item_id=items.take(winners).to_pylist(),
+        score_mass=_listed(np.add.reduceat(score_mass[sort], starts)[chosen]),
+        weight_mass=_listed(weight[chosen]),
+        # fmax: NaN is "none yet"
+        last_positive=_listed(np.fmax.reduceat(last_positive[sort], starts)[chosen], nullable=True),
+        last_negative=_listed(np.fmax.reduceat(last_negative[sort], starts)[chosen], nullable=True),
+        last_type=types.take(winners).to_pylist(),
+        last_at=_listed(last_at[latest[chosen]]))
     bounds = np.searchsorted(group_user[chosen], np.arange(len(profiles) + 1)).tolist()
-    for u, profile in enumerate(profiles):
-        profile.columns = merged.slice(bounds[u], bounds[u + 1])
-        profile.updated_at = float(new_updated[u])
+    columns = [getattr(merged, name) for name in _COLUMNS]
+    for profile, lo, hi, moment in zip(profiles, bounds, bounds[1:], new_updated.tolist(), strict=False):
+        profile.columns = ProfileItems(*[column[lo:hi] for column in columns])
+        profile.updated_at = moment
 
 
 def _rows_of(profiles: Sequence[UserProfile], rows: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -262,12 +249,21 @@ def _rows_of(profiles: Sequence[UserProfile], rows: pa.Table) -> tuple[np.ndarra
     return row_user[order], order, times[order]
 
 
-def _floats(values: pa.ChunkedArray) -> np.ndarray:
-    return values.to_numpy().astype(np.float64)
+def _stack(columns: list[ProfileItems], name: str) -> list:
+    return list(chain.from_iterable(getattr(c, name) for c in columns))
 
 
-def _stack(columns: list[ProfileItems], name: str) -> np.ndarray:
-    return np.concatenate([getattr(c, name) for c in columns])
+def _floats(values: list) -> np.ndarray:
+    return np.array(values, dtype=np.float64)  # None -> NaN
+
+
+def _listed(values: np.ndarray, nullable: bool = False) -> list:
+    """A column as its document holds it (NaN, no signal, as None)."""
+    if not nullable:
+        return values.tolist()
+    listed = values.astype(object)
+    listed[np.isnan(values)] = None
+    return listed.tolist()
 
 
 def _strongest(groups: np.ndarray, group_user: np.ndarray, weight: np.ndarray, users: int) -> np.ndarray:
