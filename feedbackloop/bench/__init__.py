@@ -1,6 +1,7 @@
 """`feedbackloop bench NAME --json FILE`: each benchmark runs its baseline in the same process, prints
 a table and writes JSON of one shape: {"benchmarks": [{"name", "unit", "value", "baseline":
-{"name", "value"}, "ratio", "better"}], "protocol": ..., ...}.
+{"name", "value"}, "ratio", "better"}], "protocol": ..., ...}; an entry with no honest baseline has
+"baseline" and "ratio" null.
 
 `feedbackloop bench all` (`make bench`) runs every one and writes docs/benchmarks.json and, rendered from
 it alone, docs/benchmarks.md: the machine, the date, the commit, every entry with its baseline and ratio,
@@ -66,9 +67,18 @@ def write_results(path: str, benchmarks: list[dict], console: TextIO, **extra) -
     width = max(len(b["name"]) for b in benchmarks)
     console.write(f"{'benchmark':<{width}}  {'value':>12}  {'baseline':>12}  {'ratio':>7}  unit\n")
     for b in benchmarks:
+        if b["baseline"] is None:  # a figure with no honest baseline
+            console.write(f"{b['name']:<{width}}  {_number(b['value']):>12}  {'none':>12}  {'':>7}  {b['unit']} "
+                          f"({b['better']} is better)\n")
+            continue
         console.write(f"{b['name']:<{width}}  {_number(b['value']):>12}  {_number(b['baseline']['value']):>12}  "
-                      f"{b['ratio']:>6.2f}x  {b['unit']} ({b['better']} is better; baseline {b['baseline']['name']})\n")
+                      f"{_ratio(b['ratio']):>7}  {b['unit']} ({b['better']} is better; baseline "
+                      f"{b['baseline']['name']})\n")
     console.write(f"peak memory {peak_mb:,.0f} MB; written to {path}\n")
+
+
+def _ratio(ratio: float | None) -> str:
+    return "none" if ratio is None or ratio != ratio else f"{ratio:.2f}x"  # NaN: a baseline of 0
 
 
 def _number(value: float) -> str:
@@ -112,8 +122,9 @@ def markdown_table(document: dict) -> str:
              "| suite | benchmark | value | baseline (same run) | ratio | unit | better |",
              "|---|---|---:|---|---:|---|---|"]
     for b in document["benchmarks"]:
-        lines.append(f"| {b['suite']} | {b['name']} | {_number(b['value'])} | {b['baseline']['name']}: "
-                     f"{_number(b['baseline']['value'])} | {b['ratio']:.2f}x | {b['unit']} | {b['better']} |")
+        baseline = "none" if b["baseline"] is None else f"{b['baseline']['name']}: {_number(b['baseline']['value'])}"
+        lines.append(f"| {b['suite']} | {b['name']} | {_number(b['value'])} | {baseline} | {_ratio(b['ratio'])} | "
+                     f"{b['unit']} | {b['better']} |")
     return "\n".join(lines) + "\n"
 
 
