@@ -15,9 +15,11 @@ import io
 import itertools
 import json
 import tarfile
+import tempfile
 import time
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -95,7 +97,8 @@ def _wait(check, deadline: float) -> bool:
 
 
 def run(json_path: str, console: TextIO, events: int = EVENTS) -> int:
-    with LocalRuntime() as runtime:
+    with tempfile.TemporaryDirectory(prefix="feedbackloop-freshness-") as state, \
+            LocalRuntime(state_dir=Path(state)) as runtime:
         items = publish_synthetic_model(runtime)
         client = _Client(runtime)
         rng = np.random.default_rng(1)
