@@ -7,9 +7,9 @@ user in from the same quantity training used. The cleaner merges each batch's cl
 user who turned personalization off is left as is.
 
 A profile keeps its items as columns (`ProfileItems`), and a batch is merged into all its users' profiles
-at once (`merge_rows`): one sort of the batch's and the profiles' rows by (user, item, time), then sums
-and maxima per group, with no Python work per row. The document is columnar too, so it is read and
-written without a Python step per item.
+at once (`merge_rows`): the batch's rows in time order and the profiles' items, grouped by (user, item)
+with one stable sort, then sums and maxima per group, with no Python work per row. The document is
+columnar too, so it is read and written without a Python step per item.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from feedbackloop.models.contract import HALF_LIFE_DAYS
 
 MAX_ITEMS = 500  # per user: the DynamoDB item stays far below its 400 KB limit
-_DECAY_PER_SECOND = math.log(2) / (HALF_LIFE_DAYS * 86400)
+DECAY_PER_SECOND = math.log(2) / (HALF_LIFE_DAYS * 86400)
 
 
 @dataclass
@@ -139,7 +139,7 @@ class UserProfile:
 
     def decayed_to(self, now: float) -> float:
         """The factor that carries the stored masses from updated_at to `now`."""
-        return math.exp(-_DECAY_PER_SECOND * max(0.0, now - self.updated_at))
+        return math.exp(-DECAY_PER_SECOND * max(0.0, now - self.updated_at))
 
     def signals(self, now: float) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Items, their signed confidence mass as of `now` (negative when the composite score is not
@@ -178,14 +178,14 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
     stored = [p.columns for p in profiles]
     updated = np.array([p.updated_at for p in profiles], dtype=np.float64)
     new_updated = np.maximum(updated, now)
-    factor = np.exp(-_DECAY_PER_SECOND * np.maximum(0.0, now - updated))  # carries stored masses to now
+    factor = np.exp(-DECAY_PER_SECOND * np.maximum(0.0, now - updated))  # carries stored masses to now
     stored_user = np.repeat(np.arange(len(profiles)), [len(c) for c in stored])
 
     row_user, order, times = _rows_of(profiles, rows)
     take = pa.array(order, pa.int64())
     score, confidence = (rows[name].take(take).to_numpy().astype(np.float64) for name in ("feedback_score",
                                                                                           "confidence"))
-    contribution = confidence * np.exp(-_DECAY_PER_SECOND * np.maximum(0.0, new_updated[row_user] - times))
+    contribution = confidence * np.exp(-DECAY_PER_SECOND * np.maximum(0.0, new_updated[row_user] - times))
 
     user = np.concatenate([stored_user, row_user])
     score_mass = np.concatenate([_floats(_stack(stored, "score_mass")) * factor[stored_user], contribution * score])

@@ -37,7 +37,7 @@ from feedbackloop.cleaning.service import CleanerService
 from feedbackloop.cleaning.stats import CleanerState
 from feedbackloop.datasets import online_retail
 from feedbackloop.ingest import envelope
-from feedbackloop.online import _DECAY_PER_SECOND, MAX_ITEMS, ItemSignal, ProfileItems, UserProfile
+from feedbackloop.online import DECAY_PER_SECOND, MAX_ITEMS, ItemSignal, ProfileItems, UserProfile
 from feedbackloop.schemas import registry
 from feedbackloop.settings import LAKE_WRITE_THREADS
 
@@ -193,7 +193,7 @@ def merge_per_record(online: MemoryOnlineStore, state: CleanerState, rows: list[
         else:
             top = math.log1p(tops.get(row["event_type"], rule.max))
             score = rule.polarity * min(max(math.log1p(value) / max(top, 1e-9), 0.0), 1.0)
-        contribution = rule.weight * math.exp(-_DECAY_PER_SECOND * max(0.0, now - t))
+        contribution = rule.weight * math.exp(-DECAY_PER_SECOND * max(0.0, now - t))
         signal = items.get(row["item_id"])
         if signal is None:
             signal = items[row["item_id"]] = ItemSignal(0.0, 0.0, None, None, row["event_type"], t)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedbackloop.online import _DECAY_PER_SECOND, MAX_ITEMS, ItemSignal, UserProfile, merge_rows
+from feedbackloop.online import DECAY_PER_SECOND, MAX_ITEMS, ItemSignal, UserProfile, merge_rows
 
 pytestmark = pytest.mark.unit
 
@@ -25,14 +25,14 @@ DAY = 86400.0
 
 def _reference(stored: dict[str, ItemSignal], updated_at: float, rows: list[dict], now: float) -> dict:
     items = {i: ItemSignal(**vars(s)) for i, s in stored.items()}
-    factor = math.exp(-_DECAY_PER_SECOND * max(0.0, now - updated_at))
+    factor = math.exp(-DECAY_PER_SECOND * max(0.0, now - updated_at))
     for signal in items.values():
         signal.score_mass *= factor
         signal.weight_mass *= factor
     updated_at = max(updated_at, now)
     for row in sorted(rows, key=lambda r: r["time"]):  # stable: equal times keep the batch's order
         t, score, confidence = row["time"], row["feedback_score"], row["confidence"]
-        contribution = math.exp(-_DECAY_PER_SECOND * max(0.0, updated_at - t))
+        contribution = math.exp(-DECAY_PER_SECOND * max(0.0, updated_at - t))
         signal = items.get(row["item_id"])
         if signal is None:
             signal = items[row["item_id"]] = ItemSignal(0.0, 0.0, None, None, row["event_type"], t)
