@@ -105,14 +105,19 @@ def run_suite(json_path: str, markdown_path: str, console: TextIO, names: tuple[
                 return status
             results[name] = json.loads(target.read_text())
     document["minutes"] = round((datetime.now(UTC) - started).total_seconds() / 60, 1)
-    document["benchmarks"] = [b | {"suite": name} for name, result in results.items() for b in result["benchmarks"]]
-    document["runs"] = {name: {k: v for k, v in result.items() if k not in ("benchmarks", "machine")}
-                        for name, result in results.items()}
+    document |= merged(results)
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(json_path).write_text(json.dumps(document, indent=2) + "\n")
     Path(markdown_path).write_text(markdown_report(document))
     console.write(f"\n{markdown_table(document)}\nwritten to {json_path} and {markdown_path}\n")
     return 0
+
+
+def merged(results: dict[str, dict]) -> dict:
+    """Each benchmark's JSON (by name) as the suite's entries (each with its suite) and runs."""
+    return {"benchmarks": [b | {"suite": name} for name, result in results.items() for b in result["benchmarks"]],
+            "runs": {name: {k: v for k, v in result.items() if k not in ("benchmarks", "machine")}
+                     for name, result in results.items()}}
 
 
 def markdown_table(document: dict) -> str:
@@ -144,6 +149,8 @@ def markdown_report(document: dict) -> str:
              "(the machine is shared: absolute figures drift with it, ratios much less)"]
     if "minutes" in document:
         lines.append(f"- the suite took {document['minutes']} minutes")
+    if document.get("note"):
+        lines.append(f"- note: {document['note']}")
     lines += ["", "## Every entry", "", markdown_table(document)]
     for name, run in document.get("runs", {}).items():
         lines += [f"## {name}", ""]
