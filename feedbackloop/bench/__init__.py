@@ -151,6 +151,8 @@ def markdown_report(document: dict) -> str:
         lines.append(f"- the suite took {document['minutes']} minutes")
     if document.get("note"):
         lines.append(f"- note: {document['note']}")
+    for name, why in document.get("missing", {}).items():
+        lines.append(f"- not in this run: `{name}` ({why})")
     lines += ["", "## Every entry", "", markdown_table(document)]
     for name, run in document.get("runs", {}).items():
         lines += [f"## {name}", ""]
