@@ -47,8 +47,10 @@ test: setup lambda-layer
 demo: setup
 	$(VENV)/bin/feedbackloop demo
 
+# every benchmark; writes docs/benchmarks.json and the report rendered from it, docs/benchmarks.md (committed:
+# the README cites only figures found there)
 bench: setup
-	$(VENV)/bin/feedbackloop bench all --json bench-results/bench.json --markdown bench-results/bench.md
+	$(VENV)/bin/feedbackloop bench all --json docs/benchmarks.json --markdown docs/benchmarks.md
 
 synth: setup lambda-layer
 	npx --no-install cdk synth --quiet --no-notices

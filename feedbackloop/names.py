@@ -10,6 +10,8 @@ from enum import StrEnum
 
 SERVICE = "feedbackloop"
 METRICS_NAMESPACE = "FeedbackLoop"
+# Powertools' EMF adds this dimension to every metric, valued `service=` or POWERTOOLS_SERVICE_NAME.
+SERVICE_DIMENSION = "service"
 
 
 class Metric(StrEnum):

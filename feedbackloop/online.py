@@ -5,43 +5,42 @@ feedback score and of confidence, as of `updated_at`, and the times of the lates
 signal. The composite score and the conflict rule are the feedback layer's (ADR 0006), so serving folds a
 user in from the same quantity training used. The cleaner merges each batch's clean rows into it; a
 user who turned personalization off is left as is.
+
+A profile keeps its items as columns (`ProfileItems`), and a batch is merged into all its users' profiles
+at once (`merge_rows`): the batch's rows in time order and the profiles' items, grouped by (user, item)
+with one stable sort, then sums and maxima per group, with no Python work per row. The document is
+columnar too, so it is read and written without a Python step per item.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from feedbackloop.models.contract import HALF_LIFE_DAYS
 
 MAX_ITEMS = 500  # per user: the DynamoDB item stays far below its 400 KB limit
-_DECAY_PER_SECOND = math.log(2) / (HALF_LIFE_DAYS * 86400)
+DECAY_PER_SECOND = math.log(2) / (HALF_LIFE_DAYS * 86400)
 
 
 @dataclass
 class ItemSignal:
+    """One item of a profile, as serving reads it."""
+
     score_mass: float  # sum of confidence x feedback_score, decayed to the profile's updated_at
     weight_mass: float  # sum of confidence, decayed likewise
     last_positive: float | None  # epoch seconds
     last_negative: float | None
     last_type: str  # event type of the latest signal (for "because you ...")
     last_at: float
-
-    @property
-    def unwanted(self) -> bool:
-        """Negative evidence, as training signs a pair (`feedbackloop.models.data.unwanted`): a composite
-        score below 0, a latest signal that is negative (capped at 0, ADR 0006), or only ever shown (no
-        positive nor negative signal, the latest a view: an exposure). A neutral rating is engagement."""
-        negative_last = self.last_negative is not None and (
-            self.last_positive is None or self.last_negative >= self.last_positive)
-        exposure = self.last_positive is None and self.last_negative is None and self.last_type == "view"
-        return self.composite < 0 or negative_last or exposure
 
     @property
     def composite(self) -> float:
@@ -51,69 +50,242 @@ class ItemSignal:
         return min(mean, 0.0) if negative_last else mean
 
 
+# a profile's item columns, in the order of its document; None in last_positive / last_negative: no
+# such signal yet
+_COLUMNS = ("item_id", "score_mass", "weight_mass", "last_positive", "last_negative", "last_type", "last_at")
+_FIRST_LAYOUT = _COLUMNS[1:]  # {item: [score_mass, ..., last_at]}, as profiles were first written
+
+
+@dataclass(eq=False)
+class ProfileItems:
+    """A profile's items as columns, one position per item: lists, as its document holds them, so that
+    reading and writing a profile takes no Python step per item; a batch's merge turns the columns of
+    all its profiles into arrays at once. The lists are never changed in place (a merge replaces them)."""
+
+    item_id: list[str] = field(default_factory=list)
+    score_mass: list[float] = field(default_factory=list)
+    weight_mass: list[float] = field(default_factory=list)
+    last_positive: list[float | None] = field(default_factory=list)
+    last_negative: list[float | None] = field(default_factory=list)
+    last_type: list[str] = field(default_factory=list)
+    last_at: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.item_id)
+
+    def array(self, name: str) -> np.ndarray:
+        """A numeric column as floats (None as NaN)."""
+        return np.array(getattr(self, name), dtype=np.float64)
+
+    def composite(self) -> np.ndarray:
+        """ItemSignal.composite of every item."""
+        score, weight, positive, negative = (self.array(n) for n in _COLUMNS[1:5])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(weight > 0, score / weight, 0.0)
+        negative_last = ~np.isnan(negative) & (np.isnan(positive) | (negative >= positive))
+        return np.where(negative_last, np.minimum(mean, 0.0), mean)
+
+    def unwanted(self) -> np.ndarray:
+        """Negative evidence, as training signs a pair (`feedbackloop.models.data.unwanted`): a composite
+        score below 0, a latest signal that is negative (capped at 0, ADR 0006), or only ever shown (no
+        positive nor negative signal, the latest a view: an exposure). A neutral rating is engagement."""
+        positive, negative = self.array("last_positive"), self.array("last_negative")
+        negative_last = ~np.isnan(negative) & (np.isnan(positive) | (negative >= positive))
+        exposure = np.isnan(positive) & np.isnan(negative) & (np.array(self.last_type, dtype=object) == "view")
+        return (self.composite() < 0) | negative_last | exposure
+
+    def signal(self, position: int) -> ItemSignal:
+        return ItemSignal(*(getattr(self, name)[position] for name in _FIRST_LAYOUT))
+
+    def to_document(self) -> dict[str, list]:
+        return {"items" if name == "item_id" else name: getattr(self, name) for name in _COLUMNS}
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> ProfileItems:
+        items = document["items"]
+        if isinstance(items, Mapping):  # the first layout
+            values = list(items.values())
+            return cls(list(items), *([v[i] for v in values] for i in range(len(_FIRST_LAYOUT))))
+        return cls(items, *(document[name] for name in _FIRST_LAYOUT))
+
+
+class _ItemsView(Mapping[str, ItemSignal]):
+    """`profile.items`: the items by id, each read as an ItemSignal."""
+
+    def __init__(self, columns: ProfileItems) -> None:
+        self._columns = columns
+        self._index: dict[str, int] | None = None
+
+    def _positions(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = dict(zip(self._columns.item_id, range(len(self._columns)), strict=True))
+        return self._index
+
+    def __getitem__(self, item: str) -> ItemSignal:
+        return self._columns.signal(self._positions()[item])
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._positions()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns.item_id)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+
 @dataclass
 class UserProfile:
     user_id: str
-    items: dict[str, ItemSignal] = field(default_factory=dict)
+    columns: ProfileItems = field(default_factory=ProfileItems)
     updated_at: float = 0.0  # epoch seconds the masses are decayed to
     personalization: bool = True
     version: int = 0  # optimistic concurrency
 
+    @property
+    def items(self) -> Mapping[str, ItemSignal]:
+        return _ItemsView(self.columns)
+
     def decayed_to(self, now: float) -> float:
         """The factor that carries the stored masses from updated_at to `now`."""
-        return math.exp(-_DECAY_PER_SECOND * max(0.0, now - self.updated_at))
+        return math.exp(-DECAY_PER_SECOND * max(0.0, now - self.updated_at))
 
     def signals(self, now: float) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Items, their signed confidence mass as of `now` (negative where the user turned against the
-        item) and their composite score: what the ranking takes."""
-        factor = self.decayed_to(now)
-        items = list(self.items)
-        weight = np.array([self.items[i].weight_mass * factor for i in items])
-        composite = np.array([self.items[i].composite for i in items])
-        unwanted = np.array([self.items[i].unwanted for i in items], dtype=bool)
-        return items, np.where(unwanted, -weight, weight), composite
+        """Items, their signed confidence mass as of `now` (negative where the pair is unwanted, as
+        training signs it: `ProfileItems.unwanted`) and their composite score: what the ranking takes."""
+        weight = self.columns.array("weight_mass") * self.decayed_to(now)
+        composite = self.columns.composite()
+        return list(self.columns.item_id), np.where(self.columns.unwanted(), -weight, weight), composite
 
     def merge(self, rows: pa.Table, now: float) -> None:
         """Add clean rows (user_id = this user; item_id, event_type, feedback_score, confidence,
         event_time) to the profile, decayed to `now`."""
-        factor = self.decayed_to(now)
-        for signal in self.items.values():
-            signal.score_mass *= factor
-            signal.weight_mass *= factor
-        self.updated_at = max(self.updated_at, now)
-        times = rows["event_time"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy() / 1e6
-        contribution = np.exp(-_DECAY_PER_SECOND * np.maximum(0.0, self.updated_at - times))
-        score, confidence = (rows[c].to_numpy(zero_copy_only=False) for c in ("feedback_score", "confidence"))
-        order = np.argsort(times, kind="stable")
-        items, types = rows["item_id"].to_pylist(), rows["event_type"].to_pylist()
-        for j in order:
-            signal = self.items.get(items[j])
-            if signal is None:
-                signal = self.items[items[j]] = ItemSignal(0.0, 0.0, None, None, types[j], times[j])
-            signal.score_mass += confidence[j] * score[j] * contribution[j]
-            signal.weight_mass += confidence[j] * contribution[j]
-            if score[j] > 0:
-                signal.last_positive = max(signal.last_positive or times[j], times[j])
-            elif score[j] < 0:
-                signal.last_negative = max(signal.last_negative or times[j], times[j])
-            if times[j] >= signal.last_at:
-                signal.last_type, signal.last_at = types[j], float(times[j])
-        if len(self.items) > MAX_ITEMS:  # keep the items with the most evidence
-            keep = sorted(self.items, key=lambda i: self.items[i].weight_mass, reverse=True)[:MAX_ITEMS]
-            self.items = {i: self.items[i] for i in keep}
+        merge_rows([self], rows, now)
 
     def to_document(self) -> dict[str, Any]:
-        return {"items": {i: [s.score_mass, s.weight_mass, s.last_positive, s.last_negative, s.last_type,
-                              s.last_at] for i, s in self.items.items()},
-                "updated_at": self.updated_at}
+        return self.columns.to_document() | {"updated_at": self.updated_at}
 
     @classmethod
     def from_document(cls, user_id: str, document: dict[str, Any] | None, personalization: bool = True,
                       version: int = 0) -> UserProfile:
         if not document:
             return cls(user_id, personalization=personalization, version=version)
-        items = {i: ItemSignal(*values) for i, values in document["items"].items()}
-        return cls(user_id, items, document["updated_at"], personalization, version)
+        return cls(user_id, ProfileItems.from_document(document), document["updated_at"], personalization, version)
+
+
+def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> None:
+    """Merge clean rows (user_id, item_id, event_type, feedback_score, confidence, event_time) into the
+    profiles of their users, every profile decayed to `now` first; rows of other users are ignored.
+
+    One pass over the whole batch, no Python step per row or per item: the profiles' stored items and
+    the rows (in time order) are stacked as (user, item) entries and grouped by one stable sort; each
+    group's masses are summed, its latest positive and negative signal are maxima, and its latest entry
+    names the latest event type (a row at the same instant as a stored signal, or as an earlier row,
+    wins). A user keeps the MAX_ITEMS items with the most evidence."""
+    if not profiles:
+        return
+    stored = [p.columns for p in profiles]
+    updated = np.array([p.updated_at for p in profiles], dtype=np.float64)
+    new_updated = np.maximum(updated, now)
+    factor = np.exp(-DECAY_PER_SECOND * np.maximum(0.0, now - updated))  # carries stored masses to now
+    stored_user = np.repeat(np.arange(len(profiles)), [len(c) for c in stored])
+
+    row_user, order, times = _rows_of(profiles, rows)
+    take = pa.array(order, pa.int64())
+    score, confidence = (rows[name].take(take).to_numpy().astype(np.float64) for name in ("feedback_score",
+                                                                                          "confidence"))
+    contribution = confidence * np.exp(-DECAY_PER_SECOND * np.maximum(0.0, new_updated[row_user] - times))
+
+    user = np.concatenate([stored_user, row_user])
+    score_mass = np.concatenate([_floats(_stack(stored, "score_mass")) * factor[stored_user], contribution * score])
+    weight_mass = np.concatenate([_floats(_stack(stored, "weight_mass")) * factor[stored_user], contribution])
+    last_positive = np.concatenate([_floats(_stack(stored, "last_positive")), np.where(score > 0, times, np.nan)])
+    last_negative = np.concatenate([_floats(_stack(stored, "last_negative")), np.where(score < 0, times, np.nan)])
+    last_at = np.concatenate([_floats(_stack(stored, "last_at")), times])
+    items = pa.concat_arrays([pa.array(_stack(stored, "item_id"), pa.string()),
+                              rows["item_id"].take(take).combine_chunks().cast(pa.string())])
+    types = pa.concat_arrays([pa.array(_stack(stored, "last_type"), pa.string()),
+                              rows["event_type"].take(take).combine_chunks().cast(pa.string())])
+    entries = len(user)
+    if entries == 0:
+        for profile, moment in zip(profiles, new_updated.tolist(), strict=True):
+            profile.updated_at = moment
+        return
+
+    encoded = pc.dictionary_encode(items)
+    key = user * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    # grouped by (user, item); within a group, in the order stacked: the stored signal (if any), then the
+    # rows in time order, so that the sums add up in time order and only the stored signal can be later
+    # than the group's last row (an event that arrived late)
+    sort = np.argsort(key, kind="stable")
+    sorted_key = key[sort]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    first, last = sort[starts], sort[np.r_[starts[1:], entries] - 1]
+    latest = np.where(last_at[last] >= last_at[first], last, first)  # each group's latest signal
+    # per user, the items in the order they first appeared (stored ones first), at most MAX_ITEMS
+    group_user = user[first]
+    weight = np.add.reduceat(weight_mass[sort], starts)
+    chosen = _strongest(np.argsort(group_user * entries + first), group_user, weight, len(profiles))
+    winners = pa.array(latest[chosen])
+    merged = ProfileItems(
+        item_id=items.take(winners).to_pylist(),
+        score_mass=_listed(np.add.reduceat(score_mass[sort], starts)[chosen]),
+        weight_mass=_listed(weight[chosen]),
+        # fmax: NaN is "none yet"
+        last_positive=_listed(np.fmax.reduceat(last_positive[sort], starts)[chosen], nullable=True),
+        last_negative=_listed(np.fmax.reduceat(last_negative[sort], starts)[chosen], nullable=True),
+        last_type=types.take(winners).to_pylist(),
+        last_at=_listed(last_at[latest[chosen]]))
+    bounds = np.searchsorted(group_user[chosen], np.arange(len(profiles) + 1)).tolist()
+    columns = [getattr(merged, name) for name in _COLUMNS]
+    for profile, lo, hi, moment in zip(profiles, bounds, bounds[1:], new_updated.tolist(), strict=False):
+        profile.columns = ProfileItems(*[column[lo:hi] for column in columns])
+        profile.updated_at = moment
+
+
+def _rows_of(profiles: Sequence[UserProfile], rows: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of these profiles' users in time order (stable: among equal times, the batch's order):
+    per row its profile's position, its index in `rows` and its time in epoch seconds."""
+    if rows.num_rows == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    times = rows["event_time"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy() / 1e6
+    position = {p.user_id: i for i, p in enumerate(profiles)}
+    users = pc.dictionary_encode(rows["user_id"].combine_chunks())
+    of_user = np.array([position.get(u, -1) for u in users.dictionary.to_pylist()] + [-1], dtype=np.int64)
+    row_user = of_user[pc.fill_null(users.indices, -1).to_numpy(zero_copy_only=False)]
+    order = np.argsort(times, kind="stable")
+    order = order[row_user[order] >= 0]
+    return row_user[order], order, times[order]
+
+
+def _stack(columns: list[ProfileItems], name: str) -> list:
+    return list(chain.from_iterable(getattr(c, name) for c in columns))
+
+
+def _floats(values: list) -> np.ndarray:
+    return np.array(values, dtype=np.float64)  # None -> NaN
+
+
+def _listed(values: np.ndarray, nullable: bool = False) -> list:
+    """A column as its document holds it (NaN, no signal, as None)."""
+    if not nullable:
+        return values.tolist()
+    listed = values.astype(object)
+    listed[np.isnan(values)] = None
+    return listed.tolist()
+
+
+def _strongest(groups: np.ndarray, group_user: np.ndarray, weight: np.ndarray, users: int) -> np.ndarray:
+    """`groups` (ordered by user) without each user's items beyond the MAX_ITEMS of most weight."""
+    bounds = np.searchsorted(group_user[groups], np.arange(users + 1))
+    crowded = np.flatnonzero(np.diff(bounds) > MAX_ITEMS)
+    if not len(crowded):
+        return groups
+    keep = np.ones(len(groups), dtype=bool)
+    for u in crowded.tolist():
+        lo, hi = bounds[u], bounds[u + 1]
+        keep[lo + np.argsort(-weight[groups[lo:hi]], kind="stable")[MAX_ITEMS:]] = False
+    return groups[keep]
 
 
 def epoch(moment: datetime) -> float:
@@ -131,25 +303,15 @@ def merge_into_profiles(store: OnlineStoreLike, profiles: dict[str, UserProfile]
     """Merge clean rows into their users' profiles (loaded already, to decide consent) and save them,
     reloading and merging again the users whose profile moved meanwhile. Users who turned
     personalization off are left alone. Returns the profiles written."""
-    by_user = _rows_by_user(rows)
-    pending = {u: p for u, p in profiles.items() if u in by_user and p.personalization}
+    present = set(pc.unique(rows["user_id"]).to_pylist()) if rows.num_rows else set()
+    pending = {u: p for u, p in profiles.items() if u in present and p.personalization}
     written = 0
     for _ in range(attempts):
-        for user, profile in pending.items():
-            profile.merge(by_user[user], now)
+        merge_rows(list(pending.values()), rows, now)
         lost = set(store.save(pending.values()))
         written += len(pending) - len(lost)
         if not lost:
             return written
         pending = {u: p for u, p in store.load(lost).items() if p.personalization}
+        rows = rows.filter(pc.is_in(rows["user_id"], pa.array(list(pending), pa.string())))
     raise RuntimeError(f"online profiles of {len(pending)} users kept moving under {attempts} attempts")
-
-
-def _rows_by_user(rows: pa.Table) -> dict[str, pa.Table]:
-    if rows.num_rows == 0:
-        return {}
-    rows = rows.sort_by("user_id")
-    users = rows["user_id"].to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    ends = np.r_[starts[1:], len(users)]
-    return {str(users[s]): rows.slice(s, e - s) for s, e in zip(starts, ends, strict=True)}

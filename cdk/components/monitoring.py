@@ -60,13 +60,12 @@ from feedbackloop.names import (
     RULE_DIMENSION,
     SEGMENT_DIMENSION,
     SERVICE,
+    SERVICE_DIMENSION,
     STREAM_DIMENSION,
     VARIANT_DIMENSION,
     Metric,
 )
 
-# Powertools' EMF adds this dimension to every metric, valued `service=` or POWERTOOLS_SERVICE_NAME.
-SERVICE_DIMENSION = "service"
 # The engagement layer's value of a segment or variant dimension rolled up over all its values.
 ROLLED_UP = "*"
 ENGAGEMENT_DIMENSIONS = (SEGMENT_DIMENSION, VARIANT_DIMENSION)

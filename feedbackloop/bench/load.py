@@ -6,10 +6,11 @@ Measured: CONNECTIONS threads at once for `seconds`. Baseline, in the same run a
 same mix sent one request at a time over one connection, for a third of the time. Figures: sustained
 accepted events/s and requests/s, p50 and p99 latency per route, answers other than 2xx by status.
 
-End to end, after both runs and once the stream has drained: every accepted event is in the lake, as a
-curated row, a quarantined row (the late events sent on purpose: older than the cleaner's age limit) or a
-duplicate (the re-sent events: a client retry after a lost answer reuses the event id):
-accepted = clean + quarantined + duplicates, and lost = accepted ids in neither table = 0.
+End to end, after both runs and once the stream has drained, by event id and not only by count: the
+curated table holds each id at most once (rows = distinct ids); the curated ids are the accepted ids
+that were not sent late; the quarantined ids (verdicts other than duplicate) are exactly the late ones
+(older than the cleaner's age limit, sent on purpose); the duplicate verdicts number the re-sent events
+(a client retry after a lost answer reuses the event id); lost = accepted ids in neither table = 0.
 
 The stand-in runs one warm container per function, as a Lambda function with a reserved concurrency of 1
 would, and its two API functions take turns (see LocalRuntime): concurrency helps as far as the clients',
@@ -61,6 +62,7 @@ class LoadRun:
     accepted: int = 0  # events the API accepted (a re-sent event counts again: it is a record on the stream)
     late: int = 0  # accepted events sent late on purpose
     resent: int = 0  # accepted events that repeat an accepted id
+    late_ids: set[str] = field(default_factory=set)  # the ids of the late ones
     statuses: Counter = field(default_factory=Counter)  # (route, status) -> count
     latencies_ms: dict[str, list[float]] = field(default_factory=lambda: {route: [] for route in ROUTES})
     accepted_ids: set[str] = field(default_factory=set)
@@ -75,6 +77,7 @@ class LoadRun:
         for route, values in other.latencies_ms.items():
             self.latencies_ms[route].extend(values)
         self.accepted_ids |= other.accepted_ids
+        self.late_ids |= other.late_ids
 
     def percentile(self, route: str, q: float) -> float:
         values = self.latencies_ms[route]
@@ -144,7 +147,10 @@ class _Client(threading.Thread):
             if result["accepted"]:
                 self.result.accepted += 1
                 self.result.resent += again
-                self.result.late += not again and event["event_id"] in self._late_ids
+                late = not again and event["event_id"] in self._late_ids
+                self.result.late += late
+                if late:
+                    self.result.late_ids.add(event["event_id"])
                 self.result.accepted_ids.add(event["event_id"])
                 if not again:
                     self._sent.append(event)
@@ -188,27 +194,38 @@ def send(runtime: LocalRuntime, items: list[str], connections: int, seconds: flo
     return total
 
 
-def reconcile(runtime: LocalRuntime, runs: list[LoadRun]) -> dict:
-    """Wait for the stream to drain, then account for every accepted event in the lake."""
+def reconcile(runtime: LocalRuntime, runs: list[LoadRun], prefix: str = "load-") -> dict:
+    """Wait for the stream to drain, then account for every accepted event in the lake, by id."""
     accepted = sum(r.accepted for r in runs)
     started = time.perf_counter()
     drained = runtime.wait_until_processed(accepted, timeout=DRAIN_TIMEOUT_S)  # a fresh stack: only these
     drain_s = time.perf_counter() - started
     con = connect(runtime.moto.endpoint)
-    clean = con.execute("SELECT count(*) FROM feedback_events WHERE event_id LIKE 'load-%'").fetchone()[0]
-    quarantine = dict(con.execute("SELECT reason, count(*) FROM feedback_quarantine WHERE event_id LIKE 'load-%' "
-                                  "GROUP BY 1").fetchall())
-    seen = {row[0] for row in con.execute(
-        "SELECT event_id FROM feedback_events WHERE event_id LIKE 'load-%' UNION "
-        "SELECT event_id FROM feedback_quarantine WHERE event_id LIKE 'load-%'").fetchall()}
+    clean, distinct = con.execute("SELECT count(*), count(DISTINCT event_id) FROM feedback_events "
+                                  "WHERE starts_with(event_id, $1)", [prefix]).fetchone()
+    curated_ids = {row[0] for row in con.execute(
+        "SELECT DISTINCT event_id FROM feedback_events WHERE starts_with(event_id, $1)", [prefix]).fetchall()}
+    verdicts = con.execute("SELECT event_id, reason FROM feedback_quarantine WHERE starts_with(event_id, $1)",
+                           [prefix]).fetchall()
+    reasons = Counter(reason for _, reason in verdicts)
+    duplicates = reasons.pop("duplicate", 0)
+    quarantined_ids = {event_id for event_id, reason in verdicts if reason != "duplicate"}
     ids = set().union(*(r.accepted_ids for r in runs))
-    duplicates = quarantine.pop("duplicate", 0)
-    quarantined = sum(quarantine.values())
-    return {"accepted": accepted, "clean": clean, "quarantined": quarantined, "quarantine_reasons": quarantine,
-            "duplicates": duplicates, "lost": len(ids - seen),
-            "unaccounted": accepted - clean - quarantined - duplicates,
-            "expected": {"late": sum(r.late for r in runs), "resent": sum(r.resent for r in runs)},
-            "drained": drained, "drain_seconds": round(drain_s, 1)}
+    late_ids = set().union(*(r.late_ids for r in runs))
+    expected = {"late": sum(r.late for r in runs), "resent": sum(r.resent for r in runs)}
+    checks = {
+        "curated_rows_are_distinct_ids": clean == distinct,
+        "duplicates_equal_resent": duplicates == expected["resent"],
+        "quarantined_equal_late": sum(reasons.values()) == expected["late"] == len(late_ids),
+        "quarantined_ids_are_the_late_ids": quarantined_ids == late_ids,
+        "curated_ids_are_the_accepted_ids_not_late": curated_ids == ids - late_ids,
+        "no_id_both_curated_and_quarantined": not curated_ids & quarantined_ids,
+    }
+    return {"accepted": accepted, "clean": clean, "clean_distinct_ids": distinct,
+            "quarantined": sum(reasons.values()), "quarantine_reasons": dict(reasons), "duplicates": duplicates,
+            "lost": len(ids - curated_ids - quarantined_ids),
+            "unaccounted": accepted - clean - sum(reasons.values()) - duplicates,
+            "expected": expected, "checks": checks, "drained": drained, "drain_seconds": round(drain_s, 1)}
 
 
 def _entry(name: str, unit: str, value: float, baseline_name: str, baseline: float, better: str) -> dict:
@@ -246,6 +263,10 @@ def run(json_path: str, console: TextIO, seconds: float = 30, connections: int =
                    "requests_by_route": {route: len(r.latencies_ms[route]) for route in ROUTES}}
             for name, n, r in (("measured", connections, measured), ("baseline", 1, baseline))}
     write_results(json_path, benchmarks, console, runs=runs, end_to_end=lake, events_per_request=EVENTS_PER_REQUEST,
+                  protocol=f"{connections} client threads for {seconds:g} s against 1 connection for {seconds / 3:g} s "
+                           f"on the same local stack; batches of {EVENTS_PER_REQUEST} events, "
+                           f"{RECOMMENDATION_SHARE:.0%} of requests read recommendations; then every accepted id "
+                           "accounted for in the lake",
                   recommendation_share=RECOMMENDATION_SHARE, resent_share=RESENT_SHARE, late_share=LATE_SHARE)
     errors = measured.errors | {f"baseline {k}": v for k, v in baseline.errors.items()}
     failures = warmup.failures + baseline.failures + measured.failures
@@ -253,4 +274,7 @@ def run(json_path: str, console: TextIO, seconds: float = 30, connections: int =
     console.write(f"end to end: accepted {lake['accepted']:,} = clean {lake['clean']:,} + quarantined "
                   f"{lake['quarantined']:,} + duplicates {lake['duplicates']:,}; lost {lake['lost']}, unaccounted "
                   f"{lake['unaccounted']} (drained in {lake['drain_seconds']} s)\n")
-    return 0 if lake["drained"] and lake["lost"] == 0 and lake["unaccounted"] == 0 and not failures else 1
+    failed_checks = [name for name, ok in lake["checks"].items() if not ok]
+    console.write(f"checks by id: {'all hold' if not failed_checks else 'FAILED ' + ', '.join(failed_checks)}\n")
+    return 0 if (lake["drained"] and lake["lost"] == 0 and lake["unaccounted"] == 0 and not failures
+                 and not failed_checks) else 1

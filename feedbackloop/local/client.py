@@ -23,6 +23,7 @@ class SendReport:
     retries: int = 0
     requests: int = 0
     seconds: float = 0.0
+    accepted_ids: set[str] = field(default_factory=set)  # what the API said it accepted, by event id
 
     @property
     def refused_total(self) -> int:
@@ -59,6 +60,7 @@ class EventsClient:
                 report.requests += 1
                 if status == 200:
                     report.accepted += body["accepted"]
+                    report.accepted_ids.update(_accepted(body))
                     break
                 if status == 400 and "results" in body:  # drop the invalid, resend the rest
                     invalid = {r["index"] for r in body["results"] if r["error"]["field"] != "$"
@@ -72,6 +74,7 @@ class EventsClient:
                     continue
                 if status in (429, 503):
                     report.accepted += body["accepted"]
+                    report.accepted_ids.update(_accepted(body))
                     retry = {r["index"] for r in body["results"] if r.get("retryable")}
                     pending = [e for i, e in enumerate(pending) if i in retry]
                     report.retries += 1
@@ -88,3 +91,7 @@ class EventsClient:
 
     def close(self) -> None:
         self._connection.close()
+
+
+def _accepted(body: dict) -> list[str]:
+    return [r["event_id"] for r in body.get("results", []) if r.get("accepted")]

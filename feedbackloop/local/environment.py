@@ -176,7 +176,7 @@ class MotoServer:
     def endpoint(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def start(self, timeout: float = 30) -> MotoServer:
+    def start(self, timeout: float = 90) -> MotoServer:  # importing moto takes over 30 s on a busy machine
         self._process = subprocess.Popen(
             [sys.executable, "-m", "feedbackloop.local.moto_process", str(self.port)],
             stdin=subprocess.DEVNULL,

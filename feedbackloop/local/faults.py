@@ -5,9 +5,9 @@ through the local API, so its figures are read back from the lake by that prefix
 
     accepted = what the API accepted; stored = curated rows; quarantined = quarantine rows with a verdict
     other than `duplicate`; duplicated = rows that repeat an event id (in curated, in the quarantine's
-    verdicts, or across the two); lost = accepted - (stored + quarantined - duplicated), the accepted
-    events whose id is in neither table; parked = records the event source mapping gave up on (its
-    on-failure queue). duplicated, lost and parked must be 0.
+    verdicts, or across the two); lost = the ids the API accepted that are in neither table (sets of
+    ids compared, not counts: a duplicated row cannot hide a lost one); parked = records the event
+    source mapping gave up on (its on-failure queue). duplicated, lost and parked must be 0.
 
 The seams, all outside the code under test (no handler, adapter or runtime file is edited; what is
 swapped at run time is put back when the fault ends):
@@ -340,6 +340,7 @@ class LakeCount:
     duplicated: int  # rows beyond the first of their event id, in and across the two tables
     kept: int  # distinct event ids in curated or quarantined (not as a duplicate)
     duplicates_caught: int  # quarantine rows with the verdict duplicate: redeliveries recognized
+    kept_ids: frozenset[str] = frozenset()  # those ids
 
 
 def lake_count(endpoint: str, prefix: str) -> LakeCount:
@@ -350,10 +351,10 @@ def lake_count(endpoint: str, prefix: str) -> LakeCount:
     quarantined, caught = con.execute(
         "SELECT count(*) FILTER (WHERE reason <> $2), count(*) FILTER (WHERE reason = $2) "
         "FROM feedback_quarantine WHERE starts_with(event_id, $1)", ids).fetchone()
-    kept = con.execute(
-        "SELECT count(*) FROM (SELECT event_id FROM feedback_events WHERE starts_with(event_id, $1) UNION "
-        "SELECT event_id FROM feedback_quarantine WHERE starts_with(event_id, $1) AND reason <> $2)", ids).fetchone()[0]
-    return LakeCount(stored, quarantined, stored + quarantined - kept, kept, caught)
+    kept = frozenset(row[0] for row in con.execute(
+        "SELECT event_id FROM feedback_events WHERE starts_with(event_id, $1) UNION "
+        "SELECT event_id FROM feedback_quarantine WHERE starts_with(event_id, $1) AND reason <> $2", ids).fetchall())
+    return LakeCount(stored, quarantined, stored + quarantined - len(kept), len(kept), caught, kept)
 
 
 def unregistered_partitions(runtime: LocalRuntime) -> list[str]:
@@ -483,10 +484,11 @@ class FaultLoop:
         count = lake_count(self.runtime.moto.endpoint, prefix)
         figures = FaultFigures(
             fault, description, report.sent, report.accepted, count.stored, count.quarantined, count.duplicated,
-            report.accepted - count.kept, self.parked - parked_before, observed.injected, observed.signal,
-            observed.signal_value, observed.kept_serving, observed.serving_ok,
+            len(report.accepted_ids - count.kept_ids), self.parked - parked_before, observed.injected,
+            observed.signal, observed.signal_value, observed.kept_serving, observed.serving_ok,
             {"refused_by_api": report.refused_total, "client_retries": report.retries,
-             "duplicates_caught": count.duplicates_caught, **observed.details})
+             "duplicates_caught": count.duplicates_caught,
+             "kept_but_never_accepted": len(count.kept_ids - report.accepted_ids), **observed.details})
         self.say(f"  {fault}: {'ok' if figures.ok else 'FAILED'}  {figures.signal} = {figures.signal_value:g}; "
                  f"{figures.kept_serving}")
         return figures
@@ -689,6 +691,7 @@ def config_rollback(loop: FaultLoop, requests: int = 3) -> FaultFigures:
     since = datetime.now(UTC)
     deployed = _publisher(loop).publish(document, based_on="1", description="fault: weights that sum to 0.9")
     during = [loop.config_served()[0] for _ in range(requests)]
+    refused = sum(status >= 500 for status in during)  # the bad config, served and refused: the fault firing
     errors = metric_total(loop.cloudwatch, Metric.SERVING_ERRORS, since)
     state, value = evaluate_alarm(loop.cloudwatch, ui.rollback_alarm_name)
     loop.runtime.appconfig_server.tick()  # the stand-in reads the alarm, as AppConfig watches it
@@ -701,7 +704,7 @@ def config_rollback(loop: FaultLoop, requests: int = 3) -> FaultFigures:
                                     StateReason="local evaluation: no serving errors since the rollback")
     return loop.figures("config_rollback", "a new config the schema allows and serving refuses, rolled out",
                         prefix, report, parked, Observed(
-                            1, f"{ui.rollback_alarm_name} alarm ({Metric.SERVING_ERRORS})", errors,
+                            refused, f"{ui.rollback_alarm_name} alarm ({Metric.SERVING_ERRORS})", errors,
                             f"{serving} after {deployment['State']}",
                             serving_ok and state == "ALARM" and deployment["State"] == "ROLLED_BACK" and agent == "1",
                             {"statuses_during": during, "alarm_state": state, "alarm_value": value,

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 
 from feedbackloop import wiring
 from feedbackloop.cleaning.decode import records_from_kinesis_event
+from feedbackloop.cleaning.service import BatchOutcome, ConservationError
 from feedbackloop.names import METRICS_NAMESPACE, REASON_DIMENSION, SERVICE, Metric
 
 logger = Logger(service=SERVICE)
@@ -32,7 +33,18 @@ def _cleaner():
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> PartialItemFailureResponse:
-    outcome = _cleaner().clean(records_from_kinesis_event(event))
+    try:
+        outcome = _cleaner().clean(records_from_kinesis_event(event))
+    except ConservationError as error:
+        # the gap goes out before the batch fails (metrics are flushed on the way out): the alarm fires, and
+        # the stream retries the batch
+        _report(error.outcome)
+        raise
+    _report(outcome)
+    return outcome.partial_failure_response()
+
+
+def _report(outcome: BatchOutcome) -> None:
     metrics.add_metric(Metric.RECORDS_IN, MetricUnit.Count, outcome.records_in)
     metrics.add_metric(Metric.RECORDS_CLEAN, MetricUnit.Count, outcome.clean)
     metrics.add_metric(Metric.RECORDS_QUARANTINED, MetricUnit.Count, outcome.quarantined_total)
@@ -42,11 +54,9 @@ def lambda_handler(event: dict, context: object) -> PartialItemFailureResponse:
     metrics.add_metric(Metric.BATCH_ITEM_FAILURES, MetricUnit.Count, len(outcome.failed_sources))
     metrics.add_metric(Metric.ONLINE_PROFILES_UPDATED, MetricUnit.Count, outcome.profiles_updated)
     # records in = clean + quarantined + duplicates + failed (retried); anything else was lost: an alarm
-    gap = outcome.records_in - outcome.clean - outcome.quarantined_total - outcome.duplicates \
-        - len(outcome.failed_sources)
-    metrics.add_metric(Metric.CONSERVATION_GAP, MetricUnit.Count, gap)
-    if gap:
-        logger.error("records unaccounted for", extra={"gap": gap})
+    metrics.add_metric(Metric.CONSERVATION_GAP, MetricUnit.Count, abs(outcome.conservation_gap))
+    if outcome.conservation_gap:
+        logger.error("records unaccounted for", extra={"gap": outcome.conservation_gap})
     for reason, count in outcome.quarantined.items():
         with single_metric(name=Metric.RECORDS_QUARANTINED_BY_REASON, unit=MetricUnit.Count, value=count,
                            namespace=METRICS_NAMESPACE) as metric:
@@ -58,4 +68,3 @@ def lambda_handler(event: dict, context: object) -> PartialItemFailureResponse:
         extra={"records_in": outcome.records_in, "clean": outcome.clean, "duplicates": outcome.duplicates,
                "quarantined": dict(outcome.quarantined), "failed": len(outcome.failed_sources)},
     )
-    return outcome.partial_failure_response()

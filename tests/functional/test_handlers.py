@@ -265,3 +265,42 @@ def test_a_missing_setting_fails_with_its_name(account, cleaner_handler, monkeyp
     monkeypatch.delenv("FEEDBACKLOOP_CURATED_BUCKET")
     with pytest.raises(SettingsError, match="FEEDBACKLOOP_CURATED_BUCKET"):
         cleaner_handler({"Records": []})
+
+
+def test_a_lost_record_fails_the_batch_and_reports_the_gap_the_alarm_watches(
+    account, post, cleaner_handler, make_event, monkeypatch, capsys
+):
+    """A bug that drops a clean row without quarantining it: the batch fails (so it is retried), and the
+    ConservationGap metric goes out first, non-zero, under the namespace and the `service` dimension the
+    ConservationGap alarm watches (tests/infra/test_infra_monitoring_stack.py pins the alarm to them)."""
+    from feedbackloop.cleaning import service
+    from feedbackloop.cleaning.service import ConservationError
+    from feedbackloop.names import METRICS_NAMESPACE, SERVICE, SERVICE_DIMENSION
+
+    clean_events = service.clean_events
+
+    def losing_one(*args, **kwargs):
+        result = clean_events(*args, **kwargs)
+        result.curated = result.curated.slice(1)  # the first clean row vanishes
+        return result
+
+    monkeypatch.setattr(service, "clean_events", losing_one)
+    events = _events(make_event, count=6)
+    assert post(events)[0] == 200
+    capsys.readouterr()
+    batches = account.kinesis_events()  # one per shard the events landed on
+    for batch in batches:
+        with pytest.raises(ConservationError) as raised:
+            cleaner_handler(batch)
+        assert raised.value.gap == 1 and raised.value.outcome.records_in == len(batch["Records"])
+
+    emitted = [d for d in _emf(capsys.readouterr().out) if Metric.CONSERVATION_GAP in d]
+    assert len(emitted) == len(batches)
+    for document, batch in zip(emitted, batches, strict=True):
+        (directive,) = document["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == METRICS_NAMESPACE and document[SERVICE_DIMENSION] == SERVICE
+        assert [SERVICE_DIMENSION] in directive["Dimensions"]
+        value = {name: sum(v) if isinstance(v := document[name], list) else v
+                 for name in (Metric.CONSERVATION_GAP, Metric.RECORDS_IN, Metric.RECORDS_CLEAN)}
+        records = len(batch["Records"])
+        assert value == {Metric.CONSERVATION_GAP: 1, Metric.RECORDS_IN: records, Metric.RECORDS_CLEAN: records - 1}

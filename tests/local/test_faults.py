@@ -71,7 +71,8 @@ def assert_nothing_lost_or_doubled(f: FaultFigures) -> None:
     assert f.stored == EVENTS_PER_FAULT  # the clean rows
     assert f.quarantined == TOO_OLD  # too old, each once
     assert f.duplicated == 0
-    assert f.lost == 0
+    assert f.lost == 0  # every id the API accepted is in the lake (sets compared)
+    assert f.details["kept_but_never_accepted"] == 0
     assert f.parked == 0  # nothing on the mapping's on-failure queue
 
 
@@ -148,6 +149,7 @@ def test_a_config_that_breaks_serving_fires_the_alarm_and_rolls_back(figures):
     assert_nothing_lost_or_doubled(f)
     during = f.details["statuses_during"]
     assert len(during) == 3 and all(status >= 500 for status in during)  # serving failed on the new version
+    assert f.injected == 3  # each of them served the bad config
     assert f.signal_value == 3  # ServingErrors, one per failed request
     assert f.details["alarm_state"] == "ALARM" and f.details["alarm_value"] == 3
     assert f.details["deployment_state"] == "ROLLED_BACK" and f.details["deployed_version"] == "3"
