@@ -95,9 +95,9 @@ class ServingModel:
         items, confidence, composite = profile.signals(now)
         rows = np.array([self.item_index.get(i, -1) for i in items], dtype=np.int64)
         known = rows >= 0
-        last = np.array([profile.items[i].last_at for i in items], dtype=np.float64)
-        conflicting = np.array([profile.items[i].last_positive is not None and profile.items[i].last_negative
-                                is not None for i in items], dtype=bool)
+        columns = profile.columns  # in the order of `items`
+        last = columns.array("last_at")
+        conflicting = ~np.isnan(columns.array("last_positive")) & ~np.isnan(columns.array("last_negative"))
         own = [i for i, ok in zip(items, known, strict=True) if ok]
         return UserSignals(rows[known], confidence[known], composite[known],
                            np.maximum(0.0, now - last[known]) / 86400, conflicting[known], segment_row), own
