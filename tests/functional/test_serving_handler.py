@@ -126,6 +126,13 @@ def test_a_failing_request_counts_as_a_serving_error(account, serving_handler, a
         raise RuntimeError("the online store is gone")
 
     monkeypatch.setattr(module, "_online", broken)
-    with pytest.raises(RuntimeError):
-        serving_handler(api_event("", method="GET", path="/users/u1/recommendations"))
-    assert '"ServingErrors":[1.0]' in capsys.readouterr().out.replace(" ", "")
+    event = api_event("", method="GET", path="/users/u1/recommendations")
+    response = serving_handler(event)
+    # a 500 in the one error shape, naming the request; the log has the traceback under the same id
+    body = json.loads(response["body"])
+    request_id = event["requestContext"]["requestId"]
+    assert response["statusCode"] == 500 and body["error"] == "internal_error" and request_id in body["reason"]
+    out = capsys.readouterr().out
+    assert '"ServingErrors":[1.0]' in out.replace(" ", "")
+    logged = [json.loads(line) for line in out.splitlines() if '"unexpected error"' in line]
+    assert logged and logged[0]["api_request_id"] == request_id and "the online store is gone" in logged[0]["exception"]

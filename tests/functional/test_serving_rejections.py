@@ -54,13 +54,14 @@ def test_a_body_that_is_not_utf8_is_a_422_not_an_invocation_error(account, servi
     assert body["detail"][0]["type"] == "utf8_invalid" and "byte 0" in body["detail"][0]["msg"]
 
 
-@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary="])
-def test_multipart_without_a_boundary_is_a_422_not_an_invocation_error(account, serving_handler, api_event,
-                                                                       validation_error_schema, content_type):
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=", "text/plain",
+                                          "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_json_is_a_415_as_ingest_answers(account, serving_handler, api_event, content_type):
+    """Serving answered 415 to text/plain, 422 to a form and an invocation error to multipart without a
+    boundary, while ingest took any content type: both now answer 415 to anything but JSON."""
     status, body = _put_preferences(serving_handler, api_event, b'{"personalization": true}', content_type)
-    assert status == 422
-    validation_error_schema(body)
-    assert body["detail"][0]["type"] == "multipart_invalid" and "boundary" in body["detail"][0]["msg"]
+    assert status == 415
+    assert body["error"] == "unsupported_media_type" and content_type.split(";")[0] in body["reason"]
 
 
 def test_a_valid_change_still_goes_through(account, serving_handler, api_event):
