@@ -26,6 +26,7 @@ from constructs import Construct
 from cdk import nag
 from cdk.naming import pascal_case
 from feedbackloop.lake import Column, LakeTable
+from glue_jobs.build_tables import bookmark_key
 from feedbackloop.resources import (
     BUCKETS,
     CLEANER_LAKE_TABLES,
@@ -159,6 +160,12 @@ class Lake(Construct):
                 # whole partitions are replaced: old objects deleted, new ones written by Athena's INSERT INTO
                 iam.PolicyStatement(
                     actions=["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"], resources=writable
+                ),
+                # each table's bookmark, kept outside every table location (readers would take it for data)
+                iam.PolicyStatement(
+                    actions=["s3:GetObject", "s3:PutObject"],
+                    resources=[self.buckets[t.bucket_key].arn_for_objects(bookmark_key(t.prefix, t.name))
+                               for t in modelled],
                 ),
                 iam.PolicyStatement(
                     actions=["s3:ListBucket", "s3:GetBucketLocation"],
