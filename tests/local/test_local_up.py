@@ -47,7 +47,8 @@ def test_local_up_serves_and_stops_on_ctrl_c(tmp_path):
         event = {"event_id": "up-1", "user_id": "u1", "item_id": "i1", "event_type": "click",
                  "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "schema_version": "1.0"}
         request = urllib.request.Request(f"{api}/events", data=json.dumps({"events": [event]}).encode(),
-                                         headers={"x-api-key": key}, method="POST")
+                                         headers={"x-api-key": key, "Content-Type": "application/json"},
+                                         method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.loads(response.read())["accepted"] == 1
 
