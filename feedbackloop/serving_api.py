@@ -98,7 +98,7 @@ def openapi_document() -> str:
 
 def decoded_path(path: str) -> str:
     """A request path with each segment percent-decoded once, as clients encode ids such as `a@b` or
-    `x:y` (`/users/a%40b/config`). A segment that decodes to a `/`, or to bytes that are not UTF-8, stays
+    `x:y` (`/users/a%40b/config`). A segment that decodes to a `/`, or to anything but printable ASCII, stays
     as sent, so it can neither add a segment nor change the route: the id's pattern then refuses it."""
     segments = []
     for segment in path.split("/"):
@@ -106,5 +106,7 @@ def decoded_path(path: str) -> str:
             decoded = unquote(segment, errors="strict")
         except UnicodeDecodeError:  # not UTF-8 once decoded: as sent, for the pattern to refuse
             decoded = segment
-        segments.append(segment if "/" in decoded else decoded)
+        # only to printable ASCII, which every id is: anything else stays encoded, matches the route, and
+        # the id's pattern refuses it with a 422
+        segments.append(decoded if decoded.isascii() and decoded.isprintable() and "/" not in decoded else segment)
     return "/".join(segments)

@@ -18,9 +18,9 @@ from pyarrow import fs
 from sqlglot import exp
 
 from feedbackloop import resources
-from glue_jobs.build_tables import bookmark_key
 from feedbackloop.lake import LakeTable
 from feedbackloop.local.lake_reader import LakeLocation, dataset
+from glue_jobs.build_tables import bookmark_key
 
 _BY_NAME = {t.name: t for t in resources.LAKE_TABLES}
 PART_NAME = "part-00000.parquet"  # one object per partition, so a rebuild overwrites rather than adds

@@ -98,6 +98,11 @@ def _problem(status: int, error: str, reason: str, field: str = "$", headers: di
     return Response(status, "application/json", error_body(error, reason, field, **extra), headers=headers)
 
 
+@app.not_found
+def no_such_route(error: Exception) -> Response:
+    return _problem(404, "not_found", "no such route", "path")
+
+
 @app.exception_handler(RequestUnsupportedContentType)
 def unsupported_content_type(error: RequestUnsupportedContentType) -> Response:
     return _problem(415, "unsupported_media_type", "the body must be application/json")

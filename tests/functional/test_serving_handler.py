@@ -126,6 +126,15 @@ def test_a_failing_request_counts_as_a_serving_error(account, serving_handler, a
         raise RuntimeError("the online store is gone")
 
     monkeypatch.setattr(module, "_online", broken)
+    logged: list[tuple[str, dict, bool]] = []
+    real = module.logger.exception
+
+    def exception(message, *args, **kwargs):  # records, then logs as before
+        import sys
+        logged.append((message, kwargs.get("extra", {}), sys.exc_info()[0] is RuntimeError))
+        return real(message, *args, **kwargs)
+
+    monkeypatch.setattr(module.logger, "exception", exception)
     event = api_event("", method="GET", path="/users/u1/recommendations")
     response = serving_handler(event)
     # a 500 in the one error shape, naming the request; the log has the traceback under the same id
@@ -134,5 +143,5 @@ def test_a_failing_request_counts_as_a_serving_error(account, serving_handler, a
     assert response["statusCode"] == 500 and body["error"] == "internal_error" and request_id in body["reason"]
     out = capsys.readouterr().out
     assert '"ServingErrors":[1.0]' in out.replace(" ", "")
-    logged = [json.loads(line) for line in out.splitlines() if '"unexpected error"' in line]
-    assert logged and logged[0]["api_request_id"] == request_id and "the online store is gone" in logged[0]["exception"]
+    # logged with its traceback (logger.exception, inside the except) and the API request id
+    assert logged == [("unexpected error", {"api_request_id": request_id}, True)]

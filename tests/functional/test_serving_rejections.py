@@ -16,7 +16,7 @@ pytestmark = pytest.mark.functional
 @pytest.fixture(scope="module")
 def validation_error_schema():
     document = json.loads(openapi_document())
-    return fastjsonschema.compile({"$ref": "#/components/schemas/HTTPValidationError",
+    return fastjsonschema.compile({"$ref": "#/components/schemas/Error",
                                    "components": document["components"]})
 
 

@@ -54,8 +54,8 @@ def _raw(runtime: LocalRuntime, request: bytes, timeout: float = READ_DEADLINE_S
     return status, json.loads(body)
 
 
-def _request(runtime: LocalRuntime, method: str, path: str, body: bytes = b"", *, content_type: str = "application/json",
-             headers: str = "") -> bytes:
+def _request(runtime: LocalRuntime, method: str, path: str, body: bytes = b"", *,
+             content_type: str = "application/json", headers: str = "") -> bytes:
     length = f"Content-Length: {len(body)}\r\n" if "Transfer-Encoding" not in headers else ""
     return (f"{method} {path} HTTP/1.1\r\nHost: x\r\n{API_KEY_HEADER}: {runtime.api_key}\r\n"
             f"Content-Type: {content_type}\r\n{length}{headers}Connection: close\r\n\r\n").encode() + body
