@@ -46,8 +46,9 @@ _EVERY_ROUTE = {403: "No or a wrong API key (API Gateway)", 413: "A body over AP
 # each route's statuses, its success first (the body shapes are the handler's)
 ROUTE_RESPONSES: dict[tuple[str, str], dict[int, str]] = {
     ("get", "/users/{user_id}/recommendations"): {
-        200: "Ranked items with a reason for each", 422: "An invalid user id or k",
-        503: "No model is published yet"},
+        200: "Ranked items with a reason for each; before the first model, the most counted items with "
+             "`strategy: popularity` and `model_version: null`", 422: "An invalid user id or k",
+        503: "No model is published and no event is counted yet"},
     ("get", "/users/{user_id}/config"): {
         200: "The user's UI configuration", 422: "An invalid user id", 503: "No UI configuration is deployed yet"},
     ("put", "/users/{user_id}/preferences"): {

@@ -166,6 +166,13 @@ class CleanerService:
                     self._online, profiles, pa.concat_tables(written), now.timestamp())
             except Exception as error:  # noqa: BLE001 - the online store is a cache of the lake
                 outcome.write_errors.append(f"online store: {error!r}")
+        if self._online is not None and written:
+            # popularity before the first model: clean events per item (lost counts only blur a fallback)
+            try:
+                items = pa.concat_tables(written)["item_id"].value_counts()
+                self._online.add_item_counts({str(v["values"]): int(v["counts"]) for v in items.to_pylist()})
+            except Exception as error:  # noqa: BLE001 - the online store is a cache of the lake
+                outcome.write_errors.append(f"item counts: {error!r}")
         if failed:
             indexes = np.unique(np.concatenate(failed))
             outcome.failed_sources = [records.sources[i] for i in indexes]

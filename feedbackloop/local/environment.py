@@ -174,6 +174,10 @@ class MotoServer:
     def endpoint(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
     def start(self, timeout: float = 30) -> MotoServer:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "feedbackloop.local.moto_process", str(self.port)],

@@ -26,7 +26,7 @@ from feedbackloop.api_errors import error_body
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.resources import UI_CONFIG
 from feedbackloop.schemas import strict_json
-from feedbackloop.serving import ModelCache, recommend
+from feedbackloop.serving import ModelCache, popular_without_model, recommend
 from feedbackloop.serving_api import (
     DEFAULT_K,
     MAX_K,
@@ -128,10 +128,19 @@ def unreadable_body(error: ValueError) -> Response:
 def get_recommendations(user_id: UserId,
                         k: Annotated[int, Query(ge=1, le=MAX_K, description="how many items")] = DEFAULT_K):
     model = _models().get()
-    if model is None:
-        return _problem(503, "no_model", "no model is published yet", headers={"Retry-After": "60"})
-    profile = _online().load([user_id])[user_id]
     settings = wiring.serving_settings()
+    if model is None:  # before the first model: popularity from the item counters the cleaner keeps
+        profile = _online().load([user_id])[user_id]
+        ranked = popular_without_model(_online().item_counts(), user_id, k, settings.blocked_items,
+                                       personalization=profile.personalization)
+        if ranked is None:
+            return _problem(503, "no_model", "no model is published and no event is counted yet",
+                            headers={"Retry-After": "60"})
+        metrics.add_metric(Metric.RECOMMENDATIONS_SERVED, MetricUnit.Count, 1)
+        metrics.add_metric(Metric.RECOMMENDATIONS_FALLBACK, MetricUnit.Count, 1)
+        return Response(200, "application/json", recommendations_body(ranked)
+                        | {"ordering": "popularity", "experiments": {}})
+    profile = _online().load([user_id])[user_id]
     config = _user_config(user_id, model.user_segments.get(user_id))
     ordering = ordering_of(config) if config is not None else "personalized"
     ranked = recommend(model, user_id, profile, time.time(), k, blocked=settings.blocked_items,

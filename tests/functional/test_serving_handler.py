@@ -32,6 +32,25 @@ def test_no_model_yet_is_a_retryable_503(account, serving_handler, api_event):
     assert status == 503 and body["error"] == "no_model"
 
 
+def test_before_the_first_model_popularity_comes_from_the_cleaners_item_counts(
+        account, serving_handler, post, cleaner_handler, make_event, api_event):
+    """Every recommendations request was 503 until the first nightly model, though the README promised a
+    popularity fallback: the cleaner now counts clean events per item in the online store."""
+    events = [make_event(event_id=f"c{i}", user_id=f"u{i}", item_id=item, event_type="click", value=1,
+                         timestamp=RECENT) for i, item in enumerate(["hot"] * 3 + ["warm"] * 2 + ["cold"])]
+    assert post(events)[0] == 200
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    status, body = _get(serving_handler, api_event, "/users/someone/recommendations?k=2")
+    assert status == 200, body
+    assert (body["strategy"], body["model_version"], body["personalized"]) == ("popularity", None, False)
+    assert [(i["item_id"], i["score"]) for i in body["items"]] == [("hot", 3.0), ("warm", 2.0)]
+    # a redelivered batch is a duplicate, counted once
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    assert _get(serving_handler, api_event, "/users/someone/recommendations?k=1")[1]["items"][0]["score"] == 3.0
+
+
 def test_recommendations_follow_the_users_feedback_from_the_cleaner(
         account, serving_handler, post, cleaner_handler, make_event, api_event):
     items = [f"item-{i}" for i in range(30)]
