@@ -178,7 +178,7 @@ class MotoServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def start(self, timeout: float = 30) -> MotoServer:
+    def start(self, timeout: float = 120) -> MotoServer:  # a loaded machine took 37 s to import moto
         self._process = subprocess.Popen(
             [sys.executable, "-m", "feedbackloop.local.moto_process", str(self.port)],
             stdin=subprocess.DEVNULL,
