@@ -181,8 +181,8 @@ def _account(runtime: LocalRuntime, accepted_ids: set[str]) -> dict[str, Any]:
     started = time.monotonic()
     drained = runtime.wait_until_processed(runtime.records_cleaned, timeout=5)
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    con = connect(runtime.moto.endpoint)
     while True:  # until every accepted id is curated, or the drain times out
+        con = connect(runtime.moto.endpoint)  # anew: a connection sees the objects there were when it opened
         rows = con.execute("SELECT event_id FROM feedback_events WHERE event_id LIKE 'soak-%'").fetchall()
         ids = [r[0] for r in rows]
         lost = accepted_ids - set(ids)
