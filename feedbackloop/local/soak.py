@@ -207,6 +207,7 @@ def run_soak(minutes: float, clients: int, *, baseline_seconds: float = 60, cons
     with LocalRuntime(**options) as runtime:
         _send(runtime, 1, 3, "warmup")  # imports, first model read, first lake write
         sampler = MemorySampler([os.getpid(), runtime.moto.pid])
+        moto_start_mb = MemorySampler([runtime.moto.pid]).resident_mb()
         sampler.start()
         say(f"baseline: 1 client for {baseline_seconds:.0f} s...")
         baseline = _send(runtime, 1, baseline_seconds, "b")
@@ -217,11 +218,13 @@ def run_soak(minutes: float, clients: int, *, baseline_seconds: float = 60, cons
         sampler.stop()
         memory = [mb for _, mb in sampler.samples]
         start_mb, end_mb = memory[0], sampler.resident_mb()
+        moto_end_mb = MemorySampler([runtime.moto.pid]).resident_mb()
     figures = {
         "minutes": minutes, "clients": clients, "baseline": baseline.row(), "soak": soak.row(), **accounting,
         "resets": baseline.tally.resets + soak.tally.resets,
         "memory_mb": {"start": round(start_mb, 1), "peak": round(max(memory), 1), "end": round(end_mb, 1),
-                      "end_over_start": round(end_mb / start_mb, 3)},
+                      "end_over_start": round(end_mb / start_mb, 3), "moto_end": round(moto_end_mb, 1),
+                      "moto_start": round(moto_start_mb, 1)},
         "memory_samples_mb": [(round(t, 1), round(mb, 1)) for t, mb in sampler.samples],
         "ratio_events_per_second": round(soak.row()["events_per_second"] / baseline.row()["events_per_second"], 2)
         if baseline.row()["events_per_second"] else None,
@@ -242,6 +245,7 @@ def render(figures: dict[str, Any]) -> str:
               f"lost {figures['lost']}, doubled {figures['doubled']}, resets {figures['resets']}, "
               f"drained in {figures['drain_seconds']} s",
               f"memory (MB, this process and moto): start {memory['start']}, peak {memory['peak']}, "
-              f"end {memory['end']} ({memory['end_over_start']:.0%} of the start)",
+              f"end {memory['end']} ({memory['end_over_start']:.0%} of the start); of which moto: start "
+              f"{memory['moto_start']}, end {memory['moto_end']}",
               "OK" if figures["ok"] else "NOT OK"]
     return "\n".join(lines)
