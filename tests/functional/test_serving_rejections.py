@@ -67,3 +67,42 @@ def test_a_body_that_is_not_json_is_a_415_as_ingest_answers(account, serving_han
 def test_a_valid_change_still_goes_through(account, serving_handler, api_event):
     assert _put_preferences(serving_handler, api_event, b'{"personalization": false}') == (
         200, {"user_id": "u1", "personalization": False})
+
+
+def test_an_unexpected_ingest_error_is_a_logged_500_that_names_the_request(account, ingest_handler, api_event,
+                                                                          monkeypatch):
+    """A body Python's parser could not handle (a 4,300+ digit integer) was a 502 with no log line; any
+    error the function did not expect is now logged with its traceback and answered in the error shape."""
+    import lambdas.ingest.handler as module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the stream client is gone")
+
+    logged = []
+    real = module.logger.exception
+    monkeypatch.setattr(module, "accept_batch", broken)
+    monkeypatch.setattr(module.logger, "exception",
+                        lambda message, *a, **k: (logged.append(k.get("extra")), real(message, *a, **k)))
+    event = api_event('{"events": []}')
+    response = ingest_handler(event)
+    body = json.loads(response["body"])
+    request_id = event["requestContext"]["requestId"]
+    assert response["statusCode"] == 500 and body["error"] == "internal_error" and request_id in body["reason"]
+    assert logged == [{"api_request_id": request_id}]
+
+
+def test_a_huge_integer_is_a_400_on_ingest_not_an_invocation_error(account, ingest_handler, api_event):
+    response = ingest_handler(api_event('{"events": [{"value": ' + "9" * 4400 + "}]}"))
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 400 and body["error"] == "malformed_json" and "number too long" in body["reason"]
+
+
+@pytest.mark.parametrize(("path", "user_id"), [("/users/a%40b.example/preferences", "a@b.example"),
+                                               ("/users/tenant%3A42/preferences", "tenant:42"),
+                                               ("/users/plain/preferences", "plain")])
+def test_a_percent_encoded_id_is_decoded_once_as_api_gateway_passes_it(account, serving_handler, api_event, path,
+                                                                       user_id):
+    """API Gateway (REST) hands the function the path as the client encoded it; `a%40b` was a 422."""
+    response = serving_handler(api_event(b'{"personalization": false}', method="PUT", path=path))
+    assert response["statusCode"] == 200, response["body"]
+    assert json.loads(response["body"])["user_id"] == user_id
