@@ -26,7 +26,6 @@ from constructs import Construct
 from cdk import nag
 from cdk.naming import pascal_case
 from feedbackloop.lake import Column, LakeTable
-from glue_jobs.build_tables import bookmark_key
 from feedbackloop.resources import (
     BUCKETS,
     CLEANER_LAKE_TABLES,
@@ -37,6 +36,7 @@ from feedbackloop.resources import (
     RAW_BUCKET,
     BucketSpec,
 )
+from glue_jobs.build_tables import bookmark_key
 
 ACCESS_LOG_DAYS = 90
 RAW_NONCURRENT_VERSION_DAYS = 30
