@@ -94,7 +94,6 @@ class LocalApi(LoopbackServer):
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version, sys_version = SERVER_NAME, ""
-            timeout = READ_DEADLINE_SECONDS  # every read of the socket, the request line and the body included
 
             def version_string(self) -> str:
                 return SERVER_NAME
@@ -117,6 +116,15 @@ class LocalApi(LoopbackServer):
                 """The whole body (Content-Length or chunked), and whether it is over the gateway's limit (then
                 unread). A body shorter than its declared length, or one that stalls past the deadline, is a
                 _BodyError: nothing of it reaches a function."""
+                # the deadline holds for the body only: a kept-alive connection may idle between requests
+                # (closing it then made a client's next request on it fail with no answer)
+                self.connection.settimeout(READ_DEADLINE_SECONDS)
+                try:
+                    return self._read_body_within_deadline()
+                finally:
+                    self.connection.settimeout(None)
+
+            def _read_body_within_deadline(self) -> tuple[bytes, bool]:
                 if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
                     return self._read_chunked()
                 try:

@@ -163,3 +163,20 @@ def test_an_encoded_slash_or_bad_utf8_in_an_id_is_a_422(runtime, path):
 def test_an_unknown_route_says_so(runtime):
     status, answer = _raw(runtime, _request(runtime, "GET", "/nowhere"))
     assert status == 404 and "no such route" in answer["message"]
+
+
+def test_a_kept_alive_connection_may_idle_past_the_body_deadline(runtime):
+    """The read deadline once applied to the wait between requests too: the server closed idle kept-alive
+    connections, and a client's next request on one got no answer (the fault tests' probe did)."""
+    import http.client
+
+    url = urlsplit(runtime.api.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        for pause in (0, READ_DEADLINE_SECONDS + 2):
+            time.sleep(pause)
+            connection.request("GET", "/users/u1/config", headers={API_KEY_HEADER: runtime.api_key})
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read())["user_id"] == "u1"
+    finally:
+        connection.close()
