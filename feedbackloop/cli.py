@@ -308,6 +308,17 @@ def _bench(args: argparse.Namespace) -> int:
 
         return run(args.json, sys.stdout, interactions=args.interactions, protocol=args.protocol,
                    tuning_minutes=args.tuning_minutes if args.tuning_minutes is not None else TUNING_MINUTES)
+    if args.name == "soak":  # not in `bench all`: it runs for --minutes, on a local stack of its own
+        import json
+
+        from feedbackloop.local.soak import render, run_soak
+
+        figures = run_soak(args.minutes, args.clients, baseline_seconds=min(60.0, args.minutes * 60 / 5),
+                           console=sys.stdout)
+        print(render(figures))
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        return 0 if figures["ok"] else 1
     if args.name == "all":
         return run_suite(args.json, args.markdown or str(Path(args.json).with_suffix(".md")), sys.stdout)
     return run_benchmark(args.name, args.json, sys.stdout)
@@ -457,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks: print a table and write JSON")
     from feedbackloop.bench import BENCHMARKS
 
-    bench.add_argument("name", choices=[*BENCHMARKS, "load", "all"], help="a benchmark, or all of them (`make bench`)")
+    bench.add_argument("name", choices=[*BENCHMARKS, "load", "soak", "all"],
+                       help="a benchmark, or all of them (`make bench`)")
     bench.add_argument("--json", required=True, help="where to write the results")
     bench.add_argument("--markdown", help="all: where to write the Markdown table (default: beside the JSON)")
     bench.add_argument("--seconds", type=float, default=30, help="load: how long the measured run sends")
@@ -468,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model --interactions: how the table is split (default random-per-item)")
     bench.add_argument("--tuning-minutes", type=float, default=None,
                        help="model: each model's tuning budget on the validation split (default 2)")
+    bench.add_argument("--minutes", type=float, default=10, help="soak: how long the clients send")
+    bench.add_argument("--clients", type=int, default=16, help="soak: clients at once, each on its own connection")
     bench.set_defaults(func=_bench)
 
     faults = commands.add_parser("faults", help="inject faults into a local stack: nothing lost, nothing doubled, "

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from feedbackloop.api_errors import error_body
 from feedbackloop.ports import EventStream
-from feedbackloop.schemas import registry
+from feedbackloop.schemas import registry, strict_json
 
 THROTTLED = "ProvisionedThroughputExceededException"
 RETRY_AFTER_SECONDS = 1
@@ -32,7 +33,7 @@ class IngestResponse:
 
 
 def _refuse(status: int, error: str, field_name: str, reason: str) -> IngestResponse:
-    return IngestResponse(status, {"error": error, "field": field_name, "reason": reason})
+    return IngestResponse(status, error_body(error, reason, field_name))
 
 
 def envelope(event: dict[str, Any], received_at: datetime) -> bytes:
@@ -41,7 +42,11 @@ def envelope(event: dict[str, Any], received_at: datetime) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def accept_batch(body: bytes, received_at: datetime, stream: EventStream) -> IngestResponse:
+def accept_batch(body: bytes, received_at: datetime, stream: EventStream,
+                 content_type: str | None = None) -> IngestResponse:
+    if not strict_json.is_json_media_type(content_type):
+        return _refuse(415, "unsupported_media_type", "$",
+                       f"the body must be application/json, not {content_type.split(';')[0].strip()[:80]}")
     if len(body) > registry.MAX_BODY_BYTES:
         return _refuse(413, "payload_too_large", "$", f"body of {len(body)} bytes > {registry.MAX_BODY_BYTES}")
     try:
@@ -49,10 +54,10 @@ def accept_batch(body: bytes, received_at: datetime, stream: EventStream) -> Ing
     except UnicodeDecodeError as error:
         return _refuse(400, "invalid_encoding", "$", f"body is not utf-8 (byte {error.start})")
     try:
-        document = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
-        where = f"line {error.lineno} column {error.colno}: " if isinstance(error, json.JSONDecodeError) else ""
-        return _refuse(400, "malformed_json", "$", f"{where}{getattr(error, 'msg', 'nested too deeply')}")
+        document = strict_json.loads(text)
+    except strict_json.JsonRefusedError as error:  # not JSON, or JSON the contract refuses (NaN, a repeated key)
+        kind = "" if error.kind == "malformed_json" else f"{error.kind.replace('_', ' ')}: "
+        return _refuse(400, "malformed_json", "$", f"{kind}{error.msg}")
     if not isinstance(document, dict) or not isinstance(document.get("events"), list):
         return _refuse(400, "schema_violation", "events", 'body must be an object with an "events" array')
     extra = sorted(set(document) - {"events"})
@@ -107,6 +112,7 @@ def accept_batch(body: bytes, received_at: datetime, stream: EventStream) -> Ing
     throttled = failures.get(THROTTLED, 0)
     status = 429 if throttled else 503
     body["error"] = "throttled" if throttled else "stream_unavailable"
+    body["field"] = "$"
     body["reason"] = "retry the events marked retryable, with the same event_id"
     return IngestResponse(status, body, {"Retry-After": str(RETRY_AFTER_SECONDS)},
                           accepted=accepted, rejected=len(events) - accepted, throttled=throttled)

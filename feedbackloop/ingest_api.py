@@ -8,15 +8,34 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from feedbackloop.api_errors import ERROR_SCHEMA, GATEWAY_ERROR_SCHEMA
 from feedbackloop.ingest import RETRY_AFTER_SECONDS
 from feedbackloop.local.api import API_KEY_HEADER
-from feedbackloop.schemas.registry import MAX_BATCH_EVENTS, MAX_BODY_BYTES, batch_schema
+from feedbackloop.schemas.registry import MAX_BATCH_EVENTS, MAX_BODY_BYTES, batch_schema, event_type_rules
 
 OPENAPI_FILE = "docs/openapi-ingest.json"  # the published copy; a test keeps it equal to openapi_document()
 SECURITY_SCHEME = "api_key"
 
 _REF = "#/components/schemas/"
-_ERROR_CODES = ["payload_too_large", "invalid_encoding", "malformed_json", "schema_violation", "batch_size"]
+_ERROR_CODES = ["payload_too_large", "invalid_encoding", "malformed_json", "schema_violation", "batch_size",
+                "unsupported_media_type"]
+
+
+def _event_type_rules() -> list[dict[str, Any]]:
+    """The per event type value rules (event_types.json) as JSON Schema 2020-12 conditions, so the document
+    says what the route refuses: a rating needs a value from 1 to 5, a click may leave it out."""
+    conditions = []
+    for name, rule in event_type_rules().items():
+        value: dict[str, Any] = {"type": ["number", "null"] if rule.impute else "number",
+                                 "minimum": rule.min, "maximum": rule.max}
+        if rule.integer:
+            value["multipleOf"] = 1
+        then: dict[str, Any] = {"properties": {"value": value}}
+        if not rule.impute:
+            then["required"] = ["value"]
+        conditions.append({"if": {"properties": {"event_type": {"const": name}}, "required": ["event_type"]},
+                           "then": then})
+    return conditions
 
 
 def _event_result(*, retryable: bool) -> dict[str, Any]:
@@ -39,7 +58,8 @@ def _schemas() -> dict[str, Any]:
     explanation = {"type": "string", "minLength": 1}
     return {
         "FeedbackEventBatch": batch,
-        "FeedbackEvent": {"title": "FeedbackEvent", **event},
+        "FeedbackEvent": {"title": "FeedbackEvent", **event, "allOf": _event_type_rules()},
+        "Error": ERROR_SCHEMA,
         "FieldError": {
             "type": "object", "required": ["field", "reason"],
             "properties": {"field": explanation | {"description": "`$` for the event as a whole"},
@@ -51,8 +71,8 @@ def _schemas() -> dict[str, Any]:
                            "results": {"type": "array", "items": _event_result(retryable=False)}},
         },
         "BatchRefused": {
-            "description": "The whole batch is refused; `field` and `reason` name the first problem, `results` "
-                           "(when events were read) each invalid event's.",
+            "description": "The whole batch is refused (the one error shape, `Error`); `field` and `reason` name the "
+                           "first problem, `results` (when events were read) each invalid event's.",
             "type": "object", "required": ["error", "field", "reason"],
             "properties": {
                 "error": {"type": "string", "enum": _ERROR_CODES},
@@ -66,19 +86,16 @@ def _schemas() -> dict[str, Any]:
         },
         "BatchPartiallyStored": {
             "description": "The stream took only some events: resend those marked retryable.",
-            "type": "object", "required": ["accepted", "rejected", "results", "error", "reason"],
+            "type": "object", "required": ["accepted", "rejected", "results", "error", "field", "reason"],
             "properties": {
                 "accepted": {"type": "integer", "minimum": 0}, "rejected": {"type": "integer", "minimum": 1},
                 "results": {"type": "array", "items": _event_result(retryable=True)},
                 "error": {"type": "string", "enum": ["throttled", "stream_unavailable"]},
+                "field": {"type": "string", "const": "$"},
                 "reason": explanation,
             },
         },
-        "GatewayError": {
-            "description": "API Gateway's own answer, before the function runs (a missing or wrong key, a body "
-                           "over its limit).",
-            "type": "object", "required": ["message"], "properties": {"message": explanation},
-        },
+        "GatewayError": GATEWAY_ERROR_SCHEMA,
     }
 
 
@@ -114,7 +131,12 @@ def openapi_document() -> str:
                         "403": _response("No or a wrong API key", "GatewayError"),
                         "413": _response("Refused whole: too many events or bytes",
                                          {"anyOf": [{"$ref": f"{_REF}BatchRefused"}, {"$ref": f"{_REF}GatewayError"}]}),
-                        "429": _response("The stream throttled some events", "BatchPartiallyStored", retry_after=True),
+                        "415": _response("Refused whole: the body is not application/json", "Error"),
+                        "429": _response("The stream throttled some events, or API Gateway throttled the request",
+                                         {"anyOf": [{"$ref": f"{_REF}BatchPartiallyStored"},
+                                                    {"$ref": f"{_REF}GatewayError"}]}, retry_after=True),
+                        "500": _response("An unexpected error, logged under the request id the reason names; "
+                                         "nothing of the batch is confirmed: resend it whole", "Error"),
                         "503": _response("The stream failed some events", "BatchPartiallyStored", retry_after=True),
                     },
                 }

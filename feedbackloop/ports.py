@@ -52,3 +52,9 @@ class OnlineStore(Protocol):
     def set_personalization(self, user_id: str, enabled: bool) -> None: ...
 
     def delete(self, user_id: str) -> None: ...
+
+    def add_item_counts(self, counts: Mapping[str, int]) -> None:
+        """Add clean events per item to the store's item counters (popularity before the first model)."""
+
+    def item_counts(self) -> dict[str, int]:
+        """Clean events per item so far, from the counters."""

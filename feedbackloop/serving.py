@@ -47,7 +47,7 @@ class Recommendation:
 class Recommendations:
     user_id: str
     items: list[Recommendation]
-    model_version: str
+    model_version: str | None  # None: no model is published yet (popularity from the item counters)
     segment: str | None
     personalized: bool
     strategy: str  # fold_in (ranked from the user's feedback), segment_popularity, popularity, opted_out
@@ -188,6 +188,19 @@ def _popular(model: ServingModel, user_id: str, segment: str | None, k: int, blo
                                                      else "popularity")
     return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(model.popularity[i]), reason)
                                      for i in chosen], model.version, segment, personalized, strategy)
+
+
+def popular_without_model(counts: Mapping[str, int], user_id: str, k: int = 10, blocked: Collection[str] = (),
+                          personalization: bool = True) -> Recommendations | None:
+    """Before the first model: the k items with the most clean events (the online store's item counters),
+    ties by item id; None when nothing was counted yet. Nobody is personalized, so an opted-out user gets
+    the same ranking as anyone."""
+    ranked = sorted(((-count, item) for item, count in counts.items() if count > 0 and item not in blocked))[:k]
+    if not ranked:
+        return None
+    return Recommendations(user_id, [Recommendation(item, float(-negative), "popular overall")
+                                     for negative, item in ranked],
+                           None, None, False, "popularity" if personalization else "opted_out")
 
 
 class ModelCache:

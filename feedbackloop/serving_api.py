@@ -3,10 +3,13 @@ local API and the benchmarks."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from feedbackloop.api_errors import ERROR_SCHEMA, GATEWAY_ERROR_SCHEMA
 from feedbackloop.schemas.registry import event_schema
 from feedbackloop.serving import Recommendations
 
@@ -39,6 +42,29 @@ def recommendations_body(ranked: Recommendations) -> dict[str, Any]:
     }
 
 
+_REF = "#/components/schemas/"
+_GATEWAY_STATUSES = {403, 413, 429}
+# what every route may answer besides its own statuses: API Gateway's refusals and an unexpected error
+_EVERY_ROUTE = {403: "No or a wrong API key (API Gateway)", 413: "A body over API Gateway's limit",
+                429: "Throttled by API Gateway: retry later",
+                500: "An unexpected error, logged under the request id the reason names"}
+# each route's statuses, its success first (the body shapes are the handler's)
+ROUTE_RESPONSES: dict[tuple[str, str], dict[int, str]] = {
+    ("get", "/users/{user_id}/recommendations"): {
+        200: "Ranked items with a reason for each; before the first model, the most counted items with "
+             "`strategy: popularity` and `model_version: null`", 422: "An invalid user id or k",
+        503: "No model is published and no event is counted yet"},
+    ("get", "/users/{user_id}/config"): {
+        200: "The user's UI configuration", 422: "An invalid user id", 503: "No UI configuration is deployed yet"},
+    ("put", "/users/{user_id}/preferences"): {
+        200: "The preference as stored", 415: "The body is not application/json",
+        422: "An invalid user id or body (not strict JSON, a field missing, extra or of the wrong type)"},
+    ("delete", "/users/{user_id}"): {
+        202: "Erasure requested: the online profile is gone, the lake follows (see status_url)",
+        422: "An invalid user id", 501: "Erasure is not configured in this deployment"},
+    ("get", "/users/{user_id}/erasure"): {
+        200: "The user's erasure record", 404: "No erasure was requested for this user", 422: "An invalid user id"},
+}
 OPENAPI_FILE = "docs/openapi.json"  # the published copy; a test keeps it equal to the handler's
 
 
@@ -51,9 +77,42 @@ def openapi_document() -> str:
     from feedbackloop.local.api import API_KEY_HEADER
     from lambdas.serving.handler import app
 
-    return app.get_openapi_json_schema(title="feedbackloop serving API", version="1",
-                                       description="Recommendations, UI preferences and erasure per user. "
-                                                   f"Every route needs the {API_KEY_HEADER} header.",
-                                       security_schemes={SECURITY_SCHEME: APIKey(name=API_KEY_HEADER,
-                                                                                 in_=APIKeyIn.header)},
-                                       security=[{SECURITY_SCHEME: []}])
+    document = json.loads(app.get_openapi_json_schema(
+        title="feedbackloop serving API", version="1",
+        description="Recommendations, UI preferences and erasure per user. "
+                    f"Every route needs the {API_KEY_HEADER} header. Errors have one shape, `Error`, as the ingest "
+                    "API's; API Gateway's own answers (no key, no such route, throttled) are `GatewayError`.",
+        security_schemes={SECURITY_SCHEME: APIKey(name=API_KEY_HEADER, in_=APIKeyIn.header)},
+        security=[{SECURITY_SCHEME: []}]))
+    schemas = document["components"]["schemas"]
+    for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        schemas.pop(unused, None)
+    schemas["Error"], schemas["GatewayError"] = ERROR_SCHEMA, GATEWAY_ERROR_SCHEMA
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            declared = ROUTE_RESPONSES[(method, path)]
+            success = next(iter(declared))
+            responses = {str(success): {"description": declared[success],
+                                        "content": {"application/json": {"schema": {"type": "object"}}}}}
+            for status, description in [*list(declared.items())[1:], *_EVERY_ROUTE.items()]:
+                schema = "GatewayError" if status in _GATEWAY_STATUSES else "Error"
+                responses[str(status)] = {"description": description,
+                                          "content": {"application/json": {"schema": {"$ref": _REF + schema}}}}
+            operation["responses"] = responses
+    return json.dumps(document, indent=2)
+
+
+def decoded_path(path: str) -> str:
+    """A request path with each segment percent-decoded once, as clients encode ids such as `a@b` or
+    `x:y` (`/users/a%40b/config`). A segment that decodes to a `/`, or to anything but printable ASCII, stays
+    as sent, so it can neither add a segment nor change the route: the id's pattern then refuses it."""
+    segments = []
+    for segment in path.split("/"):
+        try:
+            decoded = unquote(segment, errors="strict")
+        except UnicodeDecodeError:  # not UTF-8 once decoded: as sent, for the pattern to refuse
+            decoded = segment
+        # only to printable ASCII, which every id is: anything else stays encoded, matches the route, and
+        # the id's pattern refuses it with a 422
+        segments.append(decoded if decoded.isascii() and decoded.isprintable() and "/" not in decoded else segment)
+    return "/".join(segments)

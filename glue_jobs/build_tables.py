@@ -11,7 +11,7 @@ Incremental and idempotent (ADR 0006):
   enough for any in-flight cleaner batch to land).
 - A snapshot step writes one `as_of_date` partition from the layers it reads; it is rebuilt when its
   source changed or the date moved on (decay depends on it).
-- A bookmark (`_bookmark.json` beside the table's partitions; readers skip files starting with `_`) is
+- A bookmark (`<tables>/_bookmarks/<table>.json`, outside every table's location) is
   written only after the step's output passed its data-quality checks, so a failed run is redone.
 """
 
@@ -39,6 +39,17 @@ SETTLE_MINUTES = 20  # the cleaner Lambda's timeout plus a margin: rows younger 
 MAX_PARTITIONS_PER_QUERY = 100  # Athena's limit on the partitions one INSERT INTO may write
 SQL_DIR = Path(__file__).parent / "sql"
 CLEANER_SOURCE = "feedback_events"
+_MAX_DOUBLE = 1.7976931348623157e308
+# Bookmarks live beside the tables' folders, never inside a table location: readers that list a location
+# (awswrangler, Spark) would take `_bookmark.json` for data, as Athena does not.
+BOOKMARK_FOLDER = "_bookmarks"
+
+
+def bookmark_key(table_location: str, table: str) -> str:
+    """Where a table's bookmark is: `<the tables' parent folder>/_bookmarks/<table>.json`, so for the
+    location `s3://bucket/tables/interactions/` it is `s3://bucket/tables/_bookmarks/interactions.json`."""
+    parent = table_location.rstrip("/").rsplit("/", 1)[0]
+    return f"{parent}/{BOOKMARK_FOLDER}/{table}.json"
 
 
 class DataQualityError(RuntimeError):
@@ -63,6 +74,8 @@ class Step:
     ranges: tuple[Range, ...] = ()
     # two SQL counts that must be equal: (from the inputs, from the output); $where selects the run's rows
     reconcile: tuple[str, str] | None = None
+    # floating-point columns: none may hold NaN or an infinity (one NaN price makes every revenue sum NaN)
+    finite: tuple[str, ...] = ()
 
     @property
     def incremental(self) -> bool:
@@ -82,16 +95,19 @@ JOBS: tuple[Job, ...] = (
     Job("interactions", (
         Step("interactions", CLEANER_SOURCE, "event_date", keys=("event_id",),
              ranges=(Range("feedback_score", -1, 1), Range("confidence", 0, 1)),
+             finite=("value", "feedback_score", "confidence", "arrival_delay_seconds", "price", "revenue"),
              reconcile=("SELECT count(*) FROM feedback_events WHERE $where",
                         "SELECT count(*) FROM interactions WHERE $where")),
     )),
     Job("feedback", (
         Step("feedback_daily", "interactions", "event_date", keys=("user_id", "item_id"),
              ranges=(Range("decayed_weight_sum", 0, None),),
+             finite=("rating_sum", "decayed_score_sum", "decayed_weight_sum"),
              reconcile=("SELECT count(*) FROM interactions WHERE $where AND personalized",
                         "SELECT sum(events) FROM feedback_daily WHERE $where")),
         Step("user_feedback", "feedback_daily", "as_of_date", keys=("user_id", "item_id"),
              ranges=(Range("composite_score", -1, 1), Range("confidence_mass", 0, None)),
+             finite=("composite_score", "confidence_mass", "rating_mean"),
              # pairs of unexamined exposures alone (no confidence, ADR 0013) are no feedback
              reconcile=("SELECT sum(events) FROM (SELECT sum(events) AS events, sum(decayed_weight_sum) AS weight "
                         "FROM feedback_daily WHERE event_date <= '$as_of_date' GROUP BY user_id, item_id) "
@@ -100,6 +116,7 @@ JOBS: tuple[Job, ...] = (
     ), after=("interactions",)),
     Job("features", (
         Step("user_daily", "interactions", "event_date", keys=("user_id",),
+             finite=("revenue", "rating_sum", "explicit_score_sum"),
              reconcile=("SELECT count(*) FROM interactions WHERE $where",
                         "SELECT sum(events) FROM user_daily WHERE $where")),
         Step("user_features", "user_daily", "as_of_date", keys=("user_id",),
@@ -107,10 +124,13 @@ JOBS: tuple[Job, ...] = (
              # cancels can exceed purchases: an order bought before the data began is cancelled in it
              + (Range("cancel_rate", 0, None), Range("recency_days", 0, None), Range("nps", -100, 100),
                 Range("satisfaction", -1, 1)),
+             finite=("events_per_active_day", "cancel_rate", "revenue", "ctr", "explicit_share", "rating_mean", "nps",
+                     "satisfaction", "mean_item_score") + _SHARE,
              reconcile=("SELECT count(DISTINCT user_id) FROM user_daily WHERE event_date <= '$as_of_date'",
                         "SELECT count(*) FROM user_features WHERE $where")),
         Step("item_features", "feedback_daily", "as_of_date", keys=("item_id",),
              ranges=(Range("mean_score", -1, 1), Range("positive_share", 0, 1), Range("ctr", 0, None)),
+             finite=("ctr", "cancel_rate", "rating_mean", "mean_score", "positive_share", "confidence_mass"),
              reconcile=("SELECT count(DISTINCT item_id) FROM feedback_daily WHERE event_date <= '$as_of_date'",
                         "SELECT count(*) FROM item_features WHERE $where")),
     ), after=("feedback",)),
@@ -119,6 +139,8 @@ JOBS: tuple[Job, ...] = (
              keys=("grain", "period_start", "scope", "segment", "experiment", "variant"),
              ranges=(Range("ctr", 0, None), Range("bounce_rate", 0, 1), Range("conversion_rate", 0, 1),
                      Range("nps", -100, 100)),
+             finite=("ctr", "revenue", "avg_session_seconds", "bounce_rate", "conversion_rate", "rating_mean", "nps",
+                     "mean_feedback_score"),
              reconcile=("SELECT count(*) FROM interactions WHERE $where",
                         "SELECT sum(events) FROM engagement WHERE $where AND grain = 'day' AND scope = 'global'")),
     ), after=("interactions",)),
@@ -280,6 +302,12 @@ def check(step: Step, engine: Engine, where: str, as_of_date: str,
         f"SELECT count(*) FROM (SELECT {keys} {scope} GROUP BY {keys} HAVING count(*) > 1) AS repeated")[0]
     if repeated:
         failures.append(f"{repeated} keys ({keys}) appear more than once")
+    for column in step.finite:
+        # NaN compares false in Trino and greater than every number in DuckDB: outside the doubles' range either way
+        (broken,) = engine.rows(f"SELECT count(*) {scope} AND NOT ({column} BETWEEN {-_MAX_DOUBLE!r} AND "
+                                f"{_MAX_DOUBLE!r})")[0]
+        if broken:
+            failures.append(f"{broken} rows with {column} NaN or infinite")
     for rule in step.ranges:
         bounds = [f"{rule.column} < {rule.low}" if rule.low is not None else "",
                   f"{rule.column} > {rule.high}" if rule.high is not None else ""]
@@ -370,7 +398,7 @@ class AthenaEngine:
         return location.rstrip("/") + "/", column
 
     def _bookmark_path(self, table: str) -> str:
-        return self._location(table)[0] + "_bookmark.json"
+        return bookmark_key(self._location(table)[0], table)
 
 
 class ZipSqlFiles:

@@ -36,6 +36,7 @@ from feedbackloop.resources import (
     RAW_BUCKET,
     BucketSpec,
 )
+from glue_jobs.build_tables import bookmark_key
 
 ACCESS_LOG_DAYS = 90
 RAW_NONCURRENT_VERSION_DAYS = 30
@@ -160,6 +161,12 @@ class Lake(Construct):
                 # whole partitions are replaced: old objects deleted, new ones written by Athena's INSERT INTO
                 iam.PolicyStatement(
                     actions=["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"], resources=writable
+                ),
+                # each table's bookmark, kept outside every table location (readers would take it for data)
+                iam.PolicyStatement(
+                    actions=["s3:GetObject", "s3:PutObject"],
+                    resources=[self.buckets[t.bucket_key].arn_for_objects(bookmark_key(t.prefix, t.name))
+                               for t in modelled],
                 ),
                 iam.PolicyStatement(
                     actions=["s3:ListBucket", "s3:GetBucketLocation"],

@@ -44,7 +44,7 @@ def keyed_rest_api(
         retention=logs.RetentionDays.THREE_MONTHS,
         removal_policy=RemovalPolicy.DESTROY,
     )
-    return apigw.RestApi(
+    api = apigw.RestApi(
         scope,
         "Api",
         # unique per API: API Gateway's CloudWatch metrics tell REST APIs apart by this name only
@@ -64,6 +64,14 @@ def keyed_rest_api(
             access_log_format=access_log_format(),
         ),
     )
+    # an unknown route is API Gateway's MISSING_AUTHENTICATION_TOKEN (these APIs use keys, not IAM): say so
+    api.add_gateway_response(
+        "NoSuchRoute",
+        type=apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN,
+        status_code="404",
+        templates={"application/json": json.dumps({"message": "no such route"})},
+    )
+    return api
 
 
 def add_keyed_usage_plan(

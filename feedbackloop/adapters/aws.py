@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 
 from feedbackloop.cleaning.stats import CleanerState
 from feedbackloop.item_counters import ItemCounts, counts_at, stale_fields, writable
+from feedbackloop.item_counts import ITEM_COUNT_CHUNK, ITEM_COUNT_PREFIX, item_count_key, item_count_keys
 from feedbackloop.lake import LakeTable
 from feedbackloop.online import UserProfile
 from feedbackloop.registry import CURRENT_KEY, StaleRegistryError
@@ -285,6 +286,34 @@ class DynamoOnlineStore:
 
     def delete(self, user_id: str) -> None:
         self._table.delete_item(Key={"user_id": user_id})
+
+    def add_item_counts(self, counts: Mapping[str, int]) -> None:
+        """ADD to one numeric attribute per item in ITEM_COUNT_SHARDS items (keys no user id can take; each
+        stays far below 400 KB), ITEM_COUNT_CHUNK items an update (an expression is at most 4 KB)."""
+        by_shard: dict[str, list[tuple[str, int]]] = {}
+        for item, count in counts.items():
+            by_shard.setdefault(item_count_key(item), []).append((item, int(count)))
+        for key, pairs in by_shard.items():
+            for start in range(0, len(pairs), ITEM_COUNT_CHUNK):
+                chunk = pairs[start:start + ITEM_COUNT_CHUNK]
+                self._client.update_item(
+                    TableName=self._name, Key={"user_id": {"S": key}},
+                    UpdateExpression="ADD " + ", ".join(f"#i{n} :n{n}" for n in range(len(chunk))),
+                    ExpressionAttributeNames={f"#i{n}": f"{ITEM_COUNT_PREFIX}{item}"
+                                              for n, (item, _) in enumerate(chunk)},
+                    ExpressionAttributeValues={f":n{n}": {"N": str(c)} for n, (_, c) in enumerate(chunk)})
+
+    def item_counts(self) -> dict[str, int]:
+        keys = [{"user_id": key} for key in item_count_keys()]
+        counts: dict[str, int] = {}
+        request = {self._name: {"Keys": keys, "ConsistentRead": False}}
+        while request:
+            response = self._resource.batch_get_item(RequestItems=request)
+            for found in response["Responses"].get(self._name, []):
+                counts.update({k[len(ITEM_COUNT_PREFIX):]: int(v) for k, v in found.items()
+                               if k.startswith(ITEM_COUNT_PREFIX)})
+            request = response.get("UnprocessedKeys") or None
+        return counts
 
 
 class DynamoItemCounterStore:

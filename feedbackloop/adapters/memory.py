@@ -98,6 +98,7 @@ class MemoryArtifacts:
 class MemoryOnlineStore:
     def __init__(self) -> None:
         self.items: dict[str, dict] = {}
+        self.counts: dict[str, int] = {}
 
     def load(self, user_ids) -> dict:
         from feedbackloop.online import UserProfile
@@ -120,6 +121,13 @@ class MemoryOnlineStore:
             item |= {"doc": profile.to_document(), "version": profile.version + 1}
             profile.version += 1
         return lost
+
+    def add_item_counts(self, counts) -> None:
+        for item, count in counts.items():
+            self.counts[item] = self.counts.get(item, 0) + int(count)
+
+    def item_counts(self) -> dict[str, int]:
+        return dict(self.counts)
 
     def set_personalization(self, user_id: str, enabled: bool) -> None:
         item = self.items.setdefault(user_id, {"version": 0})

@@ -123,16 +123,19 @@ class CleanerService:
         batch_name = _batch_name(sources)
         decoded = decode_batch(records)
         outcome.fast_path = decoded.fast_rows
-        duplicate, event_ids = self._duplicates(decoded.valid)
+        duplicate, event_ids, committed = self._duplicates(decoded.valid)
         valid_rows = decoded.valid["record_index"].to_numpy()  # the record of each valid row, ascending
         duplicate_rows = valid_rows[duplicate]
+        duplicate_detail = ["event_id already committed" if c else "event_id repeated earlier in this batch"
+                            for c in committed[duplicate]]
 
         result = clean_events(decoded.valid, self._state.load(), now, self._rules, settled=duplicate)
         curated = result.curated.set_column(
             result.curated.schema.get_field_index("source"), "source",
             sources.take(result.curated["record_index"]),
         )
-        quarantine = self._quarantine_rows(records, sources, decoded, result.quarantined, duplicate_rows, now)
+        quarantine = self._quarantine_rows(records, sources, decoded, result.quarantined, duplicate_rows,
+                                           duplicate_detail, now)
         profiles: dict[str, UserProfile] = {}
         if self._online is not None and curated.num_rows:
             # preferences decide before anything is written: an opted-out user's rows say so
@@ -195,6 +198,13 @@ class CleanerService:
                 outcome.item_counters_updated = len(additions)
             except Exception as error:  # noqa: BLE001 - recent counts are a cache of the lake too
                 outcome.write_errors.append(f"item counters: {error!r}")
+        if self._online is not None and written:
+            # popularity before the first model: clean events per item (lost counts only blur a fallback)
+            try:
+                items = pa.concat_tables(written)["item_id"].value_counts()
+                self._online.add_item_counts({str(v["values"]): int(v["counts"]) for v in items.to_pylist()})
+            except Exception as error:  # noqa: BLE001 - the online store is a cache of the lake
+                outcome.write_errors.append(f"item counts: {error!r}")
         if failed:
             indexes = np.unique(np.concatenate(failed))
             outcome.failed_sources = [records.sources[i] for i in indexes]
@@ -225,9 +235,9 @@ class CleanerService:
             return error
         return None
 
-    def _duplicates(self, valid: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    def _duplicates(self, valid: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rows whose id is already committed (its object exists) or repeated earlier in this
-        batch; and each row's id, as the strings the lookup hashed already."""
+        batch; each row's id, as the strings the lookup hashed already; and the rows whose id is committed."""
         # each distinct id once (hashing the strings once), and per row the index of its id
         encoded = one_array(pc.dictionary_encode(valid["event_id"]))
         ids = encoded.dictionary.to_pylist()
@@ -236,12 +246,14 @@ class CleanerService:
         duplicate[np.unique(codes, return_index=True)[1]] = False
         seen = self._dedup.lookup(ids)
         committed = {key for key in set(seen.values()) if self._lake.exists(key)}
+        committed_rows = np.zeros(len(codes), dtype=bool)
         if committed:
-            duplicate |= np.array([seen.get(i) in committed for i in ids], dtype=bool)[codes]
-        return duplicate, np.array(ids, dtype=object)[codes]
+            committed_rows = np.array([seen.get(i) in committed for i in ids], dtype=bool)[codes]
+            duplicate |= committed_rows
+        return duplicate, np.array(ids, dtype=object)[codes], committed_rows
 
     def _quarantine_rows(self, records: SourceRecords, sources: pa.StringArray, decoded: DecodedBatch, cleaned,
-                         duplicate_rows, now: datetime) -> pa.Table:
+                         duplicate_rows, duplicate_detail: list[str], now: datetime) -> pa.Table:
         """Quarantine rows: what the decoder refused, what the rules refused, and duplicates."""
         identity = ["event_id", "user_id", "event_type", "schema_version", "received_at"]
         # rows that passed decoding: their identity comes from the decoded columns, by position
@@ -259,7 +271,7 @@ class CleanerService:
         index = np.concatenate([from_valid, np.array([r.record_index for r in rejected], dtype=np.int64)])
         reason = (cleaned.reason + [QuarantineReason.DUPLICATE.value] * len(duplicate_rows)
                   + [r.reason.value for r in rejected])
-        detail = (cleaned.detail + ["event_id already committed"] * len(duplicate_rows)
+        detail = (cleaned.detail + duplicate_detail
                   + [r.detail for r in rejected])
         table = pa.concat_tables(parts)
         columns = {name: table[name] for name in identity} | {

@@ -176,7 +176,11 @@ class MotoServer:
     def endpoint(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def start(self, timeout: float = 90) -> MotoServer:  # importing moto takes over 30 s on a busy machine
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout: float = 120) -> MotoServer:  # a loaded machine took 37 s to import moto
         self._process = subprocess.Popen(
             [sys.executable, "-m", "feedbackloop.local.moto_process", str(self.port)],
             stdin=subprocess.DEVNULL,

@@ -8,6 +8,7 @@ import importlib
 import io
 import json
 import threading
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,10 +52,15 @@ class LocalFunction:
                 module, _, attribute = self._handler_path.rpartition(".")
                 self._handler = getattr(importlib.import_module(module), attribute)
             self.invocations += 1
+            context = LambdaContext(self.name)
             try:
-                return self._handler(event, LambdaContext(self.name))
+                return self._handler(event, context)
             except BaseException as error:  # as Lambda: even an exit is a failed invocation, not a dead poller
                 self.errors += 1
+                # the runtime's own record of a failed invocation, in the function's log, as Lambda writes it
+                print(json.dumps({"errorMessage": str(error)[:2000], "errorType": type(error).__name__,
+                                  "requestId": context.aws_request_id, "function": self.name,
+                                  "stackTrace": traceback.format_exception(error)}), flush=True)
                 if isinstance(error, Exception):
                     raise
                 raise RuntimeError(f"{self.name} exited: {error!r}") from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -192,9 +193,20 @@ def _reset_handler_caches() -> None:
                 getattr(sys.modules[module], cache).cache_clear()
 
 
-def serve_until_interrupted(console) -> None:
-    """`feedbackloop local up`: serve until Ctrl-C."""
+def serve_until_interrupted(console, stop: threading.Event | None = None) -> None:
+    """`feedbackloop local up`: serve until Ctrl-C (SIGINT) or SIGTERM, then return so the caller stops the
+    stack cleanly. A second signal while it stops interrupts the stop itself (Python's default)."""
+    stop = stop or threading.Event()
+
+    def requested(signum, frame) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, requested) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
+        while not stop.wait(0.5):  # a timed wait: the main thread runs the handler promptly
+            pass
         console.write("\nstopping...\n")
+        console.flush()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

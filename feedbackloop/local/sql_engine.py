@@ -20,9 +20,9 @@ from sqlglot import exp
 from feedbackloop import resources
 from feedbackloop.lake import LakeTable
 from feedbackloop.local.lake_reader import LakeLocation, dataset
+from glue_jobs.build_tables import bookmark_key
 
 _BY_NAME = {t.name: t for t in resources.LAKE_TABLES}
-BOOKMARK = "_bookmark.json"  # readers skip files that start with "_"
 PART_NAME = "part-00000.parquet"  # one object per partition, so a rebuild overwrites rather than adds
 
 
@@ -98,14 +98,14 @@ class DuckDBEngine:
                       if f.type == fs.FileType.Directory and f.base_name.startswith(prefix))
 
     def read_bookmark(self, table: str) -> dict[str, Any] | None:
-        path = f"{self._location.folder(_BY_NAME[table])}/{BOOKMARK}"
+        path = bookmark_key(self._location.folder(_BY_NAME[table]), table)
         if self._location.filesystem.get_file_info(path).type == fs.FileType.NotFound:
             return None
         with self._location.filesystem.open_input_stream(path) as stream:
             return json.loads(stream.read())
 
     def write_bookmark(self, table: str, bookmark: dict[str, Any]) -> None:
-        self._write(f"{self._location.folder(_BY_NAME[table])}/{BOOKMARK}", json.dumps(bookmark).encode())
+        self._write(bookmark_key(self._location.folder(_BY_NAME[table]), table), json.dumps(bookmark).encode())
 
     def _partition_folder(self, spec: LakeTable, value: str) -> str:
         return f"{self._location.folder(spec)}/{spec.partition.name}={value}"

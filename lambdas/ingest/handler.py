@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from feedbackloop import wiring
+from feedbackloop.api_errors import error_body
 from feedbackloop.ingest import accept_batch
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 
@@ -32,7 +33,7 @@ def post_events() -> Response:
     event = app.current_event
     raw = event.get("body") or ""
     body = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode("utf-8", "surrogatepass")
-    result = accept_batch(body, wiring.utc_now(), _stream())
+    result = accept_batch(body, wiring.utc_now(), _stream(), event.headers.get("content-type"))
     metrics.add_metric(Metric.EVENTS_ACCEPTED, MetricUnit.Count, result.accepted)
     metrics.add_metric(Metric.EVENTS_REJECTED, MetricUnit.Count, result.rejected)
     metrics.add_metric(Metric.EVENTS_THROTTLED, MetricUnit.Count, result.throttled)
@@ -51,4 +52,13 @@ def post_events() -> Response:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
-    return app.resolve(event, context)
+    try:
+        return app.resolve(event, context)
+    except Exception:
+        # logged with its traceback and both request ids; the client gets a 500 that names the request
+        request_id = (event.get("requestContext") or {}).get("requestId")
+        logger.exception("unexpected error", extra={"api_request_id": request_id})
+        body = error_body("internal_error", f"an unexpected error; the function's log has it under request id "
+                                            f"{request_id}; nothing of this batch was confirmed, resend it whole")
+        return {"statusCode": 500, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body),
+                "isBase64Encoded": False}

@@ -6,6 +6,7 @@ online profile is read on every request, so their latest feedback shapes the nex
 """
 
 # No `from __future__ import annotations`: Powertools reads the route signatures' types at runtime.
+import json
 import time
 import warnings
 from functools import cache
@@ -13,15 +14,20 @@ from typing import Annotated
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from feedbackloop import erasure, wiring
+from feedbackloop.api_errors import error_body
 from feedbackloop.exploration import GREEDY, policy_for
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.resources import UI_CONFIG
-from feedbackloop.serving import ModelCache, recommend
+from feedbackloop.schemas import strict_json
+from feedbackloop.serving import ModelCache, popular_without_model, recommend
 from feedbackloop.serving_api import (
     DEFAULT_K,
     MAX_K,
@@ -30,6 +36,7 @@ from feedbackloop.serving_api import (
     USER_ID_MAX_LENGTH,
     USER_ID_PATTERN,
     PreferencesRequest,
+    decoded_path,
     recommendations_body,
 )
 from feedbackloop.uiconfig import AgentConfigReader, config_for, ordering_of
@@ -39,7 +46,8 @@ warnings.filterwarnings("ignore", message="No application metrics to publish")
 logger = Logger(service=SERVICE)
 tracer = Tracer()
 metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
-app = APIGatewayRestResolver(enable_validation=True)
+# bodies are strict JSON: NaN, a repeated key, a 5,000-digit number or deep nesting is a 422, not a 502
+app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=strict_json.loads)
 
 UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=USER_ID_MAX_LENGTH, description="the user")]
 
@@ -83,8 +91,30 @@ def _erasure_queue(queue_url: str):
 def invalid_request(error: RequestValidationError) -> Response:
     """422 with each error's location, type and message: Powertools' own answer drops the message, which
     the published document (HTTPValidationError) requires and a client needs. No input is echoed."""
-    detail = [{"loc": e["loc"], "type": e["type"], "msg": e.get("msg") or e["type"]} for e in error.errors()]
-    return Response(422, "application/json", {"statusCode": 422, "detail": detail})
+    detail = [{"loc": e["loc"], "type": e["type"], "msg": _message(e)} for e in error.errors()]
+    first = detail[0] if detail else {"loc": ["$"], "msg": "invalid request"}
+    return _problem(422, "validation_error", "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in detail)
+                    or first["msg"], ".".join(map(str, first["loc"])), statusCode=422, detail=detail)
+
+
+def _message(error: dict) -> str:
+    why = (error.get("ctx") or {}).get("error") if error.get("type") == "json_invalid" else None
+    return str(why or error.get("msg") or error["type"])
+
+
+def _problem(status: int, error: str, reason: str, field: str = "$", headers: dict | None = None,
+             **extra) -> Response:
+    return Response(status, "application/json", error_body(error, reason, field, **extra), headers=headers)
+
+
+@app.not_found
+def no_such_route(error: Exception) -> Response:
+    return _problem(404, "not_found", "no such route", "path")
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def unsupported_content_type(error: RequestUnsupportedContentType) -> Response:
+    return _problem(415, "unsupported_media_type", "the body must be application/json")
 
 
 @app.exception_handler(ValueError)
@@ -99,8 +129,7 @@ def unreadable_body(error: ValueError) -> Response:
         kind, why = "multipart_invalid", f"the body cannot be read as multipart/form-data: {error}"
     else:
         raise error
-    return Response(422, "application/json", {"statusCode": 422, "detail": [{"loc": ["body"], "type": kind,
-                                                                            "msg": why}]})
+    return _problem(422, kind, why, "body", statusCode=422, detail=[{"loc": ["body"], "type": kind, "msg": why}])
 
 
 @app.get("/users/<user_id>/recommendations", summary="Ranked items for a user, with the reason for each")
@@ -112,11 +141,19 @@ def get_recommendations(user_id: UserId,
                             description="draws the exploration (the same id, the same slate); "
                                         "default: the gateway's request id")] = None):
     model = _models().get()
-    if model is None:
-        return Response(503, "application/json", {"error": "no_model", "message": "no model is published yet"},
-                        headers={"Retry-After": "60"})
-    profile = _online().load([user_id])[user_id]
     settings = wiring.serving_settings()
+    if model is None:  # before the first model: popularity from the item counters the cleaner keeps
+        profile = _online().load([user_id])[user_id]
+        ranked = popular_without_model(_online().item_counts(), user_id, k, settings.blocked_items,
+                                       personalization=profile.personalization)
+        if ranked is None:
+            return _problem(503, "no_model", "no model is published and no event is counted yet",
+                            headers={"Retry-After": "60"})
+        metrics.add_metric(Metric.RECOMMENDATIONS_SERVED, MetricUnit.Count, 1)
+        metrics.add_metric(Metric.RECOMMENDATIONS_FALLBACK, MetricUnit.Count, 1)
+        return Response(200, "application/json", recommendations_body(ranked)
+                        | {"ordering": "popularity", "experiments": {}})
+    profile = _online().load([user_id])[user_id]
     config = _user_config(user_id, model.user_segments.get(user_id))
     ordering = ordering_of(config) if config is not None else "personalized"
     exploration = policy_for(_ui_config().get(), config["experiments"]) if config is not None else GREEDY
@@ -154,8 +191,7 @@ def get_config(user_id: UserId):
         document = reader.get()
     except OSError as error:  # the agent has no deployed version yet (the first rollout), or is starting
         logger.warning("UI config unavailable", extra={"error": repr(error)})
-        return Response(503, "application/json", {"error": "config_unavailable",
-                                                  "message": "no UI configuration is deployed yet"},
+        return _problem(503, "config_unavailable", "no UI configuration is deployed yet",
                         headers={"Retry-After": "30"})
     model = _models().get()
     segment = model.user_segments.get(user_id) if model is not None else None
@@ -178,7 +214,7 @@ def put_preferences(user_id: UserId, preferences: PreferencesRequest):
 def delete_user(user_id: UserId):
     settings = wiring.serving_settings()
     if not (settings.erasure_table and settings.erasure_queue_url):
-        return Response(501, "application/json", {"error": "erasure_not_configured"})
+        return _problem(501, "erasure_not_configured", "erasure has no log table or queue in this deployment")
     record = erasure.request(_erasure_log(settings.erasure_table), user_id)
     # the profile goes now; the tombstone keeps the user's later events out of training and the
     # online store, as an opt-out does
@@ -196,7 +232,7 @@ def get_erasure(user_id: UserId):
     settings = wiring.serving_settings()
     record = _erasure_log(settings.erasure_table).get(user_id) if settings.erasure_table else None
     if record is None:
-        return Response(404, "application/json", {"error": "not_found", "message": "no erasure requested"})
+        return _problem(404, "not_found", "no erasure was requested for this user", "path.user_id")
     return Response(200, "application/json", record)
 
 
@@ -205,11 +241,36 @@ def get_erasure(user_id: UserId):
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
     # every 5xx and every failure is counted: a UI config deployment rolls back on ServingErrors
+    refusal = _content_type_refusal(event)
+    if refusal is not None:
+        return refusal
+    if event.get("path"):  # API Gateway (REST) passes the path percent-encoded: decode it once
+        event = {**event, "path": decoded_path(event["path"])}
     try:
         response = app.resolve(event, context)
     except Exception:
+        # logged with its traceback and both request ids; the client gets a 500 that names the request
+        request_id = (event.get("requestContext") or {}).get("requestId")
+        logger.exception("unexpected error", extra={"api_request_id": request_id})
         metrics.add_metric(Metric.SERVING_ERRORS, MetricUnit.Count, 1)
-        raise
+        return _internal_error(request_id)
     if response["statusCode"] >= 500:
         metrics.add_metric(Metric.SERVING_ERRORS, MetricUnit.Count, 1)
     return response
+
+
+def _internal_error(request_id: str | None) -> dict:
+    body = error_body("internal_error", f"an unexpected error; the function's log has it under request id {request_id}")
+    return {"statusCode": 500, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body),
+            "isBase64Encoded": False}
+
+
+def _content_type_refusal(event: dict) -> dict | None:
+    """415 for a body that does not say it is JSON (a form, text/plain), as the ingest route answers."""
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    if not event.get("body") or strict_json.is_json_media_type(headers.get("content-type")):
+        return None
+    body = error_body("unsupported_media_type", "the body must be application/json, not "
+                      f"{headers['content-type'].split(';')[0].strip()[:80]}")
+    return {"statusCode": 415, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body),
+            "isBase64Encoded": False}

@@ -32,6 +32,25 @@ def test_no_model_yet_is_a_retryable_503(account, serving_handler, api_event):
     assert status == 503 and body["error"] == "no_model"
 
 
+def test_before_the_first_model_popularity_comes_from_the_cleaners_item_counts(
+        account, serving_handler, post, cleaner_handler, make_event, api_event):
+    """Every recommendations request was 503 until the first nightly model, though the README promised a
+    popularity fallback: the cleaner now counts clean events per item in the online store."""
+    events = [make_event(event_id=f"c{i}", user_id=f"u{i}", item_id=item, event_type="click", value=1,
+                         timestamp=RECENT) for i, item in enumerate(["hot"] * 3 + ["warm"] * 2 + ["cold"])]
+    assert post(events)[0] == 200
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    status, body = _get(serving_handler, api_event, "/users/someone/recommendations?k=2")
+    assert status == 200, body
+    assert (body["strategy"], body["model_version"], body["personalized"]) == ("popularity", None, False)
+    assert [(i["item_id"], i["score"]) for i in body["items"]] == [("hot", 3.0), ("warm", 2.0)]
+    # a redelivered batch is a duplicate, counted once
+    for event in account.kinesis_events():
+        cleaner_handler(event)
+    assert _get(serving_handler, api_event, "/users/someone/recommendations?k=1")[1]["items"][0]["score"] == 3.0
+
+
 def test_recommendations_follow_the_users_feedback_from_the_cleaner(
         account, serving_handler, post, cleaner_handler, make_event, api_event):
     items = [f"item-{i}" for i in range(30)]
@@ -238,6 +257,22 @@ def test_a_failing_request_counts_as_a_serving_error(account, serving_handler, a
         raise RuntimeError("the online store is gone")
 
     monkeypatch.setattr(module, "_online", broken)
-    with pytest.raises(RuntimeError):
-        serving_handler(api_event("", method="GET", path="/users/u1/recommendations"))
-    assert '"ServingErrors":[1.0]' in capsys.readouterr().out.replace(" ", "")
+    logged: list[tuple[str, dict, bool]] = []
+    real = module.logger.exception
+
+    def exception(message, *args, **kwargs):  # records, then logs as before
+        import sys
+        logged.append((message, kwargs.get("extra", {}), sys.exc_info()[0] is RuntimeError))
+        return real(message, *args, **kwargs)
+
+    monkeypatch.setattr(module.logger, "exception", exception)
+    event = api_event("", method="GET", path="/users/u1/recommendations")
+    response = serving_handler(event)
+    # a 500 in the one error shape, naming the request; the log has the traceback under the same id
+    body = json.loads(response["body"])
+    request_id = event["requestContext"]["requestId"]
+    assert response["statusCode"] == 500 and body["error"] == "internal_error" and request_id in body["reason"]
+    out = capsys.readouterr().out
+    assert '"ServingErrors":[1.0]' in out.replace(" ", "")
+    # logged with its traceback (logger.exception, inside the except) and the API request id
+    assert logged == [("unexpected error", {"api_request_id": request_id}, True)]

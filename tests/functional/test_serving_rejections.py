@@ -16,7 +16,7 @@ pytestmark = pytest.mark.functional
 @pytest.fixture(scope="module")
 def validation_error_schema():
     document = json.loads(openapi_document())
-    return fastjsonschema.compile({"$ref": "#/components/schemas/HTTPValidationError",
+    return fastjsonschema.compile({"$ref": "#/components/schemas/Error",
                                    "components": document["components"]})
 
 
@@ -54,15 +54,55 @@ def test_a_body_that_is_not_utf8_is_a_422_not_an_invocation_error(account, servi
     assert body["detail"][0]["type"] == "utf8_invalid" and "byte 0" in body["detail"][0]["msg"]
 
 
-@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary="])
-def test_multipart_without_a_boundary_is_a_422_not_an_invocation_error(account, serving_handler, api_event,
-                                                                       validation_error_schema, content_type):
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=", "text/plain",
+                                          "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_json_is_a_415_as_ingest_answers(account, serving_handler, api_event, content_type):
+    """Serving answered 415 to text/plain, 422 to a form and an invocation error to multipart without a
+    boundary, while ingest took any content type: both now answer 415 to anything but JSON."""
     status, body = _put_preferences(serving_handler, api_event, b'{"personalization": true}', content_type)
-    assert status == 422
-    validation_error_schema(body)
-    assert body["detail"][0]["type"] == "multipart_invalid" and "boundary" in body["detail"][0]["msg"]
+    assert status == 415
+    assert body["error"] == "unsupported_media_type" and content_type.split(";")[0] in body["reason"]
 
 
 def test_a_valid_change_still_goes_through(account, serving_handler, api_event):
     assert _put_preferences(serving_handler, api_event, b'{"personalization": false}') == (
         200, {"user_id": "u1", "personalization": False})
+
+
+def test_an_unexpected_ingest_error_is_a_logged_500_that_names_the_request(account, ingest_handler, api_event,
+                                                                          monkeypatch):
+    """A body Python's parser could not handle (a 4,300+ digit integer) was a 502 with no log line; any
+    error the function did not expect is now logged with its traceback and answered in the error shape."""
+    import lambdas.ingest.handler as module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the stream client is gone")
+
+    logged = []
+    real = module.logger.exception
+    monkeypatch.setattr(module, "accept_batch", broken)
+    monkeypatch.setattr(module.logger, "exception",
+                        lambda message, *a, **k: (logged.append(k.get("extra")), real(message, *a, **k)))
+    event = api_event('{"events": []}')
+    response = ingest_handler(event)
+    body = json.loads(response["body"])
+    request_id = event["requestContext"]["requestId"]
+    assert response["statusCode"] == 500 and body["error"] == "internal_error" and request_id in body["reason"]
+    assert logged == [{"api_request_id": request_id}]
+
+
+def test_a_huge_integer_is_a_400_on_ingest_not_an_invocation_error(account, ingest_handler, api_event):
+    response = ingest_handler(api_event('{"events": [{"value": ' + "9" * 4400 + "}]}"))
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 400 and body["error"] == "malformed_json" and "number too long" in body["reason"]
+
+
+@pytest.mark.parametrize(("path", "user_id"), [("/users/a%40b.example/preferences", "a@b.example"),
+                                               ("/users/tenant%3A42/preferences", "tenant:42"),
+                                               ("/users/plain/preferences", "plain")])
+def test_a_percent_encoded_id_is_decoded_once_as_api_gateway_passes_it(account, serving_handler, api_event, path,
+                                                                       user_id):
+    """API Gateway (REST) hands the function the path as the client encoded it; `a%40b` was a 422."""
+    response = serving_handler(api_event(b'{"personalization": false}', method="PUT", path=path))
+    assert response["statusCode"] == 200, response["body"]
+    assert json.loads(response["body"])["user_id"] == user_id

@@ -28,6 +28,7 @@ from feedbackloop.resources import (
     RAW_ERROR_PREFIX,
     RAW_PREFIX,
 )
+from glue_jobs.build_tables import bookmark_key
 
 pytestmark = pytest.mark.infra
 
@@ -333,12 +334,21 @@ def test_writer_policy_opens_the_cleaners_tables_only(data: Template) -> None:
 def test_builder_policy_writes_the_modelled_tables_only(data: Template) -> None:
     statements = _managed_policy(data, "BuilderPolicy")
     results = {"Fn::Join": ["", [{"Fn::GetAtt": [_bucket_ids(data)[QUERY_RESULTS_BUCKET.key], "Arn"]}, "/*"]]}
+    bookmark_actions = ["s3:GetObject", "s3:PutObject"]
     writable = [
-        r for s in _statements_with(statements, ["s3:PutObject", "s3:DeleteObject"]) for r in _listed(s["Resource"])
+        r for s in _statements_with(statements, ["s3:PutObject", "s3:DeleteObject"])
+        if sorted(_listed(s["Action"])) != bookmark_actions for r in _listed(s["Resource"])
     ]
     assert _same(writable, [*_table_objects(data, MODELLED_LAKE_TABLES), results])
     (partitions,) = _statements_with(statements, PARTITION_WRITE_ACTIONS)
     assert _table_names(partitions["Resource"]) == {t.name for t in MODELLED_LAKE_TABLES}
+    # and each table's bookmark, outside every table location: exactly those objects, read and written
+    (bookmarks,) = [s for s in statements if sorted(_listed(s["Action"])) == bookmark_actions]
+    assert _same(_listed(bookmarks["Resource"]), [
+        {"Fn::Join": ["", [{"Fn::GetAtt": [_bucket_ids(data)[t.bucket_key], "Arn"]},
+                           f"/{bookmark_key(t.prefix, t.name)}"]]} for t in MODELLED_LAKE_TABLES])
+    assert not any(bookmark_key(t.prefix, t.name).startswith(u.prefix) for t in MODELLED_LAKE_TABLES
+                   for u in LAKE_TABLES)
 
 
 def test_builder_policy_reads_the_curated_bucket_tables(data: Template) -> None:

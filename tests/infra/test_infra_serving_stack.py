@@ -546,3 +546,12 @@ def test_eraser_cannot_touch_the_registry_the_models_bucket_or_the_online_store(
     assert len(deletes) == 2 and all("/raw/" in r for r in deletes)
     erasures = _actions_on(statements, _table_arn(synthesis, ERASURE_TABLE))
     assert {a for a in erasures if a.startswith("dynamodb:")} == {"dynamodb:GetItem", "dynamodb:PutItem"}
+
+
+def test_an_unknown_route_says_no_such_route(serving: Template) -> None:
+    """API Gateway answers an unknown route with MISSING_AUTHENTICATION_TOKEN, "Missing Authentication Token"."""
+    serving.has_resource_properties(
+        "AWS::ApiGateway::GatewayResponse",
+        {"ResponseType": "MISSING_AUTHENTICATION_TOKEN", "StatusCode": "404",
+         "ResponseTemplates": {"application/json": '{"message": "no such route"}'}},
+    )

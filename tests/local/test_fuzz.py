@@ -92,7 +92,8 @@ def test_the_two_api_functions_take_turns(runtime, monkeypatch):
 
     def call(name: str, method: str, path: str, body: bytes | None = None) -> None:
         request = urllib.request.Request(f"{runtime.api.url}{path}", data=body, method=method,
-                                         headers={API_KEY_HEADER: runtime.api_key})
+                                         headers={API_KEY_HEADER: runtime.api_key,
+                                                  "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
             statuses[name] = response.status
 

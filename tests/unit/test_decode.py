@@ -555,8 +555,8 @@ def test_an_empty_batch_decodes_to_an_empty_table():
     assert decoded.rejected == []
 
 
-def test_duplicate_keys_are_read_as_the_registry_reads_them(make_record):
-    """Python's json keeps the last of repeated keys; the fast path must not keep the first."""
+def test_duplicate_keys_are_quarantined_on_either_path(make_record):
+    """Python's json kept the last of repeated keys, silently; a repeated key is now refused, as at the API."""
     event = ('"user_id":"u1","item_id":"i1","event_type":"rating","value":4,'
              '"timestamp":"2025-06-10T11:59:00Z","schema_version":"1.0","context":{}')
     first_good = b'{"received_at":"2025-06-10T12:00:00+00:00","event":{"event_id":"ok","event_id":"-bad",' + \
@@ -564,8 +564,9 @@ def test_duplicate_keys_are_read_as_the_registry_reads_them(make_record):
     last_good = b'{"received_at":"2025-06-10T12:00:00+00:00","event":{"event_id":"-bad","event_id":"ok",' + \
         event.encode() + b"}}\n"
     decoded = decode_batch([make_record(first_good, 0), make_record(last_good, 1)])
-    assert decoded.valid["record_index"].to_pylist() == [1]
-    assert decoded.valid["event_id"].to_pylist() == ["ok"]
+    assert decoded.valid.num_rows == 0
+    assert [(r.reason, r.detail.split(":")[0]) for r in decoded.rejected] == [
+        (QuarantineReason.MALFORMED_JSON, "duplicate_key")] * 2
 
 
 # --- the Kinesis event ------------------------------------------------------------------------

@@ -43,7 +43,11 @@ def test_the_request_body_is_the_registrys_batch_schema(document):
     body = document["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/FeedbackEventBatch"}
     batch = json.loads(json.dumps(schemas["FeedbackEventBatch"]))
-    event = {k: v for k, v in schemas["FeedbackEvent"].items() if k != "title"}
+    event = {k: v for k, v in schemas["FeedbackEvent"].items() if k not in ("title", "allOf")}
+    # and the per event type rules the route applies: a rating without a value is refused, and documented so
+    rating = next(c["then"] for c in schemas["FeedbackEvent"]["allOf"]
+                  if c["if"]["properties"]["event_type"]["const"] == "rating")
+    assert rating["required"] == ["value"] and rating["properties"]["value"]["type"] == "number"
     batch["properties"]["events"]["items"] = event
     expected = registry.batch_schema()
     expected.pop("$schema")

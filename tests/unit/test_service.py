@@ -171,6 +171,9 @@ def test_a_duplicate_within_a_batch_is_written_once(lake, make_event, make_recor
     (row,) = [r for r in lake.curated().to_pylist() if r["event_id"] == "a"]
     assert row["value"] == 2  # the first one wins
     assert lake.verdicts()[records[1].source] == ["duplicate"]
+    # said as what it is: the id was not committed before, it came twice in this batch
+    (detail,) = [r["detail"] for r in lake.quarantine().to_pylist() if r["reason"] == "duplicate"]
+    assert detail == "event_id repeated earlier in this batch"
 
 
 def test_a_duplicate_across_batches_is_written_once(lake, make_event, make_record):
@@ -178,6 +181,8 @@ def test_a_duplicate_across_batches_is_written_once(lake, make_event, make_recor
     outcome = lake.clean([make_record(make_event(event_id="a"), 1), make_record(make_event(event_id="b"), 2)])
     assert (outcome.clean, outcome.duplicates) == (1, 1)
     assert lake.curated_ids() == {"a": 1, "b": 1}
+    (detail,) = [r["detail"] for r in lake.quarantine().to_pylist() if r["reason"] == "duplicate"]
+    assert detail == "event_id already committed"
 
 
 def test_a_replayed_batch_adds_nothing_to_the_curated_table(lake, make_event, make_record):

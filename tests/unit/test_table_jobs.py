@@ -277,8 +277,11 @@ def test_running_twice_leaves_the_same_tables(tmp_path: Path):
     assert all(r.skipped == "up to date" for r in reports)
     build_all(engine, full=True)  # and a forced rebuild rewrites the same rows
     assert _snapshot(tmp_path) == once
+    # the table's location holds its partitions only: the bookmark is outside it (awswrangler reads every file)
     assert sorted(p.name for p in (tmp_path / "curated/tables/interactions").iterdir()) == [
-        "_bookmark.json", "event_date=2026-03-28", "event_date=2026-03-29", "event_date=2026-03-30"]
+        "event_date=2026-03-28", "event_date=2026-03-29", "event_date=2026-03-30"]
+    assert sorted(p.name for p in (tmp_path / "curated/tables/_bookmarks").iterdir()) == sorted(
+        f"{step.table}.json" for job in JOBS for step in job.steps)
 
 
 def test_rows_still_settling_wait_for_the_next_run(tmp_path: Path):
@@ -303,6 +306,24 @@ def test_a_broken_output_fails_the_job_loudly_and_keeps_the_bookmark(tmp_path: P
     with pytest.raises(DataQualityError, match=r"interactions: 1 rows with feedback_score outside \[-1, 1\]"):
         run_job("interactions", engine, now=NOW, settle=timedelta(0))
     assert engine.read_bookmark("interactions") is None  # the next run redoes it
+
+
+@pytest.mark.parametrize("price", [math.nan, math.inf])
+def test_a_non_finite_price_fails_the_job_instead_of_making_every_revenue_nan(tmp_path: Path, price: float):
+    """One `"price": NaN` that reached the curated lake made revenue NaN in interactions, user_daily,
+    user_features and every engagement row, and every job succeeded."""
+    t = datetime(2026, 3, 30, 12, tzinfo=UTC)
+    engine = lake(tmp_path, [event("u1", "i1", "purchase", t, 0.8, 0.6, price=price),
+                             event("u2", "i1", "purchase", t, 0.8, 0.6, price=5.0)])
+    with pytest.raises(DataQualityError, match=r"interactions: 1 rows with price NaN or infinite; "
+                                               r"1 rows with revenue NaN or infinite"):
+        run_job("interactions", engine, now=NOW, settle=timedelta(0))
+    assert engine.read_bookmark("interactions") is None
+
+
+def test_every_floating_point_column_of_a_modelled_table_is_checked_finite():
+    floating = {t.name: {c.name for c in t.columns if pa.types.is_floating(c.type)} for t in MODELLED_TABLES}
+    assert {s.table: set(s.finite) for job in JOBS for s in job.steps} == floating
 
 
 def test_checks_catch_null_keys_duplicates_and_unreconciled_counts(tmp_path: Path):
