@@ -1,4 +1,4 @@
-"""Which exposures the user plausibly examined: a position-based examination model (ADR 0013).
+"""Which exposures the user plausibly examined: a position-based examination model (ADR 0016).
 
 An item shown and not clicked says something about the user's taste only if they looked at it. Users
 look at the first few positions of a list and less and less below (position bias): under the

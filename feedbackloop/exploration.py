@@ -1,4 +1,4 @@
-"""Exploration with logged propensities: an epsilon policy over the top candidates (ADR 0014).
+"""Exploration with logged propensities: an epsilon policy over the top candidates (ADR 0017).
 
 The ranking's top k are the greedy slate; the next `pool` candidates are the exploration pool. Each slot
 is explored independently with probability `budget`; the explored slots, in a random order, take

@@ -1,4 +1,4 @@
-"""Item-side freshness: recent examinations, clicks and purchases per item, decayed (ADR 0015).
+"""Item-side freshness: recent examinations, clicks and purchases per item, decayed (ADR 0018).
 
 The cleaner adds each batch's counts per item; serving reads the candidates' counters and moves items
 whose recent click rate is above or below the model's expectation before the next retraining does.
@@ -10,7 +10,7 @@ lost race between the shards that all touch a hot item, and the result is exact 
 A week's landmark keeps the numbers small (at most 2^7 with a one-day half-life); a write drops the
 fields of landmarks `KEEP_LANDMARKS` weeks old, which have decayed below 2^-28 of their value.
 
-An impression counts as much as the user plausibly examined it (the examination model, ADR 0013), so
+An impression counts as much as the user plausibly examined it (the examination model, ADR 0016), so
 clicks / examinations is a click rate corrected for the position items were shown at.
 """
 

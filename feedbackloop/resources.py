@@ -88,7 +88,7 @@ REGISTRY_TABLE = KeyValueTableSpec("registry", "key", None,
 ONLINE_TABLE = KeyValueTableSpec("online", "user_id", "expires_at",
                                  "each user's recent feedback per item (decayed) and their preferences")
 # One item per catalogue item: forward-decayed counts of recent examinations, clicks and purchases that
-# the cleaner ADDs to and serving reads (feedbackloop/item_counters.py, ADR 0015). No user in it.
+# the cleaner ADDs to and serving reads (feedbackloop/item_counters.py, ADR 0018). No user in it.
 ITEM_COUNTERS_TABLE = KeyValueTableSpec("item-counters", "item_id", "expires_at",
                                         "each item's recent examinations, clicks and purchases (decayed)")
 ERASURE_TABLE = KeyValueTableSpec("erasures", "user_id", None, "erasure requests and what they removed (the audit)")

@@ -40,7 +40,7 @@ class Recommendation:
     item_id: str
     score: float
     reason: str
-    propensity: float = 1.0  # the probability the policy showed this item at this position (ADR 0014)
+    propensity: float = 1.0  # the probability the policy showed this item at this position (ADR 0017)
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     `exclude_consumed` (the UI config's): leave out every item the user has a signal on. `exploration`:
     the user's arm's policy, drawn deterministically from `request_id`; each item carries its
     propensity. `item_counts`: reads the items' recent counts, which move the candidates before the
-    slate is drawn (ADR 0015)."""
+    slate is drawn (ADR 0018)."""
     segment = model.user_segments.get(user_id)
     if profile is not None and not profile.personalization:
         return _popular(model, user_id, None, k, blocked, personalized=False)

@@ -108,7 +108,7 @@ JOBS: tuple[Job, ...] = (
         Step("user_feedback", "feedback_daily", "as_of_date", keys=("user_id", "item_id"),
              ranges=(Range("composite_score", -1, 1), Range("confidence_mass", 0, None)),
              finite=("composite_score", "confidence_mass", "rating_mean"),
-             # pairs of unexamined exposures alone (no confidence, ADR 0013) are no feedback
+             # pairs of unexamined exposures alone (no confidence, ADR 0016) are no feedback
              reconcile=("SELECT sum(events) FROM (SELECT sum(events) AS events, sum(decayed_weight_sum) AS weight "
                         "FROM feedback_daily WHERE event_date <= '$as_of_date' GROUP BY user_id, item_id) "
                         "WHERE weight > 0",

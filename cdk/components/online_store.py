@@ -8,7 +8,7 @@ data they open; the functions in the stateless stacks attach them by ARN:
 - `server_policy`: read profiles, update a user's preferences, delete a profile (erasure); no scan.
 
 Beside the profiles, `item_table` (`resources.ITEM_COUNTERS_TABLE`, key `item_id`) holds each item's
-recent counts (ADR 0015): the cleaner may only UpdateItem there (its writes are ADDs, it never reads
+recent counts (ADR 0018): the cleaner may only UpdateItem there (its writes are ADDs, it never reads
 them), serving may only read them.
 """
 

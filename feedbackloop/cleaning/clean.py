@@ -40,7 +40,7 @@ class CleaningRules:
     min_samples: int = 50
     zscore_threshold: float = 4.0
     iqr_k: float = 3.0
-    examination: ExaminationModel = EXAMINATION  # how much an exposure at a position counts (ADR 0013)
+    examination: ExaminationModel = EXAMINATION  # how much an exposure at a position counts (ADR 0016)
 
 
 @dataclass

@@ -38,7 +38,7 @@ def feedback_as_of(daily: pd.DataFrame, as_of_date: str,
     pairs["last_positive_at"] = grouped["last_positive_at"].max()
     pairs["last_negative_at"] = grouped["last_negative_at"].max()
     pairs["last_seen_at"] = grouped["last_seen_at"].max()
-    # an exposure the user plausibly never examined has confidence 0 (ADR 0013): a pair with nothing else
+    # an exposure the user plausibly never examined has confidence 0 (ADR 0016): a pair with nothing else
     # is an impression, not feedback
     pairs = pairs[pairs["confidence_mass"] > 0].reset_index()
     mean = pairs["score_mass"] / pairs["confidence_mass"]

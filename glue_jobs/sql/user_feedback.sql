@@ -57,6 +57,6 @@ SELECT
     last_seen_at,
     '$as_of_date' AS as_of_date
 FROM pairs
--- an exposure the user plausibly never examined has confidence 0 (ADR 0013): a pair with nothing else
+-- an exposure the user plausibly never examined has confidence 0 (ADR 0016): a pair with nothing else
 -- is an impression, not feedback
 WHERE confidence_mass > 0

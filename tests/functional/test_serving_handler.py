@@ -187,7 +187,7 @@ def test_the_personalized_arm_explores_within_its_budget_the_same_way_for_one_re
 
 def test_an_examined_item_left_unclicked_drops_from_the_next_ranking_and_an_unexamined_one_stays(
         account, serving_handler, post, cleaner_handler, make_event, api_event):
-    """Impressions are feedback (ADR 0013): the exposures go through ingest and the cleaner into the profile."""
+    """Impressions are feedback (ADR 0016): the exposures go through ingest and the cleaner into the profile."""
     items = [f"item-{i}" for i in range(60)]
     _publish(account.session, items)
     assert post([make_event(event_id="b1", user_id="u1", item_id="item-20", event_type="purchase", value=3,
@@ -215,7 +215,7 @@ def test_an_examined_item_left_unclicked_drops_from_the_next_ranking_and_an_unex
 
 def test_items_others_ignore_move_down_and_items_others_click_move_up_before_retraining(
         account, serving_handler, post, cleaner_handler, make_event, api_event):
-    """Item-side freshness (ADR 0015): other users' exposures and clicks reach the item counters through
+    """Item-side freshness (ADR 0018): other users' exposures and clicks reach the item counters through
     the cleaner, and move u1's next ranking without a new model."""
     from feedbackloop.local.environment import physical_name
     from feedbackloop.resources import ITEM_COUNTERS_TABLE

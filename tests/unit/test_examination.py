@@ -1,4 +1,4 @@
-"""The examination model (ADR 0013): which exposures are weak negatives, and how much they weigh."""
+"""The examination model (ADR 0016): which exposures are weak negatives, and how much they weigh."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The exploration policy (ADR 0014): deterministic per request, exact propensities, within its budget."""
+"""The exploration policy (ADR 0017): deterministic per request, exact propensities, within its budget."""
 
 from __future__ import annotations
 

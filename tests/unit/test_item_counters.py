@@ -1,4 +1,4 @@
-"""Item-side freshness (ADR 0015): forward-decayed counters, the cleaner's additions, serving's re-ordering."""
+"""Item-side freshness (ADR 0018): forward-decayed counters, the cleaner's additions, serving's re-ordering."""
 
 from __future__ import annotations
 

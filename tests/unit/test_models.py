@@ -57,7 +57,7 @@ def _lake_with_history(tmp_path: Path, users: int = 40, items: int = 30, days: i
         if u % 4 == 0:
             rows.append(event(f"u{u}", f"i{taste}", "rating", start + timedelta(days=days - 1), 1.0, 1.0, value=5,
                               category=f"c{taste}"))
-        # exposures (ADR 0013): examined ones weigh as the examination model says, the one at position 12
+        # exposures (ADR 0016): examined ones weigh as the examination model says, the one at position 12
         # was never examined (confidence 0) and is no pair of its own
         for position in (1, 5, 12):
             item = (taste + items // 3 + position) % items
