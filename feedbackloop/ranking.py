@@ -120,28 +120,31 @@ class Ranker:
                                 minlength=self.n_items)
         segment = (self.segment_popularity[s.segment] if 0 <= s.segment < len(self.segment_popularity)
                    else self.popularity)
-        return {"mf": mf.astype(np.float64), "item_item": item_item, "history": history,
+        return {"mf": mf, "item_item": item_item, "history": history,
                 "popularity": self.popularity, "trending": self.trending, "segment": segment}
 
-    def _top(self, name: str, scores: np.ndarray, allowed: np.ndarray, segment: int) -> np.ndarray:
+    def _top(self, name: str, scores: np.ndarray, allowed: np.ndarray, s: UserSignals, excluded: int
+             ) -> np.ndarray:
+        """A source's top `candidates` allowed items with a score, best first (`excluded`: how many items
+        are not allowed, so that a partition of that many more holds the top allowed ones)."""
         if name == "popularity":
             order = self.popular_order
         elif name == "trending":
             order = self.trending_order
-        elif name == "segment" and 0 <= segment < len(self.segment_order):
-            order = self.segment_order[segment]
+        elif name == "segment" and 0 <= s.segment < len(self.segment_order):
+            order = self.segment_order[s.segment]
         elif name == "segment":
             order = self.popular_order
+        elif name == "history":  # only the user's own items have a score
+            order = s.rows[s.wanted]
+            order = order[np.argsort(-scores[order], kind="stable")]
         else:
-            order = None
-        if order is not None:
-            return order[allowed[order]]
-        masked = np.where(allowed & (scores != 0), scores, -np.inf)
-        n = min(self.candidates, int(np.isfinite(masked).sum()))
-        if n == 0:
-            return np.array([], dtype=np.int64)
-        part = np.argpartition(-masked, n - 1)[:n]
-        return part[np.argsort(-masked[part], kind="stable")]
+            m = min(self.n_items, self.candidates + excluded)
+            order = np.argpartition(-scores, m - 1)[:m] if m < self.n_items else np.arange(self.n_items)
+            order = order[np.argsort(-scores[order], kind="stable")]
+        order = order[allowed[order] & (scores[order] != 0)] if name in ("mf", "item_item", "history") else \
+            order[allowed[order]]
+        return order[:self.candidates]
 
     # --- the ranking ------------------------------------------------------------------------------
 
@@ -156,7 +159,8 @@ class Ranker:
                       ) -> tuple[np.ndarray, np.ndarray]:
         """The union of every source's top items, and each candidate's rank in each source
         (1-based; candidates + 1 when outside its top)."""
-        tops = {name: self._top(name, scores[name], allowed, s.segment) for name in SOURCES}
+        excluded = self.n_items - int(np.count_nonzero(allowed))
+        tops = {name: self._top(name, scores[name], allowed, s, excluded) for name in SOURCES}
         union = np.unique(np.concatenate(list(tops.values())))
         ranks = np.full((len(union), len(SOURCES)), self.candidates + 1, dtype=np.float64)
         for j, name in enumerate(SOURCES):

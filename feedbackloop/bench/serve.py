@@ -12,7 +12,7 @@ experiment (the popularity arm skips the fold-in).
   ranking core.
 - The core (`serve_core_p50_ms`, `serve_core_p99_ms`): `recommend()` on in-memory profiles (every candidate
   source scoring the catalogue from the profile, the union of their top candidates, their features and
-  the re-ranker's 200 trees, filters, top 10 with reasons) and the JSON body. Baseline: the
+  the re-ranker's 100 trees, filters, top 10 with reasons) and the JSON body. Baseline: the
   peer, `implicit`'s ALS `recommend` (its C++ least squares and top-k) on the same item factors, alpha and
   regularization, with the user's feedback as its user row and the same filters (negatively rated and
   blocked items removed), and the same JSON body without reasons.
@@ -56,7 +56,7 @@ ROUNDS = 3
 K = 10
 TARGET_P99_MS = 10.0
 PARAMS = {"alpha": 10.0, "regularization": 0.01, "history_weight": 1.0}
-TREES = 200  # the re-ranker's most (RankingParams.max_trees)
+TREES = 100  # the re-ranker's most (RankingParams.max_trees)
 
 
 def model_arrays(items: int = ITEMS, factors: int = FACTORS, seed: int = 0, trees: int = TREES
