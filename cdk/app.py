@@ -27,6 +27,7 @@ from feedbackloop.resources import (  # the stack names, shared with `feedbacklo
     INGEST_STACK,
     MONITORING_STACK,
     SERVING_STACK,
+    STACKS,  # noqa: F401 - every stack, re-exported for the nag and lint tests
     TABLES_STACK,
     TRAINING_STACK,
 )

@@ -95,7 +95,8 @@ JOBS: tuple[Job, ...] = (
     Job("interactions", (
         Step("interactions", CLEANER_SOURCE, "event_date", keys=("event_id",),
              ranges=(Range("feedback_score", -1, 1), Range("confidence", 0, 1)),
-             finite=("value", "feedback_score", "confidence", "arrival_delay_seconds", "price", "revenue"),
+             finite=("value", "feedback_score", "confidence", "arrival_delay_seconds", "price", "revenue",
+                     "propensity"),
              reconcile=("SELECT count(*) FROM feedback_events WHERE $where",
                         "SELECT count(*) FROM interactions WHERE $where")),
     )),

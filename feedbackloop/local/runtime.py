@@ -49,7 +49,8 @@ from feedbackloop.local.queue import QueueMapping
 from feedbackloop.local.stream import EventSourceMapping, MappingConfig, RawArchiver
 
 _HANDLER_CACHES = {"lambdas.ingest.handler": ("_stream",), "lambdas.cleaner.handler": ("_cleaner",),
-                   "lambdas.serving.handler": ("_models", "_online", "_ui_config", "_erasure_log", "_erasure_queue"),
+                   "lambdas.serving.handler": ("_models", "_online", "_item_counters", "_ui_config", "_erasure_log",
+                                               "_erasure_queue"),
                    "lambdas.eraser.handler": ("_settings",), "lambdas.adjust.handler": ("_adjuster",)}
 
 

@@ -46,8 +46,9 @@ def code_asset(synthesis) -> Path:
 
 
 def test_the_handlers_import_from_the_asset(code_asset):
-    # -S: no site-packages processing, so the project's editable install is not on the path; the
-    # third-party packages come from the venv, as the runtime and the layers provide them in Lambda
+    # -B: no bytecode written into the asset (its size is checked below); -S: no site-packages
+    # processing, so the project's editable install is not on the path; the third-party packages come
+    # from the venv, as the runtime and the layers provide them in Lambda
     # (the dependency layer itself is built for Python 3.12 and checked below)
     probe = (
         "import sys; sys.path[:0] = sys.argv[1:]\n"
@@ -56,7 +57,7 @@ def test_the_handlers_import_from_the_asset(code_asset):
         "print(feedbackloop.__file__)\n"
     )
     paths = [str(code_asset), sysconfig.get_paths()["purelib"]]
-    result = subprocess.run([sys.executable, "-S", "-c", probe, *paths], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-S", "-B", "-c", probe, *paths], capture_output=True, text=True,
                             env={"POWERTOOLS_TRACE_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"},
                             timeout=120)
     assert result.returncode == 0, result.stderr
@@ -112,7 +113,7 @@ def test_the_adjust_handler_imports_with_only_its_runtime_and_layers(code_asset,
         "leaked = sorted({'pandas', 'pyarrow', 'awswrangler'} & {m.split('.')[0] for m in sys.modules})\n"
         "assert not leaked, leaked\n"
     )
-    result = subprocess.run([sys.executable, "-S", "-c", probe, str(code_asset), str(site)], capture_output=True,
+    result = subprocess.run([sys.executable, "-S", "-B", "-c", probe, str(code_asset), str(site)], capture_output=True,
                             text=True, env={"POWERTOOLS_TRACE_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"},
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
