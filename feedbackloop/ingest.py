@@ -74,6 +74,7 @@ def accept_batch(body: bytes, received_at: datetime, stream: EventStream,
     records: list[tuple[str, bytes]] = []
     errors: dict[int, dict[str, str]] = {}
     for index, event in enumerate(events):
+        event = registry.integers_as_written(event)
         error = registry.validate_event(event)
         if error is None:
             data = envelope(event, received_at)

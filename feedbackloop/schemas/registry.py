@@ -140,6 +140,29 @@ def _field_of(error: fastjsonschema.JsonSchemaValueException) -> str:
     return ".".join(path) or "$"
 
 
+def integers_as_written(event: object, major: int = CURRENT_MAJOR) -> object:
+    """The event with an integral float in an integer-typed field (`"position": 71.0`) written as the
+    integer: JSON Schema from draft 6 on, and OpenAPI clients with it, count 71.0 as an integer; the
+    event schema's draft 4 does not, so ingest writes it as 71 before it checks and forwards the event."""
+    if not isinstance(event, dict):
+        return event
+    properties = event_schema(major)["properties"]
+
+    def fixed(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+        out = dict(values)
+        for name, value in values.items():
+            spec = schema.get(name, {})
+            types = spec.get("type", [])
+            if isinstance(value, float) and value.is_integer() and "integer" in (
+                    types if isinstance(types, list) else [types]):
+                out[name] = int(value)
+            elif isinstance(value, dict) and "properties" in spec:
+                out[name] = fixed(value, spec["properties"])
+        return out
+
+    return fixed(event, properties)
+
+
 def validate_event(event: object) -> SchemaError | None:
     """Check one decoded event against its major's schema and its event type's rules."""
     if not isinstance(event, dict):

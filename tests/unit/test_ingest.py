@@ -41,6 +41,17 @@ def test_a_valid_batch_is_put_on_the_stream(stream, make_event):
         assert json.loads(data) == {"received_at": "2025-06-10T12:00:00.123456+00:00", "event": event}
 
 
+def test_an_integral_float_in_an_integer_field_is_written_as_the_integer(stream, make_event):
+    """`"position": 71.0` is an integer to OpenAPI clients (JSON Schema from draft 6 on): accepted, and
+    forwarded as 71 so the cleaner's draft-4 schema takes it too; 71.5 stays refused."""
+    event = make_event(event_id="p", event_type="view")
+    event["context"] = {**event.get("context", {}), "position": 71.0}
+    assert accept_batch(_body(event), RECEIVED_AT, stream).status == 200
+    assert json.loads(stream.records[-1][1])["event"]["context"]["position"] == 71
+    event["context"]["position"] = 71.5
+    assert accept_batch(_body(event), RECEIVED_AT, stream).status == 400
+
+
 def test_the_envelope_keeps_unicode_as_utf8_and_the_event_unchanged(make_event):
     event = make_event()
     event["context"]["page"] = "/caf\u00e9/\u2603\n\U0001f600"
