@@ -261,9 +261,13 @@ def _serve(runtime: LocalRuntime, client_accepted: int, at: datetime, say) -> in
     say(f"  {a} bought {', '.join(new_items)}; {time.perf_counter() - started:.2f}s later:")
     show(f"{a} after", after)
     profile = DynamoOnlineStore(runtime.session, physical_name(ONLINE_TABLE.key)).load([a])[a]
-    changed = set(new_items) <= {i["item_id"] for i in after["items"]} - {i["item_id"] for i in before["items"]}
+    # the ranking follows the purchases: the re-ranker weighs them against everything else it knows, and
+    # exploration may take a slot, so at least one (not necessarily all) enters the top 5
+    entered = set(new_items) & ({i["item_id"] for i in after["items"]} - {i["item_id"] for i in before["items"]})
+    changed = bool(entered)
     stored = all(item in profile.items for item in new_items)
-    say(f"    read back: the online profile holds the new items: {stored}; they entered the top 5: {changed}")
+    say(f"    read back: the online profile holds the new items: {stored}; {len(entered)} of {len(new_items)} "
+        "entered the top 5")
 
     # 2. personalization off: non-personalized answers, events kept out of training and the profile
     status, body, _ = client.request("PUT", f"/users/{b}/preferences", {"personalization": False})
