@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -175,17 +176,15 @@ def feedback_daily(curated: pa.Table, now: datetime) -> pd.DataFrame:
 
 # --- the peers ---------------------------------------------------------------------------------------
 
-class Peer:
+class Peer(typing.Protocol):
     """A peer: fitted on the plain count matrix of the train part; scores batches of its rows."""
 
-    def fit(self, counts: sp.csr_matrix, last: sp.csr_matrix) -> Peer:
-        raise NotImplementedError
+    def fit(self, counts: sp.csr_matrix, last: sp.csr_matrix) -> Peer: ...
 
-    def scores(self, rows: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def scores(self, rows: np.ndarray) -> np.ndarray: ...
 
 
-class Popularity(Peer):
+class Popularity:
     def __init__(self) -> None:
         pass
 
@@ -197,7 +196,7 @@ class Popularity(Peer):
         return np.tile(self.popularity_, (len(rows), 1))
 
 
-class OwnHistory(Peer):
+class OwnHistory:
     """The one-line heuristic: each user's own past items by count, the latest first among equal
     counts, popularity after them."""
 
@@ -216,7 +215,7 @@ class OwnHistory(Peer):
                 + 1e-3 * (self.popularity_ / (self.popularity_.max() + 1.0))[None, :])
 
 
-class ImplicitALS(Peer):
+class ImplicitALS:
     """implicit's weighted ALS on counts, as its documentation uses it; BLAS held to one thread."""
 
     def __init__(self, factors: int = 64, regularization: float = 0.01, alpha: float = 1.0, iterations: int = 15,
@@ -242,7 +241,7 @@ class ImplicitALS(Peer):
                 + self.history_weight * own / np.maximum(own.max(axis=1, keepdims=True), 1e-12))
 
 
-class PureSVD(Peer):
+class PureSVD:
     """Cremonesi et al. 2010: a truncated SVD of the binary matrix."""
 
     def __init__(self, k: int = 64) -> None:
@@ -258,7 +257,7 @@ class PureSVD(Peer):
         return np.asarray(self.x_[rows] @ self.components_.T) @ self.components_
 
 
-class SourcePeer(Peer):
+class SourcePeer:
     """A candidate source of ours (EASE, item-kNN) as a peer, on the plain matrix."""
 
     def __init__(self, make: Callable[[], Any]) -> None:
