@@ -194,6 +194,7 @@ FEEDBACK_DAILY = _modelled(
     Column("user_id", _STR, "who", filtered=True),
     Column("item_id", _STR, "what", filtered=True),
     Column("category", _STR, "the item's category", categorical=True),
+    Column("price", _F64, "the item's highest price in the day's events (null: none sent)"),
     *_counts("events", "explicit_events", "implicit_events", "views", "clicks", "purchases", "cancels", "ratings"),
     Column("rating_sum", _F64, "sum of rating values"),
     Column("decayed_score_sum", _F64, "sum of confidence x feedback_score, decayed to the end of the day"),

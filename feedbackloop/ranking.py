@@ -8,7 +8,13 @@ serving; the feedback layer as of the cut-off in training and in the gate):
 - `item_item`: the items' nearest neighbours (EASE's weights, or item-kNN's, kept sparse) summed over
   the items the user wants;
 - `history`: the user's own evidence per item (frequency and recency in one decayed mass);
-- `popularity`, `trending` (the recent window) and `segment` (popularity among the user's segment).
+- `popularity`, `trending` (the recent window) and `segment` (popularity among the user's segment);
+- `attribute`: the items' attributes as clients send them (category, price band): the user's share of
+  recent wanted evidence (each signal weighed down by its age, half-life ATTRIBUTE_HALF_LIFE_DAYS) in
+  the item's category times that in its price band, each smoothed towards the catalogue's own mix,
+  times the item's popularity percentile. It generalizes from a single click to
+  every item like it, which the factorization and the neighbours cannot do for an item they know
+  little about, and it is what a user new to the system is ranked from after their first clicks.
 The union of each source's top `candidates` items is then ordered by the re-ranker (gradient-boosted
 trees over the sources' scores and ranks and the user's, the item's and the pair's feedback features,
 evaluated with numpy), or, when the re-ranker did not beat the best single source on validation, by
@@ -22,14 +28,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SOURCES = ("mf", "item_item", "history", "popularity", "trending", "segment")
-PAIR_FEATURES = ("hist_mass", "neg_mass", "composite", "days_since", "conflicting")
+SOURCES = ("mf", "item_item", "history", "popularity", "trending", "segment", "attribute")
+PAIR_FEATURES = ("hist_mass", "neg_mass", "composite", "days_since", "conflicting", "category_share",
+                 "price_share", "recent_category_share", "recent_price_share")
 USER_FEATURES = ("user_items", "user_mass", "user_days_since", "user_mean_composite")
 ITEM_FEATURES = ("item_users", "item_trending", "item_age_days", "item_purchase_rate", "item_cancel_rate",
                  "item_ctr", "item_rating", "item_mean_score")
 FEATURES = tuple(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank")) + PAIR_FEATURES + USER_FEATURES \
     + ITEM_FEATURES
+# the columns of models published before the attribute source (they carry no `feature_names`)
+_FIRST_FEATURES = tuple(f"{s}_{kind}" for s in SOURCES[:6] for kind in ("score", "rank")) + PAIR_FEATURES[:5] \
+    + USER_FEATURES + ITEM_FEATURES
 ARRAY_PREFIX = "ranker_"
+PRICE_BANDS = 4  # the catalogue's price quartiles
+ATTRIBUTE_PRIOR = 0.1  # the confidence mass the catalogue's mix counts for in a user's shares (half a click's)
+ATTRIBUTE_HALF_LIFE_DAYS = 1.0  # "recent" in the user's recent shares: the interest of their latest visits
 
 
 @dataclass(frozen=True)
@@ -84,12 +97,23 @@ class Ranker:
         self.popular_order = np.argsort(-self.popularity, kind="stable")[:self.candidates]
         self.trending_order = np.argsort(-self.trending, kind="stable")[:self.candidates]
         self.segment_order = [np.argsort(-row, kind="stable")[:self.candidates] for row in self.segment_popularity]
+        # attribute codes: 0 for none known, else 1 + the category's index / the price band
+        self.item_category = get.get("item_category", np.zeros(self.n_items, np.int64)).astype(np.int64)
+        self.item_price_band = get.get("item_price_band", np.zeros(self.n_items, np.int64)).astype(np.int64)
+        self.category_prior = _mix(self.item_category, self.popularity)
+        self.price_prior = _mix(self.item_price_band, self.popularity)
+        order = np.argsort(self.popularity, kind="stable")
+        self.popularity_percentile = np.empty(self.n_items)
+        self.popularity_percentile[order] = (np.arange(self.n_items) + 1.0) / max(self.n_items, 1)
         self.trees = None
         if self.strategy == "reranker":
             from feedbackloop.models.trees import TreeEnsemble
 
             self.trees = TreeEnsemble.from_arrays({k[len("trees_"):]: v for k, v in get.items()
                                                    if k.startswith("trees_")})
+            # the re-ranker's columns, by name: a model keeps working when later code adds features
+            names = [str(n) for n in get["feature_names"]] if "feature_names" in get else _FIRST_FEATURES
+            self.feature_columns = np.array([FEATURES.index(n) for n in names], dtype=np.int64)
 
     # --- the sources --------------------------------------------------------------------------------
 
@@ -120,8 +144,28 @@ class Ranker:
                                 minlength=self.n_items)
         segment = (self.segment_popularity[s.segment] if 0 <= s.segment < len(self.segment_popularity)
                    else self.popularity)
+        category, price = self.attribute_shares(s)
+        recent_category, recent_price = self.attribute_shares(s, ATTRIBUTE_HALF_LIFE_DAYS)
         return {"mf": mf, "item_item": item_item, "history": history,
-                "popularity": self.popularity, "trending": self.trending, "segment": segment}
+                "popularity": self.popularity, "trending": self.trending, "segment": segment,
+                "attribute": recent_category * recent_price * self.popularity_percentile,
+                "category_share": category, "price_share": price,
+                "recent_category_share": recent_category, "recent_price_share": recent_price}
+
+    def attribute_shares(self, s: UserSignals, half_life_days: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+        """Per item, the user's share of wanted evidence in its category and in its price band, each
+        signal weighed by 0.5^(days before the user's latest signal / `half_life_days`), the shares
+        smoothed towards the catalogue's mix by ATTRIBUTE_PRIOR (a user without any: the mix)."""
+        wanted = s.wanted
+        age = s.days_since[wanted] - (s.days_since[wanted].min() if wanted.any() else 0.0)
+        mass = s.confidence[wanted] * np.exp2(-age / half_life_days)
+        out = []
+        for codes, prior in ((self.item_category, self.category_prior), (self.item_price_band, self.price_prior)):
+            evidence = np.bincount(codes[s.rows[wanted]], weights=mass, minlength=len(prior))[:len(prior)]
+            evidence[0] = 0.0  # no attribute known: no evidence about attributes
+            share = (evidence + ATTRIBUTE_PRIOR * prior) / (evidence.sum() + ATTRIBUTE_PRIOR)
+            out.append(share[codes])
+        return out[0], out[1]
 
     def _top(self, name: str, scores: np.ndarray, allowed: np.ndarray, s: UserSignals, excluded: int
              ) -> np.ndarray:
@@ -142,7 +186,7 @@ class Ranker:
             m = min(self.n_items, self.candidates + excluded)
             order = np.argpartition(-scores, m - 1)[:m] if m < self.n_items else np.arange(self.n_items)
             order = order[np.argsort(-scores[order], kind="stable")]
-        order = order[allowed[order] & (scores[order] != 0)] if name in ("mf", "item_item", "history") else \
+        order = order[allowed[order] & (scores[order] != 0)] if name in ("mf", "item_item", "history", "attribute") else \
             order[allowed[order]]
         return order[:self.candidates]
 
@@ -154,6 +198,24 @@ class Ranker:
         if blocked is not None and len(blocked):
             allowed[blocked] = False
         return allowed
+
+    def popular(self, s: UserSignals, k: int, blocked: np.ndarray | None = None) -> np.ndarray:
+        """For a user with no wanted item yet: the popular items (their segment's when known) they have
+        not ignored, spread over the categories (the most popular item of each category in turn, the
+        categories in order of their best item), so that a first page asks about as many tastes as it
+        can and a page the user ignored is not shown again."""
+        order = self.segment_order[s.segment] if 0 <= s.segment < len(self.segment_order) else self.popular_order
+        order = np.concatenate([order, np.argsort(-self.popularity, kind="stable")])  # beyond the top, all
+        order = order[self.allowed(s, blocked)[order]]
+        order = order[np.sort(np.unique(order, return_index=True)[1])][:max(k * 10, self.candidates)]
+        category = self.item_category[order]
+        if not category.any():
+            return order[:k]
+        turn = np.zeros(len(order), dtype=np.int64)  # the item's place among its category's
+        for code in np.unique(category):
+            where = np.flatnonzero(category == code)
+            turn[where] = np.arange(len(where))
+        return order[np.lexsort((np.arange(len(order)), turn))][:k]
 
     def candidates_of(self, s: UserSignals, scores: dict[str, np.ndarray], allowed: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +237,7 @@ class Ranker:
         columns = []
         for j, name in enumerate(SOURCES):
             values = scores[name][union]
-            scale = np.abs(scores[name]).max() if name in ("mf", "item_item", "history") else 1.0
+            scale = np.abs(scores[name]).max() if name in ("mf", "item_item", "history", "attribute") else 1.0
             columns += [values / scale if scale > 0 else values, ranks[:, j]]
         pair = np.full((n, len(PAIR_FEATURES)), np.nan)
         pair[:, 0] = 0.0
@@ -191,6 +253,8 @@ class Ranker:
             pair[w, 2] = s.composite[inside]
             pair[w, 3] = s.days_since[inside]
             pair[w, 4] = s.conflicting[inside]
+        for j, name in enumerate(PAIR_FEATURES[5:], start=5):
+            pair[:, j] = scores[name][union]
         wanted = s.wanted
         user = np.array([float(len(s.rows)), float(s.confidence[wanted].sum()),
                          float(s.days_since.min()) if len(s.rows) else np.nan,
@@ -205,7 +269,7 @@ class Ranker:
             union, ranks = self.candidates_of(s, scores, allowed)
             if not len(union):
                 return union, np.array([])
-            value = self.trees.predict(self.features(s, scores, union, ranks))
+            value = self.trees.predict(self.features(s, scores, union, ranks)[:, self.feature_columns])
             order = np.argsort(-value, kind="stable")[:k]
             return union[order], value[order]
         value = self.single(self.strategy, scores)
@@ -226,3 +290,11 @@ class Ranker:
         mf, history = scores["mf"], scores["history"]
         return (mf / max(np.abs(mf).max(), 1e-12) + self.history_weight * history / max(history.max(), 1e-12)
                 + 1e-9 * self.popularity / (self.popularity.max() + 1.0))
+
+
+def _mix(codes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The catalogue's share of `weights` per attribute code (code 0, none known, gets none)."""
+    mix = np.bincount(codes, weights=weights + 1.0, minlength=int(codes.max(initial=0)) + 1)
+    mix[0] = 0.0
+    total = mix.sum()
+    return mix / total if total > 0 else mix

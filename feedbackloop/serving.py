@@ -6,7 +6,9 @@ in, the item-item weights and the user's own evidence follow their latest events
 orders the union of their top candidates (or the single source that won on validation), so an event
 the cleaner merged a moment ago changes the next ranking without retraining. Items the user turned
 against (latest signal negative) and items blocked by configuration are filtered; a user without any
-feedback is ranked from popularity (their segment's when known); a user who turned personalization off
+feedback is ranked from popularity (their segment's when known), and one who has only been shown items
+and ignored them gets the popular items they have not ignored, spread over the categories (each first
+page asks about as many tastes as it can); a user who turned personalization off
 gets the global ranking and is told so.
 
 Light on purpose (numpy only): the serving Lambda imports it without the training libraries.
@@ -142,9 +144,13 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     if ordering == "popularity":
         return _popular(model, user_id, segment, k, blocked, personalized=True)
     signals, own = model.signals(user_id, profile, now)
-    if not signals.wanted.any():
-        return _popular(model, user_id, segment, k, blocked, personalized=True)
     blocked_rows = np.array([model.item_index[i] for i in blocked if i in model.item_index], dtype=np.int64)
+    if not signals.wanted.any():
+        if not len(signals.rows):
+            return _popular(model, user_id, segment, k, blocked, personalized=True)
+        # only exposures so far: popular items spread over the categories, none the user ignored
+        return _popular(model, user_id, segment, k, blocked, personalized=True,
+                        ranking=model.ranker.popular(signals, k, blocked_rows))
     if exclude_consumed and len(signals.rows):
         blocked_rows = np.concatenate([blocked_rows, signals.rows])
     wanted = k + exploration.pool + (k if item_counts is not None else 0)
@@ -178,9 +184,10 @@ def _reason(model: ServingModel, item: int, rows: np.ndarray, own: list[str], pr
 
 
 def _popular(model: ServingModel, user_id: str, segment: str | None, k: int, blocked: Collection[str],
-             personalized: bool) -> Recommendations:
-    ranking = model.segment_top.get(segment) if segment is not None else None
-    reason = f"popular in your segment ({segment})" if ranking is not None else "popular overall"
+             personalized: bool, ranking: np.ndarray | None = None) -> Recommendations:
+    if ranking is None and segment is not None:
+        ranking = model.segment_top.get(segment)
+    reason = f"popular in your segment ({segment})" if segment in model.segment_top else "popular overall"
     if ranking is None:
         ranking = model.global_top
     chosen = [i for i in ranking if str(model.item_ids[i]) not in blocked][:k]

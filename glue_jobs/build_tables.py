@@ -103,7 +103,7 @@ JOBS: tuple[Job, ...] = (
     Job("feedback", (
         Step("feedback_daily", "interactions", "event_date", keys=("user_id", "item_id"),
              ranges=(Range("decayed_weight_sum", 0, None),),
-             finite=("rating_sum", "decayed_score_sum", "decayed_weight_sum"),
+             finite=("price", "rating_sum", "decayed_score_sum", "decayed_weight_sum"),
              reconcile=("SELECT count(*) FROM interactions WHERE $where AND personalized",
                         "SELECT sum(events) FROM feedback_daily WHERE $where")),
         Step("user_feedback", "feedback_daily", "as_of_date", keys=("user_id", "item_id"),

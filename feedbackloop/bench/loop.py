@@ -2,10 +2,11 @@
 simulation.py), seeded, each arm on its own copy of the same world (same users, same visits, same
 shift, same new items):
 
-- personalized: the serving code (`serving.recommend`, fold-in of the user's online profile) over a
-  model trained on the real data before the simulated days; the visits' events go through the real
-  cleaner in process (in-memory stores) every `batch_minutes` of simulated time, which merges them into
-  the online profiles serving reads, as the deployed cleaner does within seconds;
+- personalized: the serving code (`serving.recommend`, fold-in of the user's online profile, the
+  items' recent counters) over a model trained on the real data before the simulated days; the visits'
+  events go through the real cleaner in process (in-memory stores) every `batch_minutes` of simulated
+  time, which merges them into the online profiles and the item counters serving reads, as the deployed
+  cleaner does within seconds; greedy (the experiment's exploration is opt-in per arm);
 - popularity: the same model's popularity ranking (the experiment's control arm);
 - bandit: river's LinUCB (disjoint) over the catalogue's category x price-level cells, the user's recent
   clicks per category and price level as its context; it fills the page from its three best cells with
@@ -38,7 +39,13 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
-from feedbackloop.adapters.memory import MemoryDedupStore, MemoryLake, MemoryOnlineStore, MemoryStateStore
+from feedbackloop.adapters.memory import (
+    MemoryDedupStore,
+    MemoryItemCounterStore,
+    MemoryLake,
+    MemoryOnlineStore,
+    MemoryStateStore,
+)
 from feedbackloop.bench import write_results
 from feedbackloop.bench.model import _entry, feedback_daily
 from feedbackloop.bench.tables import curated_events
@@ -79,15 +86,18 @@ class PersonalizedArm:
     def __init__(self, model: ServingModel, clock: Callable[[], datetime]) -> None:
         self.model = model
         self.store = MemoryOnlineStore()
+        self.counters = MemoryItemCounterStore()
         self.cleaner = CleanerService(MemoryDedupStore(), MemoryStateStore(), MemoryLake(),
-                                      CleaningRules(max_event_age=timedelta(days=400)), clock, online=self.store)
+                                      CleaningRules(max_event_age=timedelta(days=400)), clock, online=self.store,
+                                      item_counters=self.counters)
         self._clock = clock
         self._pending: list[dict] = []
         self.cleaned = 0
 
     def rank(self, user_id: str, now: datetime) -> list[str]:
         profile = self.store.load([user_id])[user_id]
-        ranked = recommend(self.model, user_id, profile, now.timestamp(), k=K)
+        ranked = recommend(self.model, user_id, profile, now.timestamp(), k=K,
+                           item_counts=lambda items: self.counters.load(items, now.timestamp()))
         return [r.item_id for r in ranked.items]
 
     def observe(self, visit: Session, shown: list[str]) -> None:

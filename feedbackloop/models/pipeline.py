@@ -31,7 +31,7 @@ from feedbackloop.models.contract import HALF_LIFE_DAYS, TUNING_MINUTES, K
 from feedbackloop.models.data import feedback_as_of, unwanted
 from feedbackloop.models.evaluation import ranking_metrics
 from feedbackloop.models.sources import EASE, EASE_MAX_ITEMS, ConfidenceMF, ItemKNN
-from feedbackloop.ranking import ARRAY_PREFIX, FEATURES, ITEM_FEATURES, SOURCES, Ranker, UserSignals
+from feedbackloop.ranking import ARRAY_PREFIX, FEATURES, ITEM_FEATURES, PRICE_BANDS, SOURCES, Ranker, UserSignals
 
 NDCG = f"ndcg_at_{K}"
 TRENDING_DAYS = 30  # the trending source's recent window
@@ -241,6 +241,26 @@ class State:
                                     s.conflicting[keep], index.get((segments or {}).get(user, ""), -1))
         return out
 
+    def item_attributes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per item row, its category code and price band as `Ranker` reads them (0: none known, else
+        1 + the index into the returned category names / 1 + the quartile of the items' prices), from the
+        attributes the events carried (an item's latest category, its median daily highest price)."""
+        n = len(self.item_ids)
+        category, price = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        names = np.array([], dtype=str)
+        if "category" in self.daily and self.daily["category"].notna().any():
+            last = (self.daily.dropna(subset=["category"]).sort_values("event_date", kind="stable")
+                    .groupby("item_id")["category"].last().reindex(self.item_ids))
+            names = np.array(sorted(last.dropna().unique()), dtype=str)
+            codes = pd.Index(names).get_indexer(last.fillna("").to_numpy())
+            category = np.where(codes >= 0, codes + 1, 0)
+        if "price" in self.daily and self.daily["price"].notna().any():
+            median = self.daily.groupby("item_id")["price"].median().reindex(self.item_ids).to_numpy(dtype=np.float64)
+            known = np.isfinite(median)
+            edges = np.quantile(median[known], np.arange(1, PRICE_BANDS) / PRICE_BANDS)
+            price = np.where(known, np.searchsorted(edges, np.where(known, median, 0.0), side="right") + 1, 0)
+        return category, price, names
+
     def item_features(self) -> np.ndarray:
         """ITEM_FEATURES per item row, as of the day."""
         p = self.pairs
@@ -402,6 +422,7 @@ def ranker_arrays(state: State, chosen: dict[str, dict[str, Any]], params: Ranki
     wanted = (x > 0).astype(np.float64).tocsr()
     popularity = np.asarray(wanted.sum(axis=0)).ravel()
     features = state.item_features()
+    category, price_band, category_names = state.item_attributes()
     trending = features[:, ITEM_FEATURES.index("item_trending")]
     labels = np.array([segments.get(u, "") for u in state.user_ids]) if segments else np.array([""] * len(
         state.user_ids))
@@ -417,13 +438,14 @@ def ranker_arrays(state: State, chosen: dict[str, dict[str, Any]], params: Ranki
         "item_item_binary": np.array(isinstance(item_item, EASE)),
         "mf_engagement": np.array(bool(chosen["mf"].get("engagement", False))),
         "item_item_engagement": np.array(bool(chosen["item_item"].get("engagement", False))),
+        "item_category": category, "item_price_band": price_band, "category_names": category_names,
         "popularity": popularity, "trending": trending, "segment_names": names,
         "segment_popularity": segment_popularity, "item_features": features,
         "candidates": np.array(params.candidates), "exclude_seen": np.array(exclude_seen),
         "strategy": np.array(strategy), "history_weight": np.array(params.history_weight),
     }
     if trees is not None:
-        arrays |= {f"trees_{k}": v for k, v in trees.items()}
+        arrays |= {f"trees_{k}": v for k, v in trees.items()} | {"feature_names": np.array(FEATURES, dtype=str)}
     return {ARRAY_PREFIX + k: v for k, v in arrays.items()}
 
 
@@ -665,7 +687,8 @@ def _ensemble(booster):
 
 
 def daily_from_log(log: pd.DataFrame, rating_scale: tuple[float, float, float] | None = None) -> pd.DataFrame:
-    """Any table of `user_id`, `item_id`, `timestamp` and an optional `rating` as feedback_daily rows:
+    """Any table of `user_id`, `item_id`, `timestamp` and an optional `rating` (and the items' optional
+    `category` and `price`) as feedback_daily rows:
     an interaction is implicit evidence of weight 1 and score 1; a rating is explicit, scored 0 at the
     scale's neutral point, +-1 at its ends (`rating_scale`: min, neutral, max; default: the data's
     min and max and their midpoint)."""
@@ -700,5 +723,6 @@ def daily_from_log(log: pd.DataFrame, rating_scale: tuple[float, float, float] |
     for column in ("views", "clicks", "cancels"):
         out[column] = 0
     out["purchases"] = out["implicit_events"]
-    out["category"] = None
+    for column in ("category", "price"):  # optional attributes of the items, as a client sends them
+        out[column] = grouped[column].max().to_numpy() if column in frame else None
     return out

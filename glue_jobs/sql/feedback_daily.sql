@@ -17,6 +17,7 @@ SELECT
     user_id,
     item_id,
     max(category) AS category,
+    max(price) AS price,
     count(*) AS events,
     count_if(feedback_kind = 'explicit') AS explicit_events,
     count_if(feedback_kind = 'implicit') AS implicit_events,

@@ -138,6 +138,10 @@ def test_the_reranker_beats_single_sources_where_the_structure_needs_both():
     scores = ranker.source_scores(signals)
     union, ranks = ranker.candidates_of(signals, scores, ranker.allowed(signals))
     assert np.allclose(np.sort(ranker.trees.predict(ranker.features(signals, scores, union, ranks)))[::-1][:5], value)
+    # the model names its columns: a ranker reads them by name, so later code may add features
+    assert [str(n) for n in fitted.arrays["ranker_feature_names"]] == list(FEATURES)
+    renamed = dict(fitted.arrays) | {"ranker_feature_names": np.array(FEATURES[::-1])}
+    assert np.array_equal(Ranker(renamed).feature_columns, np.arange(len(FEATURES))[::-1])
 
 
 def test_users_without_signals_get_popularity_and_turned_against_items_are_never_shown():
@@ -149,3 +153,59 @@ def test_users_without_signals_get_popularity_and_turned_against_items_are_never
     against = UserSignals(np.array([int(top[0])]), np.array([-1.0]), np.array([-1.0]), np.array([1.0]),
                           np.array([False]))
     assert int(top[0]) not in ranker.rank(against, 10)[0]
+
+
+def test_daily_from_log_keeps_the_items_attributes_and_the_model_publishes_them():
+    log = _world().assign(category=lambda f: "c" + (f["item_id"].str[1:].astype(int) // 20).astype(str),
+                          price=lambda f: 1.0 + f["item_id"].str[1:].astype(int) % 8)
+    daily = pipeline.daily_from_log(log)
+    state = pipeline.State.build(daily, daily["event_date"].max(), 30.0)
+    category, band, names = state.item_attributes()
+    assert list(names) == ["c0", "c1", "c2"] and set(category) == {1, 2, 3}
+    assert set(band) <= {1, 2, 3, 4} and len(set(band)) >= 3  # price quartiles of the items
+    numbers = state.item_ids.astype(str)
+    first = np.array([int(i[1:]) // 20 for i in numbers])
+    assert np.array_equal(category, first + 1)
+    # a log without attributes: every item's code is 0, "none known"
+    plain = pipeline.State.build(pipeline.daily_from_log(_world()), daily["event_date"].max(), 30.0)
+    assert not plain.item_attributes()[0].any() and not plain.item_attributes()[1].any()
+
+
+def _attribute_ranker(items: int = 40) -> Ranker:
+    """A ranker over items of two categories (even, odd) and two price bands (first, second half),
+    popularity rising with the item's number."""
+    arrays = {"item_ids": np.array([f"i{j}" for j in range(items)]), "item_factors": np.eye(items, 4),
+              "regularization": np.array(0.1), "alpha": np.array(1.0),
+              "neighbors_indptr": np.zeros(items + 1, dtype=np.int64), "neighbors_indices": np.array([], np.int64),
+              "neighbors_data": np.array([]), "item_item_binary": np.array(True),
+              "popularity": np.arange(items, dtype=float), "trending": np.zeros(items),
+              "segment_names": np.array([], dtype=str), "segment_popularity": np.zeros((0, items)),
+              "item_features": np.zeros((items, 8)), "candidates": np.array(10), "exclude_seen": np.array(False),
+              "strategy": np.array("attribute"), "history_weight": np.array(1.0),
+              "item_category": np.arange(items) % 2 + 1, "item_price_band": (np.arange(items) >= items // 2) + 1}
+    return Ranker({"ranker_" + k: v for k, v in arrays.items()})
+
+
+def test_the_attribute_source_generalizes_one_click_to_every_item_like_it():
+    ranker = _attribute_ranker()
+    clicked = UserSignals(np.array([4]), np.array([1.0]), np.array([1.0]), np.array([0.1]), np.array([False]))
+    top, _ = ranker.rank(clicked, 8)
+    # item 4: even (category 1), first half (band 1); its like are the even items below 20, most popular first
+    assert [int(i) for i in top[:4]] == [18, 16, 14, 12]
+    assert all(i % 2 == 0 and i < 20 for i in top.tolist())
+    category, price = ranker.attribute_shares(clicked)
+    assert category[4] > category[5] and price[4] > price[30]
+    # without a signal the shares are the catalogue's mix, and the source ranks by popularity
+    c0, p0 = ranker.attribute_shares(UserSignals.empty())
+    assert np.allclose(c0[::2], c0[0]) and c0[1] > c0[0]  # the odd items are the more popular mix
+
+
+def test_a_user_who_ignored_the_popular_page_gets_the_next_popular_items_spread_over_categories():
+    ranker = _attribute_ranker()
+    ranker.item_category = np.where(np.arange(40) >= 20, 1, 2)  # the 20 most popular items share a category
+    assert [int(i) for i in ranker.popular(UserSignals.empty(), 4)] == [39, 19, 38, 18]
+    ignored = UserSignals(np.array([39, 19]), np.array([-0.05, -0.05]), np.zeros(2), np.zeros(2),
+                          np.zeros(2, dtype=bool))
+    assert [int(i) for i in ranker.popular(ignored, 4)] == [38, 18, 37, 17]
+    ranker.item_category = np.zeros(40, dtype=np.int64)  # no categories known: popularity as it is
+    assert [int(i) for i in ranker.popular(ignored, 3)] == [38, 37, 36]
