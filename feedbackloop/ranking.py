@@ -40,6 +40,7 @@ FEATURES = tuple(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank")) +
 _FIRST_FEATURES = tuple(f"{s}_{kind}" for s in SOURCES[:6] for kind in ("score", "rank")) + PAIR_FEATURES[:5] \
     + USER_FEATURES + ITEM_FEATURES
 ARRAY_PREFIX = "ranker_"
+_SCORED = ("mf", "item_item", "history", "attribute")  # sources that score only some items for a user
 PRICE_BANDS = 4  # the catalogue's price quartiles
 ATTRIBUTE_PRIOR = 0.1  # the confidence mass the catalogue's mix counts for in a user's shares (half a click's)
 ATTRIBUTE_HALF_LIFE_DAYS = 1.0  # "recent" in the user's recent shares: the interest of their latest visits
@@ -186,9 +187,8 @@ class Ranker:
             m = min(self.n_items, self.candidates + excluded)
             order = np.argpartition(-scores, m - 1)[:m] if m < self.n_items else np.arange(self.n_items)
             order = order[np.argsort(-scores[order], kind="stable")]
-        order = order[allowed[order] & (scores[order] != 0)] if name in ("mf", "item_item", "history", "attribute") else \
-            order[allowed[order]]
-        return order[:self.candidates]
+        keep = allowed[order] & (scores[order] != 0) if name in _SCORED else allowed[order]
+        return order[keep][:self.candidates]
 
     # --- the ranking ------------------------------------------------------------------------------
 
@@ -237,7 +237,7 @@ class Ranker:
         columns = []
         for j, name in enumerate(SOURCES):
             values = scores[name][union]
-            scale = np.abs(scores[name]).max() if name in ("mf", "item_item", "history", "attribute") else 1.0
+            scale = np.abs(scores[name]).max() if name in _SCORED else 1.0
             columns += [values / scale if scale > 0 else values, ranks[:, j]]
         pair = np.full((n, len(PAIR_FEATURES)), np.nan)
         pair[:, 0] = 0.0
