@@ -202,8 +202,8 @@ class Ranker:
     def popular(self, s: UserSignals, k: int, blocked: np.ndarray | None = None) -> np.ndarray:
         """For a user with no wanted item yet: the popular items (their segment's when known) they have
         not ignored, spread over the categories (the most popular item of each category in turn, the
-        categories in order of their best item), so that a first page asks about as many tastes as it
-        can and a page the user ignored is not shown again."""
+        categories the user ignored least first, then in order of their best item), so that a first page
+        asks about as many tastes as it can and the next ones ask about those not yet ruled out."""
         order = self.segment_order[s.segment] if 0 <= s.segment < len(self.segment_order) else self.popular_order
         order = np.concatenate([order, np.argsort(-self.popularity, kind="stable")])  # beyond the top, all
         order = order[self.allowed(s, blocked)[order]]
@@ -215,7 +215,9 @@ class Ranker:
         for code in np.unique(category):
             where = np.flatnonzero(category == code)
             turn[where] = np.arange(len(where))
-        return order[np.lexsort((np.arange(len(order)), turn))][:k]
+        ignored = np.bincount(self.item_category[s.rows], weights=np.maximum(-s.confidence, 0.0),
+                              minlength=int(self.item_category.max()) + 1)
+        return order[np.lexsort((np.arange(len(order)), ignored[category], turn))][:k]
 
     def candidates_of(self, s: UserSignals, scores: dict[str, np.ndarray], allowed: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:

@@ -207,5 +207,9 @@ def test_a_user_who_ignored_the_popular_page_gets_the_next_popular_items_spread_
     ignored = UserSignals(np.array([39, 19]), np.array([-0.05, -0.05]), np.zeros(2), np.zeros(2),
                           np.zeros(2, dtype=bool))
     assert [int(i) for i in ranker.popular(ignored, 4)] == [38, 18, 37, 17]
+    # the category the user ignored more comes second in every turn
+    more = UserSignals(np.array([39, 19, 38]), np.array([-0.05, -0.05, -0.05]), np.zeros(3), np.zeros(3),
+                       np.zeros(3, dtype=bool))
+    assert [int(i) for i in ranker.popular(more, 4)] == [18, 37, 17, 36]
     ranker.item_category = np.zeros(40, dtype=np.int64)  # no categories known: popularity as it is
     assert [int(i) for i in ranker.popular(ignored, 3)] == [38, 37, 36]
