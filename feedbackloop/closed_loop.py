@@ -137,7 +137,14 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
                 result.checkpoints.append(checkpoint)
                 _say_checkpoint(say, checkpoint, figures, sent, tables)
             result.days.append(day_figures)
-            if day in plan.nightly_retrain_days:
+            if day in plan.nightly_retrain_days and result.checkpoints[-1].retrained:
+                # the day's last checkpoint started a retraining on the same data: a nightly run would train
+                # the same model, and the gate would keep the one just published (no newer day)
+                result.retrainings.append(f"day {day + 1} 24h: nightly (not needed: the drift retraining "
+                                          "has just learned from the same days)")
+                say(f"  nightly retraining after day {day + 1}: not needed, the drift retraining at 24h has just "
+                    "learned from the same days")
+            elif day in plan.nightly_retrain_days:
                 with clock.phase("closed loop: retraining"):
                     run = run_retraining(runtime.moto.endpoint, runtime.session, LOCAL_TRAINING, margin,
                                          say=lambda _line: None)
