@@ -20,6 +20,7 @@ from feedbackloop.datasets import online_retail
 from feedbackloop.experiments.analysis import users_sql
 from feedbackloop.local.adjust import LocalRetraining
 from feedbackloop.local.client import EventsClient
+from feedbackloop.local.phases import PhaseClock
 from feedbackloop.local.retrain import LOCAL_TRAINING, run_retraining
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.local.simulate import ArmFigures, DayFigures, SimulatedClients
@@ -77,8 +78,10 @@ class LoopResult:
 
 
 def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so_far: int,
-             say: Callable[[str], None]) -> LoopResult:
-    world = World(Catalog.from_online_retail(online_retail.load()), plan.users, plan.seed)
+             say: Callable[[str], None], clock: PhaseClock | None = None) -> LoopResult:
+    clock = clock or PhaseClock()
+    with clock.phase("closed loop: the simulated world"):
+        world = World(Catalog.from_online_retail(online_retail.load()), plan.users, plan.seed)
     clients = SimulatedClients(runtime.api.url, runtime.api_key, world)
     probe = EventsClient(runtime.api.url, runtime.api_key)
     result = LoopResult(plan, start)
@@ -102,35 +105,49 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
             for hour in range(0, 24, CHECKPOINT_HOURS):
                 at = start + timedelta(days=day, hours=hour)
                 started = time.perf_counter()
-                figures = clients.period(day, at, CHECKPOINT_HOURS, plan.visits_per_day * CHECKPOINT_HOURS // 24,
-                                         seed=plan.seed * 100_000 + day * 24 + hour)
+                with clock.phase("closed loop: visits (GET, batched posts)"):
+                    figures = clients.period(day, at, CHECKPOINT_HOURS,
+                                             plan.visits_per_day * CHECKPOINT_HOURS // 24,
+                                             seed=plan.seed * 100_000 + day * 24 + hour)
                 expected += figures.events.accepted
                 result.events_accepted += figures.events.accepted
                 _merge(day_figures, figures)
-                if not runtime.wait_until_processed(expected, timeout=600):
-                    raise RuntimeError("the stream did not drain")
+                with clock.phase("closed loop: stream drain"):
+                    if not runtime.wait_until_processed(expected, timeout=600):
+                        raise RuntimeError("the stream did not drain")
                 sent = time.perf_counter() - started
                 checkpoint_at = at + timedelta(hours=CHECKPOINT_HOURS)
                 # what the rules and drift read at every checkpoint; the feedback and feature layers (signal
                 # quality's) once a day, unless the nightly retraining is about to build them itself
                 end_of_day = hour + CHECKPOINT_HOURS == 24 and day not in plan.nightly_retrain_days
-                tables = _build_tables(runtime, JOB_NAMES if end_of_day else CHECKPOINT_JOBS)
-                probes = _segment_probes(probe, clients.segment_members)
-                summary = runtime.adjust.invoke({"scheduled_time": checkpoint_at.isoformat()})
-                checkpoint = Checkpoint(day, hour, checkpoint_at, figures.arms, summary)
-                if summary.get("config_version"):
-                    checkpoint.config_change = _config_change(runtime, probe, probes, summary)
+                with clock.phase("closed loop: tables"):
+                    tables = _build_tables(runtime, JOB_NAMES if end_of_day else CHECKPOINT_JOBS)
+                with clock.phase("closed loop: adjust (rules, drift, config)"):
+                    probes = _segment_probes(probe, clients.segment_members)
+                    summary = runtime.adjust.invoke({"scheduled_time": checkpoint_at.isoformat()})
+                    checkpoint = Checkpoint(day, hour, checkpoint_at, figures.arms, summary)
+                    if summary.get("config_version"):
+                        checkpoint.config_change = _config_change(runtime, probe, probes, summary)
                 if summary.get("retraining"):
-                    LocalRetraining.wait(timeout=600)
+                    with clock.phase("closed loop: retraining"):
+                        LocalRetraining.wait(timeout=600)
                     checkpoint.retrained = summary["retraining"]
                     result.retrainings.append(f"day {day + 1} {hour + CHECKPOINT_HOURS:02d}h: drift "
                                               f"({_outcome(LocalRetraining.runs[-1])})")
                 result.checkpoints.append(checkpoint)
                 _say_checkpoint(say, checkpoint, figures, sent, tables)
             result.days.append(day_figures)
-            if day in plan.nightly_retrain_days:
-                run = run_retraining(runtime.moto.endpoint, runtime.session, LOCAL_TRAINING, margin,
-                                     say=lambda _line: None)
+            if day in plan.nightly_retrain_days and result.checkpoints[-1].retrained:
+                # the day's last checkpoint started a retraining on the same data: a nightly run would train
+                # the same model, and the gate would keep the one just published (no newer day)
+                result.retrainings.append(f"day {day + 1} 24h: nightly (not needed: the drift retraining "
+                                          "has just learned from the same days)")
+                say(f"  nightly retraining after day {day + 1}: not needed, the drift retraining at 24h has just "
+                    "learned from the same days")
+            elif day in plan.nightly_retrain_days:
+                with clock.phase("closed loop: retraining"):
+                    run = run_retraining(runtime.moto.endpoint, runtime.session, LOCAL_TRAINING, margin,
+                                         say=lambda _line: None)
                 result.retrainings.append(f"day {day + 1} 24h: nightly ({_outcome(run)})")
                 say(f"  nightly retraining after day {day + 1}: {_outcome(run)}")
     finally:

@@ -17,6 +17,7 @@ from feedbackloop.datasets import online_retail
 from feedbackloop.local.client import EventsClient, SendReport
 from feedbackloop.local.environment import STATE_DIR, physical_name
 from feedbackloop.local.lake_reader import connect
+from feedbackloop.local.phases import PhaseClock
 from feedbackloop.local.retrain import LOCAL_TRAINING, run_retraining
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.local.sql_engine import local_engine
@@ -32,7 +33,8 @@ from glue_jobs.build_tables import JOB_NAMES, DataQualityError, run_job
 # The dataset spans 374 days, shifted to end where the simulated days begin: accept a year of late data.
 DEMO_MAX_EVENT_AGE_DAYS = 400
 # The real data the demo replays by default: the last invoice lines (about three weeks of the busiest
-# season), so the whole loop runs in under ten minutes on two cores. `--limit 0` replays all 541,909.
+# season). `--limit 0` replays all 541,909. The demo prints where its time went (wall and CPU seconds
+# per phase) at the end.
 DEFAULT_LIMIT = 60_000
 REPORT_FILE = STATE_DIR / "report.html"
 APPCONFIG_TIME_SCALE = 60  # the UI config's 5-minute rollout and 5-minute bake take ten seconds
@@ -44,16 +46,18 @@ def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None, s
         console.flush()
 
     plan = plan or LoopPlan()
-    began = time.perf_counter()
+    clock = PhaseClock()
     say("feedbackloop demo: Online Retail (UCI, CC BY 4.0) as feedback events through the local loop, then "
         f"{plan.days} simulated days of the closed loop")
-    frame = online_retail.load()
-    limit = DEFAULT_LIMIT if limit is None else limit
-    if limit:
-        frame = frame.sort_values("InvoiceDate", kind="stable").tail(limit)
-    # the simulated days end an hour ago; the real data ends where they begin
-    loop_start = (datetime.now(UTC) - timedelta(days=plan.days, hours=1)).replace(minute=0, second=0, microsecond=0)
-    events = online_retail.to_events(frame, shift_to=loop_start - timedelta(minutes=1))
+    with clock.phase("real data: load, convert"):
+        frame = online_retail.load()
+        limit = DEFAULT_LIMIT if limit is None else limit
+        if limit:
+            frame = frame.sort_values("InvoiceDate", kind="stable").tail(limit)
+        # the simulated days end an hour ago; the real data ends where they begin
+        loop_start = (datetime.now(UTC) - timedelta(days=plan.days, hours=1)).replace(minute=0, second=0,
+                                                                                      microsecond=0)
+        events = online_retail.to_events(frame, shift_to=loop_start - timedelta(minutes=1))
     say(f"  {len(events):,} invoice lines -> feedback events (purchases and cancellations)")
 
     with LocalRuntime(state_dir=state_dir, cleaner_overrides={"max_event_age_days": DEMO_MAX_EVENT_AGE_DAYS},
@@ -70,21 +74,37 @@ def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None, s
                     f"refused {report.refused_total:>7,}  cleaned {runtime.records_cleaned:>9,}  "
                     f"{report.sent / max(report.seconds, 1e-9):,.0f} events/s")
 
-        sent = client.send(events, progress=progress)
-        client.close()
-        say("  waiting for the cleaner and the archiver to drain the stream...")
-        started = time.perf_counter()
-        if not runtime.wait_until_processed(sent.accepted, timeout=900):
-            say(f"  timed out: cleaned {runtime.records_cleaned} of {sent.accepted}")
-            return 1
-        say(f"  drained in {time.perf_counter() - started:.1f}s; {runtime.cleaner.invocations} cleaner invocations")
-        status = _report(runtime, sent, say)
-        status = (status or _build_tables(runtime, say) or _retrain(runtime, say)
-                  or _serve(runtime, client_accepted=sent.accepted, at=loop_start - timedelta(minutes=1), say=say))
+        with clock.phase("real data: ingest, clean, archive"):
+            sent = client.send(events, progress=progress)
+            client.close()
+            say("  waiting for the cleaner and the archiver to drain the stream...")
+            started = time.perf_counter()
+            if not runtime.wait_until_processed(sent.accepted, timeout=900):
+                say(f"  timed out: cleaned {runtime.records_cleaned} of {sent.accepted}")
+                return 1
+            say(f"  drained in {time.perf_counter() - started:.1f}s; {runtime.cleaner.invocations} cleaner "
+                "invocations")
+        with clock.phase("real data: conservation report"):
+            status = _report(runtime, sent, say)
+        if not status:
+            with clock.phase("modelled tables"):
+                status = _build_tables(runtime, say)
+        if not status:
+            with clock.phase("retraining and the gate (twice)"):
+                status = _retrain(runtime, say)
+        if not status:
+            with clock.phase("serving: feedback, opt-out, erasure"):
+                status = _serve(runtime, client_accepted=sent.accepted, at=loop_start - timedelta(minutes=1),
+                                say=say)
         if status:
             return status
-        result = run_loop(runtime, loop_start, plan, runtime.records_cleaned, say)
-        return summarize(runtime, result, time.perf_counter() - began, say, state_dir / REPORT_FILE.name)
+        result = run_loop(runtime, loop_start, plan, runtime.records_cleaned, say, clock)
+        with clock.phase("summary and report"):
+            status = summarize(runtime, result, clock.total().wall, say, state_dir / REPORT_FILE.name)
+    say("\nWhere the time went (wall seconds; CPU seconds of this process, the moto server and the training "
+        "processes)")
+    say("  " + clock.render().replace("\n", "\n  "))
+    return status
 
 
 def metric_sums(cloudwatch, names: list[Metric]) -> dict[str, float]:

@@ -31,6 +31,10 @@ from feedbackloop.schemas import registry
 HALF_LIFE_SECONDS = 86400.0  # a day: "recent" in the sense of trending
 LANDMARK_SECONDS = 7 * 86400
 KEEP_LANDMARKS = 4
+# a batch's addition to a field worth less than this many fresh events at write time (one event ten
+# half-lives old) is not written: it could not move a ranking (Freshness smooths with 20 examinations),
+# and a backfill of old events then costs no write per item and batch
+NEGLIGIBLE = 2.0 ** -10
 COUNTERS = ("examinations", "clicks", "purchases")
 _DECAY = math.log(2) / HALF_LIFE_SECONDS
 _EXPOSURES = [name for name, rule in registry.event_type_rules().items() if rule.polarity == 0]
@@ -101,11 +105,16 @@ def stale_fields(now: float) -> list[str]:
 
 def writable(additions: Mapping[str, Mapping[str, float]], now: float) -> dict[str, dict[str, float]]:
     """The additions a write at `now` makes: none to the landmark it removes or older ones (an event that
-    old has decayed below 2^-21 of its weight), so no field is both added and removed, or left behind."""
+    old has decayed below 2^-21 of its weight), so no field is both added and removed, or left behind; and
+    none worth less than NEGLIGIBLE at `now`."""
     oldest = landmark(now) - KEEP_LANDMARKS * LANDMARK_SECONDS  # the landmark a write at `now` removes
-    kept = {item: {f: v for f, v in fields.items() if int(f.partition("@")[2]) > oldest}
-            for item, fields in additions.items()}
-    return {item: fields for item, fields in kept.items() if fields}
+
+    def kept(name: str, value: float) -> bool:
+        mark = int(name.partition("@")[2])
+        return mark > oldest and value * math.exp(-_DECAY * (now - mark)) >= NEGLIGIBLE
+
+    chosen = {item: {f: v for f, v in fields.items() if kept(f, v)} for item, fields in additions.items()}
+    return {item: fields for item, fields in chosen.items() if fields}
 
 
 class ItemCounterStore(Protocol):

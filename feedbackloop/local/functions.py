@@ -38,8 +38,10 @@ class LambdaContext:
 class LocalFunction:
     """A handler by its module path, e.g. "lambdas.cleaner.handler.lambda_handler"."""
 
-    def __init__(self, name: str, handler: str, lock: threading.Lock | None = None) -> None:
+    def __init__(self, name: str, handler: str, lock: threading.Lock | None = None,
+                 after_invoke: Callable[[], None] | None = None) -> None:
         self.name = name
+        self._after = after_invoke  # e.g. wake the consumers of what the function may have written to
         self._handler_path = handler
         self._handler: Callable[[dict, Any], Any] | None = None
         self._lock = lock or threading.Lock()  # shared by functions that must not run at once in one process
@@ -47,6 +49,13 @@ class LocalFunction:
         self.errors = 0
 
     def invoke(self, event: dict) -> Any:
+        try:
+            return self._invoke(event)
+        finally:
+            if self._after is not None:
+                self._after()
+
+    def _invoke(self, event: dict) -> Any:
         with self._lock:
             if self._handler is None:
                 module, _, attribute = self._handler_path.rpartition(".")

@@ -13,6 +13,7 @@ import sys
 import threading
 
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import WSGIRequestHandler
 
 from feedbackloop.local import moto_kinesis
 from feedbackloop.local.environment import LOOPBACK
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     (port,) = argv if argv is not None else sys.argv[1:]
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call
     moto_kinesis.install()
+    # an answer goes out as two writes (headers, then body): with Nagle's algorithm the body waits for the
+    # client's delayed ACK of the headers, 40 ms on Linux, for every call
+    WSGIRequestHandler.disable_nagle_algorithm = True
     server = ThreadedMotoServer(ip_address=LOOPBACK, port=int(port), verbose=False)
     server.start()
     stop = threading.Event()

@@ -19,8 +19,10 @@ def sqs_event(messages: list[dict], queue_arn: str) -> dict:
 
 
 class QueueMapping(threading.Thread):
+    """Polls an idle queue less and less often, down to once a second; `wake()` polls it at once."""
+
     def __init__(self, session: boto3.Session, queue_url: str, invoke, batch_size: int = 10,
-                 visibility_timeout: int = 30) -> None:
+                 visibility_timeout: int = 30, poll_interval: float = 0.1, max_idle_interval: float = 1.0) -> None:
         super().__init__(name=f"sqs-{queue_url.rsplit('/', 1)[-1]}", daemon=True)
         self._sqs = session.client("sqs")
         self._url = queue_url
@@ -29,17 +31,26 @@ class QueueMapping(threading.Thread):
         self._invoke = invoke
         self._batch = batch_size
         self._visibility = visibility_timeout
+        self._poll, self._max_idle = poll_interval, max(poll_interval, max_idle_interval)
         self._stopping = threading.Event()
+        self._woken = threading.Event()
         self.invocations = 0
 
+    def wake(self) -> None:
+        self._woken.set()
+
     def run(self) -> None:
+        idle = self._poll
         while not self._stopping.is_set():
             messages = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=self._batch,
                                                  WaitTimeSeconds=0, VisibilityTimeout=self._visibility
                                                  ).get("Messages", [])
             if not messages:
-                self._stopping.wait(0.1)
+                self._woken.wait(idle)
+                self._woken.clear()
+                idle = min(idle * 2, self._max_idle)
                 continue
+            idle = self._poll
             try:
                 response = self._invoke(sqs_event(messages, self._arn)) or {}
                 failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
@@ -53,3 +64,4 @@ class QueueMapping(threading.Thread):
 
     def stop(self) -> None:
         self._stopping.set()
+        self._woken.set()

@@ -80,7 +80,10 @@ def run_retraining(endpoint: str, session: boto3.Session, params: TrainingParams
                 channels["current"].mkdir()
                 (channels["current"] / retraining.MODEL_ARCHIVE).write_bytes(artifacts.read(published["artifact"]))
             model_dir = Path(folder) / "model"
+            # one thread each: on the stand-in the training shares its machine with the whole loop, where
+            # OpenMP's idle threads spin (LightGBM, k-means) and burn CPU the rest of the loop needs
             environ = os.environ | {"SM_MODEL_DIR": str(model_dir), "OPENBLAS_NUM_THREADS": "1",
+                                    "OMP_NUM_THREADS": "1",
                                     **{f"SM_CHANNEL_{k.upper()}": str(v) for k, v in channels.items()}}
             arguments = [f"--{k}={v}" for k, v in asdict(params).items()] + [f"--version={run.version}"]
             result = subprocess.run([sys.executable, str(script), *arguments], env=environ, capture_output=True,

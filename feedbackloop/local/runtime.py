@@ -108,9 +108,12 @@ class LocalRuntime:
         # shares (in AWS, one function per process): the two API functions take turns, or one reads the
         # other's request under concurrent load
         api_turns = threading.Lock()
-        self.ingest = LocalFunction("ingest", INGEST_FUNCTION, api_turns)
+        # what the API's functions put on the stream or the erasure queue is polled at once (an idle
+        # consumer polls once a second)
+        self.ingest = LocalFunction("ingest", INGEST_FUNCTION, api_turns, after_invoke=self._wake_consumers)
         self.cleaner = LocalFunction("cleaner", CLEANER_FUNCTION)
-        self.serving = LocalFunction("serving", SERVING_FUNCTION, api_turns)
+        self.serving = LocalFunction("serving", SERVING_FUNCTION, api_turns, after_invoke=self._wake_consumers)
+        self.mappings, self.archivers, self.queues = [], [], []
         self.eraser = LocalFunction("eraser", ERASER_FUNCTION)
         self.adjust = LocalFunction("adjust", ADJUST_FUNCTION)
         self.api_key = new_api_key()
@@ -128,7 +131,8 @@ class LocalRuntime:
             for shard in shards
         ]
         self.archivers = [
-            RawArchiver(self.session, stream_name, shard, replay_settings().raw_bucket) for shard in shards
+            RawArchiver(self.session, stream_name, shard, replay_settings().raw_bucket,
+                        max_idle_interval=self.mapping.max_idle_interval) for shard in shards
         ]
         self.queues = [QueueMapping(self.session, erasure_queue, self.eraser.invoke)]
         self.schedules = [] if self.adjust_interval is None else \
@@ -139,6 +143,10 @@ class LocalRuntime:
                                         self.appconfig_server.endpoint_url)
         self.endpoints.save(self.state_dir)
         return self
+
+    def _wake_consumers(self) -> None:
+        for consumer in (*self.mappings, *self.archivers, *self.queues):
+            consumer.wake()
 
     @property
     def records_cleaned(self) -> int:

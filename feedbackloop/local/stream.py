@@ -24,9 +24,14 @@ class MappingConfig:
     """The event source mapping's settings (the CDK construct sets the same in AWS)."""
 
     batch_size: int = 1000
+    # Lambda invokes when the batch is full or the window has passed since its first record
+    max_batching_window: float = 1.0
     max_retries: int = 3
     bisect_on_error: bool = True
     poll_interval: float = 0.05
+    # an idle shard is polled less and less often, down to Lambda's base rate of once a second; a
+    # `wake()` (a put on the stream through the local API) polls it at once
+    max_idle_interval: float = 1.0
 
 
 def kinesis_event(records: list[dict], shard_id: str, stream_arn: str) -> dict:
@@ -56,19 +61,30 @@ def kinesis_event(records: list[dict], shard_id: str, stream_arn: str) -> dict:
 
 class _ShardReader(threading.Thread, ABC):
     def __init__(self, session: boto3.Session, stream_name: str, shard_id: str, name: str, limit: int,
-                 poll_interval: float) -> None:
+                 poll_interval: float, max_idle_interval: float) -> None:
         super().__init__(name=f"{name}-{shard_id}", daemon=True)
         self._kinesis = session.client("kinesis")
         self.stream_name = stream_name
         self.shard_id = shard_id
         self._limit = limit
         self._poll = poll_interval
+        self._max_idle = max(max_idle_interval, poll_interval)
         self._stopping = threading.Event()
+        self._woken = threading.Event()
         self.records_seen = 0
         self.errors: list[str] = []
 
     def stop(self) -> None:
         self._stopping.set()
+        self._woken.set()
+
+    def wake(self) -> None:
+        """Poll now: records were just put on the stream (an idle shard is otherwise polled once a second)."""
+        self._woken.set()
+
+    def _pause(self, seconds: float) -> None:
+        self._woken.wait(seconds)
+        self._woken.clear()
 
     @abstractmethod
     def handle(self, records: list[dict]) -> None:
@@ -77,27 +93,46 @@ class _ShardReader(threading.Thread, ABC):
     def idle(self) -> None:
         """Called when a poll returns nothing."""
 
+    def batching_window(self) -> float:
+        """Seconds to keep reading after a batch's first records before handling it (0: at once)."""
+        return 0.0
+
     def run(self) -> None:
-        iterator = self._kinesis.get_shard_iterator(
+        self._iterator = self._kinesis.get_shard_iterator(
             StreamName=self.stream_name, ShardId=self.shard_id, ShardIteratorType="TRIM_HORIZON"
         )["ShardIterator"]
+        idle = self._poll
         while not self._stopping.is_set():
-            try:
-                response = self._kinesis.get_records(ShardIterator=iterator, Limit=self._limit)
-            except Exception as error:  # the endpoint went away at shutdown, or a transient error
-                if self._stopping.is_set():
-                    return
-                self.errors.append(repr(error))
-                time.sleep(0.5)
+            records = self._read(self._limit)
+            if records is None:
                 continue
-            iterator = response["NextShardIterator"]
-            records = response["Records"]
             if records:
+                window_ends = time.monotonic() + self.batching_window()
+                while len(records) < self._limit and time.monotonic() < window_ends \
+                        and not self._stopping.is_set():
+                    self._pause(min(self._poll * 4, max(0.0, window_ends - time.monotonic())))
+                    more = self._read(self._limit - len(records))
+                    records += more or []
                 self.handle(records)
                 self.records_seen += len(records)
+                idle = self._poll
             else:
                 self.idle()
-                self._stopping.wait(self._poll)
+                self._pause(idle)
+                idle = min(idle * 2, self._max_idle)
+
+    def _read(self, limit: int) -> list[dict] | None:
+        """The next records (None after an error, logged: the endpoint went away at shutdown, or a
+        transient one)."""
+        try:
+            response = self._kinesis.get_records(ShardIterator=self._iterator, Limit=limit)
+        except Exception as error:
+            if not self._stopping.is_set():
+                self.errors.append(repr(error))
+                self._stopping.wait(0.5)
+            return None
+        self._iterator = response["NextShardIterator"]
+        return response["Records"]
 
 
 class EventSourceMapping(_ShardReader):
@@ -106,13 +141,17 @@ class EventSourceMapping(_ShardReader):
 
     def __init__(self, session: boto3.Session, stream_name: str, shard_id: str, stream_arn: str,
                  invoke: Callable[[dict], dict], failure_queue_url: str, config: MappingConfig) -> None:
-        super().__init__(session, stream_name, shard_id, "mapping", config.batch_size, config.poll_interval)
+        super().__init__(session, stream_name, shard_id, "mapping", config.batch_size, config.poll_interval,
+                         config.max_idle_interval)
         self._invoke = invoke
         self._arn = stream_arn
         self._sqs = session.client("sqs")
         self._queue = failure_queue_url
         self._config = config
         self.sent_to_failure_queue = 0
+
+    def batching_window(self) -> float:
+        return self._config.max_batching_window
 
     def handle(self, records: list[dict]) -> None:
         self._deliver(records)
@@ -162,8 +201,8 @@ class RawArchiver(_ShardReader):
     """Stands in for the Firehose delivery stream: buffers records and writes them unchanged."""
 
     def __init__(self, session: boto3.Session, stream_name: str, shard_id: str, bucket: str,
-                 buffer_records: int = 5000, buffer_seconds: float = 1.0) -> None:
-        super().__init__(session, stream_name, shard_id, "archiver", 10000, 0.1)
+                 buffer_records: int = 5000, buffer_seconds: float = 1.0, max_idle_interval: float = 1.0) -> None:
+        super().__init__(session, stream_name, shard_id, "archiver", 10000, 0.1, max_idle_interval)
         self._s3 = session.client("s3")
         self._bucket = bucket
         self._buffer: list[dict] = []
@@ -195,5 +234,6 @@ class RawArchiver(_ShardReader):
         self._since = time.monotonic()
 
     def flush_soon(self) -> None:
-        """Ask for the buffer to be written at the next idle poll (Firehose's buffer interval)."""
+        """Ask for the buffer to be written at the next idle poll (Firehose's buffer interval), now."""
         self._since = 0.0
+        self.wake()

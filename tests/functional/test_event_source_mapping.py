@@ -5,6 +5,7 @@ bounded, and what is given up on goes to the on-failure destination."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -91,3 +92,62 @@ def test_retries_are_bounded(mapping):
     assert gave_up["requestContext"]["condition"] == "RetryAttemptsExhausted"
     info = gave_up["KinesisBatchInfo"]
     assert (info["startSequenceNumber"], info["endSequenceNumber"], info["batchSize"]) == ("1001", "1003", 3)
+
+
+def _put(account, n: int, key: str = "u1") -> str:
+    """Put n records under one partition key; the shard they went to."""
+    kinesis = account.session.client("kinesis")
+    shards = {kinesis.put_record(StreamName=account.ingest.stream_name, Data=f'{{"n": {i}}}\n'.encode(),
+                                 PartitionKey=key)["ShardId"] for i in range(n)}
+    (shard,) = shards
+    return shard
+
+
+def _running(account, shard: str, invoke, config: MappingConfig) -> EventSourceMapping:
+    queue = account.session.client("sqs").get_queue_url(QueueName=physical_name(CLEANER_FAILURES.key))["QueueUrl"]
+    esm = EventSourceMapping(account.session, account.ingest.stream_name, shard, account.stream_arn(), invoke,
+                             queue, config)
+    esm.start()
+    return esm
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_records_put_within_the_batching_window_reach_the_function_in_one_invocation(account):
+    calls: list[list[str]] = []
+    shard = _put(account, 2)
+    esm = _running(account, shard, lambda event: calls.append(_sequences(event)) or {},
+                   MappingConfig(max_batching_window=1.0))
+    try:
+        time.sleep(0.3)  # within the window of the first records
+        _put(account, 3)
+        assert _wait_for(lambda: esm.records_seen == 5, 10)
+    finally:
+        esm.stop()
+        esm.join(5)
+    assert [len(c) for c in calls] == [5]
+
+
+def test_an_idle_shard_is_polled_at_once_when_woken(account):
+    calls: list[list[str]] = []
+    shard = _put(account, 1)
+    # an idle interval far longer than the test waits: only the wake-up can bring the second record in time
+    esm = _running(account, shard, lambda event: calls.append(_sequences(event)) or {},
+                   MappingConfig(max_batching_window=0, max_idle_interval=30))
+    try:
+        assert _wait_for(lambda: esm.records_seen == 1, 10)
+        time.sleep(3.5)  # idle polls back off: the next one is seconds away
+        _put(account, 1)
+        esm.wake()
+        assert _wait_for(lambda: esm.records_seen == 2, 1.0)
+    finally:
+        esm.stop()
+        esm.join(5)
+    assert [len(c) for c in calls] == [1, 1]

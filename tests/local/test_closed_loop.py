@@ -54,6 +54,10 @@ def test_the_demo_tells_its_whole_story_on_a_small_slice(tmp_path):
     assert status == 0, text[-3000:]
     for chapter in ("Conservation (read back from the stores)", "Modelled tables", "Retraining",
                     "registry: current", "Serving:", "erasure complete", "The closed loop", "Summary",
-                    "A/B test, from the interaction layer", "Report:"):
+                    "A/B test, from the interaction layer", "Report:", "Where the time went"):
         assert chapter in text, chapter
     assert (tmp_path / "demo" / "report.html").exists()
+    timings = text.split("Where the time went")[1]  # wall and CPU seconds of each phase, and the total
+    for phase in ("real data: ingest, clean, archive", "modelled tables", "retraining and the gate (twice)",
+                  "closed loop: visits (GET, batched posts)", "closed loop: tables", "summary and report", "total"):
+        assert phase in timings, phase

@@ -22,6 +22,7 @@ from feedbackloop.item_counters import (
     HALF_LIFE_SECONDS,
     KEEP_LANDMARKS,
     LANDMARK_SECONDS,
+    NEGLIGIBLE,
     Freshness,
     ItemCounts,
     batch_additions,
@@ -78,6 +79,16 @@ def test_a_landmark_old_enough_is_dropped_on_the_next_write():
     older = NOW - timedelta(days=7 * (KEEP_LANDMARKS + 1))  # older than what a write removes: not added
     store.add(batch_additions(_rows(("a", "click", older, None))), NOW.timestamp())
     assert len(store.items["a"]) == 1
+
+
+def test_an_addition_decayed_to_nothing_at_write_time_is_not_written():
+    store = MemoryItemCounterStore()
+    half_lives = 1 / NEGLIGIBLE  # an event this many times fresher than the cutoff...
+    recent = NOW - timedelta(seconds=HALF_LIFE_SECONDS * (math.log2(half_lives) - 1))
+    stale = NOW - timedelta(seconds=HALF_LIFE_SECONDS * (math.log2(half_lives) + 1))
+    store.add(batch_additions(_rows(("a", "click", recent, None), ("b", "click", stale, None))), NOW.timestamp())
+    assert set(store.items) == {"a"}  # b's click, eleven half-lives old, would add 2^-11 of a click
+    assert store.load(["a"], NOW.timestamp())["a"].clicks == pytest.approx(2 * NEGLIGIBLE)
 
 
 def test_serving_moves_items_whose_recent_click_rate_is_above_or_below_the_pool():
