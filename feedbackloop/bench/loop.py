@@ -12,7 +12,11 @@ shift, same new items):
   clicks per category and price level as its context; it fills the page from its three best cells with
   each cell's items in order of their click rate in its own log (popularity as the prior), skipping
   what the user ignored twice; it learns from every shown slot at once;
-- oracle: the world's greedy best page at every visit.
+- oracle: the world's greedy best page at every visit;
+- informed (a reference, not a policy anyone can deploy): popular items spread over the categories
+  until the user's first click, the oracle's page from then on: the most a policy that learns a
+  user's taste from their clicks can earn here, however fast it learns. A user who never clicks
+  keeps the cold page, so the share of visits made before a first click bounds every learner.
 
 Figures are expected click rates per shown slot (the mean click probability of what was shown: the
 ground truth, free of click noise); realized CTRs are printed beside them. Entries:
@@ -57,12 +61,13 @@ from feedbackloop.ingest import envelope
 from feedbackloop.local.retrain import LOCAL_TRAINING
 from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE
 from feedbackloop.models.training import save, train
+from feedbackloop.ranking import UserSignals
 from feedbackloop.serving import ServingModel, recommend
 from feedbackloop.simulation import CATEGORIES, PRICE_LEVELS, Catalog, Session, World
 
 START = datetime(2026, 11, 2, tzinfo=UTC)  # the first simulated day; the real data ends an hour before
 K = 10
-ARMS = ("personalized", "popularity", "bandit", "oracle")
+ARMS = ("personalized", "popularity", "bandit", "oracle", "informed")
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,36 @@ class OracleArm:
         pass
 
 
+class InformedArm:
+    """The cold page until the user's first click, the oracle's page after it (the module's docstring)."""
+
+    def __init__(self, world: World, model: ServingModel) -> None:
+        self.world = world
+        self.model = model
+        self.clicked: set[int] = set()
+        self.ignored: dict[int, list[int]] = defaultdict(list)  # model rows shown and not clicked
+        self.cold_visits = 0  # visits made before the user's first click
+
+    def rank(self, user_id: str, now: datetime) -> list[str]:
+        user = int(user_id.removeprefix("sim"))
+        if user not in self.clicked:  # serving's cold page, without what the user ignored
+            self.cold_visits += 1
+            rows = np.array(self.ignored[user], dtype=np.int64)
+            ignored = UserSignals(rows, np.full(len(rows), -1.0), np.zeros(len(rows)), np.zeros(len(rows)),
+                                  np.zeros(len(rows), dtype=bool))
+            return [str(self.model.item_ids[i]) for i in self.model.ranker.popular(ignored, K)]
+        return [str(self.world.catalog.item_ids[i]) for i in self.world.best(user, K, now.timestamp())]
+
+    def observe(self, visit: Session, shown: list[str]) -> None:
+        if visit.clicks:
+            self.clicked.add(visit.user)
+        else:
+            self.ignored[visit.user] += [self.model.item_index[i] for i in shown if i in self.model.item_index]
+
+    def flush(self) -> None:
+        pass
+
+
 # --- the model the personalized and popularity arms serve -------------------------------------------
 
 def trained_model(frame: pd.DataFrame, catalog: Catalog, start: datetime) -> ServingModel:
@@ -277,12 +312,19 @@ class LoopRun:
     hours: list[dict[str, Window]] = field(default_factory=list)  # per simulated hour, per arm
     seconds: dict[str, float] = field(default_factory=dict)  # per arm, time spent ranking and learning
     cleaned: int = 0  # the personalized arm's events through the cleaner
+    cold_visits: list[int] = field(default_factory=list)  # per hour, the informed arm's visits before a first click
 
     def window(self, arm: str, first_hour: int, last_hour: int) -> Window:
         total = Window()
         for hour in self.hours[first_hour:last_hour]:
             total.merge(hour[arm])
         return total
+
+    def cold_share(self, last_hour: int) -> float:
+        """The share of the visits up to `last_hour` made before the user's first click (in the informed
+        arm's world, where a click comes soonest)."""
+        sessions = self.window("informed", 0, last_hour).sessions
+        return sum(self.cold_visits[:last_hour]) / sessions if sessions else 0.0
 
     def share(self, arm: str, first_hour: int, last_hour: int) -> float:
         """The arm's expected CTR over the oracle's, over the same visits."""
@@ -311,7 +353,8 @@ def simulate(plan: LoopBenchPlan, frame: pd.DataFrame | None = None,
     worlds = {arm: World(catalog, plan.users, plan.seed) for arm in ARMS}
     popularity = dict(zip(model.item_ids, model.popularity.astype(float), strict=True))
     arms = {"personalized": PersonalizedArm(model, lambda: now[0]), "popularity": PopularityArm(model),
-            "bandit": BanditArm(worlds["bandit"], popularity, plan.seed), "oracle": OracleArm(worlds["oracle"])}
+            "bandit": BanditArm(worlds["bandit"], popularity, plan.seed), "oracle": OracleArm(worlds["oracle"]),
+            "informed": InformedArm(worlds["informed"], model)}
     run = LoopRun(plan, seconds=dict.fromkeys(ARMS, 0.0))
     schedule = np.random.default_rng(plan.seed + 1)
     per_hour = plan.visits_per_day / 24
@@ -349,6 +392,7 @@ def simulate(plan: LoopBenchPlan, frame: pd.DataFrame | None = None,
                 policy.flush()
                 run.seconds[arm] += time.perf_counter() - ticked
             run.hours.append(figures)
+            run.cold_visits.append(arms["informed"].cold_visits - sum(run.cold_visits))
             run.cleaned = arms["personalized"].cleaned
         say(f"  day {day + 1}: " + "  ".join(
             f"{arm} {run.window(arm, day * 24, day * 24 + 24).expected_ctr:.4f}" for arm in ARMS)
@@ -383,8 +427,10 @@ def _table(run: LoopRun, console: TextIO) -> None:
         row = "".join(f"{run.window(arm, a, b).expected_ctr:>12.4f} ({run.share(arm, a, b):>5.0%})"
                       for a, b in spans.values())
         console.write(f"{arm:<14}{row}{run.window(arm, 0, p.days * 24).ctr:>16.4f}{run.seconds[arm]:>9.1f}\n")
-    console.write("(expected CTR per shown slot, and as a share of the oracle's over the same visits)\n")
-    for arm in ("personalized", "popularity", "bandit"):
+    console.write("(expected CTR per shown slot, and as a share of the oracle's over the same visits; informed: "
+                  "the oracle's page from a user's first click on, the ceiling of any learner)\n")
+    console.write(f"visits made before the user's first click, before the shift: {run.cold_share(shift):.0%}\n")
+    for arm in ("personalized", "popularity", "bandit", "informed"):
         r = run.regained(arm)
         console.write(f"{arm:<14} share the day before the shift {r['before']:.0%}, first {p.dip_hours}h after "
                       f"{r['dip']:.0%}, last {p.recovered_hours}h of that day {r['recovered']:.0%}: "
@@ -403,8 +449,11 @@ def run(json_path: str, console: TextIO, plan: LoopBenchPlan | None = None) -> i
 
     result = simulate(plan, say=say)
     _table(result, console)
+    before = plan.shift_day * 24
     write_results(json_path, entries(result), console, plan=asdict(plan),
-                  regained={arm: result.regained(arm) for arm in ("personalized", "popularity", "bandit")},
+                  regained={arm: result.regained(arm) for arm in ("personalized", "popularity", "bandit", "informed")},
+                  ceiling={"informed_oracle_share_before_shift": round(result.share("informed", 0, before), 4),
+                           "visits_before_a_first_click_share": round(result.cold_share(before), 4)},
                   seconds={"total": round(time.perf_counter() - started, 1),
                            **{arm: round(s, 1) for arm, s in result.seconds.items()}})
     return 0

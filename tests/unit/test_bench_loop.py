@@ -30,6 +30,8 @@ def test_every_arm_sees_the_same_visits_and_the_oracle_is_the_best(run):
         assert 0 < everything[arm].expected_ctr < everything["oracle"].expected_ctr
         assert 0 < run.share(arm, 0, 24) < 1
     assert run.share("oracle", 0, 24) == pytest.approx(1.0)
+    # the informed reference: the oracle's page from a first click on, the cold page before
+    assert 0 < run.share("informed", 0, 24) < 1 and 0 < run.cold_share(24) < 1
     assert run.cleaned > 0  # the personalized arm's events went through the cleaner
 
 
