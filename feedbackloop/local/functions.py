@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 
 from feedbackloop.local.environment import REGION
+from feedbackloop.names import Function
 
 
 @dataclass
@@ -36,10 +37,11 @@ class LambdaContext:
 
 
 class LocalFunction:
-    """A handler by its module path, e.g. "lambdas.cleaner.handler.lambda_handler"."""
+    """A handler by its module path, e.g. "lambdas.cleaner.handler.lambda_handler"; named as the function it
+    belongs to (names.Function), the `service` of its logs."""
 
-    def __init__(self, name: str, handler: str, lock: threading.Lock | None = None) -> None:
-        self.name = name
+    def __init__(self, handler: str, lock: threading.Lock | None = None) -> None:
+        self.name = Function.of_handler(handler).value
         self._handler_path = handler
         self._handler: Callable[[dict, Any], Any] | None = None
         self._lock = lock or threading.Lock()  # shared by functions that must not run at once in one process

@@ -108,11 +108,11 @@ class LocalRuntime:
         # shares (in AWS, one function per process): the two API functions take turns, or one reads the
         # other's request under concurrent load
         api_turns = threading.Lock()
-        self.ingest = LocalFunction("ingest", INGEST_FUNCTION, api_turns)
-        self.cleaner = LocalFunction("cleaner", CLEANER_FUNCTION)
-        self.serving = LocalFunction("serving", SERVING_FUNCTION, api_turns)
-        self.eraser = LocalFunction("eraser", ERASER_FUNCTION)
-        self.adjust = LocalFunction("adjust", ADJUST_FUNCTION)
+        self.ingest = LocalFunction(INGEST_FUNCTION, api_turns)
+        self.cleaner = LocalFunction(CLEANER_FUNCTION)
+        self.serving = LocalFunction(SERVING_FUNCTION, api_turns)
+        self.eraser = LocalFunction(ERASER_FUNCTION)
+        self.adjust = LocalFunction(ADJUST_FUNCTION)
         self.api_key = new_api_key()
         self.api = LocalApi({"ingest": self.ingest, "serving": self.serving}, self.api_key, self.api_port).start()
 
