@@ -26,10 +26,41 @@ def _local_up(args: argparse.Namespace) -> int:
             "Ctrl-C stops it.\n"
         )
         console.flush()
-        serve_until_interrupted(console)
+        serve_until_interrupted(console, reset=runtime.reset)
     finally:
         runtime.stop()
     return 0
+
+
+def _local_reset(args: argparse.Namespace) -> int:
+    """Ask the running `local up` to empty its stores (SIGHUP), and wait until it serves again."""
+    import time
+
+    from feedbackloop.local.environment import LocalEndpoints
+    from feedbackloop.local.runtime import RESET_SIGNAL
+
+    before = LocalEndpoints.load()
+    if RESET_SIGNAL is None or not before.pid:
+        print("error: no `feedbackloop local up` process is recorded in .feedbackloop/endpoints.json",
+              file=sys.stderr)
+        return 2
+    try:
+        os.kill(before.pid, RESET_SIGNAL)
+    except ProcessLookupError:
+        print(f"error: `local up` (pid {before.pid}) is not running", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            after = LocalEndpoints.load()
+        except (FileNotFoundError, ValueError, TypeError):  # being rewritten
+            continue
+        if after.started_at > before.started_at:
+            print(f"reset: every store emptied; API {after.api_url}, same key")
+            return 0
+    print(f"error: `local up` did not report a reset within {args.timeout:.0f} s (see its output)", file=sys.stderr)
+    return 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -380,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--adjust-minutes", type=float, default=5,
                     help="run the adjust function (rules, drift) this often, as the schedule does in AWS; 0: never")
     up.set_defaults(func=_local_up)
+
+    reset = local.add_parser("reset", help="empty every store of the running `local up` (the stand-in keeps all it "
+                                           "is sent in memory): a fresh stack on the same ports, with the same key")
+    reset.add_argument("--timeout", type=float, default=180, help="seconds to wait for the stack to serve again")
+    reset.set_defaults(func=_local_reset)
 
     job = local.add_parser("run-job", help="run a table job (Glue in AWS) on DuckDB against a running local stack")
     job.add_argument("name", choices=[*JOB_NAMES, "all"], help="the job, or all of them in order")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +76,7 @@ class LocalRuntime:
     # wall clock; None: no schedule (the demo invokes it at simulated times itself)
     adjust_interval: float | None = None
     adjust_overrides: dict = field(default_factory=dict)
+    api_key: str = ""  # "": a new key at start
 
     def start(self) -> LocalRuntime:
         self._environ = dict(os.environ)
@@ -113,7 +118,7 @@ class LocalRuntime:
         self.serving = LocalFunction(SERVING_FUNCTION, api_turns)
         self.eraser = LocalFunction(ERASER_FUNCTION)
         self.adjust = LocalFunction(ADJUST_FUNCTION)
-        self.api_key = new_api_key()
+        self.api_key = self.api_key or new_api_key()
         self.api = LocalApi({"ingest": self.ingest, "serving": self.serving}, self.api_key, self.api_port).start()
 
         stream_name = ingest_settings().stream_name
@@ -136,9 +141,20 @@ class LocalRuntime:
         for consumer in (*self.mappings, *self.archivers, *self.queues, *self.schedules):
             consumer.start()
         self.endpoints = LocalEndpoints(self.moto.endpoint, self.api.url, self.api_key,
-                                        self.appconfig_server.endpoint_url)
+                                        self.appconfig_server.endpoint_url, os.getpid(), time.time())
         self.endpoints.save(self.state_dir)
         return self
+
+    def reset(self) -> None:
+        """Empty every store and cache: the stack as a fresh start, on the same ports and with the same API key,
+        so clients keep their settings (`feedbackloop local reset`; SIGHUP to `local up`). The stand-in keeps
+        all it is sent in memory, as moto does (the lake, the raw archive, the dedup ids, the stream's records):
+        a long run grows until it is reset. Everything stored is gone afterwards, as after `local up` anew."""
+        self.api_port, self.moto_port = int(self.api.url.rsplit(":", 1)[1]), self.moto.port
+        self.stop()
+        gc.collect()
+        _release_free_memory()
+        self.start()
 
     @property
     def records_cleaned(self) -> int:
@@ -194,18 +210,39 @@ def _reset_handler_caches() -> None:
                 getattr(sys.modules[module], cache).cache_clear()
 
 
-def serve_until_interrupted(console, stop: threading.Event | None = None) -> None:
+def _release_free_memory() -> None:
+    """Give the heap's free pages back to the system (glibc keeps them otherwise); elsewhere a no-op."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+RESET_SIGNAL = getattr(signal, "SIGHUP", None)  # `feedbackloop local reset` sends it to `local up`
+
+
+def serve_until_interrupted(console, stop: threading.Event | None = None,
+                            reset: Callable[[], None] | None = None) -> None:
     """`feedbackloop local up`: serve until Ctrl-C (SIGINT) or SIGTERM, then return so the caller stops the
-    stack cleanly. A second signal while it stops interrupts the stop itself (Python's default)."""
+    stack cleanly. A second signal while it stops interrupts the stop itself (Python's default). With `reset`,
+    SIGHUP calls it (on this thread, between waits) and serving goes on."""
     stop = stop or threading.Event()
+    resets = threading.Event()
 
     def requested(signum, frame) -> None:
         stop.set()
 
-    previous = {s: signal.signal(s, requested) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = {signal.SIGINT: requested, signal.SIGTERM: requested}
+    if reset is not None and RESET_SIGNAL is not None:
+        signals[RESET_SIGNAL] = lambda signum, frame: resets.set()
+    previous = {s: signal.signal(s, handler) for s, handler in signals.items()}
     try:
-        while not stop.wait(0.5):  # a timed wait: the main thread runs the handler promptly
-            pass
+        while not stop.wait(0.5):  # a timed wait: the main thread runs the handlers promptly
+            if resets.is_set() and reset is not None:
+                resets.clear()
+                console.write("resetting: every store emptied, same ports and API key...\n")
+                console.flush()
+                reset()
+                console.write("reset done\n")
+                console.flush()
         console.write("\nstopping...\n")
         console.flush()
     finally:
