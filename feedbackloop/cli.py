@@ -311,19 +311,24 @@ def _report(args: argparse.Namespace) -> int:
 
 def _fuzz(args: argparse.Namespace) -> int:
     import json
+    import time
 
     from feedbackloop.local.environment import STATE_DIR
     from feedbackloop.local.fuzz import run_fuzz
     from feedbackloop.local.runtime import LocalRuntime
 
+    from feedbackloop.bench import commit, machine_details
+
     console = sys.stdout  # the runtime sends the handlers' output to its log file
+    run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
+           "machine": machine_details()}
     with LocalRuntime(state_dir=STATE_DIR / "fuzz") as runtime:
         console.write(f"fuzzing {runtime.api.url} with {args.requests:,} requests or more (seed {args.seed})\n")
         report = run_fuzz(runtime, args.requests, seed=args.seed, workers=args.workers, console=console)
     console.write(report.render() + "\n")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report.as_dict(), indent=2))
+        Path(args.json).write_text(json.dumps(run | report.as_dict(), indent=2) + "\n")
     return 0 if report.ok else 1
 
 
@@ -341,14 +346,19 @@ def _bench(args: argparse.Namespace) -> int:
                    tuning_minutes=args.tuning_minutes if args.tuning_minutes is not None else TUNING_MINUTES)
     if args.name == "soak":  # not in `bench all`: it runs for --minutes, on a local stack of its own
         import json
+        import time
 
         from feedbackloop.local.soak import render, run_soak
 
+        from feedbackloop.bench import commit, machine_details
+
+        run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
+               "machine": machine_details()}
         figures = run_soak(args.minutes, args.clients, baseline_seconds=min(60.0, args.minutes * 60 / 5),
                            console=sys.stdout)
         print(render(figures))
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(run | figures, indent=2) + "\n")
         return 0 if figures["ok"] else 1
     if args.name == "all":
         return run_suite(args.json, args.markdown or str(Path(args.json).with_suffix(".md")), sys.stdout)
