@@ -313,11 +313,10 @@ def _fuzz(args: argparse.Namespace) -> int:
     import json
     import time
 
+    from feedbackloop.bench import commit, machine_details
     from feedbackloop.local.environment import STATE_DIR
     from feedbackloop.local.fuzz import run_fuzz
     from feedbackloop.local.runtime import LocalRuntime
-
-    from feedbackloop.bench import commit, machine_details
 
     console = sys.stdout  # the runtime sends the handlers' output to its log file
     run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
@@ -348,9 +347,8 @@ def _bench(args: argparse.Namespace) -> int:
         import json
         import time
 
-        from feedbackloop.local.soak import render, run_soak
-
         from feedbackloop.bench import commit, machine_details
+        from feedbackloop.local.soak import render, run_soak
 
         run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
                "machine": machine_details()}
