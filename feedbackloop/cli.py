@@ -17,7 +17,8 @@ def _local_up(args: argparse.Namespace) -> int:
 
     console = sys.stdout
     runtime = LocalRuntime(api_port=args.api_port, moto_port=args.moto_port,
-                           adjust_interval=args.adjust_minutes * 60 if args.adjust_minutes else None).start()
+                           adjust_interval=args.adjust_minutes * 60 if args.adjust_minutes else None,
+                           resets_on_signal=True).start()
     try:
         console.write(
             f"local stack up\n  API        {runtime.api.url}  (POST /events, header x-api-key)\n"
@@ -44,11 +45,15 @@ def _local_reset(args: argparse.Namespace) -> int:
         print("error: no `feedbackloop local up` process is recorded in .feedbackloop/endpoints.json",
               file=sys.stderr)
         return 2
-    try:
-        os.kill(before.pid, RESET_SIGNAL)
-    except ProcessLookupError:
+    try:  # the recorded process, if it is still a `feedbackloop` one (where /proc says: not another with its pid)
+        command = Path(f"/proc/{before.pid}/cmdline")
+        alive = b"feedbackloop" in command.read_bytes() if Path("/proc").is_dir() else os.kill(before.pid, 0) is None
+    except OSError:
+        alive = False
+    if not alive:
         print(f"error: `local up` (pid {before.pid}) is not running", file=sys.stderr)
         return 1
+    os.kill(before.pid, RESET_SIGNAL)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         time.sleep(0.5)

@@ -77,6 +77,9 @@ class LocalRuntime:
     adjust_interval: float | None = None
     adjust_overrides: dict = field(default_factory=dict)
     api_key: str = ""  # "": a new key at start
+    # `local up`: this process resets the stack on SIGHUP (serve_until_interrupted), so endpoints.json names it
+    # for `feedbackloop local reset`; a process that does not handle SIGHUP is never named (it would end)
+    resets_on_signal: bool = False
 
     def start(self) -> LocalRuntime:
         self._environ = dict(os.environ)
@@ -141,7 +144,8 @@ class LocalRuntime:
         for consumer in (*self.mappings, *self.archivers, *self.queues, *self.schedules):
             consumer.start()
         self.endpoints = LocalEndpoints(self.moto.endpoint, self.api.url, self.api_key,
-                                        self.appconfig_server.endpoint_url, os.getpid(), time.time())
+                                        self.appconfig_server.endpoint_url,
+                                        os.getpid() if self.resets_on_signal else 0, time.time())
         self.endpoints.save(self.state_dir)
         return self
 
