@@ -80,6 +80,7 @@ class LocalRuntime:
     # `local up`: this process resets the stack on SIGHUP (serve_until_interrupted), so endpoints.json names it
     # for `feedbackloop local reset`; a process that does not handle SIGHUP is never named (it would end)
     resets_on_signal: bool = False
+    _resetting: bool = field(default=False, init=False, repr=False)
 
     def start(self) -> LocalRuntime:
         self._environ = dict(os.environ)
@@ -105,11 +106,13 @@ class LocalRuntime:
         os.environ.update(eraser_settings().to_env())
         os.environ.update(adjust_settings(self.appconfig, self.session, **self.adjust_overrides).to_env())
         self._stdout = sys.stdout
-        self.log_file: Path | None = None
+        if not self._resetting:  # a reset keeps the log: the handlers' loggers hold the stream they began with
+            self.log_file: Path | None = None
+            if self.capture_logs:
+                started = time.strftime("%Y%m%dT%H%M%S")
+                self.log_file = self.state_dir / "logs" / f"lambda-{started}.log"  # a log stream per run
+                self.log_sink = LogSink(self.log_file, self.session)
         if self.capture_logs:
-            started = time.strftime("%Y%m%dT%H%M%S")
-            self.log_file = self.state_dir / "logs" / f"lambda-{started}.log"  # a log stream per run
-            self.log_sink = LogSink(self.log_file, self.session)
             sys.stdout = self.log_sink
         _reset_handler_caches()
         # Powertools keeps the request it resolves on a class attribute that every resolver in a process
@@ -155,10 +158,14 @@ class LocalRuntime:
         all it is sent in memory, as moto does (the lake, the raw archive, the dedup ids, the stream's records):
         a long run grows until it is reset. Everything stored is gone afterwards, as after `local up` anew."""
         self.api_port, self.moto_port = int(self.api.url.rsplit(":", 1)[1]), self.moto.port
-        self.stop()
-        gc.collect()
-        _release_free_memory()
-        self.start()
+        self._resetting = True
+        try:
+            self.stop()
+            gc.collect()
+            _release_free_memory()
+            self.start()
+        finally:
+            self._resetting = False
 
     @property
     def records_cleaned(self) -> int:
