@@ -222,7 +222,11 @@ def _reset_handler_caches() -> None:
 
 
 def _release_free_memory() -> None:
-    """Give the heap's free pages back to the system (glibc keeps them otherwise); elsewhere a no-op."""
+    """Give free pages back to the system: Arrow's pool (mimalloc or jemalloc) and glibc's heap keep them
+    otherwise (glibc: elsewhere a no-op)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
