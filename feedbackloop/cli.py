@@ -17,7 +17,8 @@ def _local_up(args: argparse.Namespace) -> int:
 
     console = sys.stdout
     runtime = LocalRuntime(api_port=args.api_port, moto_port=args.moto_port,
-                           adjust_interval=args.adjust_minutes * 60 if args.adjust_minutes else None).start()
+                           adjust_interval=args.adjust_minutes * 60 if args.adjust_minutes else None,
+                           resets_on_signal=True).start()
     try:
         console.write(
             f"local stack up\n  API        {runtime.api.url}  (POST /events, header x-api-key)\n"
@@ -26,10 +27,45 @@ def _local_up(args: argparse.Namespace) -> int:
             "Ctrl-C stops it.\n"
         )
         console.flush()
-        serve_until_interrupted(console)
+        serve_until_interrupted(console, reset=runtime.reset)
     finally:
         runtime.stop()
     return 0
+
+
+def _local_reset(args: argparse.Namespace) -> int:
+    """Ask the running `local up` to empty its stores (SIGHUP), and wait until it serves again."""
+    import time
+
+    from feedbackloop.local.environment import LocalEndpoints
+    from feedbackloop.local.runtime import RESET_SIGNAL
+
+    before = LocalEndpoints.load()
+    if RESET_SIGNAL is None or not before.pid:
+        print("error: no `feedbackloop local up` process is recorded in .feedbackloop/endpoints.json",
+              file=sys.stderr)
+        return 2
+    try:  # the recorded process, if it is still a `feedbackloop` one (where /proc says: not another with its pid)
+        command = Path(f"/proc/{before.pid}/cmdline")
+        alive = b"feedbackloop" in command.read_bytes() if Path("/proc").is_dir() else os.kill(before.pid, 0) is None
+    except OSError:
+        alive = False
+    if not alive:
+        print(f"error: `local up` (pid {before.pid}) is not running", file=sys.stderr)
+        return 1
+    os.kill(before.pid, RESET_SIGNAL)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            after = LocalEndpoints.load()
+        except (FileNotFoundError, ValueError, TypeError):  # being rewritten
+            continue
+        if after.started_at > before.started_at:
+            print(f"reset: every store emptied; API {after.api_url}, same key")
+            return 0
+    print(f"error: `local up` did not report a reset within {args.timeout:.0f} s (see its output)", file=sys.stderr)
+    return 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -280,19 +316,23 @@ def _report(args: argparse.Namespace) -> int:
 
 def _fuzz(args: argparse.Namespace) -> int:
     import json
+    import time
 
+    from feedbackloop.bench import commit, machine_details
     from feedbackloop.local.environment import STATE_DIR
     from feedbackloop.local.fuzz import run_fuzz
     from feedbackloop.local.runtime import LocalRuntime
 
     console = sys.stdout  # the runtime sends the handlers' output to its log file
+    run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
+           "machine": machine_details()}
     with LocalRuntime(state_dir=STATE_DIR / "fuzz") as runtime:
         console.write(f"fuzzing {runtime.api.url} with {args.requests:,} requests or more (seed {args.seed})\n")
         report = run_fuzz(runtime, args.requests, seed=args.seed, workers=args.workers, console=console)
     console.write(report.render() + "\n")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report.as_dict(), indent=2))
+        Path(args.json).write_text(json.dumps(run | report.as_dict(), indent=2) + "\n")
     return 0 if report.ok else 1
 
 
@@ -310,14 +350,18 @@ def _bench(args: argparse.Namespace) -> int:
                    tuning_minutes=args.tuning_minutes if args.tuning_minutes is not None else TUNING_MINUTES)
     if args.name == "soak":  # not in `bench all`: it runs for --minutes, on a local stack of its own
         import json
+        import time
 
+        from feedbackloop.bench import commit, machine_details
         from feedbackloop.local.soak import render, run_soak
 
+        run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
+               "machine": machine_details()}
         figures = run_soak(args.minutes, args.clients, baseline_seconds=min(60.0, args.minutes * 60 / 5),
                            console=sys.stdout)
         print(render(figures))
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(run | figures, indent=2) + "\n")
         return 0 if figures["ok"] else 1
     if args.name == "all":
         return run_suite(args.json, args.markdown or str(Path(args.json).with_suffix(".md")), sys.stdout)
@@ -380,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--adjust-minutes", type=float, default=5,
                     help="run the adjust function (rules, drift) this often, as the schedule does in AWS; 0: never")
     up.set_defaults(func=_local_up)
+
+    reset = local.add_parser("reset", help="empty every store of the running `local up` (the stand-in keeps all it "
+                                           "is sent in memory): a fresh stack on the same ports, with the same key")
+    reset.add_argument("--timeout", type=float, default=180, help="seconds to wait for the stack to serve again")
+    reset.set_defaults(func=_local_reset)
 
     job = local.add_parser("run-job", help="run a table job (Glue in AWS) on DuckDB against a running local stack")
     job.add_argument("name", choices=[*JOB_NAMES, "all"], help="the job, or all of them in order")

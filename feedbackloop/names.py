@@ -10,8 +10,30 @@ from enum import StrEnum
 
 SERVICE = "feedbackloop"
 METRICS_NAMESPACE = "FeedbackLoop"
-# Powertools' EMF adds this dimension to every metric, valued `service=` or POWERTOOLS_SERVICE_NAME.
+# Powertools' EMF adds this dimension to every metric, valued `service=` or POWERTOOLS_SERVICE_NAME. Every
+# function emits its metrics with service=SERVICE: the dashboards and alarms address a metric by it.
 SERVICE_DIMENSION = "service"
+
+
+class Function(StrEnum):
+    """Each Lambda function's own name: the `service` of its logs and traces (Powertools' Logger and Tracer,
+    POWERTOOLS_SERVICE_NAME in its environment, in AWS and in the local runtime alike). The value is the
+    handler's package under `lambdas/`: `lambdas.eraser.handler.lambda_handler` is the eraser."""
+
+    INGEST = "ingest"
+    CLEANER = "cleaner"
+    SERVING = "serving"
+    ERASER = "eraser"
+    ADJUST = "adjust"
+    RETRAIN = "retrain"  # the retraining workflow's Evaluate and Publish functions, one handler module
+
+    @classmethod
+    def of_handler(cls, handler: str) -> Function:
+        """The function a handler belongs to, from its module path ("lambdas.<name>.handler[.attribute]")."""
+        parts = handler.split(".")
+        if len(parts) < 3 or parts[0] != "lambdas" or parts[2] != "handler":
+            raise ValueError(f"{handler!r} is not a handler under lambdas/<function>/handler.py")
+        return cls(parts[1])
 
 
 class Metric(StrEnum):

@@ -4,6 +4,7 @@ local API and the benchmarks."""
 from __future__ import annotations
 
 import json
+import string
 from typing import Any
 from urllib.parse import unquote
 
@@ -102,17 +103,21 @@ def openapi_document() -> str:
     return json.dumps(document, indent=2)
 
 
+# What a route's path parameter may hold, as the resolver matches it (Powertools' `<user_id>`: RFC 3986's
+# unreserved and sub-delims characters, the few API Gateway decodes itself, letters, digits and `_`)
+_ROUTABLE = frozenset(string.ascii_letters + string.digits + "_-.~()'!*:@,;=+&$%<> []{}|^")
+
+
 def decoded_path(path: str) -> str:
     """A request path with each segment percent-decoded once, as clients encode ids such as `a@b` or
-    `x:y` (`/users/a%40b/config`). A segment that decodes to a `/`, or to anything but printable ASCII, stays
-    as sent, so it can neither add a segment nor change the route: the id's pattern then refuses it."""
+    `x:y` (`/users/a%40b/config`). A segment that would decode to a character a route cannot match (`/`, `?`,
+    `#`, a backquote, anything not printable ASCII) stays as sent, so it can neither add a segment nor miss
+    the route (a 404 the documents do not declare): it reaches the route, and the id's pattern refuses it."""
     segments = []
     for segment in path.split("/"):
         try:
             decoded = unquote(segment, errors="strict")
         except UnicodeDecodeError:  # not UTF-8 once decoded: as sent, for the pattern to refuse
             decoded = segment
-        # only to printable ASCII, which every id is: anything else stays encoded, matches the route, and
-        # the id's pattern refuses it with a 422
-        segments.append(decoded if decoded.isascii() and decoded.isprintable() and "/" not in decoded else segment)
+        segments.append(decoded if decoded and set(decoded) <= _ROUTABLE else segment)
     return "/".join(segments)

@@ -22,7 +22,7 @@ from constructs import Construct
 
 from cdk import nag
 from cdk.project import ProjectLayout
-from feedbackloop.names import METRICS_NAMESPACE, SERVICE
+from feedbackloop.names import METRICS_NAMESPACE, Function
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 # x86_64 because `make lambda-layer` builds the dependency layer for manylinux x86_64.
@@ -166,7 +166,9 @@ class PythonFunction(Construct):
             log_group=self.log_group,
             role=self.role,
             environment={
-                "POWERTOOLS_SERVICE_NAME": SERVICE,
+                # the function's own name on its logs and traces (its metrics name the application: the
+                # handlers pass names.SERVICE to Powertools' Metrics themselves)
+                "POWERTOOLS_SERVICE_NAME": Function.of_handler(handler).value,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                 **environment,
             },

@@ -52,6 +52,8 @@ class LocalEndpoints:
     api_url: str
     api_key: str
     appconfig_endpoint: str = ""  # AppConfig's control plane (the stand-in in front of moto)
+    pid: int = 0  # the process serving the stack (`local up`): `local reset` signals it
+    started_at: float = 0.0  # when the stack (re)started, on the wall clock: a reset writes a later one
 
     def save(self, folder: Path = STATE_DIR) -> Path:
         folder.mkdir(exist_ok=True)

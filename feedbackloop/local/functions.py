@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 
 from feedbackloop.local.environment import REGION
+from feedbackloop.names import Function
 
 
 @dataclass
@@ -36,11 +37,12 @@ class LambdaContext:
 
 
 class LocalFunction:
-    """A handler by its module path, e.g. "lambdas.cleaner.handler.lambda_handler"."""
+    """A handler by its module path, e.g. "lambdas.cleaner.handler.lambda_handler"; named as the function it
+    belongs to (names.Function), the `service` of its logs."""
 
-    def __init__(self, name: str, handler: str, lock: threading.Lock | None = None,
+    def __init__(self, handler: str, lock: threading.Lock | None = None,
                  after_invoke: Callable[[], None] | None = None) -> None:
-        self.name = name
+        self.name = Function.of_handler(handler).value
         self._after = after_invoke  # e.g. wake the consumers of what the function may have written to
         self._handler_path = handler
         self._handler: Callable[[dict, Any], Any] | None = None

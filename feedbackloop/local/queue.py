@@ -35,6 +35,7 @@ class QueueMapping(threading.Thread):
         self._stopping = threading.Event()
         self._woken = threading.Event()
         self.invocations = 0
+        self.errors: list[str] = []  # polls that failed (a lost queue, a dropped connection)
 
     def wake(self) -> None:
         self._woken.set()
@@ -42,9 +43,16 @@ class QueueMapping(threading.Thread):
     def run(self) -> None:
         idle = self._poll
         while not self._stopping.is_set():
-            messages = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=self._batch,
-                                                 WaitTimeSeconds=0, VisibilityTimeout=self._visibility
-                                                 ).get("Messages", [])
+            try:
+                messages = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=self._batch,
+                                                     WaitTimeSeconds=0, VisibilityTimeout=self._visibility
+                                                     ).get("Messages", [])
+            except Exception as error:  # the endpoint went away at shutdown, or a transient error: poll on
+                if self._stopping.is_set():
+                    return
+                self.errors.append(repr(error))
+                self._stopping.wait(0.5)
+                continue
             if not messages:
                 self._woken.wait(idle)
                 self._woken.clear()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +76,11 @@ class LocalRuntime:
     # wall clock; None: no schedule (the demo invokes it at simulated times itself)
     adjust_interval: float | None = None
     adjust_overrides: dict = field(default_factory=dict)
+    api_key: str = ""  # "": a new key at start
+    # `local up`: this process resets the stack on SIGHUP (serve_until_interrupted), so endpoints.json names it
+    # for `feedbackloop local reset`; a process that does not handle SIGHUP is never named (it would end)
+    resets_on_signal: bool = False
+    _resetting: bool = field(default=False, init=False, repr=False)
 
     def start(self) -> LocalRuntime:
         self._environ = dict(os.environ)
@@ -97,11 +106,13 @@ class LocalRuntime:
         os.environ.update(eraser_settings().to_env())
         os.environ.update(adjust_settings(self.appconfig, self.session, **self.adjust_overrides).to_env())
         self._stdout = sys.stdout
-        self.log_file: Path | None = None
+        if not self._resetting:  # a reset keeps the log: the handlers' loggers hold the stream they began with
+            self.log_file: Path | None = None
+            if self.capture_logs:
+                started = time.strftime("%Y%m%dT%H%M%S")
+                self.log_file = self.state_dir / "logs" / f"lambda-{started}.log"  # a log stream per run
+                self.log_sink = LogSink(self.log_file, self.session)
         if self.capture_logs:
-            started = time.strftime("%Y%m%dT%H%M%S")
-            self.log_file = self.state_dir / "logs" / f"lambda-{started}.log"  # a log stream per run
-            self.log_sink = LogSink(self.log_file, self.session)
             sys.stdout = self.log_sink
         _reset_handler_caches()
         # Powertools keeps the request it resolves on a class attribute that every resolver in a process
@@ -110,13 +121,13 @@ class LocalRuntime:
         api_turns = threading.Lock()
         # what the API's functions put on the stream or the erasure queue is polled at once (an idle
         # consumer polls once a second)
-        self.ingest = LocalFunction("ingest", INGEST_FUNCTION, api_turns, after_invoke=self._wake_consumers)
-        self.cleaner = LocalFunction("cleaner", CLEANER_FUNCTION)
-        self.serving = LocalFunction("serving", SERVING_FUNCTION, api_turns, after_invoke=self._wake_consumers)
+        self.ingest = LocalFunction(INGEST_FUNCTION, api_turns, after_invoke=self._wake_consumers)
+        self.cleaner = LocalFunction(CLEANER_FUNCTION)
+        self.serving = LocalFunction(SERVING_FUNCTION, api_turns, after_invoke=self._wake_consumers)
         self.mappings, self.archivers, self.queues = [], [], []
-        self.eraser = LocalFunction("eraser", ERASER_FUNCTION)
-        self.adjust = LocalFunction("adjust", ADJUST_FUNCTION)
-        self.api_key = new_api_key()
+        self.eraser = LocalFunction(ERASER_FUNCTION)
+        self.adjust = LocalFunction(ADJUST_FUNCTION)
+        self.api_key = self.api_key or new_api_key()
         self.api = LocalApi({"ingest": self.ingest, "serving": self.serving}, self.api_key, self.api_port).start()
 
         stream_name = ingest_settings().stream_name
@@ -140,13 +151,29 @@ class LocalRuntime:
         for consumer in (*self.mappings, *self.archivers, *self.queues, *self.schedules):
             consumer.start()
         self.endpoints = LocalEndpoints(self.moto.endpoint, self.api.url, self.api_key,
-                                        self.appconfig_server.endpoint_url)
+                                        self.appconfig_server.endpoint_url,
+                                        os.getpid() if self.resets_on_signal else 0, time.time())
         self.endpoints.save(self.state_dir)
         return self
 
     def _wake_consumers(self) -> None:
         for consumer in (*self.mappings, *self.archivers, *self.queues):
             consumer.wake()
+
+    def reset(self) -> None:
+        """Empty every store and cache: the stack as a fresh start, on the same ports and with the same API key,
+        so clients keep their settings (`feedbackloop local reset`; SIGHUP to `local up`). The stand-in keeps
+        all it is sent in memory, as moto does (the lake, the raw archive, the dedup ids, the stream's records):
+        a long run grows until it is reset. Everything stored is gone afterwards, as after `local up` anew."""
+        self.api_port, self.moto_port = int(self.api.url.rsplit(":", 1)[1]), self.moto.port
+        self._resetting = True
+        try:
+            self.stop()
+            gc.collect()
+            _release_free_memory()
+            self.start()
+        finally:
+            self._resetting = False
 
     @property
     def records_cleaned(self) -> int:
@@ -202,18 +229,43 @@ def _reset_handler_caches() -> None:
                 getattr(sys.modules[module], cache).cache_clear()
 
 
-def serve_until_interrupted(console, stop: threading.Event | None = None) -> None:
+def _release_free_memory() -> None:
+    """Give free pages back to the system: Arrow's pool (mimalloc or jemalloc) and glibc's heap keep them
+    otherwise (glibc: elsewhere a no-op)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+RESET_SIGNAL = getattr(signal, "SIGHUP", None)  # `feedbackloop local reset` sends it to `local up`
+
+
+def serve_until_interrupted(console, stop: threading.Event | None = None,
+                            reset: Callable[[], None] | None = None) -> None:
     """`feedbackloop local up`: serve until Ctrl-C (SIGINT) or SIGTERM, then return so the caller stops the
-    stack cleanly. A second signal while it stops interrupts the stop itself (Python's default)."""
+    stack cleanly. A second signal while it stops interrupts the stop itself (Python's default). With `reset`,
+    SIGHUP calls it (on this thread, between waits) and serving goes on."""
     stop = stop or threading.Event()
+    resets = threading.Event()
 
     def requested(signum, frame) -> None:
         stop.set()
 
-    previous = {s: signal.signal(s, requested) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = {signal.SIGINT: requested, signal.SIGTERM: requested}
+    if reset is not None and RESET_SIGNAL is not None:
+        signals[RESET_SIGNAL] = lambda signum, frame: resets.set()
+    previous = {s: signal.signal(s, handler) for s, handler in signals.items()}
     try:
-        while not stop.wait(0.5):  # a timed wait: the main thread runs the handler promptly
-            pass
+        while not stop.wait(0.5):  # a timed wait: the main thread runs the handlers promptly
+            if resets.is_set() and reset is not None:
+                resets.clear()
+                console.write("resetting: every store emptied, same ports and API key...\n")
+                console.flush()
+                reset()
+                console.write("reset done\n")
+                console.flush()
         console.write("\nstopping...\n")
         console.flush()
     finally:

@@ -10,7 +10,11 @@ stream has drained:
 - doubled: curated rows beyond one per event id;
 - resets: requests that got no HTTP answer;
 - memory: the resident memory of the stand-in (this process and the moto server's), sampled every few
-  seconds: at the start (after a warm-up), its peak, at the end, and the end as a share of the start.
+  seconds: at the start (after a warm-up), its peak, and after the accounting (`before_reset`). The stand-in
+  keeps all it is sent in memory (the lake, the raw archive, the dedup ids, the stream's records: moto's
+  stores), so it grows with what it holds; `feedbackloop local reset` empties it. The soak then resets the
+  stack as that command does, warms it up as at the start, and reads `end`: back within MEMORY_LIMIT of the
+  start, or the run fails (memory that a reset does not give back is a leak).
 
 The baseline, in the same run: one client for the first minute's share of the time (`--baseline-seconds`),
 sent before the concurrent run, so the table shows what concurrency adds over a single client.
@@ -42,6 +46,7 @@ USERS, ITEMS = 2_000, 500
 SAMPLE_SECONDS = 5
 DRAIN_TIMEOUT_S = 900
 RETRIES = 5  # per batch, after a request that got no answer
+MEMORY_LIMIT = 1.2  # the end (after a reset) over the start
 NO_ANSWER = (ConnectionError, http.client.HTTPException, TimeoutError, OSError)
 
 
@@ -217,20 +222,30 @@ def run_soak(minutes: float, clients: int, *, baseline_seconds: float = 60, cons
         accounting = _account(runtime, baseline.tally.accepted_ids | soak.tally.accepted_ids)
         sampler.stop()
         memory = [mb for _, mb in sampler.samples]
-        start_mb, end_mb = memory[0], sampler.resident_mb()
+        start_mb, before_reset_mb = memory[0], sampler.resident_mb()
+        moto_before_reset_mb = MemorySampler([runtime.moto.pid]).resident_mb()
+        say("resetting the stack (`feedbackloop local reset`) and warming it up as at the start...")
+        runtime.reset()
+        _send(runtime, 1, 3, "warmup-after-reset")
+        end_mb = MemorySampler([os.getpid(), runtime.moto.pid]).resident_mb()
         moto_end_mb = MemorySampler([runtime.moto.pid]).resident_mb()
     figures = {
         "minutes": minutes, "clients": clients, "baseline": baseline.row(), "soak": soak.row(), **accounting,
         "resets": baseline.tally.resets + soak.tally.resets,
-        "memory_mb": {"start": round(start_mb, 1), "peak": round(max(memory), 1), "end": round(end_mb, 1),
-                      "end_over_start": round(end_mb / start_mb, 3), "moto_end": round(moto_end_mb, 1),
-                      "moto_start": round(moto_start_mb, 1)},
+        "memory_mb": {"start": round(start_mb, 1), "peak": round(max(memory), 1),
+                      "before_reset": round(before_reset_mb, 1),
+                      "before_reset_over_start": round(before_reset_mb / start_mb, 3),
+                      "end": round(end_mb, 1), "end_over_start": round(end_mb / start_mb, 3),
+                      "limit": MEMORY_LIMIT, "moto_start": round(moto_start_mb, 1),
+                      "moto_before_reset": round(moto_before_reset_mb, 1), "moto_end": round(moto_end_mb, 1)},
         "memory_samples_mb": [(round(t, 1), round(mb, 1)) for t, mb in sampler.samples],
         "ratio_events_per_second": round(soak.row()["events_per_second"] / baseline.row()["events_per_second"], 2)
         if baseline.row()["events_per_second"] else None,
     }
+    figures["memory_ok"] = end_mb <= MEMORY_LIMIT * start_mb
     figures["ok"] = (figures["lost"] == 0 and figures["doubled"] == 0 and figures["resets"] == 0
-                     and not soak.tally.failures and not baseline.tally.failures and accounting["drained"])
+                     and not soak.tally.failures and not baseline.tally.failures and accounting["drained"]
+                     and figures["memory_ok"])
     return figures
 
 
@@ -245,7 +260,9 @@ def render(figures: dict[str, Any]) -> str:
               f"lost {figures['lost']}, doubled {figures['doubled']}, resets {figures['resets']}, "
               f"drained in {figures['drain_seconds']} s",
               f"memory (MB, this process and moto): start {memory['start']}, peak {memory['peak']}, "
-              f"end {memory['end']} ({memory['end_over_start']:.0%} of the start); of which moto: start "
-              f"{memory['moto_start']}, end {memory['moto_end']}",
+              f"before the reset {memory['before_reset']} ({memory['before_reset_over_start']:.0%} of the start), "
+              f"after it {memory['end']} ({memory['end_over_start']:.0%} of the start; limit "
+              f"{memory['limit']:.0%}); of which moto: start {memory['moto_start']}, before the reset "
+              f"{memory['moto_before_reset']}, after it {memory['moto_end']}",
               "OK" if figures["ok"] else "NOT OK"]
     return "\n".join(lines)

@@ -24,14 +24,17 @@ from feedbackloop.names import (
     RULE_DIMENSION,
     SEGMENT_DIMENSION,
     SERVICE,
+    SERVICE_DIMENSION,
     STREAM_DIMENSION,
     VARIANT_DIMENSION,
+    Function,
     Metric,
 )
 from feedbackloop.settings import AdjustSettings
 
-logger = Logger(service=SERVICE)
-tracer = Tracer()
+# logs and traces under the function's own name; metrics under the application's (names.SERVICE_DIMENSION)
+logger = Logger(service=Function.of_handler(__name__))
+tracer = Tracer(service=Function.of_handler(__name__))
 metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 
 
@@ -104,5 +107,6 @@ def emit_effects(effects: list[EffectMetric]) -> None:
 
 
 def _count(name: Metric, dimension: str, value: str) -> None:
-    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE) as metric:
+    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE,
+                       default_dimensions={SERVICE_DIMENSION: SERVICE}) as metric:
         metric.add_dimension(name=dimension, value=value)

@@ -16,10 +16,11 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from feedbackloop import wiring
 from feedbackloop.cleaning.decode import records_from_kinesis_event
 from feedbackloop.cleaning.service import BatchOutcome, ConservationError
-from feedbackloop.names import METRICS_NAMESPACE, REASON_DIMENSION, SERVICE, Metric
+from feedbackloop.names import METRICS_NAMESPACE, REASON_DIMENSION, SERVICE, SERVICE_DIMENSION, Function, Metric
 
-logger = Logger(service=SERVICE)
-tracer = Tracer()
+# logs and traces under the function's own name; metrics under the application's (names.SERVICE_DIMENSION)
+logger = Logger(service=Function.of_handler(__name__))
+tracer = Tracer(service=Function.of_handler(__name__))
 # Ephemeral: no state shared with other functions that run in the same process (the local runtime)
 metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 
@@ -59,7 +60,7 @@ def _report(outcome: BatchOutcome) -> None:
         logger.error("records unaccounted for", extra={"gap": outcome.conservation_gap})
     for reason, count in outcome.quarantined.items():
         with single_metric(name=Metric.RECORDS_QUARANTINED_BY_REASON, unit=MetricUnit.Count, value=count,
-                           namespace=METRICS_NAMESPACE) as metric:
+                           namespace=METRICS_NAMESPACE, default_dimensions={SERVICE_DIMENSION: SERVICE}) as metric:
             metric.add_dimension(name=REASON_DIMENSION, value=reason)
     for error in outcome.write_errors:
         logger.error("write failed; its records will be retried", extra={"error": error})

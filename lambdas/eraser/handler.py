@@ -13,10 +13,11 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from feedbackloop import erasure, wiring
 from feedbackloop.lake import TABLES, LakeTable
-from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
+from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Function, Metric
 
-logger = Logger(service=SERVICE)
-tracer = Tracer()
+# logs and traces under the function's own name; metrics under the application's (names.SERVICE_DIMENSION)
+logger = Logger(service=Function.of_handler(__name__))
+tracer = Tracer(service=Function.of_handler(__name__))
 metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 
 

@@ -13,10 +13,11 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from feedbackloop import wiring
 from feedbackloop.api_errors import error_body
 from feedbackloop.ingest import accept_batch
-from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
+from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Function, Metric
 
-logger = Logger(service=SERVICE)
-tracer = Tracer()
+# logs and traces under the function's own name; metrics under the application's (names.SERVICE_DIMENSION)
+logger = Logger(service=Function.of_handler(__name__))
+tracer = Tracer(service=Function.of_handler(__name__))
 # Ephemeral: no state shared with other functions that run in the same process (the local runtime)
 metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 app = APIGatewayRestResolver()

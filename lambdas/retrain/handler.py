@@ -13,11 +13,12 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from feedbackloop import retraining, wiring
-from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
+from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Function, Metric
 from feedbackloop.resources import PUBLISHED_PREFIX
 
-logger = Logger(service=SERVICE)
-tracer = Tracer()
+# logs and traces under the function's own name; metrics under the application's (names.SERVICE_DIMENSION)
+logger = Logger(service=Function.of_handler(__name__))
+tracer = Tracer(service=Function.of_handler(__name__))
 metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 
 

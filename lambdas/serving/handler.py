@@ -24,7 +24,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from feedbackloop import erasure, wiring
 from feedbackloop.api_errors import error_body
 from feedbackloop.exploration import GREEDY, policy_for
-from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
+from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Function, Metric
 from feedbackloop.resources import UI_CONFIG
 from feedbackloop.schemas import strict_json
 from feedbackloop.serving import ModelCache, popular_without_model, recommend
@@ -43,8 +43,9 @@ from feedbackloop.uiconfig import AgentConfigReader, config_for, ordering_of
 
 # status reads and rejected requests emit no metric, and that is fine
 warnings.filterwarnings("ignore", message="No application metrics to publish")
-logger = Logger(service=SERVICE)
-tracer = Tracer()
+# logs and traces under the function's own name; metrics under the application's (names.SERVICE_DIMENSION)
+logger = Logger(service=Function.of_handler(__name__))
+tracer = Tracer(service=Function.of_handler(__name__))
 metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 # bodies are strict JSON: NaN, a repeated key, a 5,000-digit number or deep nesting is a 422, not a 502
 app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=strict_json.loads)

@@ -106,3 +106,16 @@ def test_a_percent_encoded_id_is_decoded_once_as_api_gateway_passes_it(account, 
     response = serving_handler(api_event(b'{"personalization": false}', method="PUT", path=path))
     assert response["statusCode"] == 200, response["body"]
     assert json.loads(response["body"])["user_id"] == user_id
+
+
+@pytest.mark.parametrize("path", ["/users/%3F/config", "/users/%23", "/users/%60s/recommendations?k=71",
+                                  "/users/xm%3F/recommendations?k=1", "/users/a%2Fb/config", "/users/%22x%22/config",
+                                  "/users/%5Cx/config", "/users/%C3%A9/config"])
+def test_an_encoded_id_that_no_route_can_hold_is_a_422_not_a_404(account, serving_handler, api_event, path):
+    """`feedbackloop fuzz` (status-code conformance): `?`, `#`, a backquote, decoded, made the route miss, and
+    the documents declare no 404 for these routes. Left encoded, the route matches and the id is refused."""
+    method = "DELETE" if path.count("/") == 2 else "GET"
+    response = serving_handler(api_event("", method=method, path=path))
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 422, body
+    assert body["field"] == "path.user_id"

@@ -10,7 +10,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from cdk.app import INGEST_STACK
-from feedbackloop.names import METRICS_NAMESPACE, SERVICE
+from feedbackloop.names import METRICS_NAMESPACE, Function
 from feedbackloop.schemas.registry import batch_schema
 from feedbackloop.settings import CleanerSettings, IngestSettings
 
@@ -108,7 +108,7 @@ def test_functions_share_runtime_tracing_and_layers(ingest: Template, handler: s
     assert function["Runtime"] == "python3.12"
     assert function["Architectures"] == ["x86_64"]
     assert function["TracingConfig"] == {"Mode": "Active"}
-    assert function["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == SERVICE
+    assert function["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == Function.of_handler(handler)
     assert function["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] == METRICS_NAMESPACE
     (dependencies,) = ingest.find_resources("AWS::Lambda::LayerVersion")
     # Powertools and SDK for pandas first, then our pinned packages, which overwrite theirs.

@@ -27,6 +27,7 @@ from feedbackloop.names import (
     SERVICE,
     STREAM_DIMENSION,
     VARIANT_DIMENSION,
+    Function,
     Metric,
     QuarantineReason,
 )
@@ -264,21 +265,24 @@ def test_our_metrics_are_addressed_with_service_and_their_documented_dimensions(
     )
 
 
-def test_every_function_names_the_service_and_namespace_of_its_metrics(synthesis) -> None:
-    """Powertools' single_metric (the cleaner's per-reason counts) takes the service from the environment."""
+def test_every_function_is_its_own_service_and_names_the_metrics_namespace(synthesis) -> None:
+    """Each function logs and traces under its own name (names.Function, from its handler's package), not
+    another's; the metrics namespace is the application's (the handlers give the metrics' `service`
+    dimension themselves: see test_..._as_the_cleaner_emits_them, which runs them in this environment)."""
     ours = [
-        r
+        r["Properties"]
         for stack in STACKS
         for r in synthesis.template_json(stack)["Resources"].values()
         if r["Type"] == "AWS::Lambda::Function" and r["Properties"].get("Handler", "").startswith("lambdas.")
     ]
-    assert len(ours) >= 6  # ingest, cleaner, evaluate, publish, serving, eraser
+    assert len(ours) >= 7  # ingest, cleaner, evaluate, publish, serving, eraser, adjust
+    services = {}
     for function in ours:
-        variables = function["Properties"]["Environment"]["Variables"]
-        assert (variables["POWERTOOLS_SERVICE_NAME"], variables["POWERTOOLS_METRICS_NAMESPACE"]) == (
-            SERVICE,
-            METRICS_NAMESPACE,
-        )
+        variables = function["Environment"]["Variables"]
+        assert variables["POWERTOOLS_METRICS_NAMESPACE"] == METRICS_NAMESPACE
+        services[function["Handler"]] = variables["POWERTOOLS_SERVICE_NAME"]
+    assert services == {handler: Function.of_handler(handler) for handler in services}
+    assert set(services.values()) == set(Function)  # every function of ours is deployed, under its own name
 
 
 @pytest.fixture

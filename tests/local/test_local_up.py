@@ -1,4 +1,5 @@
-"""`feedbackloop local up` serves until Ctrl-C or SIGTERM, then stops cleanly, moto server included."""
+"""`feedbackloop local up` serves until Ctrl-C or SIGTERM, then stops cleanly, moto server included;
+`feedbackloop local reset` empties its stores while it serves on."""
 
 from __future__ import annotations
 
@@ -14,9 +15,24 @@ import time
 import urllib.request
 from urllib.parse import urlsplit
 
+import boto3
 import pytest
 
 pytestmark = pytest.mark.local
+
+
+def _records_on_the_stream(aws: str) -> int:
+    from feedbackloop.local.environment import ingest_settings
+
+    kinesis = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local",
+                            region_name="us-east-1").client("kinesis", endpoint_url=aws)
+    stream = ingest_settings().stream_name
+    total = 0
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        total += len(kinesis.get_records(ShardIterator=iterator, Limit=10_000)["Records"])
+    return total
 
 
 def _listening(url: str) -> bool:
@@ -54,6 +70,18 @@ def test_local_up_serves_and_stops_on_ctrl_c_and_sigterm(tmp_path, stop):
                                          method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.loads(response.read())["accepted"] == 1
+
+        if stop == signal.SIGINT:  # once: `local reset` empties the stores; the same URLs and key serve on
+            assert _records_on_the_stream(aws) == 1
+            reset = subprocess.run([sys.executable, "-m", "feedbackloop.cli", "local", "reset"], cwd=tmp_path,
+                                   capture_output=True, text=True, timeout=300)
+            assert reset.returncode == 0, reset.stdout + reset.stderr
+            endpoints = json.loads((tmp_path / ".feedbackloop" / "endpoints.json").read_text())
+            assert (endpoints["api_url"], endpoints["api_key"], endpoints["aws_endpoint"]) == (api, key, aws)
+            assert _records_on_the_stream(aws) == 0
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert json.loads(response.read())["accepted"] == 1
+            assert _records_on_the_stream(aws) == 1
 
         process.send_signal(stop)
         assert process.wait(timeout=60) == 0
