@@ -85,6 +85,10 @@ class Ranker:
         self.trending_order = np.argsort(-self.trending, kind="stable")[:self.candidates]
         self.segment_order = [np.argsort(-row, kind="stable")[:self.candidates] for row in self.segment_popularity]
         self.trees = None
+        # the re-ranker may boost from one source's ranking: its score column (of FEATURES), times a weight,
+        # is added to the trees' (-1: none)
+        self.base_feature = int(get.get("trees_reranker_base_feature", -1))
+        self.base_weight = float(get.get("trees_reranker_base_weight", 0.0))
         if self.strategy == "reranker":
             from feedbackloop.models.trees import TreeEnsemble
 
@@ -205,7 +209,7 @@ class Ranker:
             union, ranks = self.candidates_of(s, scores, allowed)
             if not len(union):
                 return union, np.array([])
-            value = self.trees.predict(self.features(s, scores, union, ranks))
+            value = self.rerank(self.features(s, scores, union, ranks))
             order = np.argsort(-value, kind="stable")[:k]
             return union[order], value[order]
         value = self.single(self.strategy, scores)
@@ -216,6 +220,11 @@ class Ranker:
         part = np.argpartition(-value, k - 1)[:k]
         order = part[np.argsort(-value[part], kind="stable")]
         return order, value[order]
+
+    def rerank(self, x: np.ndarray) -> np.ndarray:
+        """The re-ranker's score of candidates' FEATURES rows."""
+        value = self.trees.predict(x)
+        return value + self.base_weight * x[:, self.base_feature] if self.base_feature >= 0 else value
 
     def single(self, name: str, scores: dict[str, np.ndarray]) -> np.ndarray:
         """A single source's ranking score; `blend` is the factorization plus the user's own history,

@@ -137,7 +137,13 @@ def test_the_reranker_beats_single_sources_where_the_structure_needs_both():
     top, value = ranker.rank(signals, 5)
     scores = ranker.source_scores(signals)
     union, ranks = ranker.candidates_of(signals, scores, ranker.allowed(signals))
-    assert np.allclose(np.sort(ranker.trees.predict(ranker.features(signals, scores, union, ranks)))[::-1][:5], value)
+    x = ranker.features(signals, scores, union, ranks)
+    # the trees' score, plus the score of the source they boost from (if one was chosen on validation)
+    base = fitted.report["reranker_base"]
+    expected = ranker.trees.predict(x) + (base["weight"] * x[:, FEATURES.index(base["feature"])] if base["feature"]
+                                          else 0.0)
+    assert np.allclose(np.sort(expected)[::-1][:5], value)
+    assert {t["base_weight"] for t in fitted.report["reranker_trials"]} == set(pipeline.BASE_WEIGHTS)
 
 
 def test_users_without_signals_get_popularity_and_turned_against_items_are_never_shown():
