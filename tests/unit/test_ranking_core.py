@@ -155,3 +155,40 @@ def test_users_without_signals_get_popularity_and_turned_against_items_are_never
     against = UserSignals(np.array([int(top[0])]), np.array([-1.0]), np.array([-1.0]), np.array([1.0]),
                           np.array([False]))
     assert int(top[0]) not in ranker.rank(against, 10)[0]
+
+
+def test_a_small_catalog_keeps_all_of_eases_weights_for_serving_and_a_large_one_at_least_200():
+    assert pipeline.neighbors_kept(1_000) == 1_000
+    assert pipeline.neighbors_kept(1_682) > 800  # MovieLens-100k: cutting to 200 cost NDCG@10, 800 did not
+    assert pipeline.neighbors_kept(5_000) == pipeline.NEIGHBORS_BUDGET // 5_000
+    assert pipeline.neighbors_kept(100_000) == pipeline.NEIGHBORS_KEPT
+    x = _matrix()
+    model = EASE(lam=5.0).fit(x)
+    full = pipeline.neighbors_of(model, pipeline.neighbors_kept(x.shape[1]))
+    assert np.allclose(full.toarray(), model.b_)  # every weight, in EASE's orientation (row: a wanted item)
+
+
+def test_the_reranker_learns_from_several_windows_each_cut_before_the_last():
+    daily = pipeline.daily_from_log(_world(days=120))
+    splitter = pipeline.temporal_splitter(20)
+    v1 = splitter(daily)
+    windows = pipeline.label_windows(v1, splitter, 3)
+    assert len(windows) == 4 and windows[0] is v1
+    cuts = [w.as_of for w in windows]
+    assert cuts == sorted(cuts, reverse=True) and len(set(cuts)) == 4
+    for earlier, later in zip(windows[1:], windows[:-1], strict=True):
+        assert earlier.train["event_date"].max() <= earlier.as_of < later.as_of
+    assert len(pipeline.label_windows(v1, splitter, 0)) == 1
+    stacked = pipeline.stack_rows([(np.ones((3, len(FEATURES))), np.array([1.0, 0, 0]), np.array([3])),
+                                   (np.empty((0, len(FEATURES))), np.empty(0), np.empty(0, dtype=np.int64)),
+                                   (np.zeros((2, len(FEATURES))), np.array([0.0, 1]), np.array([2]))])
+    assert stacked[0].shape == (5, len(FEATURES)) and list(stacked[2]) == [3, 2]
+
+
+def test_ndcg_by_user_averages_to_the_reported_ndcg():
+    from feedbackloop.models.evaluation import ndcg_by_user, ranking_metrics
+
+    ranked = np.array([[0, 1, 2], [3, 4, 5], [1, 0, 2]])
+    wanted = [{1}, {7}, {1, 2}]
+    assert np.isclose(ndcg_by_user(ranked, wanted, 3).mean(), ranking_metrics(ranked, wanted, 8, 3)["ndcg_at_3"])
+    assert ndcg_by_user(ranked, wanted, 3)[1] == 0.0
