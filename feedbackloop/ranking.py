@@ -107,6 +107,10 @@ class Ranker:
         self.popularity_percentile = np.empty(self.n_items)
         self.popularity_percentile[order] = (np.arange(self.n_items) + 1.0) / max(self.n_items, 1)
         self.trees = None
+        # the re-ranker may boost from one source's ranking: its score column (of FEATURES), times a weight,
+        # is added to the trees' (-1: none)
+        self.base_feature = int(get.get("trees_reranker_base_feature", -1))
+        self.base_weight = float(get.get("trees_reranker_base_weight", 0.0))
         if self.strategy == "reranker":
             from feedbackloop.models.trees import TreeEnsemble
 
@@ -115,6 +119,8 @@ class Ranker:
             # the re-ranker's columns, by name: a model keeps working when later code adds features
             names = [str(n) for n in get["feature_names"]] if "feature_names" in get else _FIRST_FEATURES
             self.feature_columns = np.array([FEATURES.index(n) for n in names], dtype=np.int64)
+            if self.base_feature >= 0:  # an index into the columns the model was trained on
+                self.base_feature = FEATURES.index(names[self.base_feature])
 
     # --- the sources --------------------------------------------------------------------------------
 
@@ -271,7 +277,7 @@ class Ranker:
             union, ranks = self.candidates_of(s, scores, allowed)
             if not len(union):
                 return union, np.array([])
-            value = self.trees.predict(self.features(s, scores, union, ranks)[:, self.feature_columns])
+            value = self.rerank(self.features(s, scores, union, ranks))
             order = np.argsort(-value, kind="stable")[:k]
             return union[order], value[order]
         value = self.single(self.strategy, scores)
@@ -282,6 +288,11 @@ class Ranker:
         part = np.argpartition(-value, k - 1)[:k]
         order = part[np.argsort(-value[part], kind="stable")]
         return order, value[order]
+
+    def rerank(self, x: np.ndarray) -> np.ndarray:
+        """The re-ranker's score of candidates' FEATURES rows (the columns it was trained on, by name)."""
+        value = self.trees.predict(x[:, self.feature_columns])
+        return value + self.base_weight * x[:, self.base_feature] if self.base_feature >= 0 else value
 
     def single(self, name: str, scores: dict[str, np.ndarray]) -> np.ndarray:
         """A single source's ranking score; `blend` is the factorization plus the user's own history,

@@ -35,5 +35,15 @@ def ranking_metrics(recommended: np.ndarray, relevant: Sequence[set[int]], n_ite
     }
 
 
+def ndcg_by_user(recommended: np.ndarray, relevant: Sequence[set[int]], k: int = K) -> np.ndarray:
+    """Each user's NDCG@k (`ranking_metrics` averages them): to compare two rankings user by user."""
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    out = np.empty(len(relevant))
+    for j, (row, wanted) in enumerate(zip(recommended[:, :k], relevant, strict=True)):
+        hits = np.fromiter((i in wanted for i in row), dtype=bool, count=len(row))
+        out[j] = (hits * discount[:len(row)]).sum() / discount[:min(len(wanted), k)].sum()
+    return out
+
+
 def rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(predicted) - np.asarray(actual)) ** 2)))

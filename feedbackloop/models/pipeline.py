@@ -29,13 +29,14 @@ import scipy.sparse as sp
 
 from feedbackloop.models.contract import HALF_LIFE_DAYS, TUNING_MINUTES, K
 from feedbackloop.models.data import feedback_as_of, unwanted
-from feedbackloop.models.evaluation import ranking_metrics
+from feedbackloop.models.evaluation import ndcg_by_user, ranking_metrics
 from feedbackloop.models.sources import EASE, EASE_MAX_ITEMS, ConfidenceMF, ItemKNN
 from feedbackloop.ranking import ARRAY_PREFIX, FEATURES, ITEM_FEATURES, PRICE_BANDS, SOURCES, Ranker, UserSignals
 
 NDCG = f"ndcg_at_{K}"
 TRENDING_DAYS = 30  # the trending source's recent window
-NEIGHBORS_KEPT = 200  # per item, of the item-item weights published for serving
+NEIGHBORS_KEPT = 200  # per item, at least, of the item-item weights published for serving
+NEIGHBORS_BUDGET = 2_000_000  # item-item weights published in all: a small catalog keeps (nearly) all of EASE's
 CANDIDATES = 40  # per source, the re-ranker's candidates (serving scores their union: p99 <= 10 ms)
 HALF_LIVES = (7.0, 30.0, 90.0, 365.0, math.inf)  # the evidence's half-life a source is fitted on (inf: none)
 
@@ -55,6 +56,7 @@ class RankingParams:
                                                               "lambda_l2": 1.0})
     max_trees: int = 100  # serving evaluates them for every candidate: p99 <= 10 ms at 100k items
     max_groups: int = 3000  # users the re-ranker learns from per window (a seeded sample beyond)
+    label_windows: int = 3  # windows the re-ranker learns from, each cut before the last (stacked)
     candidates: int = CANDIDATES
     feature_half_life_days: float = HALF_LIFE_DAYS  # the online profile's, which serving ranks from
     tuning_minutes: float = TUNING_MINUTES
@@ -72,6 +74,11 @@ SEARCH: dict[str, Callable[[np.random.Generator], dict[str, Any]]] = {
     "ease": lambda r: {"model": "ease", "lam": _log_uniform(r, 10, 10_000), "engagement": bool(r.random() < 0.5)},
     "knn": lambda r: {"model": "knn", "neighbors": int(round(_log_uniform(r, 10, NEIGHBORS_KEPT))),
                       "shrink": _log_uniform(r, 0.1, 100), "engagement": bool(r.random() < 0.5)},
+    "reranker": lambda r: {"num_leaves": int(r.choice([7, 15, 31, 63])),
+                           "learning_rate": _log_uniform(r, 0.02, 0.2),
+                           "min_data_in_leaf": int(round(_log_uniform(r, 10, 300))),
+                           "feature_fraction": float(r.choice([0.5, 0.8, 1.0])),
+                           "lambda_l2": _log_uniform(r, 0.1, 100)},
 }
 
 
@@ -307,6 +314,13 @@ def fit_item_item(state: State, params: dict[str, Any]) -> EASE | ItemKNN:
     return ItemKNN(neighbors=params["neighbors"], shrink=params["shrink"]).fit(x)
 
 
+def neighbors_kept(items: int) -> int:
+    """How many item-item weights serving keeps per candidate item: EASE's ranking is the sum over all
+    of a user's items, and cutting it to the 200 strongest costs (on MovieLens-100k, 1,682 items, NDCG@10
+    0.481 -> 0.473); within `NEIGHBORS_BUDGET` weights in all a small catalog keeps more."""
+    return max(NEIGHBORS_KEPT, min(items, NEIGHBORS_BUDGET // max(items, 1)))
+
+
 def neighbors_of(model: EASE | ItemKNN, kept: int) -> sp.csr_matrix:
     """Rows: an item the user wants; columns: the items it speaks for, with weights; each candidate
     item keeping its `kept` strongest (EASE's negative weights too: they push items down)."""
@@ -417,7 +431,7 @@ def ranker_arrays(state: State, chosen: dict[str, dict[str, Any]], params: Ranki
 
     mf = fitted("mf", lambda: fit_mf(state, chosen["mf"], params.random_state))
     item_item = fitted("item_item", lambda: fit_item_item(state, chosen["item_item"]))
-    neighbors = neighbors_of(item_item, NEIGHBORS_KEPT)
+    neighbors = neighbors_of(item_item, neighbors_kept(len(state.item_ids)))
     x = state.evidence(math.inf)
     wanted = (x > 0).astype(np.float64).tocsr()
     popularity = np.asarray(wanted.sum(axis=0)).ravel()
@@ -512,9 +526,10 @@ class Candidates:
 
 
 def candidates(ranker: Ranker, signals: list[UserSignals], users: np.ndarray, wanted: list[set[int]],
-               choices: list[bool], k: int = K, features: bool = True) -> dict[bool, Candidates]:
-    """One pass over the users: each source's scores once, then every single strategy for every choice
-    and (with `features`) the re-ranker's candidates."""
+               choices: list[bool], k: int = K, features: bool = True, singles: bool = True
+               ) -> dict[bool, Candidates]:
+    """One pass over the users: each source's scores once, then (with `singles`) every single strategy
+    for every choice and (with `features`) the re-ranker's candidates."""
     out = {seen: Candidates({name: np.full((len(users), k), -1, dtype=np.int64) for name in SINGLE}, [], [], [])
            for seen in choices}
     saved = ranker.exclude_seen
@@ -526,7 +541,7 @@ def candidates(ranker: Ranker, signals: list[UserSignals], users: np.ndarray, wa
                 ranker.exclude_seen = seen
                 allowed = ranker.allowed(s)
                 c = out[seen]
-                for name in SINGLE:
+                for name in SINGLE if singles else ():
                     value = np.where(allowed, ranker.single(name, scores), -np.inf)
                     n = min(k, int(np.isfinite(value).sum()))
                     if n:
@@ -543,17 +558,81 @@ def candidates(ranker: Ranker, signals: list[UserSignals], users: np.ndarray, wa
     return out
 
 
+def label_windows(v1: Split, splitter: Splitter, count: int) -> list[Split]:
+    """V1 and up to `count` windows before it, each cut from the previous one's part to learn from (the
+    re-ranker learns from all of them stacked: more users and more moments than one window holds);
+    fewer when the data runs out."""
+    out = [v1]
+    while len(out) <= count:
+        window = splitter(out[-1].train)
+        if not len(window.train) or not window.relevant or len(window.train) == len(out[-1].train):
+            break
+        out.append(window)
+    return out
+
+
+def _window(state: State, split: Split, chosen: dict[str, dict[str, Any]], params: RankingParams,
+            segments: dict[str, str] | None) -> tuple[Ranker, list[UserSignals], np.ndarray, list[set[int]], int]:
+    """The chosen sources fitted on a window's part to learn from, as a ranker; its users' signals, the
+    evaluated users and their wanted items, and the number of items."""
+    ranker = Ranker(ranker_arrays(state, chosen, params, "blend", False, segments))
+    signals = with_segments(state.signals(), segment_rows(state, segments, ranker.arrays["segment_names"]))
+    return (ranker, signals, *_targets(state, split.relevant), len(state.item_ids))
+
+
+def stack_rows(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Several windows' re-ranker rows as one training set (each user of each window a group)."""
+    parts = [p for p in parts if len(p[2])]
+    if not parts:
+        return np.empty((0, len(FEATURES))), np.empty(0), np.empty(0, dtype=np.int64)
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
+BASE_WEIGHTS = (0.0, 3.0, 10.0)  # the weight of the best source's score the re-ranker boosts from (0: none)
+
+
+def reranker_settings(params: RankingParams, deadline: float, most: int = 10):
+    """The re-ranker's hyperparameters and base weight to try: the defaults with each of `BASE_WEIGHTS`,
+    then seeded draws from `SEARCH["reranker"]` while the budget lasts (at most `most` in all)."""
+    rng = np.random.default_rng(params.random_state)
+    for weight in BASE_WEIGHTS:
+        yield dict(params.reranker), weight
+    for _ in range(most - len(BASE_WEIGHTS)):
+        if time.monotonic() >= deadline:
+            return
+        yield SEARCH["reranker"](rng), float(rng.choice(BASE_WEIGHTS))
+
+
+def with_base(value: np.ndarray, x: np.ndarray, base: tuple[int, float]) -> np.ndarray:
+    """The trees' score plus the base source's weighted score column (`Ranker.rerank`)."""
+    return value + base[1] * x[:, base[0]] if base[0] >= 0 else value
+
+
+def tree_arrays(booster, base: tuple[int, float]) -> dict[str, np.ndarray]:
+    """The trees as `Ranker` reads them, with the base they boost from."""
+    from feedbackloop.models.trees import ARRAY_PREFIX as TREES
+
+    return _ensemble(booster).to_arrays() | {f"{TREES}base_feature": np.array(base[0], dtype=np.int64),
+                                             f"{TREES}base_weight": np.array(base[1])}
+
+
 def fit_trees(x: np.ndarray, y: np.ndarray, groups: np.ndarray, params: RankingParams, trees: int,
-              valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+              valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, settings: dict[str, Any] | None = None,
+              base: tuple[int, float] = (-1, 0.0)):
+    """LambdaRank trees (`settings`: the re-ranker's hyperparameters, `params.reranker` by default),
+    boosting from `base` (a FEATURES column and its weight; -1: from zero)."""
     import lightgbm
 
     settings = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [K], "verbosity": -1,
                 "seed": params.random_state, "deterministic": True, "num_threads": 2,
-                "lambdarank_truncation_level": 2 * K, **params.reranker}
-    train = lightgbm.Dataset(x, y, group=groups, feature_name=list(FEATURES), free_raw_data=False)
+                "lambdarank_truncation_level": 2 * K, **(params.reranker if settings is None else settings)}
+    def init(rows: np.ndarray) -> np.ndarray | None:
+        return base[1] * rows[:, base[0]].astype(np.float64) if base[0] >= 0 else None
+
+    train = lightgbm.Dataset(x, y, group=groups, feature_name=list(FEATURES), free_raw_data=False, init_score=init(x))
     callbacks, sets = [], []
     if valid is not None and len(valid[2]):
-        sets = [lightgbm.Dataset(valid[0], valid[1], group=valid[2], reference=train)]
+        sets = [lightgbm.Dataset(valid[0], valid[1], group=valid[2], reference=train, init_score=init(valid[0]))]
         callbacks = [lightgbm.early_stopping(30, verbose=False)]
     return lightgbm.train(settings, train, num_boost_round=trees, valid_sets=sets, callbacks=callbacks)
 
@@ -592,10 +671,10 @@ def fit_ranking(daily: pd.DataFrame, splitter: Splitter, params: RankingParams,
     started = time.monotonic()
     deadline = started + 60 * params.tuning_minutes
     v1 = splitter(daily)
-    v2 = splitter(v1.train)
+    windows = label_windows(v1, splitter, params.label_windows)
     state1 = State.build(v1.train, v1.as_of, params.feature_half_life_days)
     report: dict[str, Any] = {"validation": {"as_of": v1.as_of, "users": len(v1.relevant)},
-                              "reranker_labels": {"as_of": v2.as_of, "users": len(v2.relevant)}}
+                              "reranker_labels": [{"as_of": w.as_of, "users": len(w.relevant)} for w in windows[1:]]}
     choices = [exclude_seen] if exclude_seen is not None else [False, True]
     # 1. the sources, on V1 (two thirds of the budget; the rest is the re-ranker's)
     chosen, trials = tune_sources(state1, v1.relevant, params, exclude_seen is True,
@@ -603,50 +682,70 @@ def fit_ranking(daily: pd.DataFrame, splitter: Splitter, params: RankingParams,
     console(f"sources tuned in {time.monotonic() - started:.0f} s ({len(trials)} trials): {chosen}")
     # 2. on V1, every single strategy, seen items left out or not: whether they are is the data's
     # (repeat consumption or not), and the re-ranker is trained for that choice only
-    rankers, passes = {}, {}
-    for name, split in (("v1", v1), ("v2", v2)):
-        state = state1 if name == "v1" else State.build(split.train, split.as_of, params.feature_half_life_days)
-        ranker = Ranker(ranker_arrays(state, chosen, params, "blend", False, segments))
-        signals = with_segments(state.signals(), segment_rows(state, segments, ranker.arrays["segment_names"]))
-        rankers[name] = (ranker, signals, *_targets(state, split.relevant), len(state.item_ids))
-    ranker1, signals1, users1, wanted1, n1 = rankers["v1"]
+    ranker1, signals1, users1, wanted1, n1 = _window(state1, v1, chosen, params, segments)
     singles = candidates(ranker1, signals1, users1, wanted1, choices, features=False)
     scores: dict[tuple[str, bool], float] = {(name, seen): ranking_metrics(singles[seen].top[name], wanted1, n1)[NDCG]
                                              for seen in choices for name in SINGLE}
     seen = max(scores.items(), key=lambda kv: kv[1])[0][1]
-    # 3. the re-ranker: learns on V2's window, stops early and is scored on V1's
-    for name in ("v1", "v2"):
-        ranker, signals, users, wanted, _ = rankers[name]
-        passes[name] = candidates(ranker, signals, users, wanted, [seen])[seen]
-    console(f"candidates built in {time.monotonic() - started:.0f} s")
-    trees_of: dict[bool, int] = {}
-    v1_candidates, v2_candidates = {seen: passes["v1"]}, {seen: passes["v2"]}
-    train_rows = v2_candidates[seen].rows(params.max_groups, params.random_state)
-    valid_rows = v1_candidates[seen].rows(params.max_groups, params.random_state)
+    # 3. the re-ranker: learns on the windows before V1 (stacked), stops early and is scored on V1's
+    passes = [candidates(ranker1, signals1, users1, wanted1, [seen], singles=False)[seen]]
+    for w in windows[1:]:
+        state = State.build(w.train, w.as_of, params.feature_half_life_days)
+        passes.append(candidates(*_window(state, w, chosen, params, segments)[:4], [seen], singles=False)[seen])
+    console(f"candidates built in {time.monotonic() - started:.0f} s ({len(passes) - 1} label windows)")
+    valid_rows = passes[0].rows(params.max_groups, params.random_state)
+    train_rows = stack_rows([p.rows(params.max_groups, params.random_state + i) for i, p in enumerate(passes[1:])])
+    best_settings: dict[str, Any] | None = None
+    trees_of, base = 0, (-1, 0.0)
     if len(train_rows[2]) and len(valid_rows[2]):
-        booster = fit_trees(*train_rows, params, params.max_trees, valid=valid_rows)
-        trees_of[seen] = booster.best_iteration or params.max_trees
-        ranked = v1_candidates[seen].reranked(lambda x, b=booster: b.predict(x, raw_score=True))
-        scores[("reranker", seen)] = ranking_metrics(ranked, wanted1, n1)[NDCG]
+        # boosting from the best single source's ranking (its score column, weighted) or from nothing
+        source = max((v, name) for (name, s), v in scores.items() if s == seen and name in SOURCES)[1]
+        column = FEATURES.index(f"{source}_score")
+        tried = []
+        for settings, weight in reranker_settings(params, deadline):
+            b = (column, weight) if weight else (-1, 0.0)
+            booster = fit_trees(*train_rows, params, params.max_trees, valid=valid_rows, settings=settings, base=b)
+            ranked = passes[0].reranked(lambda x, bo=booster, b=b: with_base(bo.predict(x, raw_score=True), x, b))
+            tried.append((ranking_metrics(ranked, wanted1, n1)[NDCG], len(tried), settings, b,
+                          booster.best_iteration or params.max_trees, booster))
+            if time.monotonic() >= deadline and len(tried) >= 3:
+                break
+        value, _, best_settings, base, trees_of, booster = max(tried, key=lambda t: (t[0], -t[1]))
+        scores[("reranker", seen)] = value
+        reranked_top = passes[0].reranked(lambda x: with_base(booster.predict(x, raw_score=True), x, base))
+        report["reranker_trials"] = [{"params": t[2], "base": FEATURES[t[3][0]] if t[3][0] >= 0 else None,
+                                      "base_weight": t[3][1], "trees": t[4], "ndcg": round(t[0], 4)} for t in tried]
         report["importance"] = dict(sorted(zip(FEATURES, booster.feature_importance("gain").round(1).tolist(),
                                                strict=True), key=lambda kv: -kv[1])[:12])
+    single_value, (single_name, single_seen) = max((v, key) for key, v in scores.items() if key[0] != "reranker")
     (strategy, seen), best = max(scores.items(), key=lambda kv: kv[1])
-    single_value, (single_name, _) = max((v, key) for key, v in scores.items() if key[0] != "reranker")
     reranker = scores.get(("reranker", seen))
+    if strategy == "reranker":
+        # the re-ranker was chosen among several on this window: it serves only if it wins by more than
+        # the noise of a per-user comparison (one standard error of the paired difference)
+        gain = (ndcg_by_user(reranked_top, wanted1) - ndcg_by_user(singles[single_seen].top[single_name], wanted1))
+        error = float(gain.std(ddof=1) / math.sqrt(len(gain))) if len(gain) > 1 else math.inf
+        report["reranker_gain"] = {"mean": round(float(gain.mean()), 4), "standard_error": round(error, 4)}
+        if not gain.mean() > error:
+            (strategy, seen), best = (single_name, single_seen), single_value
     report["validation_ndcg"] = {f"{name}{', seen excluded' if s else ''}": round(v, 4)
                                  for (name, s), v in scores.items()}
     report["strategy"], report["exclude_seen"] = strategy, seen
     report["why"] = (f"the re-ranker's validation NDCG@10 {best:.4f} beats the best single source, "
                      f"{single_name} at {single_value:.4f}" if strategy == "reranker" else
                      f"the best single source, {strategy} at {best:.4f}, beats the re-ranker"
-                     f" ({'none trained' if reranker is None else f'{reranker:.4f}'})")
-    # 4. refit: the re-ranker on V1's labels (the number of trees found on V2), the sources on everything
+                     f" ({'none trained' if reranker is None else f'{reranker:.4f}'})" if reranker is None
+                     or reranker <= best else
+                     f"the re-ranker's validation NDCG@10 {reranker:.4f} is within the noise (one standard error) "
+                     f"of the best single source, {strategy} at {best:.4f}, which serves")
+    # 4. refit: the re-ranker on the latest windows' labels, V1's included (as many windows as it learnt
+    # from, its settings and number of trees found above), the sources on everything
     trees = None
     if strategy == "reranker":
-        report["reranker_trees"] = trees_of[seen]
-        booster = fit_trees(*v1_candidates[seen].rows(params.max_groups, params.random_state), params,
-                            trees_of[seen])
-        trees = _ensemble(booster).to_arrays()
+        report["reranker_trees"], report["reranker_params"] = trees_of, best_settings
+        report["reranker_base"] = {"feature": FEATURES[base[0]] if base[0] >= 0 else None, "weight": base[1]}
+        rows = stack_rows([p.rows(params.max_groups, params.random_state + i) for i, p in enumerate(passes[:-1])])
+        trees = tree_arrays(fit_trees(*rows, params, trees_of, settings=best_settings, base=base), base)
     final = State.build(daily, daily["event_date"].max(), params.feature_half_life_days)
     arrays = ranker_arrays(final, chosen, params, strategy, seen, segments, trees)
     report["sources"] = chosen
@@ -659,19 +758,26 @@ def fit_ranking(daily: pd.DataFrame, splitter: Splitter, params: RankingParams,
 def refit_ranking(daily: pd.DataFrame, splitter: Splitter, fitted: FittedRanking, params: RankingParams,
                   segments: dict[str, str] | None = None) -> FittedRanking:
     """What `fit_ranking` chose, refitted on more data without tuning again: the re-ranker on the
-    latest window's labels (as many trees as were chosen), the sources on everything."""
+    latest windows' labels (as many windows, trees and the settings chosen), the sources on everything."""
     report = fitted.report
     chosen, strategy, seen = report["sources"], report["strategy"], bool(report["exclude_seen"])
     trees = None
     if strategy == "reranker":
-        split = splitter(daily)
-        state = State.build(split.train, split.as_of, params.feature_half_life_days)
-        ranker = Ranker(ranker_arrays(state, chosen, params, "blend", seen, segments))
-        signals = with_segments(state.signals(), segment_rows(state, segments, ranker.arrays["segment_names"]))
-        users, wanted = _targets(state, split.relevant)
-        rows = candidates(ranker, signals, users, wanted, [seen])[seen].rows(params.max_groups, params.random_state)
+        # as many label windows as fit_ranking's final re-ranker learnt from, the latest ones
+        windows = label_windows(splitter(daily), splitter, max(0, len(report["reranker_labels"]) - 1))
+        parts = []
+        for i, split in enumerate(windows):
+            state = State.build(split.train, split.as_of, params.feature_half_life_days)
+            ranker, signals, users, wanted, _ = _window(state, split, chosen, params, segments)
+            parts.append(candidates(ranker, signals, users, wanted, [seen], singles=False)[seen].rows(
+                params.max_groups, params.random_state + i))
+        rows = stack_rows(parts)
         if len(rows[2]):
-            trees = _ensemble(fit_trees(*rows, params, int(report["reranker_trees"]))).to_arrays()
+            chosen_base = report.get("reranker_base") or {"feature": None, "weight": 0.0}
+            base = ((FEATURES.index(chosen_base["feature"]), float(chosen_base["weight"]))
+                    if chosen_base["feature"] else (-1, 0.0))
+            trees = tree_arrays(fit_trees(*rows, params, int(report["reranker_trees"]),
+                                          settings=report.get("reranker_params"), base=base), base)
         else:
             strategy = max(((v, k) for k, v in report["validation_ndcg"].items() if not k.startswith("reranker")))[1]
             strategy = strategy.split(",")[0]

@@ -137,7 +137,13 @@ def test_the_reranker_beats_single_sources_where_the_structure_needs_both():
     top, value = ranker.rank(signals, 5)
     scores = ranker.source_scores(signals)
     union, ranks = ranker.candidates_of(signals, scores, ranker.allowed(signals))
-    assert np.allclose(np.sort(ranker.trees.predict(ranker.features(signals, scores, union, ranks)))[::-1][:5], value)
+    x = ranker.features(signals, scores, union, ranks)
+    # the trees' score, plus the score of the source they boost from (if one was chosen on validation)
+    base = fitted.report["reranker_base"]
+    expected = ranker.trees.predict(x) + (base["weight"] * x[:, FEATURES.index(base["feature"])] if base["feature"]
+                                          else 0.0)
+    assert np.allclose(np.sort(expected)[::-1][:5], value)
+    assert {t["base_weight"] for t in fitted.report["reranker_trials"]} == set(pipeline.BASE_WEIGHTS)
     # the model names its columns: a ranker reads them by name, so later code may add features
     assert [str(n) for n in fitted.arrays["ranker_feature_names"]] == list(FEATURES)
     renamed = dict(fitted.arrays) | {"ranker_feature_names": np.array(FEATURES[::-1])}
@@ -213,3 +219,40 @@ def test_a_user_who_ignored_the_popular_page_gets_the_next_popular_items_spread_
     assert [int(i) for i in ranker.popular(more, 4)] == [18, 37, 17, 36]
     ranker.item_category = np.zeros(40, dtype=np.int64)  # no categories known: popularity as it is
     assert [int(i) for i in ranker.popular(ignored, 3)] == [38, 37, 36]
+
+
+def test_a_small_catalog_keeps_all_of_eases_weights_for_serving_and_a_large_one_at_least_200():
+    assert pipeline.neighbors_kept(1_000) == 1_000
+    assert pipeline.neighbors_kept(1_682) > 800  # MovieLens-100k: cutting to 200 cost NDCG@10, 800 did not
+    assert pipeline.neighbors_kept(5_000) == pipeline.NEIGHBORS_BUDGET // 5_000
+    assert pipeline.neighbors_kept(100_000) == pipeline.NEIGHBORS_KEPT
+    x = _matrix()
+    model = EASE(lam=5.0).fit(x)
+    full = pipeline.neighbors_of(model, pipeline.neighbors_kept(x.shape[1]))
+    assert np.allclose(full.toarray(), model.b_)  # every weight, in EASE's orientation (row: a wanted item)
+
+
+def test_the_reranker_learns_from_several_windows_each_cut_before_the_last():
+    daily = pipeline.daily_from_log(_world(days=120))
+    splitter = pipeline.temporal_splitter(20)
+    v1 = splitter(daily)
+    windows = pipeline.label_windows(v1, splitter, 3)
+    assert len(windows) == 4 and windows[0] is v1
+    cuts = [w.as_of for w in windows]
+    assert cuts == sorted(cuts, reverse=True) and len(set(cuts)) == 4
+    for earlier, later in zip(windows[1:], windows[:-1], strict=True):
+        assert earlier.train["event_date"].max() <= earlier.as_of < later.as_of
+    assert len(pipeline.label_windows(v1, splitter, 0)) == 1
+    stacked = pipeline.stack_rows([(np.ones((3, len(FEATURES))), np.array([1.0, 0, 0]), np.array([3])),
+                                   (np.empty((0, len(FEATURES))), np.empty(0), np.empty(0, dtype=np.int64)),
+                                   (np.zeros((2, len(FEATURES))), np.array([0.0, 1]), np.array([2]))])
+    assert stacked[0].shape == (5, len(FEATURES)) and list(stacked[2]) == [3, 2]
+
+
+def test_ndcg_by_user_averages_to_the_reported_ndcg():
+    from feedbackloop.models.evaluation import ndcg_by_user, ranking_metrics
+
+    ranked = np.array([[0, 1, 2], [3, 4, 5], [1, 0, 2]])
+    wanted = [{1}, {7}, {1, 2}]
+    assert np.isclose(ndcg_by_user(ranked, wanted, 3).mean(), ranking_metrics(ranked, wanted, 8, 3)["ndcg_at_3"])
+    assert ndcg_by_user(ranked, wanted, 3)[1] == 0.0
