@@ -43,7 +43,7 @@ from feedbackloop.bench import write_results
 from feedbackloop.models.pipeline import CANDIDATES
 from feedbackloop.models.trees import TreeEnsemble
 from feedbackloop.online import UserProfile
-from feedbackloop.ranking import ARRAY_PREFIX, FEATURES, ITEM_FEATURES
+from feedbackloop.ranking import ARRAY_PREFIX, FEATURES, ITEM_FEATURES, PRICE_BANDS
 from feedbackloop.serving import Recommendation, Recommendations, ServingModel, recommend
 from feedbackloop.serving_api import recommendations_body
 
@@ -62,7 +62,8 @@ TREES = 100  # the re-ranker's most (RankingParams.max_trees)
 def model_arrays(items: int = ITEMS, factors: int = FACTORS, seed: int = 0, trees: int = TREES
                  ) -> dict[str, np.ndarray]:
     """A published model of the ranking core at catalogue scale (ADR 0014): seeded Gaussian factors, 100
-    item-kNN neighbours per item, popularity, trending, two segments, item features, and a re-ranker of
+    item-kNN neighbours per item, popularity, trending, two segments, item features, 20 categories and
+    the price bands (the attribute source), and a re-ranker of
     `trees` LambdaRank trees (31 leaves) fitted on random features, so serving runs every source, the
     candidates' features and the trees, as a published re-ranker makes it do."""
     import lightgbm
@@ -86,6 +87,8 @@ def model_arrays(items: int = ITEMS, factors: int = FACTORS, seed: int = 0, tree
         "item_features": rng.random((items, len(ITEM_FEATURES))), "candidates": np.array(CANDIDATES),
         "exclude_seen": np.array(False), "strategy": np.array("reranker"),
         "history_weight": np.array(PARAMS["history_weight"]),
+        "item_category": rng.integers(1, 21, items), "item_price_band": rng.integers(1, PRICE_BANDS + 1, items),
+        "feature_names": np.array(FEATURES),
     } | {f"trees_{k}": v for k, v in TreeEnsemble.from_booster(booster).to_arrays().items()}
     return {ARRAY_PREFIX + k: v for k, v in arrays.items()}
 
