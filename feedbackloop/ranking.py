@@ -189,6 +189,11 @@ class Ranker:
         elif name == "history":  # only the user's own items have a score
             order = s.rows[s.wanted]
             order = order[np.argsort(-scores[order], kind="stable")]
+        elif name == "item_item":  # only the wanted items' neighbours have a score: partition those alone
+            scored = np.flatnonzero(scores)
+            m = min(len(scored), self.candidates + excluded)
+            order = scored[np.argpartition(-scores[scored], m - 1)[:m]] if 0 < m < len(scored) else scored
+            order = order[np.argsort(-scores[order], kind="stable")]
         else:
             m = min(self.n_items, self.candidates + excluded)
             order = np.argpartition(-scores, m - 1)[:m] if m < self.n_items else np.arange(self.n_items)
