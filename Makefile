@@ -24,9 +24,11 @@ node_modules/.installed: package.json package-lock.json
 
 # What the Lambda functions need beyond the runtime and the managed Powertools / SDK for pandas
 # layers, built for Lambda's platform from the lock file (no Docker needed); and the adjust function's
-# drift layer (the `lambda-drift` group: river, scipy, numpy), which replaces SDK for pandas there.
+# drift layer (the `lambda-drift` group: river, scipy, numpy), which replaces SDK for pandas there; and the
+# serving function's numpy layer (the `lambda-serving` group), which replaces SDK for pandas in serving.
 DRIFT_LAYER := build/lambda-drift-layer
-lambda-layer: $(LAYER)/.built $(DRIFT_LAYER)/.built
+SERVING_LAYER := build/lambda-serving-layer
+lambda-layer: $(LAYER)/.built $(DRIFT_LAYER)/.built $(SERVING_LAYER)/.built
 $(LAYER)/.built: uv.lock | $(VENV)/.synced
 	rm -rf $(LAYER) && mkdir -p $(LAYER)/python
 	$(UV) export --frozen --only-group lambda --no-hashes --no-emit-project --quiet -o build/lambda-requirements.txt
@@ -39,6 +41,13 @@ $(DRIFT_LAYER)/.built: uv.lock | $(VENV)/.synced
 		-o build/lambda-drift-requirements.txt
 	$(UV) pip install --quiet --target $(DRIFT_LAYER)/python --python-platform x86_64-manylinux_2_28 \
 		--python-version 3.12 --only-binary :all: -r build/lambda-drift-requirements.txt
+	@touch $@
+$(SERVING_LAYER)/.built: uv.lock | $(VENV)/.synced
+	rm -rf $(SERVING_LAYER) && mkdir -p $(SERVING_LAYER)/python
+	$(UV) export --frozen --only-group lambda-serving --no-hashes --no-emit-project --quiet \
+		-o build/lambda-serving-requirements.txt
+	$(UV) pip install --quiet --target $(SERVING_LAYER)/python --python-platform x86_64-manylinux_2_28 \
+		--python-version 3.12 --only-binary :all: -r build/lambda-serving-requirements.txt
 	@touch $@
 
 test: setup lambda-layer

@@ -2,14 +2,18 @@
 
 All functions of a stack share one code asset (the project root filtered to `feedbackloop/` and
 `lambdas/`) and their layers, so a handler runs against exactly the packages the local runtime and the
-tests use. A function picks its layers by `LayerSet`: most take the AWS SDK for pandas layer (pandas,
-pyarrow, awswrangler); the adjust function takes the drift layer (river, scipy) instead, since both
-together would pass Lambda's 250 MB.
+tests use. A function picks its layers by `LayerSet`, by what its imports need: most take the AWS SDK for
+pandas layer (pandas, pyarrow, awswrangler); the adjust function takes the drift layer (river, scipy)
+instead, since both together would pass Lambda's 250 MB; the serving function imports numpy and neither
+pandas nor pyarrow, so it takes a numpy layer (about 40 MB instead of the SDK's 200+).
+`tests/infra/test_infra_function_size.py` checks each function's unzipped size and that its layers hold
+exactly what its handler imports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 from importlib.metadata import version
 
@@ -48,11 +52,52 @@ class Layer(StrEnum):
     SDK_FOR_PANDAS = "Layer2SdkForPandas"
     DEPENDENCIES = "Layer3Dependencies"  # the `lambda` group: pydantic, fastjsonschema, pybase64
     DRIFT = "Layer4Drift"  # the `lambda-drift` group: river, scipy, numpy
+    NUMPY = "Layer5Numpy"  # the `lambda-serving` group: numpy
 
 
 MANAGED_LAYER_PARAMETERS = {
     Layer.POWERTOOLS: POWERTOOLS_LAYER_PARAMETER,
     Layer.SDK_FOR_PANDAS: SDK_FOR_PANDAS_LAYER_PARAMETER,
+}
+
+
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class ManagedLayerSize:
+    """What an AWS-managed layer adds to a function's unzipped size (Lambda's limit: 250 MiB for the code and
+    every layer together). AWS publishes no unzipped sizes, so each is pinned here with its version and where
+    the figure comes from; `tests/infra/test_infra_function_size.py` adds them to our measured code and layers,
+    and fails when a pinned version is no longer the one deployed (re-measure, then re-pin)."""
+
+    name: str
+    version: str
+    unzipped_bytes: int
+    source: str
+
+
+# The one place the managed layers' sizes are kept.
+MANAGED_LAYER_SIZES = {
+    Layer.POWERTOOLS: ManagedLayerSize(
+        "Powertools for AWS Lambda (Python), python3.12 x86_64", "3.37.0", 34 * MIB,
+        "measured: `uv pip install 'aws-lambda-powertools[all]==3.37.0' --python-version 3.12 --python-platform "
+        "x86_64-manylinux_2_28` is 66 MiB, 32 MiB of it boto3/botocore, which the layer leaves to the runtime "
+        "(https://docs.aws.amazon.com/powertools/python/latest/getting-started/install/: Powertools relies on the "
+        "AWS SDK bundled in the Lambda runtime); every extra counted, so an upper figure",
+    ),
+    Layer.SDK_FOR_PANDAS: ManagedLayerSize(
+        "AWS SDK for pandas, py3.12 x86_64", "3.17.1", 204 * MIB,
+        "https://github.com/aws/aws-sdk-pandas/issues/3331: the layer grew from 167 MiB (3.16.0) to 204 MiB "
+        "unzipped in 3.16.1 (Arrow built with ICU); https://github.com/aws/aws-sdk-pandas/pull/3336 (merged) "
+        "builds Arrow without ICU again (about 169 MiB). Until the 3.17.1 layer is measured, the larger figure",
+    ),
+    "appconfig-extension": ManagedLayerSize(
+        "AWS AppConfig Agent Lambda extension, x86-64", "2.0.17054.0", 30 * MIB,
+        "not published (https://docs.aws.amazon.com/appconfig/latest/userguide/"
+        "appconfig-integration-lambda-extensions-versions.html lists ARNs only): an upper estimate for one "
+        "agent executable; measure with `aws lambda get-layer-version-by-arn` (Content.Location) and unzip",
+    ),
 }
 
 
@@ -63,6 +108,8 @@ class LayerSet(Enum):
     STANDARD = (Layer.POWERTOOLS, Layer.SDK_FOR_PANDAS, Layer.DEPENDENCIES)
     # no pandas: the SDK for pandas layer and scipy together would pass Lambda's 250 MB unzipped
     DRIFT = (Layer.POWERTOOLS, Layer.DEPENDENCIES, Layer.DRIFT)
+    # serving imports numpy and no pandas, pyarrow or awswrangler (the import test keeps it so)
+    SERVING = (Layer.POWERTOOLS, Layer.DEPENDENCIES, Layer.NUMPY)
 
 
 class LambdaPackaging(Construct):
@@ -109,6 +156,10 @@ class LambdaPackaging(Construct):
                 Layer.DRIFT: (
                     self._layout.require_lambda_drift_layer,
                     "feedbackloop: the `lambda-drift` dependency group (river, scipy, numpy)",
+                ),
+                Layer.NUMPY: (
+                    self._layout.require_lambda_serving_layer,
+                    "feedbackloop: the `lambda-serving` dependency group (numpy)",
                 ),
             }[layer]
             created = lambda_.LayerVersion(

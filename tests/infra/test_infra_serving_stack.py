@@ -510,7 +510,7 @@ def test_eraser_takes_a_batch_of_users_from_the_queue_and_reports_failures(servi
     assert properties["FunctionName"] == {"Ref": _function_id(serving, ERASER_HANDLER)}
     assert json.dumps(synthesis.producer_value(properties["EventSourceArn"])) == _queue_arn(synthesis)
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    # up to 10 requests (FIFO's largest batch), erased in one pass (feedbackloop.erasure.erase_users)
+    # up to 10 requests (FIFO's largest batch), erased in one pass (feedbackloop.lake_erasure.erase_users)
     assert properties["BatchSize"] == 10
     # one pass at a time comes from the FIFO queue's single message group
     queue = synthesis.template_json(DATA_STACK)["Resources"][json.loads(_queue_arn(synthesis))["Fn::GetAtt"][0]]
