@@ -2,8 +2,9 @@
 
 `DELETE /users/{id}` records the request (a repeat while it is pending changes nothing but a counter: the
 first `requested_at` stands, and the queue's de-duplication drops the repeated message), removes the online
-profile and leaves a tombstone (their later events are kept out of training and the online store, like an
-opt-out), then hands the lake to the eraser.
+profile and leaves a tombstone (personalization off and the request's time: the cleaner quarantines the
+user's events from before the request still on the stream, as `erased_user`, and keeps later ones out of
+training and the online store, like an opt-out's), then hands the lake to the eraser.
 
 The eraser combines requests: it takes a batch of queued users (up to 10 per invocation), drops the ones
 already erased since their request, and erases the rest in ONE pass over the lake:
@@ -47,8 +48,11 @@ MODELS_NOTE = ("models: published and candidate versions trained before this era
                "and segment membership, no event; serving ignores them (profile deleted, personalization off: "
                "the unpersonalized ranking), and the next training reads the erased lake, so its model holds "
                "nothing of the user")
-STREAM_NOTE = ("event stream: records stay on the stream up to its retention (7 days); ones read after the "
-               "erasure are stored as an opted-out user's (personalized=false) and are erased by a repeated request")
+STREAM_NOTE = ("event stream: records stay on the stream up to its retention (7 days); the cleaner quarantines "
+               "the user's events from before the request that it reads after it (reason erased_user, without "
+               "their payload: kept out of the curated lake, the online store and training); this pass removes "
+               "those rows if they were written before it, a repeated request the ones written after; events "
+               "after the request are a new relationship's, kept as an opted-out user's")
 ONLINE_NOTE = "online store: the profile was deleted when the request was made; a tombstone remains"
 
 

@@ -5,7 +5,8 @@ All functions of a stack share one code asset (the project root filtered to `fee
 tests use. A function picks its layers by `LayerSet`, by what its imports need: most take the AWS SDK for
 pandas layer (pandas, pyarrow, awswrangler); the adjust function takes the drift layer (river, scipy)
 instead, since both together would pass Lambda's 250 MB; the serving function imports numpy and neither
-pandas nor pyarrow, so it takes a numpy layer (about 40 MB instead of the SDK's 200+).
+pandas nor pyarrow, so it takes a numpy layer (about 54 MiB instead of the SDK's 200+). Every function
+takes our `lambda` group's layer, Powertools (with its tracer) included.
 `tests/infra/test_infra_function_size.py` checks each function's unzipped size and that its layers hold
 exactly what its handler imports.
 """
@@ -38,9 +39,9 @@ CODE_EXCLUDES = ["/*", "!/feedbackloop/", "!/lambdas/", "__pycache__/", "*.pyc",
                  "/feedbackloop/datasets/", "/feedbackloop/local/", "/feedbackloop/bench/"]
 
 # AWS publishes its managed layers' ARNs as public SSM parameters in every region, so an
-# environment-agnostic stack resolves the regional ARN at deploy time. The versions are the ones
-# the lock file installs here, so Lambda runs what the tests ran.
-POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/x86_64/python3.12/{version('aws-lambda-powertools')}"
+# environment-agnostic stack resolves the regional ARN at deploy time. The version is the one the lock
+# file installs here, so Lambda runs what the tests ran. (Powertools comes in our dependency layer, not its
+# managed one: that layer carries every extra, 34 MiB where the tracer's take 6.)
 SDK_FOR_PANDAS_LAYER_PARAMETER = f"/aws/service/aws-sdk-pandas/{version('awswrangler')}/py3.12/x86_64/layer-arn"
 
 
@@ -48,15 +49,13 @@ class Layer(StrEnum):
     """A layer a function may get. Each value is the layer's construct id, numbered in the order Lambda
     must unpack the layers (see `LambdaPackaging`)."""
 
-    POWERTOOLS = "Layer1Powertools"
     SDK_FOR_PANDAS = "Layer2SdkForPandas"
-    DEPENDENCIES = "Layer3Dependencies"  # the `lambda` group: pydantic, fastjsonschema, pybase64
+    DEPENDENCIES = "Layer3Dependencies"  # the `lambda` group: Powertools (tracer), pydantic, fastjsonschema, pybase64
     DRIFT = "Layer4Drift"  # the `lambda-drift` group: river, scipy, numpy
     NUMPY = "Layer5Numpy"  # the `lambda-serving` group: numpy
 
 
 MANAGED_LAYER_PARAMETERS = {
-    Layer.POWERTOOLS: POWERTOOLS_LAYER_PARAMETER,
     Layer.SDK_FOR_PANDAS: SDK_FOR_PANDAS_LAYER_PARAMETER,
 }
 
@@ -79,13 +78,6 @@ class ManagedLayerSize:
 
 # The one place the managed layers' sizes are kept.
 MANAGED_LAYER_SIZES = {
-    Layer.POWERTOOLS: ManagedLayerSize(
-        "Powertools for AWS Lambda (Python), python3.12 x86_64", "3.37.0", 34 * MIB,
-        "measured: `uv pip install 'aws-lambda-powertools[all]==3.37.0' --python-version 3.12 --python-platform "
-        "x86_64-manylinux_2_28` is 66 MiB, 32 MiB of it boto3/botocore, which the layer leaves to the runtime "
-        "(https://docs.aws.amazon.com/powertools/python/latest/getting-started/install/: Powertools relies on the "
-        "AWS SDK bundled in the Lambda runtime); every extra counted, so an upper figure",
-    ),
     Layer.SDK_FOR_PANDAS: ManagedLayerSize(
         "AWS SDK for pandas, py3.12 x86_64", "3.17.1", 204 * MIB,
         "https://github.com/aws/aws-sdk-pandas/issues/3331: the layer grew from 167 MiB (3.16.0) to 204 MiB "
@@ -105,11 +97,11 @@ class LayerSet(Enum):
     """The layers of one kind of function, in Lambda's order: the AWS-managed ones first, ours last."""
 
     # pandas, pyarrow and awswrangler come from the SDK for pandas layer
-    STANDARD = (Layer.POWERTOOLS, Layer.SDK_FOR_PANDAS, Layer.DEPENDENCIES)
+    STANDARD = (Layer.SDK_FOR_PANDAS, Layer.DEPENDENCIES)
     # no pandas: the SDK for pandas layer and scipy together would pass Lambda's 250 MB unzipped
-    DRIFT = (Layer.POWERTOOLS, Layer.DEPENDENCIES, Layer.DRIFT)
+    DRIFT = (Layer.DEPENDENCIES, Layer.DRIFT)
     # serving imports numpy and no pandas, pyarrow or awswrangler (the import test keeps it so)
-    SERVING = (Layer.POWERTOOLS, Layer.DEPENDENCIES, Layer.NUMPY)
+    SERVING = (Layer.DEPENDENCIES, Layer.NUMPY)
 
 
 class LambdaPackaging(Construct):
@@ -134,7 +126,7 @@ class LambdaPackaging(Construct):
         """The layers of `layer_set`, in its order.
 
         Lambda unpacks layers in order, later ones overwriting earlier files, so our pinned packages
-        (pydantic, which the Powertools layer also ships) must come last. With the recommended flag
+        (pydantic and numpy, which the SDK for pandas layer may also ship) must come last. With the recommended flag
         @aws-cdk/aws-lambda:recognizeLayerVersion, CDK sorts a function's layers by construct path:
         the numbered ids fix that order, and every `LayerSet` lists its layers in it."""
         if list(layer_set.value) != sorted(layer_set.value, key=lambda layer: layer.value):
@@ -151,7 +143,7 @@ class LambdaPackaging(Construct):
             directory, description = {
                 Layer.DEPENDENCIES: (
                     self._layout.require_lambda_layer,
-                    "feedbackloop: the `lambda` dependency group (pydantic, fastjsonschema)",
+                    "feedbackloop: the `lambda` dependency group (Powertools, pydantic, fastjsonschema)",
                 ),
                 Layer.DRIFT: (
                     self._layout.require_lambda_drift_layer,
@@ -226,7 +218,7 @@ class PythonFunction(Construct):
             self,
             "L1",
             "python3.12 is pinned on purpose: our dependency layers are built for it and the AWS-managed "
-            "Powertools and SDK for pandas layers are selected for it; moving runtimes moves them all.",
+            "SDK for pandas layer is selected for it; moving runtimes moves them all.",
         )
         if unscoped_actions:
             self.role.add_to_policy(iam.PolicyStatement(actions=sorted(unscoped_actions), resources=["*"]))

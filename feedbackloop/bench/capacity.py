@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import resource
 import subprocess
 import sys
 import tarfile
@@ -38,16 +37,22 @@ TRAINING_SCALES = (1, 10)
 CATALOGUE_SIZES = (10_000, 100_000, 1_000_000)
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
 
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    """This process's peak resident memory since its exec (VmHWM: getrusage's maxrss would count what the
+    parent held when it forked)."""
+    return _status_mb("VmHWM")
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -84,6 +89,23 @@ def shipped_tables() -> tuple:
     return pd.DataFrame(daily), pd.DataFrame(users), len(frame)
 
 
+def cached_tables(folder: Path | None) -> tuple:
+    """`shipped_tables`, kept in `folder` (Parquet) when one is given, so each scale does not rebuild them."""
+    import pandas as pd
+
+    if folder is None:
+        return shipped_tables()
+    daily_path, users_path, lines_path = folder / "feedback_daily.parquet", folder / "user_features.parquet", \
+        folder / "lines.json"
+    if not lines_path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        daily, users, lines = shipped_tables()
+        daily.to_parquet(daily_path)
+        users.to_parquet(users_path)
+        lines_path.write_text(json.dumps(lines))
+    return pd.read_parquet(daily_path), pd.read_parquet(users_path), json.loads(lines_path.read_text())
+
+
 def replicated(frame, scale: int):
     import pandas as pd
 
@@ -93,12 +115,12 @@ def replicated(frame, scale: int):
                       for c in range(scale)], ignore_index=True)
 
 
-def measure_training(scale: int) -> dict:
+def measure_training(scale: int, tables: Path | None = None) -> dict:
     from feedbackloop.local.retrain import LOCAL_TRAINING
     from feedbackloop.models.training import train
 
     begun = time.perf_counter()
-    daily, users, lines = shipped_tables()
+    daily, users, lines = cached_tables(tables)
     prepare_seconds = time.perf_counter() - begun
     daily, users = replicated(daily, scale), replicated(users, scale)
     begun, cpu = time.perf_counter(), time.process_time()
@@ -109,7 +131,7 @@ def measure_training(scale: int) -> dict:
             "segments": model.metrics.get("segments", {}).get("k"),
             "train_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu_seconds, 1),
             "fit_seconds_holdout": round(model.metrics.get("fit_seconds_holdout", float("nan")), 1),
-            "prepare_seconds_at_1x": round(prepare_seconds, 1), "peak_rss_mb": round(_peak_mb()),
+            "prepare_seconds": round(prepare_seconds, 1), "peak_rss_mb": round(_peak_mb()),
             "params": {"tuning_minutes": LOCAL_TRAINING.tuning_minutes, "max_trees": LOCAL_TRAINING.max_trees}}
 
 
@@ -150,9 +172,8 @@ def model_archive(items: int, path: Path, seed: int = 0) -> int:
 
 
 def measure_serving_memory(archive: Path) -> dict:
-    import numpy as np
 
-    from feedbackloop.online import UserProfile
+    from feedbackloop.online import ProfileItems, UserProfile
     from feedbackloop.serving import ServingModel, recommend
 
     before = _rss_mb()
@@ -161,23 +182,20 @@ def measure_serving_memory(archive: Path) -> dict:
     model = ServingModel.from_archive(data)
     load_seconds = time.perf_counter() - begun
     del data
-    loaded = _rss_mb()
+    loaded, peak_loading = _rss_mb(), _peak_mb()
     now = time.time()
-    profile = UserProfile("u")
+    # a profile as serving reads it from the online store (a document: no pyarrow, as in the function)
     item_ids = list(model.item_index)[:50]
-    import pyarrow as pa
-
-    profile.merge(pa.table({"user_id": ["u"] * len(item_ids), "item_id": item_ids,
-                            "event_type": ["purchase"] * len(item_ids),
-                            "feedback_score": np.ones(len(item_ids)), "confidence": np.ones(len(item_ids)),
-                            "event_time": pa.array([int((now - 3600) * 1e6)] * len(item_ids),
-                                                   pa.timestamp("us", tz="UTC"))}), now)
+    n = len(item_ids)
+    profile = UserProfile("u", ProfileItems(item_ids, [1.0] * n, [1.0] * n, [now - 3600] * n, [None] * n,
+                                            ["purchase"] * n, [now - 3600] * n), now)
     begun = time.perf_counter()
     recommend(model, "u", profile, now)
     first_ms = (time.perf_counter() - begun) * 1000
     return {"rss_before_mb": round(before), "rss_loaded_mb": round(loaded), "model_mb": round(loaded - before),
-            "peak_rss_mb": round(_peak_mb()), "load_seconds": round(load_seconds, 2),
-            "first_request_ms": round(first_ms, 1), "archive_mb": round(archive.stat().st_size / 2**20)}
+            "peak_rss_loading_mb": round(peak_loading), "peak_rss_mb": round(_peak_mb()),
+            "load_seconds": round(load_seconds, 2), "first_request_ms": round(first_ms, 1),
+            "archive_mb": round(archive.stat().st_size / 2**20)}
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -193,19 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="docs/capacity.json")
     parser.add_argument("--training-scale", type=int, help="(one measurement, in this process)")
     parser.add_argument("--serving-archive", help="(one measurement, in this process)")
+    parser.add_argument("--tables", help="a folder to keep the shipped data's feedback_daily and user_features in "
+                                         "between the scales (built on first use)")
     parser.add_argument("--scales", default=",".join(map(str, TRAINING_SCALES)))
     parser.add_argument("--items", default=",".join(map(str, CATALOGUE_SIZES)))
     args = parser.parse_args(argv)
     if args.training_scale:
-        print(json.dumps(measure_training(args.training_scale)))
+        print(json.dumps(measure_training(args.training_scale, Path(args.tables) if args.tables else None)))
         return 0
     if args.serving_archive:
         print(json.dumps(measure_serving_memory(Path(args.serving_archive))))
         return 0
     results: dict = {"machine": "2 shared cores, 23 GB, other agents working at once: timings are noisy",
                      "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "training": [], "serving": []}
+    tables = ("--tables", args.tables) if args.tables else ()
     for scale in (int(s) for s in args.scales.split(",") if s):
-        results["training"].append(_child("--training-scale", str(scale)))
+        results["training"].append(_child("--training-scale", str(scale), *tables))
         print(json.dumps(results["training"][-1]), flush=True)
     for items in (int(n) for n in args.items.split(",") if n):
         with tempfile.TemporaryDirectory(prefix="feedbackloop-capacity-") as folder:

@@ -18,7 +18,6 @@ import pytest
 from cdk.components.function import (
     MANAGED_LAYER_SIZES,
     MIB,
-    POWERTOOLS_LAYER_PARAMETER,
     SDK_FOR_PANDAS_LAYER_PARAMETER,
     Layer,
 )
@@ -34,10 +33,8 @@ SIZE_BUDGET = 200 * MIB
 # The SDK for pandas layer alone is pinned at 204 MiB: a function that needs it cannot meet the budget until
 # AWS ships it smaller (aws/aws-sdk-pandas#3336) or the function stops needing it; it must still fit Lambda.
 OVER_BUDGET_WITH_SDK_FOR_PANDAS = "the AWS SDK for pandas layer alone is pinned above the 200 MiB budget"
-# What Lambda's python3.12 runtime provides (boto3 and its dependencies) and what the Powertools layer adds that
-# our handlers use beyond our `lambda` group (the tracer's X-Ray SDK and its wrapt).
+# What Lambda's python3.12 runtime provides: boto3 and its dependencies (our layer leaves them out).
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3")
-POWERTOOLS_LAYER_PACKAGES = ("aws_lambda_powertools", "aws_xray_sdk", "wrapt")
 HEAVY = ("pandas", "pyarrow", "awswrangler")
 
 
@@ -55,7 +52,8 @@ class Function:
         return self.handler.rsplit(".", 1)[0]
 
     def unzipped_bytes(self) -> int:
-        managed = sum(MANAGED_LAYER_SIZES[layer].unzipped_bytes for layer in self.layers if layer in MANAGED_LAYER_SIZES)
+        managed = sum(MANAGED_LAYER_SIZES[layer].unzipped_bytes for layer in self.layers
+                      if layer in MANAGED_LAYER_SIZES)
         return _size(self.code) + managed + sum(_size(path) for path in self.own_layers.values())
 
 
@@ -76,8 +74,7 @@ def _layer_of(entry: dict[str, Any], template: dict[str, Any]) -> Layer | str:
     reference = entry["Ref"]
     parameter = template.get("Parameters", {}).get(reference)
     if parameter is not None:
-        return {POWERTOOLS_LAYER_PARAMETER: Layer.POWERTOOLS,
-                SDK_FOR_PANDAS_LAYER_PARAMETER: Layer.SDK_FOR_PANDAS}[parameter["Default"]]
+        return {SDK_FOR_PANDAS_LAYER_PARAMETER: Layer.SDK_FOR_PANDAS}[parameter["Default"]]
     (layer,) = [layer for layer in Layer if layer.value in reference]
     return layer
 
@@ -120,7 +117,6 @@ def test_every_handler_is_found(functions):
 
 def test_the_managed_layers_pinned_are_the_ones_deployed():
     """A pinned size is for one version: moving a version fails here until its size is measured and re-pinned."""
-    assert MANAGED_LAYER_SIZES[Layer.POWERTOOLS].version == version("aws-lambda-powertools")
     assert MANAGED_LAYER_SIZES[Layer.SDK_FOR_PANDAS].version == version("awswrangler")
     assert MANAGED_LAYER_SIZES[APPCONFIG_EXTENSION].version == EXTENSION_VERSION
     assert all(size.source and size.unzipped_bytes > 0 for size in MANAGED_LAYER_SIZES.values())
@@ -152,7 +148,7 @@ def test_a_function_stays_within_the_200_mib_budget(functions, module):
 def test_serving_carries_numpy_and_not_the_sdk_for_pandas(functions):
     (serving,) = [f for f in functions if f.module == "lambdas.serving.handler"]
     assert Layer.SDK_FOR_PANDAS not in serving.layers
-    assert serving.layers == (Layer.POWERTOOLS, Layer.DEPENDENCIES, Layer.NUMPY, APPCONFIG_EXTENSION)
+    assert serving.layers == (Layer.DEPENDENCIES, Layer.NUMPY, APPCONFIG_EXTENSION)
     assert _top_level(serving.own_layers[Layer.NUMPY]) == {"numpy"}
 
 
@@ -165,7 +161,7 @@ def _probe_site(function: Function, tmp_path: Path) -> list[str]:
         return [str(function.code), str(purelib)]
     site = tmp_path / function.logical_id
     site.mkdir()
-    names = {*RUNTIME_PACKAGES, *(POWERTOOLS_LAYER_PACKAGES if Layer.POWERTOOLS in function.layers else ())}
+    names = set(RUNTIME_PACKAGES)
     for path in function.own_layers.values():
         names |= _top_level(path)
     for name in sorted(names):
