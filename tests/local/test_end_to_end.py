@@ -228,6 +228,7 @@ def test_serving_routes_on_the_local_api(runtime):
                    timestamp=(max(datetime.now(UTC), requested) + timedelta(seconds=2)).strftime(stamp))]
     assert client.send(late).accepted == 2
     assert runtime.wait_until_processed(total + 2, timeout=60)
+    con = connect(runtime.moto.endpoint)  # a connection sees the objects that existed when it was made
     assert con.execute("SELECT reason, payload FROM feedback_quarantine WHERE event_id = 'srv-erased-before'"
                        ).fetchall() == [("erased_user", None)]
     assert con.execute("SELECT count(*) FROM feedback_events WHERE event_id = 'srv-erased-before'").fetchall() == [(0,)]
