@@ -22,15 +22,19 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# What the Lambda functions need beyond the runtime and the managed Powertools / SDK for pandas
-# layers, built for Lambda's platform from the lock file (no Docker needed); and the adjust function's
-# drift layer (the `lambda-drift` group: river, scipy, numpy), which replaces SDK for pandas there.
+# What the Lambda functions need beyond the runtime and the managed SDK for pandas layer (Powertools with its
+# tracer, pydantic, fastjsonschema, pybase64), built for Lambda's platform from the lock file (no Docker
+# needed), without the AWS SDK and its dependencies, which the runtime provides; and the adjust function's
+# drift layer (the `lambda-drift` group: river, scipy, numpy), which replaces SDK for pandas there; and the
+# serving function's numpy layer (the `lambda-serving` group), which replaces SDK for pandas in serving.
 DRIFT_LAYER := build/lambda-drift-layer
-lambda-layer: $(LAYER)/.built $(DRIFT_LAYER)/.built
+SERVING_LAYER := build/lambda-serving-layer
+lambda-layer: $(LAYER)/.built $(DRIFT_LAYER)/.built $(SERVING_LAYER)/.built
 $(LAYER)/.built: uv.lock | $(VENV)/.synced
 	rm -rf $(LAYER) && mkdir -p $(LAYER)/python
-	$(UV) export --frozen --only-group lambda --no-hashes --no-emit-project --quiet -o build/lambda-requirements.txt
-	$(UV) pip install --quiet --target $(LAYER)/python --python-platform x86_64-manylinux_2_28 \
+	$(UV) export --frozen --only-group lambda --no-hashes --no-emit-project --quiet \
+		| grep -vE '^(boto3|botocore|s3transfer|jmespath|python-dateutil|six|urllib3)==' > build/lambda-requirements.txt
+	$(UV) pip install --quiet --no-deps --target $(LAYER)/python --python-platform x86_64-manylinux_2_28 \
 		--python-version 3.12 --only-binary :all: -r build/lambda-requirements.txt
 	@touch $@
 $(DRIFT_LAYER)/.built: uv.lock | $(VENV)/.synced
@@ -39,6 +43,13 @@ $(DRIFT_LAYER)/.built: uv.lock | $(VENV)/.synced
 		-o build/lambda-drift-requirements.txt
 	$(UV) pip install --quiet --target $(DRIFT_LAYER)/python --python-platform x86_64-manylinux_2_28 \
 		--python-version 3.12 --only-binary :all: -r build/lambda-drift-requirements.txt
+	@touch $@
+$(SERVING_LAYER)/.built: uv.lock | $(VENV)/.synced
+	rm -rf $(SERVING_LAYER) && mkdir -p $(SERVING_LAYER)/python
+	$(UV) export --frozen --only-group lambda-serving --no-hashes --no-emit-project --quiet \
+		-o build/lambda-serving-requirements.txt
+	$(UV) pip install --quiet --target $(SERVING_LAYER)/python --python-platform x86_64-manylinux_2_28 \
+		--python-version 3.12 --only-binary :all: -r build/lambda-serving-requirements.txt
 	@touch $@
 
 test: setup lambda-layer

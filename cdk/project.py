@@ -31,6 +31,12 @@ class ProjectLayout:
         return self.root / "build" / "lambda-drift-layer"
 
     @property
+    def lambda_serving_layer_dir(self) -> Path:
+        # `make lambda-layer` also installs the `lambda-serving` group (numpy) here: the serving function's
+        # layer in place of the AWS SDK for pandas one.
+        return self.root / "build" / "lambda-serving-layer"
+
+    @property
     def sagemaker_dir(self) -> Path:
         """The training entry point and its requirements (a folder, not a package: see DESIGN.md)."""
         return self.root / "sagemaker"
@@ -57,6 +63,14 @@ class ProjectLayout:
         if not (layer / "python").is_dir():
             raise LambdaLayerMissingError(
                 f"the Lambda drift layer {layer}/python does not exist: run `make lambda-layer` first"
+            )
+        return layer
+
+    def require_lambda_serving_layer(self) -> Path:
+        layer = self.lambda_serving_layer_dir
+        if not (layer / "python").is_dir():
+            raise LambdaLayerMissingError(
+                f"the Lambda serving layer {layer}/python does not exist: run `make lambda-layer` first"
             )
         return layer
 

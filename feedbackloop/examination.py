@@ -14,10 +14,12 @@ Pure numpy: the cleaner calls it on a batch's columns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+
+if TYPE_CHECKING:  # the cleaner's and training's: serving weighs positions without pyarrow
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ EXAMINATION = ExaminationModel()
 
 
 def preference_rows(rows: pa.Table) -> pa.Table:
+    import pyarrow.compute as pc
+
     """The clean rows that are evidence of preference for the online profile: all but exposures the user
     never examined (confidence 0). The lake keeps those; they are impressions, not feedback."""
     evidence = pc.greater(rows["confidence"], 0)

@@ -19,11 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+
+if TYPE_CHECKING:  # the cleaner's side (`batch_additions`): serving reads the counters without pyarrow
+    import pyarrow as pa
 
 from feedbackloop.examination import EXAMINATION, ExaminationModel
 from feedbackloop.schemas import registry
@@ -63,6 +64,9 @@ def batch_additions(rows: pa.Table, examination: ExaminationModel = EXAMINATION
     """Per item, the fields to ADD for a batch's clean rows (item_id, event_type, event_time, position,
     personalized): each event forward-decayed to its landmark. Rows of users who turned
     personalization off are left out, as they are from training."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if rows.num_rows == 0:
         return {}
     rows = rows.filter(pc.fill_null(rows["personalized"], True))

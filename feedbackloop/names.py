@@ -103,6 +103,9 @@ class QuarantineReason(StrEnum):
     TOO_OLD = "too_old"
     FUTURE = "future"
     PROCESSING_ERROR = "processing_error"
+    # the user's erasure was requested after the event happened: a record still on the stream (it keeps
+    # seven days) is kept out of the lake and the online store (ADR 0013)
+    ERASED_USER = "erased_user"
 
 
 # Dimensions of the metrics above.

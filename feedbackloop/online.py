@@ -19,11 +19,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+
+if TYPE_CHECKING:  # merging rows is the cleaner's (pyarrow); serving reads profiles without it
+    import pyarrow as pa
 
 from feedbackloop.models.contract import HALF_LIFE_DAYS
 
@@ -141,6 +142,9 @@ class UserProfile:
     updated_at: float = 0.0  # epoch seconds the masses are decayed to
     personalization: bool = True
     version: int = 0  # optimistic concurrency
+    # epoch seconds of the user's latest erasure request (the tombstone's): their events from before it
+    # that are still on the stream are quarantined by the cleaner, not kept (ADR 0013)
+    erased_at: float | None = None
 
     @property
     def items(self) -> Mapping[str, ItemSignal]:
@@ -167,10 +171,11 @@ class UserProfile:
 
     @classmethod
     def from_document(cls, user_id: str, document: dict[str, Any] | None, personalization: bool = True,
-                      version: int = 0) -> UserProfile:
+                      version: int = 0, erased_at: float | None = None) -> UserProfile:
         if not document:
-            return cls(user_id, personalization=personalization, version=version)
-        return cls(user_id, ProfileItems.from_document(document), document["updated_at"], personalization, version)
+            return cls(user_id, personalization=personalization, version=version, erased_at=erased_at)
+        return cls(user_id, ProfileItems.from_document(document), document["updated_at"], personalization, version,
+                   erased_at)
 
 
 def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> None:
@@ -182,6 +187,9 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
     group's masses are summed, its latest positive and negative signal are maxima, and its latest entry
     names the latest event type (a row at the same instant as a stored signal, or as an earlier row,
     wins). A user keeps the MAX_ITEMS items with the most evidence."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if not profiles:
         return
     stored = [p.columns for p in profiles]
@@ -246,6 +254,9 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
 def _rows_of(profiles: Sequence[UserProfile], rows: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The rows of these profiles' users in time order (stable: among equal times, the batch's order):
     per row its profile's position, its index in `rows` and its time in epoch seconds."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if rows.num_rows == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     times = rows["event_time"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy() / 1e6
@@ -303,6 +314,9 @@ def merge_into_profiles(store: OnlineStoreLike, profiles: dict[str, UserProfile]
     """Merge clean rows into their users' profiles (loaded already, to decide consent) and save them,
     reloading and merging again the users whose profile moved meanwhile. Users who turned
     personalization off are left alone. Returns the profiles written."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     present = set(pc.unique(rows["user_id"]).to_pylist()) if rows.num_rows else set()
     pending = {u: p for u, p in profiles.items() if u in present and p.personalization}
     written = 0

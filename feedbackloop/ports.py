@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Protocol
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Protocol
 
 from feedbackloop.cleaning.stats import CleanerState
-from feedbackloop.lake import LakeTable
 from feedbackloop.online import UserProfile
+
+if TYPE_CHECKING:  # Arrow is the cleaner's: the serving function, which uses these ports too, has no pyarrow
+    import pyarrow as pa
+
+    from feedbackloop.lake import LakeTable
 
 
 class EventStream(Protocol):
@@ -52,6 +54,9 @@ class OnlineStore(Protocol):
     def set_personalization(self, user_id: str, enabled: bool) -> None: ...
 
     def delete(self, user_id: str) -> None: ...
+
+    def tombstone(self, user_id: str, erased_at: float) -> None:
+        """Personalization off, and the erasure request's time (epoch seconds) kept for the cleaner."""
 
     def add_item_counts(self, counts: Mapping[str, int]) -> None:
         """Add clean events per item to the store's item counters (popularity before the first model)."""

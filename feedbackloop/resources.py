@@ -4,8 +4,8 @@ their resources from these specs, and an infra test checks the synthesized templ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from feedbackloop.lake import CLEANER_TABLES, MODELLED_TABLES, TABLES, LakeTable
 from feedbackloop.names import Metric
 
 
@@ -110,9 +110,20 @@ ERASURE_REQUESTS = QueueSpec("erasure-requests", "users to erase from the lake, 
 ERASURE_MESSAGE_GROUP = "erasures"
 QUEUES = (CLEANER_FAILURES, ERASURE_REQUESTS)
 
-LAKE_TABLES: tuple[LakeTable, ...] = TABLES
-CLEANER_LAKE_TABLES: tuple[LakeTable, ...] = CLEANER_TABLES  # the cleaner writes these
-MODELLED_LAKE_TABLES: tuple[LakeTable, ...] = MODELLED_TABLES  # the table jobs (glue_jobs/) build these
+# The lake's tables (`feedbackloop.lake`): LAKE_TABLES, CLEANER_LAKE_TABLES (the cleaner writes these) and
+# MODELLED_LAKE_TABLES (the table jobs, glue_jobs/, build these). Their schemas are Arrow's, so they are
+# read from `feedbackloop.lake` on first use (`__getattr__` below): a function that never asks for them
+# (serving, ingest) imports this module without pyarrow.
+_LAKE_TABLE_SETS = {"LAKE_TABLES": "TABLES", "CLEANER_LAKE_TABLES": "CLEANER_TABLES",
+                    "MODELLED_LAKE_TABLES": "MODELLED_TABLES"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAKE_TABLE_SETS:
+        from feedbackloop import lake
+
+        return getattr(lake, _LAKE_TABLE_SETS[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # The Athena workgroup of the table jobs: it enforces its result location, encryption and this limit.
 ATHENA_BYTES_SCANNED_CUTOFF = 10 * 1024**3  # per query; a runaway query fails instead of costing

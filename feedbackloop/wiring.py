@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import boto3
-from pyarrow import fs
 
 from feedbackloop.adapters.aws import (
     DynamoDedupStore,
@@ -27,8 +27,6 @@ from feedbackloop.adapters.aws import (
     S3NoncurrentVersions,
     SqsErasureQueue,
 )
-from feedbackloop.cleaning.clean import CleaningRules
-from feedbackloop.cleaning.service import CleanerService
 from feedbackloop.resources import CURATED_BUCKET, DEDUP_TTL_DAYS, QUARANTINE_BUCKET
 from feedbackloop.settings import (
     CleanerSettings,
@@ -37,6 +35,14 @@ from feedbackloop.settings import (
     RetrainSettings,
     ServingSettings,
 )
+
+# What only the cleaner and the eraser run (pandas, pyarrow: the AWS SDK for pandas layer) is imported where
+# they are built, so the functions without that layer (serving, ingest) import this module too.
+if TYPE_CHECKING:
+    from pyarrow import fs
+
+    from feedbackloop.cleaning.clean import CleaningRules
+    from feedbackloop.cleaning.service import CleanerService
 
 
 def utc_now() -> datetime:
@@ -53,6 +59,8 @@ def event_stream(environ: Mapping[str, str] = os.environ) -> KinesisStream:
 
 
 def cleaning_rules(settings: CleanerSettings) -> CleaningRules:
+    from feedbackloop.cleaning.clean import CleaningRules
+
     return CleaningRules(
         max_event_age=timedelta(days=settings.max_event_age_days),
         max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds),
@@ -63,6 +71,8 @@ def cleaning_rules(settings: CleanerSettings) -> CleaningRules:
 
 
 def cleaner_service(environ: Mapping[str, str] = os.environ) -> CleanerService:
+    from feedbackloop.cleaning.service import CleanerService
+
     settings = CleanerSettings.from_env(environ)
     aws = session()
     return CleanerService(
@@ -128,6 +138,8 @@ def eraser_settings(environ: Mapping[str, str] = os.environ) -> EraserSettings:
 
 def lake_filesystem(environ: Mapping[str, str] = os.environ) -> fs.S3FileSystem:
     """pyarrow's S3 client with the function's credentials (and the local endpoint when one is set)."""
+    from pyarrow import fs
+
     endpoint = environ.get("AWS_ENDPOINT_URL")
     if endpoint is None:
         return fs.S3FileSystem(region=environ.get("AWS_REGION"))

@@ -2,7 +2,7 @@
 raw-archive object that holds them, then completes their audit record (`lambdas/eraser/handler.py`).
 
 Up to 10 users per invocation (the FIFO event source's largest batch), combined into one pass over the lake
-(`feedbackloop.erasure.erase_users`): repeated requests for a user are one, and a user already erased since
+(`feedbackloop.lake_erasure.erase_users`): repeated requests for a user are one, and a user already erased since
 the request is skipped. A failed pass reports every user of the batch for a retry. What it may read and rewrite is the
 ErasureStore's `eraser_policy`, in the data stack.
 """

@@ -2,14 +2,19 @@
 
 All functions of a stack share one code asset (the project root filtered to `feedbackloop/` and
 `lambdas/`) and their layers, so a handler runs against exactly the packages the local runtime and the
-tests use. A function picks its layers by `LayerSet`: most take the AWS SDK for pandas layer (pandas,
-pyarrow, awswrangler); the adjust function takes the drift layer (river, scipy) instead, since both
-together would pass Lambda's 250 MB.
+tests use. A function picks its layers by `LayerSet`, by what its imports need: most take the AWS SDK for
+pandas layer (pandas, pyarrow, awswrangler); the adjust function takes the drift layer (river, scipy)
+instead, since both together would pass Lambda's 250 MB; the serving function imports numpy and neither
+pandas nor pyarrow, so it takes a numpy layer (about 54 MiB instead of the SDK's 200+). Every function
+takes our `lambda` group's layer, Powertools (with its tracer) included.
+`tests/infra/test_infra_function_size.py` checks each function's unzipped size and that its layers hold
+exactly what its handler imports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 from importlib.metadata import version
 
@@ -34,9 +39,9 @@ CODE_EXCLUDES = ["/*", "!/feedbackloop/", "!/lambdas/", "__pycache__/", "*.pyc",
                  "/feedbackloop/datasets/", "/feedbackloop/local/", "/feedbackloop/bench/"]
 
 # AWS publishes its managed layers' ARNs as public SSM parameters in every region, so an
-# environment-agnostic stack resolves the regional ARN at deploy time. The versions are the ones
-# the lock file installs here, so Lambda runs what the tests ran.
-POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/x86_64/python3.12/{version('aws-lambda-powertools')}"
+# environment-agnostic stack resolves the regional ARN at deploy time. The version is the one the lock
+# file installs here, so Lambda runs what the tests ran. (Powertools comes in our dependency layer, not its
+# managed one: that layer carries every extra, 34 MiB where the tracer's take 6.)
 SDK_FOR_PANDAS_LAYER_PARAMETER = f"/aws/service/aws-sdk-pandas/{version('awswrangler')}/py3.12/x86_64/layer-arn"
 
 
@@ -44,15 +49,47 @@ class Layer(StrEnum):
     """A layer a function may get. Each value is the layer's construct id, numbered in the order Lambda
     must unpack the layers (see `LambdaPackaging`)."""
 
-    POWERTOOLS = "Layer1Powertools"
     SDK_FOR_PANDAS = "Layer2SdkForPandas"
-    DEPENDENCIES = "Layer3Dependencies"  # the `lambda` group: pydantic, fastjsonschema, pybase64
+    DEPENDENCIES = "Layer3Dependencies"  # the `lambda` group: Powertools (tracer), pydantic, fastjsonschema, pybase64
     DRIFT = "Layer4Drift"  # the `lambda-drift` group: river, scipy, numpy
+    NUMPY = "Layer5Numpy"  # the `lambda-serving` group: numpy
 
 
 MANAGED_LAYER_PARAMETERS = {
-    Layer.POWERTOOLS: POWERTOOLS_LAYER_PARAMETER,
     Layer.SDK_FOR_PANDAS: SDK_FOR_PANDAS_LAYER_PARAMETER,
+}
+
+
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class ManagedLayerSize:
+    """What an AWS-managed layer adds to a function's unzipped size (Lambda's limit: 250 MiB for the code and
+    every layer together). AWS publishes no unzipped sizes, so each is pinned here with its version and where
+    the figure comes from; `tests/infra/test_infra_function_size.py` adds them to our measured code and layers,
+    and fails when a pinned version is no longer the one deployed (re-measure, then re-pin)."""
+
+    name: str
+    version: str
+    unzipped_bytes: int
+    source: str
+
+
+# The one place the managed layers' sizes are kept.
+MANAGED_LAYER_SIZES = {
+    Layer.SDK_FOR_PANDAS: ManagedLayerSize(
+        "AWS SDK for pandas, py3.12 x86_64", "3.17.1", 204 * MIB,
+        "https://github.com/aws/aws-sdk-pandas/issues/3331: the layer grew from 167 MiB (3.16.0) to 204 MiB "
+        "unzipped in 3.16.1 (Arrow built with ICU); https://github.com/aws/aws-sdk-pandas/pull/3336 (merged) "
+        "builds Arrow without ICU again (about 169 MiB). Until the 3.17.1 layer is measured, the larger figure",
+    ),
+    "appconfig-extension": ManagedLayerSize(
+        "AWS AppConfig Agent Lambda extension, x86-64", "2.0.17054.0", 30 * MIB,
+        "not published (https://docs.aws.amazon.com/appconfig/latest/userguide/"
+        "appconfig-integration-lambda-extensions-versions.html lists ARNs only): an upper estimate for one "
+        "agent executable; measure with `aws lambda get-layer-version-by-arn` (Content.Location) and unzip",
+    ),
 }
 
 
@@ -60,9 +97,11 @@ class LayerSet(Enum):
     """The layers of one kind of function, in Lambda's order: the AWS-managed ones first, ours last."""
 
     # pandas, pyarrow and awswrangler come from the SDK for pandas layer
-    STANDARD = (Layer.POWERTOOLS, Layer.SDK_FOR_PANDAS, Layer.DEPENDENCIES)
+    STANDARD = (Layer.SDK_FOR_PANDAS, Layer.DEPENDENCIES)
     # no pandas: the SDK for pandas layer and scipy together would pass Lambda's 250 MB unzipped
-    DRIFT = (Layer.POWERTOOLS, Layer.DEPENDENCIES, Layer.DRIFT)
+    DRIFT = (Layer.DEPENDENCIES, Layer.DRIFT)
+    # serving imports numpy and no pandas, pyarrow or awswrangler (the import test keeps it so)
+    SERVING = (Layer.DEPENDENCIES, Layer.NUMPY)
 
 
 class LambdaPackaging(Construct):
@@ -87,7 +126,7 @@ class LambdaPackaging(Construct):
         """The layers of `layer_set`, in its order.
 
         Lambda unpacks layers in order, later ones overwriting earlier files, so our pinned packages
-        (pydantic, which the Powertools layer also ships) must come last. With the recommended flag
+        (pydantic and numpy, which the SDK for pandas layer may also ship) must come last. With the recommended flag
         @aws-cdk/aws-lambda:recognizeLayerVersion, CDK sorts a function's layers by construct path:
         the numbered ids fix that order, and every `LayerSet` lists its layers in it."""
         if list(layer_set.value) != sorted(layer_set.value, key=lambda layer: layer.value):
@@ -104,11 +143,15 @@ class LambdaPackaging(Construct):
             directory, description = {
                 Layer.DEPENDENCIES: (
                     self._layout.require_lambda_layer,
-                    "feedbackloop: the `lambda` dependency group (pydantic, fastjsonschema)",
+                    "feedbackloop: the `lambda` dependency group (Powertools, pydantic, fastjsonschema)",
                 ),
                 Layer.DRIFT: (
                     self._layout.require_lambda_drift_layer,
                     "feedbackloop: the `lambda-drift` dependency group (river, scipy, numpy)",
+                ),
+                Layer.NUMPY: (
+                    self._layout.require_lambda_serving_layer,
+                    "feedbackloop: the `lambda-serving` dependency group (numpy)",
                 ),
             }[layer]
             created = lambda_.LayerVersion(
@@ -177,7 +220,7 @@ class PythonFunction(Construct):
             self,
             "L1",
             "python3.12 is pinned on purpose: our dependency layers are built for it and the AWS-managed "
-            "Powertools and SDK for pandas layers are selected for it; moving runtimes moves them all.",
+            "SDK for pandas layer is selected for it; moving runtimes moves them all.",
         )
         if unscoped_actions:
             self.role.add_to_policy(iam.PolicyStatement(actions=sorted(unscoped_actions), resources=["*"]))

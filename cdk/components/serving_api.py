@@ -17,7 +17,7 @@ from constructs import Construct
 
 from cdk import nag
 from cdk.components.erasure_store import ErasureStore
-from cdk.components.function import PythonFunction
+from cdk.components.function import LayerSet, PythonFunction
 from cdk.components.model_store import ModelStore
 from cdk.components.online_store import OnlineStore
 from cdk.components.rest_api import ApiLimits, add_keyed_usage_plan, add_validation_response, keyed_rest_api
@@ -88,6 +88,8 @@ class ServingApi(Construct):
             memory_size=1024,
             # a cold start loads the published model from S3 before its first answer
             timeout=Duration.seconds(10),
+            # numpy, no pandas or pyarrow: about 40 MB of layers instead of the SDK for pandas' 200+
+            layers=LayerSet.SERVING,
         )
         serving.role.add_managed_policy(model_store.server_policy)
         serving.role.add_managed_policy(online_store.server_policy)

@@ -13,20 +13,22 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import awswrangler as wr
 import boto3
-import pyarrow as pa
 from botocore.exceptions import ClientError
 
 from feedbackloop.cleaning.stats import CleanerState
 from feedbackloop.item_counters import ItemCounts, counts_at, stale_fields, writable
 from feedbackloop.item_counts import ITEM_COUNT_CHUNK, ITEM_COUNT_PREFIX, item_count_key, item_count_keys
-from feedbackloop.lake import LakeTable
 from feedbackloop.online import UserProfile
 from feedbackloop.registry import CURRENT_KEY, StaleRegistryError
 from feedbackloop.resources import ERASURE_MESSAGE_GROUP, ITEM_COUNTERS_TTL_DAYS, ONLINE_TTL_DAYS
+
+if TYPE_CHECKING:  # the lake's adapter only: functions without the SDK for pandas layer (serving) use the others
+    import pyarrow as pa
+
+    from feedbackloop.lake import LakeTable
 
 _BATCH_GET = 100  # DynamoDB BatchGetItem limit
 _STATE_KEY = "cleaner-stats"
@@ -129,6 +131,8 @@ class S3Lake:
         """Register the partition first, then upload: a crash between the two leaves an empty registered
         partition (harmless), never stored rows that Athena cannot see (a redelivery finds them as
         duplicates and writes nothing more)."""
+        import awswrangler as wr  # the SDK for pandas layer: only the cleaner writes the lake
+
         key = table.partition_prefix(partition) + name
         with self._registering:
             if (table.name, partition) not in self._registered:
@@ -248,8 +252,9 @@ class DynamoOnlineStore:
         if item is None:
             return UserProfile(user_id)
         document = json.loads(item["doc"]) if "doc" in item else None
+        erased_at = item.get("erased_at")
         return UserProfile.from_document(user_id, document, bool(item.get("personalization", True)),
-                                         int(item.get("version", 0)))
+                                         int(item.get("version", 0)), None if erased_at is None else float(erased_at))
 
     def save(self, profiles: Iterable[UserProfile]) -> list[str]:
         """Conditional writes, several at a time (each is one round trip; a batch touches hundreds)."""
@@ -286,6 +291,14 @@ class DynamoOnlineStore:
 
     def delete(self, user_id: str) -> None:
         self._table.delete_item(Key={"user_id": user_id})
+
+    def tombstone(self, user_id: str, erased_at: float) -> None:
+        """What an erasure leaves: personalization off and when it was requested, so the cleaner keeps the
+        user's earlier events still on the stream out (ADR 0013). The version moves, as a preference's does."""
+        self._table.update_item(
+            Key={"user_id": user_id},
+            UpdateExpression="SET personalization = :off, erased_at = :at ADD version :one",
+            ExpressionAttributeValues={":off": False, ":at": Decimal(repr(erased_at)), ":one": 1})
 
     def add_item_counts(self, counts: Mapping[str, int]) -> None:
         """ADD to one numeric attribute per item in ITEM_COUNT_SHARDS items (keys no user id can take; each

@@ -108,7 +108,7 @@ class MemoryOnlineStore:
             item = self.items.get(user)
             out[user] = (UserProfile(user) if item is None else
                          UserProfile.from_document(user, item.get("doc"), item.get("personalization", True),
-                                                   item.get("version", 0)))
+                                                   item.get("version", 0), item.get("erased_at")))
         return out
 
     def save(self, profiles) -> list[str]:
@@ -136,6 +136,10 @@ class MemoryOnlineStore:
 
     def delete(self, user_id: str) -> None:
         self.items.pop(user_id, None)
+
+    def tombstone(self, user_id: str, erased_at: float) -> None:
+        item = self.items.setdefault(user_id, {"version": 0})
+        item |= {"personalization": False, "erased_at": erased_at, "version": item["version"] + 1}
 
 
 class MemoryErasureLog:

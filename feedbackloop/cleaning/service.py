@@ -26,7 +26,8 @@ from feedbackloop.online import UserProfile, merge_into_profiles
 from feedbackloop.ports import DedupStore, LakeWriter, OnlineStore, StateStore
 
 _REDELIVERY_IS_DUPLICATE = frozenset(
-    {QuarantineReason.OUTLIER.value, QuarantineReason.TOO_OLD.value, QuarantineReason.FUTURE.value}
+    {QuarantineReason.OUTLIER.value, QuarantineReason.TOO_OLD.value, QuarantineReason.FUTURE.value,
+     QuarantineReason.ERASED_USER.value}
 )
 
 
@@ -134,18 +135,25 @@ class CleanerService:
             result.curated.schema.get_field_index("source"), "source",
             sources.take(result.curated["record_index"]),
         )
-        quarantine = self._quarantine_rows(records, sources, decoded, result.quarantined, duplicate_rows,
-                                           duplicate_detail, now)
         profiles: dict[str, UserProfile] = {}
+        erased = _Erased.none()
         if self._online is not None and curated.num_rows:
-            # preferences decide before anything is written: an opted-out user's rows say so
+            # preferences decide before anything is written: an erased user's rows from before the
+            # request are quarantined (one lookup: the profiles, tombstones included), an opted-out
+            # user's rows say so
             profiles = self._online.load(pc.unique(curated["user_id"]).to_pylist())
+            erased = _Erased.of(curated, profiles)
+            if len(erased.rows):
+                curated = curated.filter(pc.invert(pa.array(erased.mask)))
             opted_out = [u for u, p in profiles.items() if not p.personalization]
             if opted_out:
                 consenting = pc.invert(pc.is_in(curated["user_id"], pa.array(opted_out, pa.string())))
                 curated = curated.set_column(curated.schema.get_field_index("personalized"), "personalized",
                                              consenting)
                 outcome.not_personalized = curated.num_rows - pc.sum(consenting).as_py()
+
+        quarantine = self._quarantine_rows(records, sources, decoded, result.quarantined, duplicate_rows,
+                                           duplicate_detail, now, erased)
 
         # Intent first: each id points at the object that will hold it. A crash before that object
         # exists makes a redelivery write it again; a crash after makes the redelivery a duplicate.
@@ -253,11 +261,12 @@ class CleanerService:
         return duplicate, np.array(ids, dtype=object)[codes], committed_rows
 
     def _quarantine_rows(self, records: SourceRecords, sources: pa.StringArray, decoded: DecodedBatch, cleaned,
-                         duplicate_rows, duplicate_detail: list[str], now: datetime) -> pa.Table:
-        """Quarantine rows: what the decoder refused, what the rules refused, and duplicates."""
+                         duplicate_rows, duplicate_detail: list[str], now: datetime, erased: _Erased) -> pa.Table:
+        """Quarantine rows: what the decoder refused, what the rules refused, duplicates, and erased users'
+        events (without their payload: the quarantine keeps no more of an erased user than the row's identity)."""
         identity = ["event_id", "user_id", "event_type", "schema_version", "received_at"]
         # rows that passed decoding: their identity comes from the decoded columns, by position
-        from_valid = np.concatenate([cleaned.record_index, duplicate_rows]).astype(np.int64)
+        from_valid = np.concatenate([cleaned.record_index, duplicate_rows, erased.rows]).astype(np.int64)
         positions = np.searchsorted(decoded.valid["record_index"].to_numpy(), from_valid)
         parts = [decoded.valid.select(identity).take(positions)]
         # rows the decoder refused: what could be read of them
@@ -270,19 +279,56 @@ class CleanerService:
         ))
         index = np.concatenate([from_valid, np.array([r.record_index for r in rejected], dtype=np.int64)])
         reason = (cleaned.reason + [QuarantineReason.DUPLICATE.value] * len(duplicate_rows)
-                  + [r.reason.value for r in rejected])
-        detail = (cleaned.detail + duplicate_detail
+                  + [QuarantineReason.ERASED_USER.value] * len(erased.rows) + [r.reason.value for r in rejected])
+        detail = (cleaned.detail + duplicate_detail + erased.detail
                   + [r.detail for r in rejected])
         table = pa.concat_tables(parts)
+        withheld = set(erased.rows.tolist())
         columns = {name: table[name] for name in identity} | {
             "reason": pa.array(reason, type=pa.string()),
             "detail": pa.array(detail, type=pa.string()),
-            "payload": pa.array([_payload_text(records.data[i]) for i in index.tolist()], type=pa.string()),
+            "payload": pa.array([None if i in withheld else _payload_text(records.data[i]) for i in index.tolist()],
+                                type=pa.string()),
             "source": sources.take(index),
             "quarantined_at": pa.array([now] * len(index), type=pa.timestamp("us", tz="UTC")),
             "record_index": pa.array(index),
         }
         return pa.table({f.name: columns[f.name] for f in _QUARANTINE_WITH_INDEX}, schema=_QUARANTINE_WITH_INDEX)
+
+
+@dataclass(frozen=True)
+class _Erased:
+    """The curated rows of users whose erasure was requested after the event happened (a record read from
+    the stream after the request): a mask over the rows, their records and each one's quarantine detail."""
+
+    mask: np.ndarray
+    rows: np.ndarray  # record_index of each, ascending with the mask
+    detail: list[str]
+
+    @classmethod
+    def none(cls) -> _Erased:
+        return cls(np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64), [])
+
+    @classmethod
+    def of(cls, curated: pa.Table, profiles: dict[str, UserProfile]) -> _Erased:
+        """Events at or after the request are a new relationship's (ADR 0013): kept, as an opted-out user's
+        until the user turns personalization on again."""
+        tombstones = {u: p.erased_at for u, p in profiles.items() if p.erased_at is not None}
+        if not tombstones:
+            return cls(np.zeros(curated.num_rows, dtype=bool), np.zeros(0, dtype=np.int64), [])
+        requested = pa.array([int(at * 1e6) for at in tombstones.values()], pa.int64()).cast(_UTC_MICROS)
+        position = pc.index_in(curated["user_id"], value_set=pa.array(list(tombstones), pa.string()))
+        before = pc.less(curated["event_time"], requested.take(position))
+        mask = pc.fill_null(before, False).to_numpy(zero_copy_only=False)
+        if not mask.any():
+            return cls(mask, np.zeros(0, dtype=np.int64), [])
+        rows = curated["record_index"].to_numpy()[mask]
+        at = requested.take(position).filter(pa.array(mask)).to_pylist()
+        return cls(mask, rows.astype(np.int64),
+                   [f"the user's erasure was requested at {t.isoformat()}, after this event" for t in at])
+
+
+_UTC_MICROS = pa.timestamp("us", tz="UTC")
 
 
 def _text_or_none(value: object) -> str | None:

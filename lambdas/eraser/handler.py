@@ -1,5 +1,5 @@
 """The eraser: a batch of erasure requests from the queue (up to 10) becomes one pass over the lake for
-every user in it not yet erased since their request (`feedbackloop.erasure.erase_users`), then each
+every user in it not yet erased since their request (`feedbackloop.lake_erasure.erase_users`), then each
 user's audit record is completed. A failed pass reports the whole batch for a retry (the queue is FIFO:
 nothing after a failure may be acknowledged)."""
 
@@ -11,7 +11,7 @@ from functools import cache
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from feedbackloop import erasure, wiring
+from feedbackloop import erasure, lake_erasure, wiring
 from feedbackloop.lake import TABLES, LakeTable
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Function, Metric
 
@@ -39,7 +39,7 @@ def erase_batch(user_ids: list[str]) -> dict[str, dict]:
     users = sorted({u for u in user_ids if erasure.needs_erasure(log.get(u))})
     if not users:
         return {}
-    results = erasure.erase_users(
+    results = lake_erasure.erase_users(
         wiring.lake_filesystem(), _folder, settings.raw_bucket, users, TABLES,
         versions=wiring.noncurrent_versions(),
         known_days=lambda user: erasure.known_raw_hours(log, user),

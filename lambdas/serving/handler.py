@@ -9,6 +9,7 @@ online profile is read on every request, so their latest feedback shapes the nex
 import json
 import time
 import warnings
+from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated
 
@@ -216,11 +217,13 @@ def delete_user(user_id: UserId):
     settings = wiring.serving_settings()
     if not (settings.erasure_table and settings.erasure_queue_url):
         return _problem(501, "erasure_not_configured", "erasure has no log table or queue in this deployment")
-    record = erasure.request(_erasure_log(settings.erasure_table), user_id)
+    now = datetime.now(UTC)
+    record = erasure.request(_erasure_log(settings.erasure_table), user_id, now)
     # the profile goes now; the tombstone keeps the user's later events out of training and the
-    # online store, as an opt-out does
+    # online store, as an opt-out does, and has the cleaner quarantine their events from before this
+    # request still on the stream
     _online().delete(user_id)
-    _online().set_personalization(user_id, False)
+    _online().tombstone(user_id, now.timestamp())
     _erasure_queue(settings.erasure_queue_url).send(user_id, record["requested_at"])
     metrics.add_metric(Metric.ERASURES_REQUESTED, MetricUnit.Count, 1)
     logger.info("erasure requested", extra={"user_id": user_id})

@@ -15,7 +15,6 @@ from aws_cdk.assertions import Template
 import feedbackloop.adjust.rules as adjust_rules
 from cdk.app import ADJUST_STACK, DATA_STACK, MONITORING_STACK, SERVING_STACK, TABLES_STACK, TRAINING_STACK
 from cdk.components.adjust import HANDLER, SCHEDULED_TIME, Adjust, validated_rules
-from cdk.components.function import POWERTOOLS_LAYER_PARAMETER
 from cdk.components.lake import CATALOG_READ_ACTIONS
 from cdk.components.table_jobs import ATHENA_QUERY_ACTIONS
 from cdk.components.ui_config import DEPLOY_ACTIONS
@@ -133,13 +132,12 @@ def test_function_settings_name_the_deployed_resources(adjust: Template, synthes
     assert setting("alerts_topic_arn") == {"Ref": _ref(synthesis, MONITORING_STACK, "AlertsTopicArn")}
 
 
-def test_function_layers_are_powertools_ours_and_drift_without_sdk_for_pandas(adjust: Template) -> None:
+def test_function_layers_are_ours_and_drift_without_sdk_for_pandas(adjust: Template) -> None:
     layers = _function(adjust)["Layers"]
-    parameters = adjust.to_json()["Parameters"]
+    parameters = adjust.to_json().get("Parameters", {})
     layer_versions = adjust.find_resources("AWS::Lambda::LayerVersion")
-    assert len(layers) == 3
-    powertools, dependencies, drift = (layer["Ref"] for layer in layers)
-    assert parameters[powertools]["Default"] == POWERTOOLS_LAYER_PARAMETER
+    assert len(layers) == 2
+    dependencies, drift = (layer["Ref"] for layer in layers)
     assert "`lambda` dependency group" in layer_versions[dependencies]["Properties"]["Description"]
     assert "`lambda-drift` dependency group" in layer_versions[drift]["Properties"]["Description"]
     # our packages last (they override what an AWS layer ships), and no SDK for pandas anywhere in the stack

@@ -1,7 +1,7 @@
 """The Lambda code asset holds every module the handlers import from the project: imported from the
 asset alone (plus the dependency layer and the packages the runtime and managed layers provide), the
-handlers load, and nothing of the local stand-in, the benchmarks or the dataset ships. The adjust
-function's layers (no SDK for pandas, a drift layer instead) hold what it imports and fit Lambda's limit."""
+handlers load, and nothing of the local stand-in, the benchmarks or the dataset ships. Each function's size
+and its imports against exactly its layers: test_infra_function_size.py."""
 
 from __future__ import annotations
 
@@ -13,24 +13,6 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.infra
-
-MB = 1_000_000
-# Lambda's limit on a function's code and layers together, unzipped: 250 MB (AWS counts 262,144,000
-# bytes; the decimal figure leaves a margin).
-LAMBDA_UNZIPPED_LIMIT = 250 * MB
-# The AWS-managed Powertools layer is not built here, so its size is an estimate, and a generous one:
-# the layer (Powertools with its extras, pydantic and the X-Ray SDK among them) is well under this.
-POWERTOOLS_LAYER_ESTIMATE = 30 * MB
-DRIFT_LAYER_LIMIT = 200 * MB
-# What Lambda's python3.12 runtime provides (boto3 and its dependencies) and what the Powertools layer adds
-# beyond our `lambda` group (the tracer's X-Ray SDK and its wrapt).
-RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3")
-POWERTOOLS_LAYER_PACKAGES = ("aws_lambda_powertools", "aws_xray_sdk", "wrapt")
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
 
 def _top_level(layer: Path) -> set[str]:
     """The importable top-level names a layer's python/ folder holds (packages and single-file modules)."""
@@ -65,9 +47,12 @@ def test_the_handlers_import_from_the_asset(code_asset):
 
 
 def test_the_dependency_layer_holds_the_lambda_group(layout):
-    """What the handlers import beyond the runtime, Powertools and SDK for pandas layers."""
+    """What the handlers import beyond the runtime and the SDK for pandas layer, Powertools included; not the
+    AWS SDK, which the runtime provides."""
     installed = {p.name for p in (layout.lambda_layer_dir / "python").iterdir()}
-    assert {"fastjsonschema", "pybase64", "pydantic", "pydantic_core"} <= installed
+    assert {"aws_lambda_powertools", "aws_xray_sdk", "fastjsonschema", "pybase64", "pydantic", "pydantic_core"
+            } <= installed
+    assert not installed & {"boto3", "botocore", "s3transfer", "urllib3"}
     assert any(p.name.endswith("cpython-312-x86_64-linux-gnu.so")
                for p in (layout.lambda_layer_dir / "python" / "pydantic_core").iterdir())
     # the managed SDK for pandas layer brings numpy, pandas and pyarrow; training libraries stay out,
@@ -86,37 +71,6 @@ def test_the_drift_layer_holds_the_lambda_drift_group_for_lambdas_platform(layou
     assert not installed & {"pandas", "pyarrow", "awswrangler", "sklearn"}
     # our two layers share no package, so their relative order cannot change what is imported
     assert not installed & _top_level(layout.lambda_layer_dir)
-
-
-def test_the_drift_layer_and_the_adjust_functions_layers_fit_lambdas_limit(layout, code_asset):
-    drift = _size(layout.lambda_drift_layer_dir)
-    assert drift < DRIFT_LAYER_LIMIT, f"drift layer is {drift / MB:.0f} MB unzipped"
-    total = POWERTOOLS_LAYER_ESTIMATE + _size(layout.lambda_layer_dir) + drift + _size(code_asset)
-    assert total < LAMBDA_UNZIPPED_LIMIT, f"the adjust function would be {total / MB:.0f} MB unzipped"
-
-
-def test_the_adjust_handler_imports_with_only_its_runtime_and_layers(code_asset, layout, tmp_path):
-    """Imported from the asset and a site folder holding only what Lambda gives the adjust function (the
-    runtime's boto3, the Powertools layer's packages, and the top-level packages of our two layers, taken
-    from this venv since the layers are built for Python 3.12), the handler loads: no pandas, pyarrow or
-    awswrangler on any import path."""
-    purelib = Path(sysconfig.get_paths()["purelib"])
-    site = tmp_path / "site"
-    site.mkdir()
-    names = {*RUNTIME_PACKAGES, *POWERTOOLS_LAYER_PACKAGES,
-             *_top_level(layout.lambda_layer_dir), *_top_level(layout.lambda_drift_layer_dir)}
-    for name in sorted(names):
-        (site / name).symlink_to(purelib / name)
-    probe = (
-        "import sys; sys.path[:0] = sys.argv[1:]\n"
-        "import lambdas.adjust.handler\n"
-        "leaked = sorted({'pandas', 'pyarrow', 'awswrangler'} & {m.split('.')[0] for m in sys.modules})\n"
-        "assert not leaked, leaked\n"
-    )
-    result = subprocess.run([sys.executable, "-S", "-B", "-c", probe, str(code_asset), str(site)], capture_output=True,
-                            text=True, env={"POWERTOOLS_TRACE_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"},
-                            timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_only_what_lambda_runs_is_shipped(code_asset):

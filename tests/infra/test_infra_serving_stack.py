@@ -429,10 +429,12 @@ def test_serving_function_gets_the_appconfig_extension_of_its_region(serving: Te
         assert entry[attribute].split(":")[:5] == known.split(":")[:5], name
         checked += 1
     assert checked >= 25
-    # the extension comes after our layers, which keep their order (the dependency layer last of them)
+    # the extension comes after our layers, which keep their order (the serving function's: our dependency
+    # layer and numpy, no SDK for pandas; the eraser's: SDK for pandas, then our dependency layer)
     layers = _function(serving, SERVING_HANDLER)["Layers"]
     assert layers[-1] == {"Fn::FindInMap": lookup}
-    assert layers[:-1] == _function(serving, ERASER_HANDLER)["Layers"]
+    eraser_layers = _function(serving, ERASER_HANDLER)["Layers"]
+    assert layers[0] == eraser_layers[-1] and len(layers) == 3 and len(eraser_layers) == 2
     assert not _extension_lookup(serving, ERASER_HANDLER)
 
 
@@ -510,7 +512,7 @@ def test_eraser_takes_a_batch_of_users_from_the_queue_and_reports_failures(servi
     assert properties["FunctionName"] == {"Ref": _function_id(serving, ERASER_HANDLER)}
     assert json.dumps(synthesis.producer_value(properties["EventSourceArn"])) == _queue_arn(synthesis)
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    # up to 10 requests (FIFO's largest batch), erased in one pass (feedbackloop.erasure.erase_users)
+    # up to 10 requests (FIFO's largest batch), erased in one pass (feedbackloop.lake_erasure.erase_users)
     assert properties["BatchSize"] == 10
     # one pass at a time comes from the FIFO queue's single message group
     queue = synthesis.template_json(DATA_STACK)["Resources"][json.loads(_queue_arn(synthesis))["Fn::GetAtt"][0]]

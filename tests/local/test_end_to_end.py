@@ -217,6 +217,23 @@ def test_serving_routes_on_the_local_api(runtime):
     versions = s3.list_object_versions(Bucket=raw_bucket).get("Versions", [])
     assert not [v for v in versions if not v["IsLatest"]]
     assert record["steps"]["noncurrent_versions_removed"] > 0 and "models" in record["steps"]["stores"]
+
+    # still on the stream: u3's event from before the request, read after it, is quarantined (erased_user,
+    # no payload kept); one from after the request is a new relationship's, kept as an opted-out user's
+    requested = datetime.fromisoformat(body["requested_at"])
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    late = [_event(4000, event_id="srv-erased-before", user_id="u3",
+                   timestamp=(requested - timedelta(minutes=1)).strftime(stamp)),
+            _event(4001, event_id="srv-erased-after", user_id="u3",
+                   timestamp=(max(datetime.now(UTC), requested) + timedelta(seconds=2)).strftime(stamp))]
+    assert client.send(late).accepted == 2
+    assert runtime.wait_until_processed(total + 2, timeout=60)
+    con = connect(runtime.moto.endpoint)  # a connection sees the objects that existed when it was made
+    assert con.execute("SELECT reason, payload FROM feedback_quarantine WHERE event_id = 'srv-erased-before'"
+                       ).fetchall() == [("erased_user", None)]
+    assert con.execute("SELECT count(*) FROM feedback_events WHERE event_id = 'srv-erased-before'").fetchall() == [(0,)]
+    assert con.execute("SELECT personalized FROM feedback_events WHERE event_id = 'srv-erased-after'"
+                       ).fetchall() == [(False,)]
     client.close()
 
 

@@ -12,8 +12,9 @@ import pytest
 from lake_fixtures import build_all, event, lake, table
 
 from feedbackloop.adapters.memory import MemoryErasureLog
-from feedbackloop.erasure import COMPLETE, PENDING, complete, erase_from_lake, raw_record_bytes, request
+from feedbackloop.erasure import COMPLETE, PENDING, complete, request
 from feedbackloop.lake import QUARANTINE, TABLES
+from feedbackloop.lake_erasure import erase_from_lake, raw_record_bytes
 from feedbackloop.local.lake_reader import LakeLocation, schema
 from feedbackloop.local.sql_engine import write_rows
 
@@ -78,11 +79,11 @@ def test_the_audit_record_goes_from_pending_to_complete():
 from feedbackloop.erasure import (  # noqa: E402
     EXPECTED_WITHIN,
     audit_steps,
-    erase_users,
     known_raw_hours,
     needs_erasure,
     remember_raw_hours,
 )
+from feedbackloop.lake_erasure import erase_users  # noqa: E402
 
 
 class Versions:
