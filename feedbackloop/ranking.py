@@ -106,6 +106,7 @@ class Ranker:
         order = np.argsort(self.popularity, kind="stable")
         self.popularity_percentile = np.empty(self.n_items)
         self.popularity_percentile[order] = (np.arange(self.n_items) + 1.0) / max(self.n_items, 1)
+        self.by_popularity = np.argsort(-self.popularity, kind="stable")  # the whole catalogue, most popular first
         self.trees = None
         # the re-ranker may boost from one source's ranking: its score column (of FEATURES), times a weight,
         # is added to the trees' (-1: none)
@@ -216,7 +217,7 @@ class Ranker:
         categories the user ignored least first, then in order of their best item), so that a first page
         asks about as many tastes as it can and the next ones ask about those not yet ruled out."""
         order = self.segment_order[s.segment] if 0 <= s.segment < len(self.segment_order) else self.popular_order
-        order = np.concatenate([order, np.argsort(-self.popularity, kind="stable")])  # beyond the top, all
+        order = np.concatenate([order, self.by_popularity])  # beyond the top, all
         order = order[self.allowed(s, blocked)[order]]
         order = order[np.sort(np.unique(order, return_index=True)[1])][:max(k * 10, self.candidates)]
         category = self.item_category[order]
