@@ -30,7 +30,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 TRAINING_SCALES = (1, 10)
@@ -61,30 +61,16 @@ def shipped_tables() -> tuple:
     """feedback_daily and the latest user_features snapshot of the shipped data, built as the lake builds them."""
     import pandas as pd
 
+    from feedbackloop.bench.model import built_tables
     from feedbackloop.bench.tables import clean_events
     from feedbackloop.datasets import online_retail
-    from feedbackloop.lake import CURATED_EVENTS, FEEDBACK_DAILY, USER_FEATURES
-    from feedbackloop.local.lake_reader import LakeLocation, dataset
-    from feedbackloop.local.sql_engine import DuckDBEngine, write_rows
-    from glue_jobs.build_tables import JOBS, DirectorySqlFiles, run_step
+    from feedbackloop.lake import FEEDBACK_DAILY, USER_FEATURES
 
     frame = online_retail.load()
     arrival = datetime(2011, 12, 10, tzinfo=UTC)  # the day after the data's last invoice
     curated, _ = clean_events(online_retail.to_events(frame), arrival)
-    steps = {step.table: step for job in JOBS for step in job.steps}
-    with tempfile.TemporaryDirectory(prefix="feedbackloop-capacity-") as folder:
-        location = LakeLocation.directory(Path(folder))
-        write_rows(location, CURATED_EVENTS, curated, "capacity.parquet")
-        engine = DuckDBEngine(location)
-        try:
-            for table in ("interactions", "feedback_daily", "user_daily", "user_features"):
-                report = run_step(steps[table], engine, DirectorySqlFiles(), now=arrival, settle=timedelta(0))
-                if report.skipped:
-                    raise RuntimeError(f"{table} was not built: {report.skipped}")
-        finally:
-            engine.close()
-        daily = dataset(location, FEEDBACK_DAILY).to_table().to_pandas()
-        snapshots = dataset(location, USER_FEATURES).to_table().to_pandas()
+    daily, snapshots = built_tables(curated, arrival, ("interactions", "feedback_daily", "user_daily", "user_features"),
+                                    (FEEDBACK_DAILY, USER_FEATURES))
     users = snapshots[snapshots["as_of_date"] == snapshots["as_of_date"].max()]
     return pd.DataFrame(daily), pd.DataFrame(users), len(frame)
 

@@ -46,7 +46,7 @@ from threadpoolctl import threadpool_limits
 from feedbackloop.bench import write_results
 from feedbackloop.bench.tables import clean_events
 from feedbackloop.datasets import online_retail
-from feedbackloop.lake import CURATED_EVENTS, FEEDBACK_DAILY
+from feedbackloop.lake import CURATED_EVENTS, FEEDBACK_DAILY, LakeTable
 from feedbackloop.local.lake_reader import LakeLocation, dataset
 from feedbackloop.local.sql_engine import DuckDBEngine, write_rows
 from feedbackloop.models import pipeline
@@ -157,21 +157,27 @@ def log_events(log: pd.DataFrame, shift_to: datetime) -> list[dict[str, Any]]:
 
 
 def feedback_daily(curated: pa.Table, now: datetime) -> pd.DataFrame:
-    """`interactions` then `feedback_daily`, built by the table jobs' steps (DuckDB over a temporary
-    directory lake, nothing left to settle at `now`); the rows of feedback_daily."""
-    steps = {step.table: step for job in JOBS for step in job.steps}
-    with tempfile.TemporaryDirectory(prefix="feedbackloop-bench-model-") as folder:
+    """`interactions` then `feedback_daily`, built by the table jobs' steps; the rows of feedback_daily."""
+    return built_tables(curated, now, ("interactions", "feedback_daily"), (FEEDBACK_DAILY,))[0]
+
+
+def built_tables(curated: pa.Table, now: datetime, steps: tuple[str, ...], read: tuple[LakeTable, ...]
+                 ) -> list[pd.DataFrame]:
+    """The table jobs' `steps`, in order, over curated events (DuckDB over a temporary directory lake,
+    nothing left to settle at `now`); the rows of each table in `read`."""
+    by_table = {step.table: step for job in JOBS for step in job.steps}
+    with tempfile.TemporaryDirectory(prefix="feedbackloop-bench-tables-") as folder:
         location = LakeLocation.directory(Path(folder))
         write_rows(location, CURATED_EVENTS, curated, "bench.parquet")
         engine = DuckDBEngine(location)
         try:
-            for table in ("interactions", "feedback_daily"):
-                report = run_step(steps[table], engine, DirectorySqlFiles(), now=now, settle=timedelta(0))
+            for table in steps:
+                report = run_step(by_table[table], engine, DirectorySqlFiles(), now=now, settle=timedelta(0))
                 if report.skipped:
                     raise RuntimeError(f"{table} was not built: {report.skipped}")
         finally:
             engine.close()
-        return dataset(location, FEEDBACK_DAILY).to_table().to_pandas()
+        return [dataset(location, table).to_table().to_pandas() for table in read]
 
 
 # --- the peers ---------------------------------------------------------------------------------------
