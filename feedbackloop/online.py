@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,6 +43,9 @@ class ItemSignal:
     last_negative: float | None
     last_type: str  # event type of the latest signal (for "because you ...")
     last_at: float
+    # confidence of the exposures the user examined and passed over since the latest positive signal
+    # (all of them while there is none), decayed likewise: what they keep ignoring (ADR 0016)
+    ignored_mass: float = 0.0
 
     @property
     def composite(self) -> float:
@@ -53,8 +57,9 @@ class ItemSignal:
 
 # a profile's item columns, in the order of its document; None in last_positive / last_negative: no
 # such signal yet
-_COLUMNS = ("item_id", "score_mass", "weight_mass", "last_positive", "last_negative", "last_type", "last_at")
-_FIRST_LAYOUT = _COLUMNS[1:]  # {item: [score_mass, ..., last_at]}, as profiles were first written
+_COLUMNS = ("item_id", "score_mass", "weight_mass", "last_positive", "last_negative", "last_type", "last_at",
+            "ignored_mass")
+_FIRST_LAYOUT = _COLUMNS[1:-1]  # {item: [score_mass, ..., last_at]}, as profiles were first written
 
 
 @dataclass(eq=False)
@@ -70,6 +75,11 @@ class ProfileItems:
     last_negative: list[float | None] = field(default_factory=list)
     last_type: list[str] = field(default_factory=list)
     last_at: list[float] = field(default_factory=list)
+    ignored_mass: list[float] = field(default_factory=list)  # filled with 0 when a document has none
+
+    def __post_init__(self) -> None:
+        if len(self.ignored_mass) != len(self.item_id):  # written before the column existed
+            self.ignored_mass = [0.0] * len(self.item_id)
 
     def __len__(self) -> int:
         return len(self.item_id)
@@ -96,7 +106,7 @@ class ProfileItems:
         return (self.composite() < 0) | negative_last | exposure
 
     def signal(self, position: int) -> ItemSignal:
-        return ItemSignal(*(getattr(self, name)[position] for name in _FIRST_LAYOUT))
+        return ItemSignal(*(getattr(self, name)[position] for name in _COLUMNS[1:]))
 
     def to_document(self) -> dict[str, list]:
         return {"items" if name == "item_id" else name: getattr(self, name) for name in _COLUMNS}
@@ -107,7 +117,7 @@ class ProfileItems:
         if isinstance(items, Mapping):  # the first layout
             values = list(items.values())
             return cls(list(items), *([v[i] for v in values] for i in range(len(_FIRST_LAYOUT))))
-        return cls(items, *(document[name] for name in _FIRST_LAYOUT))
+        return cls(items, *(document[name] for name in _FIRST_LAYOUT), document.get("ignored_mass", []))
 
 
 class _ItemsView(Mapping[str, ItemSignal]):
@@ -210,6 +220,11 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
     last_positive = np.concatenate([_floats(_stack(stored, "last_positive")), np.where(score > 0, times, np.nan)])
     last_negative = np.concatenate([_floats(_stack(stored, "last_negative")), np.where(score < 0, times, np.nan)])
     last_at = np.concatenate([_floats(_stack(stored, "last_at")), times])
+    exposure = pc.is_in(rows["event_type"].take(take), pa.array(_exposure_types())).to_numpy(zero_copy_only=False)
+    # a stored item's ignored mass is dated at its latest signal (it holds exposures after its latest
+    # positive, none later than that)
+    ignored = np.concatenate([_floats(_stack(stored, "ignored_mass")) * factor[stored_user],
+                              np.where(exposure, contribution, 0.0)])
     items = pa.concat_arrays([pa.array(_stack(stored, "item_id"), pa.string()),
                               rows["item_id"].take(take).combine_chunks().cast(pa.string())])
     types = pa.concat_arrays([pa.array(_stack(stored, "last_type"), pa.string()),
@@ -233,6 +248,11 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
     # per user, the items in the order they first appeared (stored ones first), at most MAX_ITEMS
     group_user = user[first]
     weight = np.add.reduceat(weight_mass[sort], starts)
+    positive = np.fmax.reduceat(last_positive[sort], starts)
+    # ignored: the exposures after the group's latest positive (all of them when it has none)
+    since = np.repeat(positive, np.diff(np.r_[starts, entries]))
+    after = np.isnan(since) | (last_at[sort] > since)
+    ignored_mass = np.add.reduceat(np.where(after, ignored[sort], 0.0), starts)
     chosen = _strongest(np.argsort(group_user * entries + first), group_user, weight, len(profiles))
     winners = pa.array(latest[chosen])
     merged = ProfileItems(
@@ -240,10 +260,11 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
         score_mass=_listed(np.add.reduceat(score_mass[sort], starts)[chosen]),
         weight_mass=_listed(weight[chosen]),
         # fmax: NaN is "none yet"
-        last_positive=_listed(np.fmax.reduceat(last_positive[sort], starts)[chosen], nullable=True),
+        last_positive=_listed(positive[chosen], nullable=True),
         last_negative=_listed(np.fmax.reduceat(last_negative[sort], starts)[chosen], nullable=True),
         last_type=types.take(winners).to_pylist(),
-        last_at=_listed(last_at[latest[chosen]]))
+        last_at=_listed(last_at[latest[chosen]]),
+        ignored_mass=_listed(ignored_mass[chosen]))
     bounds = np.searchsorted(group_user[chosen], np.arange(len(profiles) + 1)).tolist()
     columns = [getattr(merged, name) for name in _COLUMNS]
     for profile, lo, hi, moment in zip(profiles, bounds, bounds[1:], new_updated.tolist(), strict=False):
@@ -267,6 +288,14 @@ def _rows_of(profiles: Sequence[UserProfile], rows: pa.Table) -> tuple[np.ndarra
     order = np.argsort(times, kind="stable")
     order = order[row_user[order] >= 0]
     return row_user[order], order, times[order]
+
+
+@cache
+def _exposure_types() -> list[str]:
+    """The event types that are impressions (polarity 0): the cleaner's, which has the schema registry."""
+    from feedbackloop.schemas.registry import event_type_rules
+
+    return [name for name, rule in event_type_rules().items() if rule.polarity == 0]
 
 
 def _stack(columns: list[ProfileItems], name: str) -> list:

@@ -51,7 +51,10 @@ class UserSignals:
     """A user's feedback over the model's items: rows with any signal, their signed confidence mass
     (negative for unwanted pairs, as training signs them: turned against, or only ever shown), composite
     score, days since the latest signal and whether the pair holds both a positive and a negative
-    signal; and the user's segment (-1: none). Serving never shows an unwanted item again (ADR 0010)."""
+    signal; the user's segment (-1: none); and per row the confidence of the exposures the user examined
+    and passed over since the pair's latest positive signal (None: none known, as in training). Serving
+    never shows an unwanted item again (ADR 0010), nor a wanted one the user has passed over since they
+    last engaged with it, until they engage with it again (ADR 0016)."""
 
     rows: np.ndarray
     confidence: np.ndarray
@@ -59,6 +62,7 @@ class UserSignals:
     days_since: np.ndarray
     conflicting: np.ndarray
     segment: int = -1
+    ignored: np.ndarray | None = None
 
     @classmethod
     def empty(cls, segment: int = -1) -> UserSignals:
@@ -68,6 +72,11 @@ class UserSignals:
     @property
     def wanted(self) -> np.ndarray:
         return self.confidence > 0
+
+    @property
+    def passed_over(self) -> np.ndarray:
+        """Wanted rows shown to the user, examined and not engaged with since their latest positive."""
+        return self.wanted & (self.ignored > 0) if self.ignored is not None else np.zeros(len(self.rows), bool)
 
 
 class Ranker:
@@ -206,7 +215,7 @@ class Ranker:
 
     def allowed(self, s: UserSignals, blocked: np.ndarray | None = None) -> np.ndarray:
         allowed = np.ones(self.n_items, dtype=bool)
-        allowed[s.rows[(s.confidence < 0) | self.exclude_seen]] = False
+        allowed[s.rows[(s.confidence < 0) | s.passed_over | self.exclude_seen]] = False
         if blocked is not None and len(blocked):
             allowed[blocked] = False
         return allowed

@@ -101,8 +101,10 @@ class ServingModel:
         last = columns.array("last_at")
         conflicting = ~np.isnan(columns.array("last_positive")) & ~np.isnan(columns.array("last_negative"))
         own = [i for i, ok in zip(items, known, strict=True) if ok]
+        ignored = columns.array("ignored_mass") * profile.decayed_to(now)
         return UserSignals(rows[known], confidence[known], composite[known],
-                           np.maximum(0.0, now - last[known]) / 86400, conflicting[known], segment_row), own
+                           np.maximum(0.0, now - last[known]) / 86400, conflicting[known], segment_row,
+                           ignored[known]), own
 
 
 def legacy_arrays(arrays: dict[str, np.ndarray], document: dict) -> dict[str, np.ndarray]:

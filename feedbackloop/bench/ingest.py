@@ -176,10 +176,11 @@ def merge_per_record(online: MemoryOnlineStore, state: CleanerState, rows: list[
     for user, profile in profiles.items():
         if profile.personalization:
             factor, c = profile.decayed_to(now), profile.columns
-            signals[user] = {item: ItemSignal(score * factor, weight * factor, positive, negative, kind, at)
-                             for item, score, weight, positive, negative, kind, at in zip(
+            signals[user] = {item: ItemSignal(score * factor, weight * factor, positive, negative, kind, at,
+                                              ignored * factor)
+                             for item, score, weight, positive, negative, kind, at, ignored in zip(
                                  c.item_id, c.score_mass, c.weight_mass, c.last_positive, c.last_negative,
-                                 c.last_type, c.last_at, strict=True)}
+                                 c.last_type, c.last_at, c.ignored_mass, strict=True)}
     for row in sorted(rows, key=lambda r: r["timestamp"]):
         items = signals.get(row["user_id"])
         if items is None:
@@ -199,8 +200,11 @@ def merge_per_record(online: MemoryOnlineStore, state: CleanerState, rows: list[
             signal = items[row["item_id"]] = ItemSignal(0.0, 0.0, None, None, row["event_type"], t)
         signal.score_mass += score * contribution
         signal.weight_mass += contribution
+        if rule.polarity == 0:  # an exposure: passed over since the latest positive
+            signal.ignored_mass += contribution
         if score > 0:
             signal.last_positive = max(signal.last_positive or t, t)
+            signal.ignored_mass = 0.0
         elif score < 0:
             signal.last_negative = max(signal.last_negative or t, t)
         if t >= signal.last_at:
@@ -212,7 +216,8 @@ def merge_per_record(online: MemoryOnlineStore, state: CleanerState, rows: list[
         values = list(items.values())
         columns = ProfileItems(list(items), [s.score_mass for s in values], [s.weight_mass for s in values],
                                [s.last_positive for s in values], [s.last_negative for s in values],
-                               [s.last_type for s in values], [s.last_at for s in values])
+                               [s.last_type for s in values], [s.last_at for s in values],
+                               [s.ignored_mass for s in values])
         saved.append(UserProfile(user, columns, now, version=profiles[user].version))
     return len(saved) - len(online.save(saved))
 

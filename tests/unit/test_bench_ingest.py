@@ -57,6 +57,7 @@ def test_the_deployed_entry_warms_the_statistics_and_both_sides_merge_into_the_s
             # the two ran a moment apart: every mass decayed over that moment (a relative 3e-7 a second)
             assert a.weight_mass == pytest.approx(b.weight_mass, rel=1e-5)
             assert a.score_mass == pytest.approx(b.score_mass, rel=1e-5, abs=1e-12)
+            assert a.ignored_mass == pytest.approx(b.ignored_mass, rel=1e-5, abs=1e-12)
             assert (a.last_positive, a.last_negative, a.last_type, a.last_at) == (
                 b.last_positive, b.last_negative, b.last_type, b.last_at)
             compared += 1

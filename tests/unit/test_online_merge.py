@@ -2,7 +2,9 @@
 replaces, written out here record by record as the reference: decay the stored masses to the batch's
 time, then, row by row in time order, add each row's decayed confidence and score, keep the latest
 positive and negative signal, and name the item by its latest event (a later row at the same instant
-wins); keep the MAX_ITEMS items with most evidence."""
+wins); keep the MAX_ITEMS items with most evidence. The ignored mass is the decayed confidence of the
+exposures (views) later than the item's latest positive signal, a stored item's dated at its latest
+signal."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ DAY = 86400.0
 def _reference(stored: dict[str, ItemSignal], updated_at: float, rows: list[dict], now: float) -> dict:
     items = {i: ItemSignal(**vars(s)) for i, s in stored.items()}
     factor = math.exp(-DECAY_PER_SECOND * max(0.0, now - updated_at))
+    exposures = {i: [(s.last_at, s.ignored_mass * factor)] for i, s in items.items()}  # (time, mass)
     for signal in items.values():
         signal.score_mass *= factor
         signal.weight_mass *= factor
@@ -38,12 +41,17 @@ def _reference(stored: dict[str, ItemSignal], updated_at: float, rows: list[dict
             signal = items[row["item_id"]] = ItemSignal(0.0, 0.0, None, None, row["event_type"], t)
         signal.score_mass += confidence * score * contribution
         signal.weight_mass += confidence * contribution
+        if row["event_type"] == "view":
+            exposures.setdefault(row["item_id"], []).append((t, confidence * contribution))
         if score > 0:
             signal.last_positive = max(signal.last_positive or t, t)
         elif score < 0:
             signal.last_negative = max(signal.last_negative or t, t)
         if t >= signal.last_at:
             signal.last_type, signal.last_at = row["event_type"], t
+    for item, signal in items.items():
+        signal.ignored_mass = sum(m for t, m in exposures.get(item, [])
+                                  if signal.last_positive is None or t > signal.last_positive)
     if len(items) > MAX_ITEMS:
         keep = sorted(items, key=lambda i: items[i].weight_mass, reverse=True)[:MAX_ITEMS]
         items = {i: items[i] for i in keep}
@@ -64,12 +72,12 @@ def _table(rows: list[dict]) -> pa.Table:
 _row = st.fixed_dictionaries({
     "user_id": st.sampled_from(["u1", "u2", "u3", "stranger"]),
     "item_id": st.sampled_from([f"i{j}" for j in range(8)]),
-    "event_type": st.sampled_from(["purchase", "click", "cancel", "rating"]),
+    "event_type": st.sampled_from(["purchase", "click", "cancel", "rating", "view"]),
     "feedback_score": st.sampled_from([-1.0, -0.5, 0.0, 0.3, 1.0]),
     "confidence": st.sampled_from([0.1, 0.6, 1.0]),
     # few distinct instants, so that ties between rows, and with stored signals, are common
     "time": st.sampled_from([NOW - 40 * DAY, NOW - DAY, NOW - 60.0, NOW, NOW + 5.0]),
-})
+}).map(lambda r: r | {"feedback_score": 0.0} if r["event_type"] == "view" else r)  # an exposure scores 0
 
 
 def _assert_same(profile: UserProfile, expected: dict[str, ItemSignal]) -> None:
@@ -80,6 +88,7 @@ def _assert_same(profile: UserProfile, expected: dict[str, ItemSignal]) -> None:
             want.last_positive, want.last_negative, want.last_type, want.last_at), item
         assert got.score_mass == pytest.approx(want.score_mass, rel=1e-12, abs=1e-15)
         assert got.weight_mass == pytest.approx(want.weight_mass, rel=1e-12, abs=1e-15)
+        assert got.ignored_mass == pytest.approx(want.ignored_mass, rel=1e-12, abs=1e-15)
         assert got.composite == pytest.approx(want.composite, rel=1e-9, abs=1e-12)
 
 
@@ -132,3 +141,30 @@ def test_an_empty_batch_only_moves_the_profiles_clock():
     merge_rows([profile], _table([]), NOW)
     assert profile.updated_at == NOW and len(profile.items) == 0
     assert np.array_equal(profile.signals(NOW)[1], np.array([]))
+
+
+def test_what_the_user_passes_over_after_engaging_is_counted_until_they_engage_again():
+    """A click, then the item shown and ignored twice: its ignored mass is the two views'; a new click
+    clears it; views before the click never count. Serving keeps it off the page meanwhile."""
+    def view(t):
+        return {"user_id": "u", "item_id": "a", "event_type": "view", "feedback_score": 0.0, "confidence": 0.1,
+                "time": t}
+
+    click = {"user_id": "u", "item_id": "a", "event_type": "click", "feedback_score": 1.0, "confidence": 0.2}
+    profile = UserProfile("u")
+    merge_rows([profile], _table([view(NOW - 300), click | {"time": NOW - 299}]), NOW - 200)
+    assert profile.items["a"].ignored_mass == 0.0
+    merge_rows([profile], _table([view(NOW - 100), view(NOW - 50)]), NOW)
+    decayed = sum(0.1 * math.exp(-DECAY_PER_SECOND * age) for age in (100, 50))
+    assert profile.items["a"].ignored_mass == pytest.approx(decayed)
+    assert profile.items["a"].last_type == "view" and profile.items["a"].last_positive == NOW - 299
+    merge_rows([profile], _table([click | {"time": NOW + 10}]), NOW + 10)
+    assert profile.items["a"].ignored_mass == 0.0
+
+
+def test_documents_written_before_the_ignored_column_read_as_nothing_ignored():
+    document = {"items": ["a"], "score_mass": [0.2], "weight_mass": [0.2], "last_positive": [NOW],
+                "last_negative": [None], "last_type": ["click"], "last_at": [NOW], "updated_at": NOW}
+    profile = UserProfile.from_document("u", document)
+    assert profile.items["a"].ignored_mass == 0.0
+    assert UserProfile.from_document("u", profile.to_document()).to_document() == profile.to_document()

@@ -144,6 +144,19 @@ def test_negative_and_blocked_items_are_filtered_and_consumed_ones_on_request():
     assert "i3" not in ids
 
 
+def test_an_item_passed_over_since_the_users_last_engagement_waits_for_a_new_one():
+    """Bought, then shown and ignored (an examined view): off the page, while the purchase still ranks its
+    group first; a new click brings it back (ADR 0016)."""
+    model = _model()
+    profile = _profile(("i3", "purchase", 0.8, 0.6, DAY))
+    assert recommend(model, "u1", profile, NOW, k=5).items[0].item_id == "i3"
+    profile.merge(rows(("i3", "view", 0.0, 0.1, 60.0)), NOW)
+    ids = [r.item_id for r in recommend(model, "u1", profile, NOW, k=5).items]
+    assert "i3" not in ids and all(int(i[1:]) < 20 for i in ids)
+    profile.merge(rows(("i3", "click", 1.0, 0.2, 0.0)), NOW)
+    assert recommend(model, "u1", profile, NOW, k=5).items[0].item_id == "i3"
+
+
 def test_fallbacks_for_unknown_segmented_and_opted_out_users():
     model = _model()
     assert recommend(model, "nobody", None, NOW, k=2).items[0].reason == "popular overall"
