@@ -24,6 +24,7 @@ out when the published model says the catalog is consumed once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,15 +221,19 @@ class Ranker:
             allowed[blocked] = False
         return allowed
 
-    def popular(self, s: UserSignals, k: int, blocked: np.ndarray | None = None) -> np.ndarray:
+    def popular(self, s: UserSignals, k: int, blocked: np.ndarray | None = None,
+                reorder: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """For a user with no wanted item yet: the popular items (their segment's when known) they have
         not ignored, spread over the categories (the most popular item of each category in turn, the
         categories the user ignored least first, then in order of their best item), so that a first page
-        asks about as many tastes as it can and the next ones ask about those not yet ruled out."""
+        asks about as many tastes as it can and the next ones ask about those not yet ruled out.
+        `reorder` may move the popular items (best first) before they are spread: serving's freshness."""
         order = self.segment_order[s.segment] if 0 <= s.segment < len(self.segment_order) else self.popular_order
         order = np.concatenate([order, self.by_popularity])  # beyond the top, all
         order = order[self.allowed(s, blocked)[order]]
         order = order[np.sort(np.unique(order, return_index=True)[1])][:max(k * 10, self.candidates)]
+        if reorder is not None:
+            order = reorder(order)
         category = self.item_category[order]
         if not category.any():
             return order[:k]

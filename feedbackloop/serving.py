@@ -5,11 +5,11 @@ source scores the catalog from the user's online profile as of now (the factoriz
 in, the item-item weights and the user's own evidence follow their latest events), and the re-ranker
 orders the union of their top candidates (or the single source that won on validation), so an event
 the cleaner merged a moment ago changes the next ranking without retraining. Items the user turned
-against (latest signal negative) and items blocked by configuration are filtered; a user without any
-feedback is ranked from popularity (their segment's when known), and one who has only been shown items
-and ignored them gets the popular items they have not ignored, spread over the categories (each first
-page asks about as many tastes as it can); a user who turned personalization off
-gets the global ranking and is told so.
+against (latest signal negative) and items blocked by configuration are filtered; a user with nothing
+wanted yet (no feedback, or only items shown and ignored) gets the popular items (their segment's when
+known) they have not ignored, spread over the categories so each page asks about as many tastes as it
+can, the items with the best recent click rate moved up (the item counters); a user who turned
+personalization off gets the global ranking and is told so.
 
 Light on purpose (numpy only): the serving Lambda imports it without the training libraries.
 """
@@ -148,11 +148,17 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     signals, own = model.signals(user_id, profile, now)
     blocked_rows = np.array([model.item_index[i] for i in blocked if i in model.item_index], dtype=np.int64)
     if not signals.wanted.any():
-        if not len(signals.rows):
-            return _popular(model, user_id, segment, k, blocked, personalized=True)
-        # only exposures so far: popular items spread over the categories, none the user ignored
+        # nothing wanted yet: popular items spread over the categories, none the user ignored, the
+        # recently clicked ones (for the examinations they had) first
+        reorder = None
+        if item_counts is not None:
+            def reorder(pool: np.ndarray) -> np.ndarray:
+                scores = np.zeros(len(model.item_ids))
+                scores[pool] = 1.0 - np.arange(len(pool)) / len(pool)  # the scale freshness adds to
+                ids = [str(model.item_ids[i]) for i in pool]
+                return np.array(freshen(pool.tolist(), scores, model.item_ids, item_counts(ids)), dtype=np.int64)
         return _popular(model, user_id, segment, k, blocked, personalized=True,
-                        ranking=model.ranker.popular(signals, k, blocked_rows))
+                        ranking=model.ranker.popular(signals, k, blocked_rows, reorder))
     if exclude_consumed and len(signals.rows):
         blocked_rows = np.concatenate([blocked_rows, signals.rows])
     wanted = k + exploration.pool + (k if item_counts is not None else 0)

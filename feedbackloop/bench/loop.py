@@ -238,7 +238,7 @@ class InformedArm:
 
     def rank(self, user_id: str, now: datetime) -> list[str]:
         user = int(user_id.removeprefix("sim"))
-        if user not in self.clicked:  # serving's cold page, without what the user ignored
+        if user not in self.clicked:  # serving's cold page without what the user ignored (and no counters)
             self.cold_visits += 1
             rows = np.array(self.ignored[user], dtype=np.int64)
             ignored = UserSignals(rows, np.full(len(rows), -1.0), np.zeros(len(rows)), np.zeros(len(rows)),

@@ -157,6 +157,20 @@ def test_an_item_passed_over_since_the_users_last_engagement_waits_for_a_new_one
     assert recommend(model, "u1", profile, NOW, k=5).items[0].item_id == "i3"
 
 
+def test_a_first_page_moves_up_the_items_people_click_now():
+    """No feedback yet: the popular items, the one with the best recent click rate moved up from eighth
+    into the page (item counters; freshness moves an item at most a tenth of the pool); without counters,
+    popularity alone."""
+    from feedbackloop.item_counters import ItemCounts
+
+    model = _model()
+    counts = {f"i{j}": ItemCounts(50.0, 20.0 if j == 7 else 1.0, 0.0) for j in range(40)}
+    plain = [r.item_id for r in recommend(model, "new", None, NOW, k=5).items]
+    fresh = recommend(model, "new", None, NOW, k=5, item_counts=lambda ids: {i: counts[i] for i in ids})
+    assert plain == ["i0", "i1", "i2", "i3", "i4"]
+    assert "i7" in [r.item_id for r in fresh.items] and fresh.strategy == "popularity"
+
+
 def test_fallbacks_for_unknown_segmented_and_opted_out_users():
     model = _model()
     assert recommend(model, "nobody", None, NOW, k=2).items[0].reason == "popular overall"
