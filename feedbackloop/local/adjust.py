@@ -71,10 +71,13 @@ class LocalRetraining:
             return name
 
     @classmethod
-    def wait(cls, timeout: float | None = None) -> None:
+    def wait(cls, timeout: float | None = None) -> bool:
+        """True when no run is going on any more; False when the current one outlived `timeout`."""
         thread = cls._thread
         if thread is not None:
             thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
 
 class Schedule(threading.Thread):
