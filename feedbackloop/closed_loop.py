@@ -149,8 +149,8 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
                     "learned from the same days")
             elif day in plan.nightly_retrain_days:
                 with clock.phase("closed loop: retraining"):
-                    run = run_retraining(runtime.moto.endpoint, runtime.session, LOCAL_TRAINING, margin,
-                                         say=lambda _line: None)
+                    run = run_retraining(runtime.moto.endpoint, runtime.session, runtime.training or LOCAL_TRAINING,
+                                         margin, say=lambda _line: None)
                 result.retrainings.append(f"day {day + 1} 24h: nightly ({_outcome(run)})")
                 say(f"  nightly retraining after day {day + 1}: {_outcome(run)}")
     finally:
