@@ -35,6 +35,7 @@ from glue_jobs.build_tables import JOB_NAMES, run_job
 DEMO_MDE = 0.25
 CHECKPOINT_HOURS = 12  # tables and the adjust function run this often (hourly and every 5 minutes in AWS)
 CHECKPOINT_JOBS = ("interactions", "engagement")  # what rules and drift read
+RETRAINING_TIMEOUT = 3600.0  # seconds the loop waits for a retraining the adjust function started
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,9 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
                         checkpoint.config_change = _config_change(runtime, probe, probes, summary)
                 if summary.get("retraining"):
                     with clock.phase("closed loop: retraining"):
-                        LocalRetraining.wait(timeout=600)
+                        # a wall-clock bound far above an idle machine's minute: a busy, shared one is slow
+                        if not LocalRetraining.wait(timeout=RETRAINING_TIMEOUT):
+                            raise RuntimeError(f"the drift retraining did not end within {RETRAINING_TIMEOUT:.0f}s")
                     checkpoint.retrained = summary["retraining"]
                     result.retrainings.append(f"day {day + 1} {hour + CHECKPOINT_HOURS:02d}h: drift "
                                               f"({_outcome(LocalRetraining.runs[-1])})")
@@ -146,8 +149,8 @@ def run_loop(runtime: LocalRuntime, start: datetime, plan: LoopPlan, accepted_so
                     "learned from the same days")
             elif day in plan.nightly_retrain_days:
                 with clock.phase("closed loop: retraining"):
-                    run = run_retraining(runtime.moto.endpoint, runtime.session, LOCAL_TRAINING, margin,
-                                         say=lambda _line: None)
+                    run = run_retraining(runtime.moto.endpoint, runtime.session, runtime.training or LOCAL_TRAINING,
+                                         margin, say=lambda _line: None)
                 result.retrainings.append(f"day {day + 1} 24h: nightly ({_outcome(run)})")
                 say(f"  nightly retraining after day {day + 1}: {_outcome(run)}")
     finally:

@@ -18,10 +18,12 @@ from feedbackloop.local.client import EventsClient, SendReport
 from feedbackloop.local.environment import STATE_DIR, physical_name
 from feedbackloop.local.lake_reader import connect
 from feedbackloop.local.phases import PhaseClock
-from feedbackloop.local.retrain import LOCAL_TRAINING, run_retraining
+from feedbackloop.local.retrain import DEMO_TRAINING, describe, run_retraining
 from feedbackloop.local.runtime import LocalRuntime
 from feedbackloop.local.sql_engine import local_engine
+from feedbackloop.local.stream import MappingConfig
 from feedbackloop.models.contract import HALF_LIFE_DAYS
+from feedbackloop.models.training import TrainingParams
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Metric
 from feedbackloop.replay import raw_records
 from feedbackloop.resources import MODELLED_LAKE_TABLES, ONLINE_TABLE, RAW_BUCKET
@@ -38,6 +40,12 @@ DEMO_MAX_EVENT_AGE_DAYS = 400
 DEFAULT_LIMIT = 60_000
 REPORT_FILE = STATE_DIR / "report.html"
 APPCONFIG_TIME_SCALE = 60  # the UI config's 5-minute rollout and 5-minute bake take ten seconds
+# The demo's event source mapping takes up to 5,000 records a batch (about 4 MB of Kinesis event, within
+# Lambda's 6 MB payload; the deployed mapping takes 1,000, cdk/components/cleaner.py): the real data arrives
+# as a backfill, and the cleaner's cost per batch (an item-counter update per distinct item, an object per
+# partition) is paid per batch, not per record. The simulated days' posts are smaller than a batch: cleaned
+# as in AWS (the 1-second window).
+DEMO_MAPPING = MappingConfig(batch_size=5_000)
 
 
 def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None, state_dir: Path = STATE_DIR) -> int:
@@ -62,7 +70,8 @@ def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None, s
 
     with LocalRuntime(state_dir=state_dir, cleaner_overrides={"max_event_age_days": DEMO_MAX_EVENT_AGE_DAYS},
                       serving_overrides={"model_refresh_seconds": 1, "appconfig_ttl_seconds": 1},
-                      appconfig_time_scale=APPCONFIG_TIME_SCALE) as runtime:
+                      appconfig_time_scale=APPCONFIG_TIME_SCALE, mapping=DEMO_MAPPING,
+                      training=DEMO_TRAINING) as runtime:
         say(f"  local stack: API {runtime.api.url}, AWS endpoint {runtime.moto.endpoint}")
         client = EventsClient(runtime.api.url, runtime.api_key)
         last = [0.0]
@@ -83,7 +92,8 @@ def run_demo(limit: int | None, console: TextIO, plan: LoopPlan | None = None, s
                 say(f"  timed out: cleaned {runtime.records_cleaned} of {sent.accepted}")
                 return 1
             say(f"  drained in {time.perf_counter() - started:.1f}s; {runtime.cleaner.invocations} cleaner "
-                "invocations")
+                f"invocations (the demo's batches: up to {DEMO_MAPPING.batch_size:,} records; AWS's: "
+                f"{MappingConfig.batch_size:,})")
         with clock.phase("real data: conservation report"):
             status = _report(runtime, sent, say)
         if not status:
@@ -207,8 +217,10 @@ def _build_tables(runtime: LocalRuntime, say) -> int:
 
 def _retrain(runtime: LocalRuntime, say) -> int:
     say("\nRetraining: the state machine's steps in process (training: sagemaker/train.py as a process)")
+    say(f"  the demo's training budget: {describe(DEMO_TRAINING)} (the job in AWS tunes for "
+        f"{TrainingParams.tuning_minutes:g} minutes)")
     margin = RetrainSettings.model_fields["gate_margin"].default
-    first = run_retraining(runtime.moto.endpoint, runtime.session, LOCAL_TRAINING, margin, say=say)
+    first = run_retraining(runtime.moto.endpoint, runtime.session, DEMO_TRAINING, margin, say=say)
     metrics = first.evaluation["candidate"]["metrics"]
     ranking = metrics.get("ranking")
     if ranking:
@@ -227,7 +239,7 @@ def _retrain(runtime: LocalRuntime, say) -> int:
     if segments:
         say(f"  segments: k = {segments['k']} by silhouette ({segments['silhouette']:.3f})")
     say("\n  again, on the same data: the gate must keep the published model")
-    second = run_retraining(runtime.moto.endpoint, runtime.session, LOCAL_TRAINING, margin, say=say)
+    second = run_retraining(runtime.moto.endpoint, runtime.session, DEMO_TRAINING, margin, say=say)
     kept = second.alert is not None and first.published is not None
     say(f"  registry: current = {first.published['version'] if first.published else None}"
         f"{' (kept)' if kept else ''}")

@@ -42,6 +42,9 @@ class LocalRetraining:
     _lock = threading.Lock()
     _thread: threading.Thread | None = None
     runs: list[Any] = []  # RetrainingRun of each finished run, or the exception it raised
+    # the training budget (TrainingParams) of the runs it starts; None: LOCAL_TRAINING. The local runtime
+    # sets its own (`LocalRuntime.training`: the demo's is smaller)
+    params: Any = None
 
     def __init__(self, endpoint: str, session: boto3.Session, margin: float,
                  say: Callable[[str], None] | None = None) -> None:
@@ -60,8 +63,8 @@ class LocalRetraining:
             def work() -> None:
                 self._say(f"started: {reason}")
                 try:
-                    cls.runs.append(run_retraining(self._endpoint, self._session, LOCAL_TRAINING, self._margin,
-                                                   say=self._say))
+                    cls.runs.append(run_retraining(self._endpoint, self._session, cls.params or LOCAL_TRAINING,
+                                                   self._margin, say=self._say))
                 except Exception as error:  # the state machine's failure: recorded, the current model stays
                     logger.exception("local retraining failed")
                     cls.runs.append(error)
@@ -71,10 +74,13 @@ class LocalRetraining:
             return name
 
     @classmethod
-    def wait(cls, timeout: float | None = None) -> None:
+    def wait(cls, timeout: float | None = None) -> bool:
+        """True when no run is going on any more; False when the current one outlived `timeout`."""
         thread = cls._thread
         if thread is not None:
             thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
 
 class Schedule(threading.Thread):

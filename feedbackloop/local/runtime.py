@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 
 from feedbackloop import resources
-from feedbackloop.local.adjust import Schedule
+from feedbackloop.local.adjust import LocalRetraining, Schedule
 from feedbackloop.local.api import LocalApi
 from feedbackloop.local.appconfig import LocalAppConfig
 from feedbackloop.local.environment import (
@@ -52,6 +53,9 @@ from feedbackloop.local.functions import (
 from feedbackloop.local.queue import QueueMapping
 from feedbackloop.local.stream import EventSourceMapping, MappingConfig, RawArchiver
 
+if TYPE_CHECKING:
+    from feedbackloop.models.training import TrainingParams
+
 _HANDLER_CACHES = {"lambdas.ingest.handler": ("_stream",), "lambdas.cleaner.handler": ("_cleaner",),
                    "lambdas.serving.handler": ("_models", "_online", "_item_counters", "_ui_config", "_erasure_log",
                                                "_erasure_queue"),
@@ -76,6 +80,8 @@ class LocalRuntime:
     # wall clock; None: no schedule (the demo invokes it at simulated times itself)
     adjust_interval: float | None = None
     adjust_overrides: dict = field(default_factory=dict)
+    # the training budget of the retrainings the adjust function starts (None: LOCAL_TRAINING)
+    training: TrainingParams | None = None
     api_key: str = ""  # "": a new key at start
     # `local up`: this process resets the stack on SIGHUP (serve_until_interrupted), so endpoints.json names it
     # for `feedbackloop local reset`; a process that does not handle SIGHUP is never named (it would end)
@@ -106,6 +112,7 @@ class LocalRuntime:
                                            **self.serving_overrides).to_env())
         os.environ.update(eraser_settings().to_env())
         os.environ.update(adjust_settings(self.appconfig, self.session, **self.adjust_overrides).to_env())
+        LocalRetraining.params = self.training
         self._stdout = sys.stdout
         if not self._resetting:  # a reset keeps the log: the handlers' loggers hold the stream they began with
             self.log_file: Path | None = None

@@ -49,6 +49,7 @@ class TrainingParams:
     tuning_minutes: float = _RANKING.tuning_minutes
     candidates: int = _RANKING.candidates
     max_trees: int = _RANKING.max_trees
+    label_windows: int = _RANKING.label_windows
     holdout_days: int = 30
     half_life_days: float = HALF_LIFE_DAYS  # the online profile's: serving ranks from it
     segments_min: int = 2
@@ -57,7 +58,7 @@ class TrainingParams:
     random_state: int = 0
 
     def ranking(self) -> RankingParams:
-        return RankingParams(max_trees=self.max_trees, candidates=self.candidates,
+        return RankingParams(max_trees=self.max_trees, candidates=self.candidates, label_windows=self.label_windows,
                              feature_half_life_days=self.half_life_days, tuning_minutes=self.tuning_minutes,
                              random_state=self.random_state)
 
