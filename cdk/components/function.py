@@ -100,8 +100,9 @@ class LayerSet(Enum):
     STANDARD = (Layer.SDK_FOR_PANDAS, Layer.DEPENDENCIES)
     # no pandas: the SDK for pandas layer and scipy together would pass Lambda's 250 MB unzipped
     DRIFT = (Layer.DEPENDENCIES, Layer.DRIFT)
-    # serving imports numpy and no pandas, pyarrow or awswrangler (the import test keeps it so)
-    SERVING = (Layer.DEPENDENCIES, Layer.NUMPY)
+    # numpy and no pandas, pyarrow or awswrangler (the import test keeps it so): serving (ranking over the
+    # model's arrays), ingest (the event schema's checks) and the workflow's Evaluate and Publish steps
+    NUMPY = (Layer.DEPENDENCIES, Layer.NUMPY)
 
 
 class LambdaPackaging(Construct):

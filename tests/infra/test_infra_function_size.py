@@ -133,10 +133,9 @@ def test_every_function_fits_lambdas_limit_and_reports_its_size(functions, capsy
 
 
 def _budget_cases() -> list:
-    return ["lambdas.serving.handler", "lambdas.adjust.handler",
+    return ["lambdas.serving.handler", "lambdas.adjust.handler", "lambdas.ingest.handler", "lambdas.retrain.handler",
             *(pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=OVER_BUDGET_WITH_SDK_FOR_PANDAS))
-              for m in ("lambdas.ingest.handler", "lambdas.cleaner.handler", "lambdas.eraser.handler",
-                        "lambdas.retrain.handler"))]
+              for m in ("lambdas.cleaner.handler", "lambdas.eraser.handler"))]
 
 
 @pytest.mark.parametrize("module", _budget_cases())
@@ -150,6 +149,15 @@ def test_serving_carries_numpy_and_not_the_sdk_for_pandas(functions):
     assert Layer.SDK_FOR_PANDAS not in serving.layers
     assert serving.layers == (Layer.DEPENDENCIES, Layer.NUMPY, APPCONFIG_EXTENSION)
     assert _top_level(serving.own_layers[Layer.NUMPY]) == {"numpy"}
+
+
+@pytest.mark.parametrize("module", ["lambdas.ingest.handler", "lambdas.retrain.handler"])
+def test_ingest_and_the_workflow_steps_carry_numpy_only(functions, module):
+    """The schema's checks and timestamps (ingest), a model archive's metrics and the registry (Evaluate,
+    Publish) need neither pandas nor pyarrow: the numpy layer, as serving has."""
+    found = [f for f in functions if f.module == module]
+    assert found
+    assert all(f.layers == (Layer.DEPENDENCIES, Layer.NUMPY) for f in found)
 
 
 def _probe_site(function: Function, tmp_path: Path) -> list[str]:
@@ -172,8 +180,21 @@ def _probe_site(function: Function, tmp_path: Path) -> list[str]:
 PROBE = (
     "import json, sys; sys.path[:0] = sys.argv[1:]\n"
     "import importlib; importlib.import_module({module!r})\n"
+    "{work}\n"
     "print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))\n"
 )
+# After the import, the work of a function that once imported pandas only when it ran: the exact timestamp
+# path (ingest; the cleaner's column fallback) and the gate's off-policy refusal (Evaluate)
+WORK = {
+    "lambdas.ingest.handler": (
+        "from feedbackloop.schemas.registry import parse_instant\n"
+        "assert parse_instant('1500-06-01T12:00:00.5Z') and parse_instant('2026-02-30T00:00:00Z') is None"),
+    "lambdas.retrain.handler": (
+        "from feedbackloop.retraining import decide\n"
+        "dr = lambda v: {'dr': {'value': v}}\n"
+        "off = {'rounds': 9, 'estimator': 'dr', 'candidate': dr(0.1), 'current': dr(0.2)}\n"
+        "assert not decide({'ranking': {'model': {'ndcg_at_10': 0.3}}, 'off_policy': off}, None, 0.05).publish"),
+}
 
 
 @pytest.mark.parametrize("module", ["lambdas.serving.handler", "lambdas.adjust.handler", "lambdas.ingest.handler",
@@ -183,7 +204,7 @@ def test_a_handler_imports_with_exactly_its_layers(functions, module, tmp_path):
     the function, the handler loads; without the SDK for pandas layer, none of pandas, pyarrow or awswrangler
     is loaded; and each of our layers gives the handler at least one package it imports (none is dead weight)."""
     function = next(f for f in functions if f.module == module)
-    result = subprocess.run([sys.executable, "-S", "-B", "-c", PROBE.format(module=module),
+    result = subprocess.run([sys.executable, "-S", "-B", "-c", PROBE.format(module=module, work=WORK.get(module, "")),
                              *_probe_site(function, tmp_path)], capture_output=True, text=True, timeout=180,
                             env={"POWERTOOLS_TRACE_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"})
     assert result.returncode == 0, result.stderr[-3000:]
