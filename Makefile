@@ -26,10 +26,13 @@ node_modules/.installed: package.json package-lock.json
 # tracer, pydantic, fastjsonschema, pybase64), built for Lambda's platform from the lock file (no Docker
 # needed), without the AWS SDK and its dependencies, which the runtime provides; and the adjust function's
 # drift layer (the `lambda-drift` group: river, scipy, numpy), which replaces SDK for pandas there; and the
-# serving function's numpy layer (the `lambda-serving` group), which replaces SDK for pandas in serving.
+# numpy layer (the `lambda-serving` group) of serving, ingest and the workflow's steps; and the cleaner's and
+# eraser's arrow layer (the `lambda-arrow` group: pyarrow and numpy, less what cdk/layer_trim.py leaves out).
+# No function takes the SDK for pandas layer.
 DRIFT_LAYER := build/lambda-drift-layer
 SERVING_LAYER := build/lambda-serving-layer
-lambda-layer: $(LAYER)/.built $(DRIFT_LAYER)/.built $(SERVING_LAYER)/.built
+ARROW_LAYER := build/lambda-arrow-layer
+lambda-layer: $(LAYER)/.built $(DRIFT_LAYER)/.built $(SERVING_LAYER)/.built $(ARROW_LAYER)/.built
 $(LAYER)/.built: uv.lock | $(VENV)/.synced
 	rm -rf $(LAYER) && mkdir -p $(LAYER)/python
 	$(UV) export --frozen --only-group lambda --no-hashes --no-emit-project --quiet \
@@ -50,6 +53,14 @@ $(SERVING_LAYER)/.built: uv.lock | $(VENV)/.synced
 		-o build/lambda-serving-requirements.txt
 	$(UV) pip install --quiet --target $(SERVING_LAYER)/python --python-platform x86_64-manylinux_2_28 \
 		--python-version 3.12 --only-binary :all: -r build/lambda-serving-requirements.txt
+	@touch $@
+$(ARROW_LAYER)/.built: uv.lock cdk/layer_trim.py | $(VENV)/.synced
+	rm -rf $(ARROW_LAYER) && mkdir -p $(ARROW_LAYER)/python
+	$(UV) export --frozen --only-group lambda-arrow --no-hashes --no-emit-project --quiet \
+		-o build/lambda-arrow-requirements.txt
+	$(UV) pip install --quiet --target $(ARROW_LAYER)/python --python-platform x86_64-manylinux_2_28 \
+		--python-version 3.12 --only-binary :all: -r build/lambda-arrow-requirements.txt
+	$(PY) -m cdk.layer_trim $(ARROW_LAYER)/python
 	@touch $@
 
 test: setup lambda-layer

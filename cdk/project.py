@@ -37,6 +37,12 @@ class ProjectLayout:
         return self.root / "build" / "lambda-serving-layer"
 
     @property
+    def lambda_arrow_layer_dir(self) -> Path:
+        # `make lambda-layer` also installs the `lambda-arrow` group (pyarrow, numpy; trimmed by
+        # cdk/layer_trim.py) here: the cleaner's and the eraser's layer.
+        return self.root / "build" / "lambda-arrow-layer"
+
+    @property
     def sagemaker_dir(self) -> Path:
         """The training entry point and its requirements (a folder, not a package: see DESIGN.md)."""
         return self.root / "sagemaker"
@@ -71,6 +77,14 @@ class ProjectLayout:
         if not (layer / "python").is_dir():
             raise LambdaLayerMissingError(
                 f"the Lambda serving layer {layer}/python does not exist: run `make lambda-layer` first"
+            )
+        return layer
+
+    def require_lambda_arrow_layer(self) -> Path:
+        layer = self.lambda_arrow_layer_dir
+        if not (layer / "python").is_dir():
+            raise LambdaLayerMissingError(
+                f"the Lambda arrow layer {layer}/python does not exist: run `make lambda-layer` first"
             )
         return layer
 

@@ -312,3 +312,5 @@ ENGAGEMENT = _modelled(
 MODELLED_TABLES = (INTERACTIONS, FEEDBACK_DAILY, USER_FEEDBACK, USER_DAILY, USER_FEATURES, ITEM_FEATURES, ENGAGEMENT)
 
 TABLES = CLEANER_TABLES + MODELLED_TABLES
+# The training job's input channels (sagemaker/train.py reads SM_CHANNEL_<NAME>), each a lake table.
+TRAINING_CHANNELS: dict[str, LakeTable] = {"feedback": FEEDBACK_DAILY, "users": USER_FEATURES}

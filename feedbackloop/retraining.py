@@ -14,16 +14,13 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from feedbackloop.lake import FEEDBACK_DAILY, USER_FEATURES, LakeTable
-from feedbackloop.models.contract import GATE_METRIC, METRICS_FILE, gate_value
+from feedbackloop.models.contract import GATE_METRIC, METRICS_FILE, gate_value, off_policy_refusal
 from feedbackloop.registry import Artifacts, ModelRegistry
 
 BUILD_TABLES, TRAIN, EVALUATE, GATE, PUBLISH = "BuildTables", "Train", "Evaluate", "Gate", "Publish"
 STEPS = (BUILD_TABLES, TRAIN, EVALUATE, GATE, PUBLISH)
 KEPT_CURRENT = "KeptCurrent"  # the state the gate takes instead of Publish, after raising the alert
 MODEL_ARCHIVE = "model.tar.gz"
-# The training job's input channels (sagemaker/train.py reads SM_CHANNEL_<NAME>), each a lake table.
-TRAINING_CHANNELS: dict[str, LakeTable] = {"feedback": FEEDBACK_DAILY, "users": USER_FEATURES}
 CURRENT_MODEL_CHANNEL = "current"  # optional: the published model's archive, scored on the same hold-out
 
 @dataclass(frozen=True)
@@ -44,9 +41,7 @@ def decide(candidate: dict[str, Any], current: dict[str, Any] | None, margin: fl
     off_policy = candidate.get("off_policy")
     if not off_policy or not off_policy.get("rounds"):
         return decision
-    from feedbackloop.models import ope  # numpy: only when the training job estimated off-policy
-
-    refused = ope.refuses(off_policy, margin)
+    refused = off_policy_refusal(off_policy, margin)
     if decision.publish and refused:
         return replace(decision, publish=False, reason=f"{decision.reason}; but {refused}: keeping the current model")
     name = off_policy["estimator"]

@@ -36,7 +36,7 @@ from feedbackloop.settings import (
     ServingSettings,
 )
 
-# What only the cleaner and the eraser run (pandas, pyarrow: the AWS SDK for pandas layer) is imported where
+# What only the cleaner and the eraser run (pyarrow: their arrow layer) is imported where
 # they are built, so the functions without that layer (serving, ingest) import this module too.
 if TYPE_CHECKING:
     from pyarrow import fs

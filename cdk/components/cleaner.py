@@ -16,7 +16,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from cdk.components.function import PythonFunction
+from cdk.components.function import LayerSet, PythonFunction
 from cdk.components.lake import Lake
 from cdk.components.online_store import OnlineStore
 from cdk.project import ProjectLayout
@@ -76,6 +76,7 @@ class Cleaner(Construct):
             environment=settings.to_env(),
             memory_size=1024,
             timeout=Duration.seconds(120),
+            layers=LayerSet.ARROW,
         )
         self.function = cleaner.function
         cleaner.role.add_managed_policy(lake.writer_policy)

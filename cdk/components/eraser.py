@@ -14,7 +14,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from cdk.components.erasure_store import ERASER_TIMEOUT, ErasureStore
-from cdk.components.function import PythonFunction
+from cdk.components.function import LayerSet, PythonFunction
 from cdk.components.lake import Lake
 from cdk.project import ProjectLayout
 from feedbackloop.resources import CURATED_BUCKET, QUARANTINE_BUCKET, RAW_BUCKET
@@ -54,6 +54,7 @@ class Eraser(Construct):
             # pyarrow holds one object (a Parquet file, a gzip JSON archive) decoded in memory at a time
             memory_size=2048,
             timeout=ERASER_TIMEOUT,
+            layers=LayerSet.ARROW,
         )
         self.function = eraser.function
         eraser.role.add_managed_policy(erasure_store.eraser_policy)

@@ -2,11 +2,12 @@
 
 All functions of a stack share one code asset (the project root filtered to `feedbackloop/` and
 `lambdas/`) and their layers, so a handler runs against exactly the packages the local runtime and the
-tests use. A function picks its layers by `LayerSet`, by what its imports need: most take the AWS SDK for
-pandas layer (pandas, pyarrow, awswrangler); the adjust function takes the drift layer (river, scipy)
-instead, since both together would pass Lambda's 250 MB; the serving function imports numpy and neither
-pandas nor pyarrow, so it takes a numpy layer (about 54 MiB instead of the SDK's 200+). Every function
-takes our `lambda` group's layer, Powertools (with its tracer) included.
+tests use. A function picks its layers by `LayerSet`, by what its imports need, all built from the lock
+file: the cleaner and the eraser take the arrow layer (pyarrow and numpy, trimmed by `cdk/layer_trim.py`);
+the adjust function the drift layer (river, scipy); serving, ingest and the workflow's Evaluate and Publish
+import numpy and neither pandas nor pyarrow, so they take a numpy layer (about 54 MiB). No function takes
+the AWS SDK for pandas layer (204 MiB unzipped in 3.17.1: above the 200 MiB budget on its own). Every
+function takes our `lambda` group's layer, Powertools (with its tracer) included.
 `tests/infra/test_infra_function_size.py` checks each function's unzipped size and that its layers hold
 exactly what its handler imports.
 """
@@ -16,13 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from importlib.metadata import version
 
 from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from cdk import nag
@@ -38,26 +37,18 @@ ARCHITECTURE = lambda_.Architecture.X86_64
 CODE_EXCLUDES = ["/*", "!/feedbackloop/", "!/lambdas/", "__pycache__/", "*.pyc",
                  "/feedbackloop/datasets/", "/feedbackloop/local/", "/feedbackloop/bench/"]
 
-# AWS publishes its managed layers' ARNs as public SSM parameters in every region, so an
-# environment-agnostic stack resolves the regional ARN at deploy time. The version is the one the lock
-# file installs here, so Lambda runs what the tests ran. (Powertools comes in our dependency layer, not its
-# managed one: that layer carries every extra, 34 MiB where the tracer's take 6.)
-SDK_FOR_PANDAS_LAYER_PARAMETER = f"/aws/service/aws-sdk-pandas/{version('awswrangler')}/py3.12/x86_64/layer-arn"
+# (Powertools comes in our dependency layer, not its managed one: that layer carries every extra, 34 MiB
+# where the tracer's take 6. The AWS SDK for pandas layer is no function's either: see the docstring.)
 
 
 class Layer(StrEnum):
-    """A layer a function may get. Each value is the layer's construct id, numbered in the order Lambda
-    must unpack the layers (see `LambdaPackaging`)."""
+    """A layer a function may get, all ours, built by `make lambda-layer` from the lock file. Each value is
+    the layer's construct id, numbered in the order Lambda must unpack the layers (see `LambdaPackaging`)."""
 
-    SDK_FOR_PANDAS = "Layer2SdkForPandas"
     DEPENDENCIES = "Layer3Dependencies"  # the `lambda` group: Powertools (tracer), pydantic, fastjsonschema, pybase64
     DRIFT = "Layer4Drift"  # the `lambda-drift` group: river, scipy, numpy
     NUMPY = "Layer5Numpy"  # the `lambda-serving` group: numpy
-
-
-MANAGED_LAYER_PARAMETERS = {
-    Layer.SDK_FOR_PANDAS: SDK_FOR_PANDAS_LAYER_PARAMETER,
-}
+    ARROW = "Layer6Arrow"  # the `lambda-arrow` group: pyarrow, numpy (cdk/layer_trim.py leaves out what none loads)
 
 
 MIB = 2**20
@@ -78,12 +69,6 @@ class ManagedLayerSize:
 
 # The one place the managed layers' sizes are kept.
 MANAGED_LAYER_SIZES = {
-    Layer.SDK_FOR_PANDAS: ManagedLayerSize(
-        "AWS SDK for pandas, py3.12 x86_64", "3.17.1", 204 * MIB,
-        "https://github.com/aws/aws-sdk-pandas/issues/3331: the layer grew from 167 MiB (3.16.0) to 204 MiB "
-        "unzipped in 3.16.1 (Arrow built with ICU); https://github.com/aws/aws-sdk-pandas/pull/3336 (merged) "
-        "builds Arrow without ICU again (about 169 MiB). Until the 3.17.1 layer is measured, the larger figure",
-    ),
     "appconfig-extension": ManagedLayerSize(
         "AWS AppConfig Agent Lambda extension, x86-64", "2.0.17054.0", 30 * MIB,
         "not published (https://docs.aws.amazon.com/appconfig/latest/userguide/"
@@ -96,12 +81,14 @@ MANAGED_LAYER_SIZES = {
 class LayerSet(Enum):
     """The layers of one kind of function, in Lambda's order: the AWS-managed ones first, ours last."""
 
-    # pandas, pyarrow and awswrangler come from the SDK for pandas layer
-    STANDARD = (Layer.SDK_FOR_PANDAS, Layer.DEPENDENCIES)
-    # no pandas: the SDK for pandas layer and scipy together would pass Lambda's 250 MB unzipped
+    # pyarrow and numpy, no pandas or awswrangler: the cleaner (decoding, Parquet) and the eraser (the lake's
+    # objects through pyarrow's S3 file system)
+    ARROW = (Layer.DEPENDENCIES, Layer.ARROW)
+    # river and scipy, no pandas or pyarrow: the adjust function
     DRIFT = (Layer.DEPENDENCIES, Layer.DRIFT)
-    # serving imports numpy and no pandas, pyarrow or awswrangler (the import test keeps it so)
-    SERVING = (Layer.DEPENDENCIES, Layer.NUMPY)
+    # numpy and no pandas, pyarrow or awswrangler (the import test keeps it so): serving (ranking over the
+    # model's arrays), ingest (the event schema's checks) and the workflow's Evaluate and Publish steps
+    NUMPY = (Layer.DEPENDENCIES, Layer.NUMPY)
 
 
 class LambdaPackaging(Construct):
@@ -125,8 +112,8 @@ class LambdaPackaging(Construct):
     def layers(self, layer_set: LayerSet) -> list[lambda_.ILayerVersion]:
         """The layers of `layer_set`, in its order.
 
-        Lambda unpacks layers in order, later ones overwriting earlier files, so our pinned packages
-        (pydantic and numpy, which the SDK for pandas layer may also ship) must come last. With the recommended flag
+        Lambda unpacks layers in order, later ones overwriting earlier files (should two ever ship the
+        same package, the later one wins). With the recommended flag
         @aws-cdk/aws-lambda:recognizeLayerVersion, CDK sorts a function's layers by construct path:
         the numbered ids fix that order, and every `LayerSet` lists its layers in it."""
         if list(layer_set.value) != sorted(layer_set.value, key=lambda layer: layer.value):
@@ -136,32 +123,32 @@ class LambdaPackaging(Construct):
     def _layer(self, layer: Layer) -> lambda_.ILayerVersion:
         if layer in self._layers:
             return self._layers[layer]
-        if layer in MANAGED_LAYER_PARAMETERS:
-            arn = ssm.StringParameter.value_for_string_parameter(self, MANAGED_LAYER_PARAMETERS[layer])
-            created = lambda_.LayerVersion.from_layer_version_arn(self, layer.value, arn)
-        else:
-            directory, description = {
-                Layer.DEPENDENCIES: (
-                    self._layout.require_lambda_layer,
-                    "feedbackloop: the `lambda` dependency group (Powertools, pydantic, fastjsonschema)",
-                ),
-                Layer.DRIFT: (
-                    self._layout.require_lambda_drift_layer,
-                    "feedbackloop: the `lambda-drift` dependency group (river, scipy, numpy)",
-                ),
-                Layer.NUMPY: (
-                    self._layout.require_lambda_serving_layer,
-                    "feedbackloop: the `lambda-serving` dependency group (numpy)",
-                ),
-            }[layer]
-            created = lambda_.LayerVersion(
-                self,
-                layer.value,
-                code=lambda_.Code.from_asset(str(directory())),
-                compatible_runtimes=[RUNTIME],
-                compatible_architectures=[ARCHITECTURE],
-                description=description,
-            )
+        directory, description = {
+            Layer.DEPENDENCIES: (
+                self._layout.require_lambda_layer,
+                "feedbackloop: the `lambda` dependency group (Powertools, pydantic, fastjsonschema)",
+            ),
+            Layer.DRIFT: (
+                self._layout.require_lambda_drift_layer,
+                "feedbackloop: the `lambda-drift` dependency group (river, scipy, numpy)",
+            ),
+            Layer.NUMPY: (
+                self._layout.require_lambda_serving_layer,
+                "feedbackloop: the `lambda-serving` dependency group (numpy)",
+            ),
+            Layer.ARROW: (
+                self._layout.require_lambda_arrow_layer,
+                "feedbackloop: the `lambda-arrow` dependency group (pyarrow, numpy), trimmed",
+            ),
+        }[layer]
+        created = lambda_.LayerVersion(
+            self,
+            layer.value,
+            code=lambda_.Code.from_asset(str(directory())),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description=description,
+        )
         self._layers[layer] = created
         return created
 
@@ -181,7 +168,7 @@ class PythonFunction(Construct):
         memory_size: int,
         timeout: Duration,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
-        layers: LayerSet = LayerSet.STANDARD,
+        layers: LayerSet,
         reserved_concurrent_executions: int | None = None,
         unscoped_actions: Mapping[str, str] | None = None,
     ) -> None:
@@ -219,8 +206,8 @@ class PythonFunction(Construct):
         nag.acknowledge(
             self,
             "L1",
-            "python3.12 is pinned on purpose: our dependency layers are built for it and the AWS-managed "
-            "SDK for pandas layer is selected for it; moving runtimes moves them all.",
+            "python3.12 is pinned on purpose: our dependency layers are built for it (`make lambda-layer`); "
+            "moving runtimes moves them all.",
         )
         if unscoped_actions:
             self.role.add_to_policy(iam.PolicyStatement(actions=sorted(unscoped_actions), resources=["*"]))

@@ -10,7 +10,7 @@ from aws_cdk import aws_kinesis as kinesis
 from constructs import Construct
 
 from cdk import nag
-from cdk.components.function import PythonFunction
+from cdk.components.function import LayerSet, PythonFunction
 from cdk.components.rest_api import ApiLimits, add_keyed_usage_plan, add_validation_response, keyed_rest_api
 from cdk.deployment import Deployment
 from cdk.json_schema import add_model
@@ -44,6 +44,8 @@ class IngestionApi(Construct):
             environment=IngestSettings(stream_name=stream.stream_name).to_env(),
             memory_size=512,
             timeout=Duration.seconds(10),
+            # the schema's checks and timestamps need no pandas or pyarrow (feedbackloop.schemas.registry)
+            layers=LayerSet.NUMPY,
         )
         # exactly what KinesisStream.put_records (feedbackloop.adapters.aws) calls: PutRecords, with the
         # stream's key for the data keys Kinesis encrypts the records with (no Encrypt, no ReEncrypt)

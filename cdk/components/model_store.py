@@ -24,8 +24,8 @@ from constructs import Construct
 from cdk import nag
 from cdk.components.key_value import key_value_table
 from cdk.components.lake import Lake
+from feedbackloop.lake import TRAINING_CHANNELS
 from feedbackloop.resources import CANDIDATES_PREFIX, MODELS_BUCKET, PUBLISHED_PREFIX, REGISTRY_TABLE
-from feedbackloop.retraining import TRAINING_CHANNELS
 
 # The training job's input channels (sagemaker/train.py reads SM_CHANNEL_FEEDBACK and SM_CHANNEL_USERS)
 # and the lake table each one is.

@@ -54,12 +54,13 @@ from constructs import Construct
 
 from cdk import nag
 from cdk.components.alert_subscriptions import subscribe_alerts
-from cdk.components.function import PythonFunction
+from cdk.components.function import LayerSet, PythonFunction
 from cdk.components.lake import Lake
 from cdk.components.model_store import ModelStore
 from cdk.components.schedules import scheduler_role
 from cdk.naming import pascal_case
 from cdk.project import ProjectLayout
+from feedbackloop.lake import TRAINING_CHANNELS
 from feedbackloop.models.contract import GATE_METRIC, TUNING_MINUTES, K
 from feedbackloop.registry import CURRENT_KEY
 from feedbackloop.resources import CANDIDATES_PREFIX, MODELS_BUCKET, REGISTRY_TABLE
@@ -71,7 +72,6 @@ from feedbackloop.retraining import (
     KEPT_CURRENT,
     PUBLISH,
     TRAIN,
-    TRAINING_CHANNELS,
 )
 from feedbackloop.settings import RetrainSettings
 from glue_jobs.build_tables import JOB_NAMES
@@ -446,6 +446,8 @@ class Retraining(Construct):
             environment=environment,
             memory_size=512,
             timeout=Duration.seconds(60),
+            # a model archive's metrics and the registry record: no pandas or pyarrow
+            layers=LayerSet.NUMPY,
         )
         evaluate.role.add_managed_policy(model_store.evaluator_policy)
         publish = PythonFunction(
@@ -457,6 +459,7 @@ class Retraining(Construct):
             environment=environment,
             memory_size=512,
             timeout=Duration.seconds(120),
+            layers=LayerSet.NUMPY,
         )
         publish.role.add_managed_policy(model_store.publisher_policy)
         return evaluate.function, publish.function

@@ -1,4 +1,4 @@
-"""AWS adapters: Kinesis, DynamoDB, S3 and the Glue catalog through boto3 and awswrangler.
+"""AWS adapters: Kinesis, DynamoDB, S3 and the Glue catalog through boto3.
 
 Every adapter takes a boto3 session, so the same code talks to AWS or to the local endpoint
 (`AWS_ENDPOINT_URL`, set in one place: feedbackloop.wiring).
@@ -25,7 +25,7 @@ from feedbackloop.online import UserProfile
 from feedbackloop.registry import CURRENT_KEY, StaleRegistryError
 from feedbackloop.resources import ERASURE_MESSAGE_GROUP, ITEM_COUNTERS_TTL_DAYS, ONLINE_TTL_DAYS
 
-if TYPE_CHECKING:  # the lake's adapter only: functions without the SDK for pandas layer (serving) use the others
+if TYPE_CHECKING:  # the lake's adapter only: functions without pyarrow (serving, ingest) use the others
     import pyarrow as pa
 
     from feedbackloop.lake import LakeTable
@@ -112,15 +112,42 @@ class DynamoStateStore:
         raise RuntimeError(f"state merge lost {_STATE_ATTEMPTS} races in a row")
 
 
+class LakeCatalogError(RuntimeError):
+    """The Glue catalog refused to register a partition (other than because it exists)."""
+
+
+def parquet_partition_input(location: str, value: str) -> dict[str, Any]:
+    """A Glue PartitionInput for a partition of snappy Parquet objects at `location`: the definition the
+    table's own storage descriptor has (Hive's Parquet SerDe), as awswrangler's add_parquet_partitions
+    writes it, so Athena and the table jobs read a partition the same whoever registered it."""
+    return {
+        "StorageDescriptor": {
+            "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+            "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+            "Location": location,
+            "Compressed": True,
+            "SerdeInfo": {
+                "Parameters": {"serialization.format": "1"},
+                "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+            },
+            "StoredAsSubDirectories": False,
+            "NumberOfBuckets": -1,
+            "BucketColumns": [],
+        },
+        "Values": [value],
+        "Parameters": {},
+    }
+
+
 class S3Lake:
     """Parquet objects on S3, one per batch and partition, registered in the Glue catalog. Safe to call
     from several threads: the client is built once (a session is not thread-safe, its clients are)."""
 
     def __init__(self, session: boto3.Session, buckets: Mapping[str, str], database: str) -> None:
-        self._session = session
         self._buckets = buckets  # BucketSpec.key -> bucket name
         self._database = database
         self._s3 = session.client("s3")
+        self._glue = session.client("glue")
         self._registered: set[tuple[str, str]] = set()
         self._registering = threading.Lock()  # partitions are few: registering them one at a time is enough
 
@@ -131,21 +158,20 @@ class S3Lake:
         """Register the partition first, then upload: a crash between the two leaves an empty registered
         partition (harmless), never stored rows that Athena cannot see (a redelivery finds them as
         duplicates and writes nothing more)."""
-        import awswrangler as wr  # the SDK for pandas layer: only the cleaner writes the lake
-
         key = table.partition_prefix(partition) + name
         with self._registering:
             if (table.name, partition) not in self._registered:
                 location = self._url(table, table.partition_prefix(partition))
-                try:
-                    wr.catalog.add_parquet_partitions(
-                        database=self._database, table=table.name,
-                        partitions_values={location: [partition]}, compression="snappy",
-                        boto3_session=self._session,
-                    )
-                except Exception as error:  # an existing partition is fine; anything else is not
-                    if "AlreadyExists" not in repr(error):
-                        raise
+                response = self._glue.batch_create_partition(
+                    DatabaseName=self._database, TableName=table.name,
+                    PartitionInputList=[parquet_partition_input(location, partition)],
+                )
+                # an existing partition is fine; anything else is not
+                errors = [e for e in response.get("Errors", [])
+                          if e.get("ErrorDetail", {}).get("ErrorCode") != "AlreadyExistsException"]
+                if errors:
+                    raise LakeCatalogError(f"{self._database}.{table.name}: partition {partition} not registered: "
+                                           f"{errors}")
                 self._registered.add((table.name, partition))
         # one PUT: a batch's object is a few MB at most, far below where a multipart upload pays
         self._s3.put_object(Bucket=self._buckets[table.bucket_key], Key=key, Body=table.parquet(rows))

@@ -20,7 +20,6 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
@@ -314,8 +313,10 @@ def _flatten(envelope: pa.Table, index: np.ndarray) -> tuple[pa.Table, pa.Array]
     return pa.table(columns, schema=DECODED_SCHEMA), pc.is_valid(context)
 
 
-_EARLIEST = pa.scalar(pd.Timestamp.min.ceil("us").to_pydatetime(), pa.timestamp("us", tz="UTC"))
-_LATEST = pa.scalar(pd.Timestamp.max.floor("us").to_pydatetime(), pa.timestamp("us", tz="UTC"))
+# the microseconds within pandas' nanosecond range (1677-09-21 00:12:43.145224193 to 2262-04-11
+# 23:47:16.854775807), the instants every path agrees on
+_EARLIEST = pa.scalar(datetime(1677, 9, 21, 0, 12, 43, 145225, tzinfo=UTC), pa.timestamp("us", tz="UTC"))
+_LATEST = pa.scalar(datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=UTC), pa.timestamp("us", tz="UTC"))
 
 
 def _within(values: pa.Array, low: pa.Scalar, high: pa.Scalar) -> bool:
@@ -326,17 +327,15 @@ def _within(values: pa.Array, low: pa.Scalar, high: pa.Scalar) -> bool:
 
 def _parse_times(values: pa.Array) -> pa.Array:
     """RFC 3339 strings to UTC microseconds; null where a string is not a real instant. Arrow's
-    parser does a clean column at once; a column with a bad string takes pandas' coercing path."""
+    parser does a clean column at once; a column with a bad string is read one string at a time by the
+    exact path's parser (RFC 3339 allows nine fraction digits; the lake keeps microseconds)."""
     try:
         parsed = pc.cast(values, pa.timestamp("us", tz="UTC"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        parsed = pd.to_datetime(values.to_pandas(), utc=True, errors="coerce", format="ISO8601")
-        # RFC 3339 allows nine fraction digits; the lake keeps microseconds (a lossy cast would raise)
-        # (naive UTC values typed as UTC: pandas deprecates converting a tz-aware Series to numpy)
-        naive = parsed.dt.floor("us").dt.tz_convert(None).to_numpy()
-        parsed = pa.array(naive, type=pa.timestamp("us", tz="UTC"), from_pandas=True)
-    # the exact path knows nanosecond-range instants only (pandas' coercing path knows more, year 0
-    # among them): agree with it
+        parsed = pa.array([None if text is None else registry.parse_instant(text) for text in values.to_pylist()],
+                          type=pa.timestamp("us", tz="UTC"))
+    # only nanosecond-range instants are taken here (the exact path knows more, year 1 among them): one
+    # outside goes to the exact path
     if _within(parsed, _EARLIEST, _LATEST):
         return parsed
     in_range = pc.and_(pc.greater_equal(parsed, _EARLIEST), pc.less_equal(parsed, _LATEST))

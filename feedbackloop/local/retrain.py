@@ -25,6 +25,7 @@ from pyarrow import fs
 
 from feedbackloop import retraining
 from feedbackloop.adapters.aws import DynamoModelRegistry, S3Artifacts
+from feedbackloop.lake import TRAINING_CHANNELS
 from feedbackloop.local.environment import physical_name
 from feedbackloop.local.lake_reader import LakeLocation
 from feedbackloop.local.sql_engine import local_engine
@@ -134,7 +135,7 @@ def _download_channels(endpoint: str, folder: Path) -> dict[str, Path]:
     """What SageMaker's File mode does: copy each channel's S3 prefix to local disk."""
     location = LakeLocation.local_s3(endpoint)
     paths = {}
-    for name, table in retraining.TRAINING_CHANNELS.items():
+    for name, table in TRAINING_CHANNELS.items():
         target = folder / name
         target.mkdir(parents=True)
         source = location.folder(table)

@@ -18,6 +18,25 @@ METRICS_FILE = "metrics.json"
 GATE_METRIC = f"ndcg_at_{K}"
 
 
+# the off-policy estimator the gate compares (feedbackloop/models/ope.py): doubly robust, unbiased if either the
+# propensities or its reward model is right
+GATE_ESTIMATOR = "dr"
+
+
+def off_policy_refusal(off_policy: dict[str, Any] | None, margin: float) -> str | None:
+    """Why the gate refuses the candidate on the off-policy estimate (its estimate below the current
+    model's by more than `margin`, relative), or None."""
+    if not off_policy or not off_policy.get("rounds"):
+        return None
+    name = off_policy.get("estimator", GATE_ESTIMATOR)
+    new, old = off_policy["candidate"][name]["value"], off_policy["current"][name]["value"]
+    floor = old * (1 - margin)
+    if new < floor:
+        return (f"off-policy {name.upper()} click rate {new:.4f} < {floor:.4f} (current {old:.4f} - {margin:.0%}, "
+                f"{off_policy['rounds']:,} logged slots)")
+    return None
+
+
 def gate_value(metrics: dict[str, Any]) -> float | None:
     """The number the gate compares: the model's NDCG@10 on its temporal hold-out."""
     return metrics.get("ranking", {}).get("model", {}).get(GATE_METRIC)

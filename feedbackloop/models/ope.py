@@ -31,9 +31,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from feedbackloop.models.contract import GATE_ESTIMATOR
+
 EXPOSURE_COLUMNS = ("user_id", "item_id", "position", "propensity", "clicked")
 ESTIMATORS = ("ips", "snips", "dr")
-GATE_ESTIMATOR = "dr"  # the one the gate compares: unbiased if either the propensities or q is right
 BOOTSTRAP_SAMPLES = 100  # OBP's default
 ALPHA = 0.05  # 95% intervals
 SHRINKAGE = 20.0  # pseudo-impressions at the mean CTR in q's per-item CTR
@@ -184,20 +185,6 @@ def compare(log: pd.DataFrame, candidate: Ranking, current: Ranking, seed: int =
             "logged_ctr": float(usable["clicked"].mean()),
             "candidate": estimate(usable, candidate, q, seed).as_dict(),
             "current": estimate(usable, current, q, seed).as_dict()}
-
-
-def refuses(off_policy: dict | None, margin: float) -> str | None:
-    """Why the gate refuses the candidate on the off-policy estimate (its estimate below the current
-    model's by more than `margin`, relative), or None."""
-    if not off_policy or not off_policy.get("rounds"):
-        return None
-    name = off_policy.get("estimator", GATE_ESTIMATOR)
-    new, old = off_policy["candidate"][name]["value"], off_policy["current"][name]["value"]
-    floor = old * (1 - margin)
-    if new < floor:
-        return (f"off-policy {name.upper()} click rate {new:.4f} < {floor:.4f} (current {old:.4f} - {margin:.0%}, "
-                f"{off_policy['rounds']:,} logged slots)")
-    return None
 
 
 def from_registry_record(record: dict | None) -> dict | None:

@@ -12,7 +12,7 @@ import copy
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -189,28 +189,78 @@ def validate_event(event: object) -> SchemaError | None:
 
 
 # the common shape of an RFC 3339 date-time, which datetime.fromisoformat reads exactly as pandas does
-# (fractions beyond microseconds truncated); anything else (lower-case letters, leap seconds, far
-# years) goes to pandas, the reference, at about 20 times the cost
-_PLAIN_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:[0-5]\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
+# (fractions beyond microseconds truncated; an offset's minute 60, which fromisoformat would take, is
+# left out); other years, leap seconds and impossible dates take the exact path below, which reads the
+# shape as pandas' ISO 8601 parser does (tests/unit/test_parse_instant.py compares the two; pandas is
+# not shipped to the functions, so this module must not need it)
+_PLAIN_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:[0-5]\d(\.\d{1,9})?(Z|[+-]\d\d:[0-5]\d)")
 _PLAIN_YEARS = range(1700, 2200)  # well inside what pandas holds in nanoseconds (1677-2262)
+# the RFC 3339 shape the event schema admits (ASCII digits, upper-case T and Z), read field by field
+_RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+                      r"(?:Z|([+-])([0-9]{2}):([0-9]{2}))", re.ASCII)
+# what pandas holds: microseconds for up to six fraction digits (years 0 to 9999 and a little beyond),
+# nanoseconds for more, in an int64 whose least value is its missing marker
+_NS_RANGE = (-(2**63) + 1, 2**63 - 1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US_RANGE = (-62135596800 * 10**6, 253402300799 * 10**6 + 999999)  # 0001-01-01 .. 9999-12-31 23:59:59.999999
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date, year 0 included (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+def _month_days(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _exact_instant(text: str) -> datetime | None:
+    """The instant as pandas' ISO 8601 parser reads it (no leap second, no hour 24, no offset of 24 hours
+    or more, the proleptic calendar from year 0), held as pandas holds it: up to six fraction digits in
+    microseconds, more in nanoseconds (so within 1677-2262); None outside years 1 to 9999 in UTC."""
+    shape = _RFC3339.fullmatch(text)
+    if shape is None:
+        return None
+    year, month, day, hour, minute, second = (int(shape.group(i)) for i in range(1, 7))
+    fraction, sign, offset_hours, offset_minutes = shape.group(7, 8, 9, 10)
+    if not (1 <= month <= 12 and 1 <= day <= _month_days(year, month) and hour <= 23 and minute <= 59
+            and second <= 59):
+        return None
+    offset = 0
+    if sign is not None:
+        if int(offset_hours) > 23 or int(offset_minutes) > 59:
+            return None
+        offset = (int(offset_hours) * 3600 + int(offset_minutes) * 60) * (1 if sign == "+" else -1)
+    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset
+    fraction = fraction or ""
+    nanoseconds = seconds * 10**9 + int(fraction.ljust(9, "0"))
+    if len(fraction) > 6 and not _NS_RANGE[0] <= nanoseconds <= _NS_RANGE[1]:
+        return None
+    microseconds = nanoseconds // 1000
+    if not _US_RANGE[0] <= microseconds <= _US_RANGE[1]:
+        return None
+    return _EPOCH + timedelta(microseconds=microseconds)
 
 
 def parse_instant(text: str) -> datetime | None:
     """An RFC 3339 date-time as a UTC datetime truncated to microseconds (what the lake keeps), or
-    None when it names no real instant that Python and pandas can both hold."""
+    None when it names no real instant between years 1 and 9999 that pandas could hold either. Only the
+    RFC 3339 shape the event schema admits is read (the ingest API stamps `received_at` in it too)."""
     if _PLAIN_INSTANT.fullmatch(text):
         try:
             parsed = datetime.fromisoformat(text).astimezone(UTC)
-        except (ValueError, OverflowError):  # February 30th, hour 24: pandas says what it makes of it
+        except (ValueError, OverflowError):  # February 30th, hour 24: the exact path says what it makes of it
             parsed = None
         if parsed is not None and parsed.year in _PLAIN_YEARS:
             return parsed
-    import pandas as pd  # here: the adjust function reads the event type rules and ships no pandas
-
-    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-    if pd.isna(parsed) or not 1 <= parsed.year <= 9999:
-        return None
-    return parsed.floor("us").to_pydatetime()
+    return _exact_instant(text)
 
 
 def _unencodable_field(event: dict[str, Any]) -> str | None:

@@ -47,16 +47,16 @@ def test_the_handlers_import_from_the_asset(code_asset):
 
 
 def test_the_dependency_layer_holds_the_lambda_group(layout):
-    """What the handlers import beyond the runtime and the SDK for pandas layer, Powertools included; not the
-    AWS SDK, which the runtime provides."""
+    """What every handler imports beyond the runtime and its numpy, arrow or drift layer, Powertools
+    included; not the AWS SDK, which the runtime provides."""
     installed = {p.name for p in (layout.lambda_layer_dir / "python").iterdir()}
     assert {"aws_lambda_powertools", "aws_xray_sdk", "fastjsonschema", "pybase64", "pydantic", "pydantic_core"
             } <= installed
     assert not installed & {"boto3", "botocore", "s3transfer", "urllib3"}
     assert any(p.name.endswith("cpython-312-x86_64-linux-gnu.so")
                for p in (layout.lambda_layer_dir / "python" / "pydantic_core").iterdir())
-    # the managed SDK for pandas layer brings numpy, pandas and pyarrow; training libraries stay out,
-    # or the layers together pass Lambda's 250 MB unzipped limit
+    # numpy and pyarrow come in the functions' own layers; training libraries stay out, or the layers
+    # together pass the 200 MiB budget
     assert not installed & {"numpy", "pandas", "pyarrow", "scipy", "sklearn", "implicit", "sqlglot"}
     size = sum(p.stat().st_size for p in layout.lambda_layer_dir.rglob("*") if p.is_file())
     assert size < 30_000_000, f"dependency layer is {size / 1e6:.0f} MB"
@@ -67,7 +67,7 @@ def test_the_drift_layer_holds_the_lambda_drift_group_for_lambdas_platform(layou
     installed = _top_level(layout.lambda_drift_layer_dir)
     assert {"river", "scipy", "numpy", "narwhals"} <= installed
     assert any(p.name.endswith("cpython-312-x86_64-linux-gnu.so") for p in (layer / "numpy" / "_core").iterdir())
-    # the adjust function ships no pandas, pyarrow or awswrangler: neither this layer nor SDK for pandas
+    # the adjust function ships no pandas, pyarrow or awswrangler
     assert not installed & {"pandas", "pyarrow", "awswrangler", "sklearn"}
     # our two layers share no package, so their relative order cannot change what is imported
     assert not installed & _top_level(layout.lambda_layer_dir)

@@ -430,11 +430,11 @@ def test_serving_function_gets_the_appconfig_extension_of_its_region(serving: Te
         checked += 1
     assert checked >= 25
     # the extension comes after our layers, which keep their order (the serving function's: our dependency
-    # layer and numpy, no SDK for pandas; the eraser's: SDK for pandas, then our dependency layer)
+    # layer and numpy; the eraser's: our dependency layer and the arrow layer)
     layers = _function(serving, SERVING_HANDLER)["Layers"]
     assert layers[-1] == {"Fn::FindInMap": lookup}
     eraser_layers = _function(serving, ERASER_HANDLER)["Layers"]
-    assert layers[0] == eraser_layers[-1] and len(layers) == 3 and len(eraser_layers) == 2
+    assert layers[0] == eraser_layers[0] and len(layers) == 3 and len(eraser_layers) == 2
     assert not _extension_lookup(serving, ERASER_HANDLER)
 
 

@@ -35,7 +35,7 @@ from cdk.components.table_jobs import JOB_TIMEOUT
 from cdk.naming import pascal_case
 from cdk.project import ProjectLayout
 from feedbackloop.adapters.memory import MemoryArtifacts, MemoryModelRegistry
-from feedbackloop.lake import FEEDBACK_DAILY, USER_FEATURES
+from feedbackloop.lake import FEEDBACK_DAILY, TRAINING_CHANNELS, USER_FEATURES
 from feedbackloop.models.contract import GATE_METRIC, TUNING_MINUTES
 from feedbackloop.registry import CURRENT_KEY
 from feedbackloop.resources import (
@@ -54,7 +54,6 @@ from feedbackloop.retraining import (
     PUBLISH,
     STEPS,
     TRAIN,
-    TRAINING_CHANNELS,
     publish,
 )
 from feedbackloop.settings import RetrainSettings
