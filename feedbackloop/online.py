@@ -1,9 +1,11 @@
 """The online store's view of a user: their recent feedback per item, decayed, plus their preferences.
 
 One document per user (DynamoDB item, key `user_id`): for each item the decayed sums of confidence x
-feedback score and of confidence, as of `updated_at`, and the times of the latest positive and negative
-signal. The composite score and the conflict rule are the feedback layer's (ADR 0006), so serving folds a
-user in from the same quantity training used. The cleaner merges each batch's clean rows into it; a
+feedback score and of confidence, as of `updated_at`, the times of the latest positive and negative
+signal, and the decayed confidence of the exposures the user examined and passed over since the latest
+positive (what serving keeps off their page until they engage again, ADR 0016). The composite score
+and the conflict rule are the feedback layer's (ADR 0006), so serving folds a user in from the same
+quantity training used. The cleaner merges each batch's clean rows into it; a
 user who turned personalization off is left as is.
 
 A profile keeps its items as columns (`ProfileItems`), and a batch is merged into all its users' profiles
