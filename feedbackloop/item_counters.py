@@ -38,7 +38,8 @@ KEEP_LANDMARKS = 4
 NEGLIGIBLE = 2.0 ** -10
 COUNTERS = ("examinations", "clicks", "purchases")
 _DECAY = math.log(2) / HALF_LIFE_SECONDS
-_EXPOSURES = [name for name, rule in registry.event_type_rules().items() if rule.polarity == 0]
+# the event types that are impressions (polarity 0); the online profile's merge reads them too
+EXPOSURES = [name for name, rule in registry.event_type_rules().items() if rule.polarity == 0]
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def batch_additions(rows: pa.Table, examination: ExaminationModel = EXAMINATION
     forward = np.exp(_DECAY * (times - marks))
     position = rows["position"].cast(pa.float64()).to_numpy(zero_copy_only=False)
     weights = {
-        "examinations": np.where(pc.is_in(types, pa.array(_EXPOSURES)).to_numpy(zero_copy_only=False),
+        "examinations": np.where(pc.is_in(types, pa.array(EXPOSURES)).to_numpy(zero_copy_only=False),
                                  examination.weight(position), 0.0),
         "clicks": pc.equal(types, "click").to_numpy(zero_copy_only=False).astype(float),
         "purchases": pc.equal(types, "purchase").to_numpy(zero_copy_only=False).astype(float),

@@ -20,7 +20,6 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -202,6 +201,8 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from feedbackloop.item_counters import EXPOSURES
+
     if not profiles:
         return
     stored = [p.columns for p in profiles]
@@ -222,7 +223,7 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
     last_positive = np.concatenate([_floats(_stack(stored, "last_positive")), np.where(score > 0, times, np.nan)])
     last_negative = np.concatenate([_floats(_stack(stored, "last_negative")), np.where(score < 0, times, np.nan)])
     last_at = np.concatenate([_floats(_stack(stored, "last_at")), times])
-    exposure = pc.is_in(rows["event_type"].take(take), pa.array(_exposure_types())).to_numpy(zero_copy_only=False)
+    exposure = pc.is_in(rows["event_type"].take(take), pa.array(EXPOSURES)).to_numpy(zero_copy_only=False)
     # a stored item's ignored mass is dated at its latest signal (it holds exposures after its latest
     # positive, none later than that)
     ignored = np.concatenate([_floats(_stack(stored, "ignored_mass")) * factor[stored_user],
@@ -290,14 +291,6 @@ def _rows_of(profiles: Sequence[UserProfile], rows: pa.Table) -> tuple[np.ndarra
     order = np.argsort(times, kind="stable")
     order = order[row_user[order] >= 0]
     return row_user[order], order, times[order]
-
-
-@cache
-def _exposure_types() -> list[str]:
-    """The event types that are impressions (polarity 0): the cleaner's, which has the schema registry."""
-    from feedbackloop.schemas.registry import event_type_rules
-
-    return [name for name, rule in event_type_rules().items() if rule.polarity == 0]
 
 
 def _stack(columns: list[ProfileItems], name: str) -> list:

@@ -162,13 +162,7 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     if not signals.wanted.any():
         # nothing wanted yet: popular items spread over the categories, none the user ignored, the
         # recently clicked ones (for the examinations they had) first
-        reorder = None
-        if item_counts is not None:
-            def reorder(pool: np.ndarray) -> np.ndarray:
-                scores = np.zeros(len(model.item_ids))
-                scores[pool] = 1.0 - np.arange(len(pool)) / len(pool)  # the scale freshness adds to
-                ids = [str(model.item_ids[i]) for i in pool]
-                return np.array(freshen(pool.tolist(), scores, model.item_ids, item_counts(ids)), dtype=np.int64)
+        reorder = _by_recent_clicks(model, item_counts) if item_counts is not None else None
         return _popular(model, user_id, segment, k, blocked, personalized=True,
                         ranking=model.ranker.popular(signals, k, blocked_rows, reorder))
     if exclude_consumed and len(signals.rows):
@@ -186,6 +180,18 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
                                                     _reason(model, i, signals.rows, own, profile, liked), p)
                                      for i, p in shown], model.version, segment, True, "fold_in",
                            model.ranker.strategy)
+
+
+def _by_recent_clicks(model: ServingModel, item_counts: Callable[[list[str]], Mapping[str, ItemCounts]]
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+    """A cold page's pool (best first) re-ordered by the freshness rule on a rank scale (1 for its first,
+    down to 0), so that an item moves at most a tenth of the pool (ADR 0018)."""
+    def reorder(pool: np.ndarray) -> np.ndarray:
+        scores = np.zeros(len(model.item_ids))
+        scores[pool] = 1.0 - np.arange(len(pool)) / len(pool)
+        counts = item_counts([str(model.item_ids[i]) for i in pool])
+        return np.array(freshen(pool.tolist(), scores, model.item_ids, counts), dtype=np.int64)
+    return reorder
 
 
 def _reason(model: ServingModel, item: int, rows: np.ndarray, own: list[str], profile: UserProfile | None,
