@@ -51,6 +51,12 @@ class ItemCounts:
     purchases: float = 0.0
 
 
+def ranker_key(name: str) -> str:
+    """The key of a ranker's counts (ADR 0021): item ids begin with a letter or digit (the event schema),
+    so no item has it."""
+    return f"#ranker/{name}"
+
+
 def landmark(at: float) -> int:
     """The landmark (epoch seconds) of a moment: the start of its week, in UTC."""
     return int(at // LANDMARK_SECONDS) * LANDMARK_SECONDS
@@ -63,8 +69,8 @@ def field_name(counter: str, mark: int) -> str:
 def batch_additions(rows: pa.Table, examination: ExaminationModel = EXAMINATION
                     ) -> dict[str, dict[str, float]]:
     """Per item, the fields to ADD for a batch's clean rows (item_id, event_type, event_time, position,
-    personalized): each event forward-decayed to its landmark. Rows of users who turned
-    personalization off are left out, as they are from training."""
+    personalized; and ranker when present, whose key gets the same counts): each event forward-decayed to
+    its landmark. Rows of users who turned personalization off are left out, as they are from training."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -83,12 +89,16 @@ def batch_additions(rows: pa.Table, examination: ExaminationModel = EXAMINATION
         "purchases": pc.equal(types, "purchase").to_numpy(zero_copy_only=False).astype(float),
     }
     items = rows["item_id"].to_pylist()
+    # the page's ranker (schema 1.3) gets the same counts under its own key (ADR 0021)
+    rankers = (rows["ranker"].to_pylist() if "ranker" in rows.column_names else [None] * rows.num_rows)
     additions: dict[str, dict[str, float]] = {}
     for counter, weight in weights.items():
         for j in np.flatnonzero(weight > 0):
-            fields = additions.setdefault(items[j], {})
             name = field_name(counter, int(marks[j]))
-            fields[name] = fields.get(name, 0.0) + float(weight[j] * forward[j])
+            for key in (items[j], ranker_key(rankers[j]) if rankers[j] else None):
+                if key is not None:
+                    fields = additions.setdefault(key, {})
+                    fields[name] = fields.get(name, 0.0) + float(weight[j] * forward[j])
     return additions
 
 

@@ -121,6 +121,8 @@ CURATED_EVENTS = LakeTable(
         Column("position", pa.int32(), "context.position: the 1-based rank the item was shown at (since 1.2)"),
         Column("propensity", pa.float64(), "context.propensity: the probability the serving policy showed the "
                                            "item at that position (since 1.2)"),
+        Column("ranker", pa.string(), "context.ranker: the ranker that made the page the item was shown in "
+                                      "(since 1.3)", categorical=True),
         Column("device_code", pa.int32(), "ordinal code of device from the schema's enum (0 = unknown)"),
         Column("page_code", pa.int32(), "hashed bucket of page (0 = none)"),
         Column("segment_code", pa.int32(), "hashed bucket of segment (0 = none)"),

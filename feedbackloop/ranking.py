@@ -45,6 +45,9 @@ _SCORED = ("mf", "item_item", "history", "attribute")  # sources that score only
 PRICE_BANDS = 4  # the catalogue's price quartiles
 ATTRIBUTE_PRIOR = 0.1  # the confidence mass the catalogue's mix counts for in a user's shares (half a click's)
 ATTRIBUTE_HALF_LIFE_DAYS = 1.0  # "recent" in the user's recent shares: the interest of their latest visits
+# the single sources serving may choose between online besides the model's own choice (ADR 0021): the
+# personalized ones; popularity and its kin are what a user without feedback gets anyway
+ONLINE_RANKERS = ("attribute", "item_item", "mf", "history")
 
 
 @dataclass(frozen=True)
@@ -289,18 +292,31 @@ class Ranker:
                          float(s.composite.mean()) if len(s.rows) else np.nan])
         return np.column_stack([*columns, pair, np.tile(user, (n, 1)), self.item_features[union]])
 
-    def rank(self, s: UserSignals, k: int, blocked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The user's top k item rows, best first, and their scores."""
+    @property
+    def rankers(self) -> tuple[str, ...]:
+        """The rankings this model can serve: the one validation chose first, then every personalized single
+        source it holds data for (serving may learn online which earns clicks, ADR 0021)."""
+        have = {"mf": True, "item_item": len(self.neighbors[1]) > 0, "history": True,
+                "attribute": bool(self.item_category.any() or self.item_price_band.any())}
+        return (self.strategy,) + tuple(name for name in ONLINE_RANKERS if have[name] and name != self.strategy)
+
+    def rank(self, s: UserSignals, k: int, blocked: np.ndarray | None = None, strategy: str | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The user's top k item rows, best first, and their scores, by `strategy` (one of `rankers`; None:
+        the one validation chose)."""
+        strategy = strategy or self.strategy
+        if strategy not in self.rankers:
+            raise ValueError(f"this model cannot rank by {strategy!r}: it has {self.rankers}")
         scores = self.source_scores(s)
         allowed = self.allowed(s, blocked)
-        if self.strategy == "reranker":
+        if strategy == "reranker":
             union, ranks = self.candidates_of(s, scores, allowed)
             if not len(union):
                 return union, np.array([])
             value = self.rerank(self.features(s, scores, union, ranks))
             order = np.argsort(-value, kind="stable")[:k]
             return union[order], value[order]
-        value = self.single(self.strategy, scores)
+        value = self.single(strategy, scores)
         value = np.where(allowed, value, -np.inf)
         k = min(k, int(np.isfinite(value).sum()))
         if k == 0:

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from feedbackloop.exploration import GREEDY, ExplorationPolicy, explore
-from feedbackloop.item_counters import ItemCounts, freshen
+from feedbackloop.item_counters import ItemCounts, freshen, ranker_key
 from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE
 from feedbackloop.online import UserProfile
+from feedbackloop.ranker_choice import choose
 from feedbackloop.ranking import ARRAY_PREFIX, ITEM_FEATURES, Ranker, UserSignals
 from feedbackloop.registry import Artifacts, ModelRegistry
 
@@ -57,7 +58,7 @@ class Recommendations:
     segment: str | None
     personalized: bool
     strategy: str  # fold_in (ranked from the user's feedback), segment_popularity, popularity, opted_out
-    ranker: str | None = None  # fold_in: reranker, or the single source that serves (the model's choice)
+    ranker: str | None = None  # fold_in: the ranking that made the page (the model's choice, or a source, ADR 0021)
 
 
 class ServingModel:
@@ -151,7 +152,8 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     `exclude_consumed` (the UI config's): leave out every item the user has a signal on. `exploration`:
     the user's arm's policy, drawn deterministically from `request_id`; each item carries its
     propensity. `item_counts`: reads the items' recent counts, which move the candidates before the
-    slate is drawn (ADR 0018)."""
+    slate is drawn (ADR 0018), and the rankers' counts, from which the page's ranker is chosen (ADR 0021;
+    without it, the model's choice ranks)."""
     segment = model.user_segments.get(user_id)
     if profile is not None and not profile.personalization:
         return _popular(model, user_id, None, k, blocked, personalized=False)
@@ -168,7 +170,11 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     if exclude_consumed and len(signals.rows):
         blocked_rows = np.concatenate([blocked_rows, signals.rows])
     wanted = k + exploration.pool + (k if item_counts is not None else 0)
-    top, values = model.ranker.rank(signals, wanted, blocked_rows)
+    ranker, chosen = model.ranker.strategy, 1.0
+    if item_counts is not None:  # which ranking earns clicks here, learned online (ADR 0021)
+        rankers = model.ranker.rankers
+        ranker, chosen = choose(rankers, item_counts([ranker_key(r) for r in rankers]), request_id)
+    top, values = model.ranker.rank(signals, wanted, blocked_rows, ranker)
     scores = np.full(len(model.item_ids), -np.inf)
     scores[top] = values / max(float(np.abs(values).max(initial=0.0)), 1e-12)  # the scale freshness adds to
     ranked = top.tolist()
@@ -177,9 +183,9 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     shown = explore(ranked, k, exploration, request_id)
     liked = signals.rows[signals.wanted]
     return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(scores[i]),
-                                                    _reason(model, i, signals.rows, own, profile, liked), p)
-                                     for i, p in shown], model.version, segment, True, "fold_in",
-                           model.ranker.strategy)
+                                                    _reason(model, i, signals.rows, own, profile, liked),
+                                                    chosen * p)
+                                     for i, p in shown], model.version, segment, True, "fold_in", ranker)
 
 
 def _by_recent_clicks(model: ServingModel, item_counts: Callable[[list[str]], Mapping[str, ItemCounts]]

@@ -6,7 +6,9 @@ shift, same new items):
   items' recent counters) over a model trained on the real data before the simulated days; the visits'
   events go through the real cleaner in process (in-memory stores) every `batch_minutes` of simulated
   time, which merges them into the online profiles and the item counters serving reads, as the deployed
-  cleaner does within seconds; greedy (the experiment's exploration is opt-in per arm);
+  cleaner does within seconds; greedy (the experiment's exploration is opt-in per arm), each page made
+  by the ranking serving chooses from the rankers' counters (ADR 0021), the events carrying its name
+  back as a client's do;
 - popularity: the same model's popularity ranking (the experiment's control arm);
 - bandit: river's LinUCB (disjoint) over the catalogue's category x price-level cells, the user's recent
   clicks per category and price level as its context; it fills the page from its three best cells with
@@ -33,7 +35,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -98,11 +100,19 @@ class PersonalizedArm:
         self._clock = clock
         self._pending: list[dict] = []
         self.cleaned = 0
+        self.requests = 0
+        self.page_context: dict[str, str] = {}
+        self.rankers: Counter[str] = Counter()  # pages per ranker (or per strategy without one)
 
     def rank(self, user_id: str, now: datetime) -> list[str]:
         profile = self.store.load([user_id])[user_id]
-        ranked = recommend(self.model, user_id, profile, now.timestamp(), k=K,
+        self.requests += 1
+        request_id = f"bench-{self.requests}"
+        ranked = recommend(self.model, user_id, profile, now.timestamp(), k=K, request_id=request_id,
                            item_counts=lambda items: self.counters.load(items, now.timestamp()))
+        # what a client sends back on the page's events (schema 1.3): the request and the ranker
+        self.page_context = {"request_id": request_id} | ({"ranker": ranked.ranker} if ranked.ranker else {})
+        self.rankers[ranked.ranker or ranked.strategy] += 1
         return [r.item_id for r in ranked.items]
 
     def observe(self, visit: Session, shown: list[str]) -> None:
@@ -313,6 +323,7 @@ class LoopRun:
     seconds: dict[str, float] = field(default_factory=dict)  # per arm, time spent ranking and learning
     cleaned: int = 0  # the personalized arm's events through the cleaner
     cold_visits: list[int] = field(default_factory=list)  # per hour, the informed arm's visits before a first click
+    rankers: dict[str, int] = field(default_factory=dict)  # the personalized arm's pages per ranking (ADR 0021)
 
     def window(self, arm: str, first_hour: int, last_hour: int) -> Window:
         total = Window()
@@ -384,8 +395,8 @@ def simulate(plan: LoopBenchPlan, frame: pd.DataFrame | None = None,
                     at = begin + timedelta(seconds=float(offset))
                     now[0] = at
                     shown = policy.rank(world.user_ids[user], at)
-                    visit = world.respond(int(user), shown, at, {"experiment": "ranking", "variant": arm},
-                                          np.random.default_rng(int(seed)))
+                    context = {"experiment": "ranking", "variant": arm} | getattr(policy, "page_context", {})
+                    visit = world.respond(int(user), shown, at, context, np.random.default_rng(int(seed)))
                     figures[arm].add(visit)
                     policy.observe(visit, shown)
                 now[0] = begin + timedelta(hours=1)
@@ -394,6 +405,7 @@ def simulate(plan: LoopBenchPlan, frame: pd.DataFrame | None = None,
             run.hours.append(figures)
             run.cold_visits.append(arms["informed"].cold_visits - sum(run.cold_visits))
             run.cleaned = arms["personalized"].cleaned
+            run.rankers = dict(arms["personalized"].rankers.most_common())
         say(f"  day {day + 1}: " + "  ".join(
             f"{arm} {run.window(arm, day * 24, day * 24 + 24).expected_ctr:.4f}" for arm in ARMS)
             + ("  (new items arrived)" if day == plan.arrival_day else "")
@@ -454,6 +466,7 @@ def run(json_path: str, console: TextIO, plan: LoopBenchPlan | None = None) -> i
                   regained={arm: result.regained(arm) for arm in ("personalized", "popularity", "bandit", "informed")},
                   ceiling={"informed_oracle_share_before_shift": round(result.share("informed", 0, before), 4),
                            "visits_before_a_first_click_share": round(result.cold_share(before), 4)},
+                  pages_per_ranking=result.rankers,
                   seconds={"total": round(time.perf_counter() - started, 1),
                            **{arm: round(s, 1) for arm, s in result.seconds.items()}})
     return 0

@@ -185,7 +185,7 @@ def clean_events(batch: pa.Table, state: CleanerState, now: datetime, rules: Cle
     column = {name: batch[name] for name in (
         "event_id", "user_id", "item_id", "event_type", "event_time", "received_at", "schema_version",
         "session_id", "page", "experiment", "variant", "segment", "country", "category", "price",
-        "request_id", "position", "propensity", "record_index")}
+        "request_id", "position", "propensity", "ranker", "record_index")}
     curated = {
         **column,
         "feedback_kind": feedback_kind,

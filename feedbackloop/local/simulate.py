@@ -133,6 +133,8 @@ class SimulatedClients:
             self.segment_members.setdefault(segment, user_id)
         if ranked.get("request_id"):
             context["request_id"] = ranked["request_id"]
+        if ranked.get("ranker"):  # the ranking that made the page: serving learns which earns clicks (1.3)
+            context["ranker"] = ranked["ranker"]
         items = ranked["items"]
         logged = all("propensity" in item for item in items)
         return ([item["item_id"] for item in items], context,

@@ -21,7 +21,7 @@ import fastjsonschema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CURRENT_MAJOR = 1
-CURRENT_VERSION = "1.2"  # 1.1 added context.category; 1.2 context.request_id, position, propensity
+CURRENT_VERSION = "1.3"  # 1.1 added context.category; 1.2 context.request_id, position, propensity; 1.3 ranker
 MAX_BATCH_EVENTS = 500
 MAX_EVENT_BYTES = 8 * 1024
 MAX_BODY_BYTES = 1024 * 1024

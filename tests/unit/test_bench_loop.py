@@ -33,6 +33,8 @@ def test_every_arm_sees_the_same_visits_and_the_oracle_is_the_best(run):
     # the informed reference: the oracle's page from a first click on, the cold page before
     assert 0 < run.share("informed", 0, 24) < 1 and 0 < run.cold_share(24) < 1
     assert run.cleaned > 0  # the personalized arm's events went through the cleaner
+    # every personalized page is counted once, under the ranking that made it (ADR 0021) or the cold page's
+    assert sum(run.rankers.values()) == everything["personalized"].sessions
 
 
 def test_the_entries_have_the_benchmarks_shape(run, tmp_path):

@@ -103,6 +103,8 @@ def valid_events(draw) -> dict[str, Any]:
                 context[name] = draw(st.one_of(st.none(), st.floats(0, 1, exclude_min=True), st.just(1)))
             elif name == "request_id":
                 context[name] = draw(st.one_of(st.none(), IDENTIFIER))
+            elif name == "ranker":
+                context[name] = draw(st.one_of(st.none(), st.from_regex(r"[a-z][a-z_]{0,30}", fullmatch=True)))
             else:
                 context[name] = draw(st.one_of(st.none(), st.text(max_size=CONTEXT[name]["maxLength"] // 8)))
         event["context"] = context

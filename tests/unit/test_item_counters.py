@@ -29,6 +29,7 @@ from feedbackloop.item_counters import (
     counts_at,
     freshen,
     landmark,
+    ranker_key,
 )
 
 pytestmark = pytest.mark.unit
@@ -67,6 +68,18 @@ def test_examinations_follow_the_examination_model_and_opted_out_rows_are_not_co
     assert counts.examinations == pytest.approx(1 + 0.5 + 0 + 1)  # position 30: never examined
     assert (counts.clicks, counts.purchases) == (0, pytest.approx(1))
     assert batch_additions(_rows(("a", "click", NOW, 1), personalized=False)) == {}
+
+
+def test_a_pages_ranker_gets_the_counts_of_its_items_under_its_own_key():
+    """ADR 0021: the ranker named on the events (schema 1.3) is counted like an item, under a key no item
+    id can take; events without one count for their items only."""
+    rows = _rows(("a", "view", NOW, 1), ("a", "click", NOW, 1), ("b", "view", NOW, 2), ("c", "view", NOW, 1))
+    rows = rows.append_column("ranker", pa.array(["attribute", "attribute", "attribute", None]))
+    additions = batch_additions(rows)
+    assert set(additions) == {"a", "b", "c", ranker_key("attribute")}
+    counts = counts_at(additions[ranker_key("attribute")], NOW.timestamp())
+    assert (counts.examinations, counts.clicks) == (pytest.approx(2.0), pytest.approx(1.0))
+    assert not ranker_key("attribute")[0].isalnum()  # item ids begin with a letter or digit
 
 
 def test_a_landmark_old_enough_is_dropped_on_the_next_write():

@@ -255,3 +255,32 @@ def test_exploration_draws_from_the_request_id_and_reports_each_items_propensity
     explored = [(r, slot) for ranked in slates for slot, r in enumerate(ranked.items) if r.item_id != greedy_ids[slot]]
     assert explored and all(r.propensity == pytest.approx(p_pool) for r, _ in explored)
     assert all(r.reason for ranked in slates for r in ranked.items)
+
+
+def test_the_page_is_made_by_the_ranker_that_earns_clicks_here():
+    """ADR 0021: without counters the model's choice ranks; with counters, the ranker whose pages get
+    clicked serves most pages, names itself, and its probability scales the items' propensities."""
+    from feedbackloop.item_counters import ItemCounts, ranker_key
+
+    model = _model()
+    profile = _profile(("i3", "purchase", 0.8, 0.6, DAY))
+    assert model.ranker.rankers == ("blend", "mf", "history")
+    assert recommend(model, "u1", profile, NOW, k=5).ranker == "blend"
+    counts = {ranker_key("blend"): ItemCounts(500.0, 5.0), ranker_key("mf"): ItemCounts(500.0, 5.0),
+              ranker_key("history"): ItemCounts(500.0, 60.0)}
+
+    def read(ids):
+        return {i: counts[i] for i in ids if i in counts}
+
+    pages = [recommend(model, "u1", profile, NOW, k=5, request_id=f"r{n}", item_counts=read) for n in range(30)]
+    assert sum(p.ranker == "history" for p in pages) >= 28
+    page = pages[0]
+    assert recommend(model, "u1", profile, NOW, k=5, request_id="r0", item_counts=read).ranker == page.ranker
+    mine = [r.item_id for r in model_ranking(model, profile, page.ranker)]
+    assert [r.item_id for r in page.items] == mine and all(0 < r.propensity <= 1 for r in page.items)
+
+
+def model_ranking(model: ServingModel, profile: UserProfile, ranker: str) -> list:
+    signals, _ = model.signals("u1", profile, NOW)
+    top, _ = model.ranker.rank(signals, 5, strategy=ranker)
+    return [type("R", (), {"item_id": str(model.item_ids[i])}) for i in top]
