@@ -10,14 +10,14 @@ change), the same counts an item gets.
 
 Per page, each ranker's click rate is a Beta posterior: its clicks and examinations here, after PRIOR
 examinations at the rankers' pooled rate for the model's own choice (before any evidence here, it is
-what validation preferred) and at half of it for the others; the ranker whose draw is highest serves (Thompson sampling: each serves as often as it is likely the
-best, so exploration fades as the evidence grows). The probability that each ranker serves is
-computed from DRAWS draws of a generator with a fixed seed (a ranker less likely than one in DRAWS to
-be the best does not serve), and the choice is drawn from those
-probabilities by the request id's generator: one request id always gets the same ranker, and the
-choice's propensity is that of the policy that ran. The item propensities serving returns are then the
-ranker's probability times the item's within that ranker's slate (a lower bound of the probability of
-the item at that slot; exact where no other ranker would put it there).
+what validation preferred) and at half of it for the others; the ranker whose draw is highest serves
+(Thompson sampling: each serves as often as it is likely the best, so exploration fades as the evidence
+grows). The probability that each ranker serves is computed from DRAWS draws of a generator with a fixed
+seed (a ranker less likely than one in DRAWS to be the best does not serve), and the choice is drawn
+from those probabilities by the request id's generator: one request id always gets the same ranker, and
+the choice's propensity is that of the policy that ran. The item propensities serving returns are then
+the ranker's probability times the item's within that ranker's slate (a lower bound of the probability
+of the item at that slot; exact where no other ranker would put it there).
 
 Pure numpy, no I/O.
 """
