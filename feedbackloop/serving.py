@@ -59,6 +59,7 @@ class Recommendations:
     personalized: bool
     strategy: str  # fold_in (ranked from the user's feedback), segment_popularity, popularity, opted_out
     ranker: str | None = None  # fold_in: the ranking that made the page (the model's choice, or a source, ADR 0021)
+    ranker_propensity: float = 1.0  # the probability that serving chose that ranking (in each item's propensity)
 
 
 class ServingModel:
@@ -185,7 +186,7 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(scores[i]),
                                                     _reason(model, i, signals.rows, own, profile, liked),
                                                     chosen * p)
-                                     for i, p in shown], model.version, segment, True, "fold_in", ranker)
+                                     for i, p in shown], model.version, segment, True, "fold_in", ranker, chosen)
 
 
 def _by_recent_clicks(model: ServingModel, item_counts: Callable[[list[str]], Mapping[str, ItemCounts]]

@@ -38,6 +38,7 @@ def recommendations_body(ranked: Recommendations) -> dict[str, Any]:
         "personalized": ranked.personalized,
         "strategy": ranked.strategy,
         "ranker": ranked.ranker,
+        "ranker_propensity": round(ranked.ranker_propensity, 9),
         "items": [{"item_id": r.item_id, "score": round(r.score, 6), "reason": r.reason,
                    "propensity": round(r.propensity, 9)} for r in ranked.items],
     }

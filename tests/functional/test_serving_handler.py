@@ -181,8 +181,10 @@ def test_the_personalized_arm_explores_within_its_budget_the_same_way_for_one_re
         assert slate[n] == slate[n + 5]
     assert len({tuple(s) for s in slate}) > 1
     p_pool = explored_item_probability(10, 20, ExplorationPolicy(0.5, 20).budget)
-    propensities = sorted({round(i["propensity"], 6) for b in bodies for i in b["items"]})
+    # the item's probability within its page's ranking, times the ranking's (ADR 0021)
+    propensities = sorted({round(i["propensity"] / b["ranker_propensity"], 6) for b in bodies for i in b["items"]})
     assert propensities == [round(p_pool, 6), round(1 - 20 * p_pool, 6)]  # some slots explored, some not
+    assert all(0 < b["ranker_propensity"] <= 1 and b["ranker"] for b in bodies)
 
 
 def test_an_examined_item_left_unclicked_drops_from_the_next_ranking_and_an_unexamined_one_stays(
@@ -194,7 +196,7 @@ def test_an_examined_item_left_unclicked_drops_from_the_next_ranking_and_an_unex
                             timestamp=RECENT)])[0] == 200
     for event in account.kinesis_events():
         cleaner_handler(event)
-    status, before = _get(serving_handler, api_event, "/users/u1/recommendations?k=30")
+    status, before = _get(serving_handler, api_event, "/users/u1/recommendations?k=30&request_id=t1")
     assert status == 200 and before["strategy"] == "fold_in"
     shown = [i["item_id"] for i in before["items"]]
     exposures = [make_event(event_id=f"v{n}", user_id="u1", item_id=item, event_type="view", value=1,
@@ -205,7 +207,7 @@ def test_an_examined_item_left_unclicked_drops_from_the_next_ranking_and_an_unex
     assert post(exposures)[0] == 200
     for event in account.kinesis_events():
         cleaner_handler(event)
-    status, after = _get(serving_handler, api_event, "/users/u1/recommendations?k=30")
+    status, after = _get(serving_handler, api_event, "/users/u1/recommendations?k=30&request_id=t1")
     now_shown = {i["item_id"] for i in after["items"]}
     examined = [item for item in shown[:10] if item != "item-20"]  # positions 1-10 (θ >= 0.3); not the bought one
     assert examined and not now_shown & set(examined)
@@ -225,7 +227,7 @@ def test_items_others_ignore_move_down_and_items_others_click_move_up_before_ret
                             timestamp=RECENT)])[0] == 200
     for event in account.kinesis_events():
         cleaner_handler(event)
-    before = [i["item_id"] for i in _get(serving_handler, api_event, "/users/u1/recommendations?k=10")[1]["items"]]
+    before = [i["item_id"] for i in _get(serving_handler, api_event, "/users/u1/recommendations?k=10&request_id=t1")[1]["items"]]
     stale, rising = before[1], before[9]
     others = []
     for n in range(30):  # the rank-2 item is shown first to everyone and ignored; the rank-10 one clicked
@@ -242,7 +244,7 @@ def test_items_others_ignore_move_down_and_items_others_click_move_up_before_ret
     stored = account.session.client("dynamodb").get_item(
         TableName=physical_name(ITEM_COUNTERS_TABLE.key), Key={"item_id": {"S": rising}})["Item"]
     assert any(name.startswith("clicks@") for name in stored)
-    after = [i["item_id"] for i in _get(serving_handler, api_event, "/users/u1/recommendations?k=10")[1]["items"]]
+    after = [i["item_id"] for i in _get(serving_handler, api_event, "/users/u1/recommendations?k=10&request_id=t1")[1]["items"]]
     assert after.index(rising) < before.index(rising)
     assert stale not in after or after.index(stale) > before.index(stale)
 
