@@ -15,6 +15,11 @@ serving; the feedback layer as of the cut-off in training and in the gate):
   times the item's popularity percentile. It generalizes from a single click to
   every item like it, which the factorization and the neighbours cannot do for an item they know
   little about, and it is what a user new to the system is ranked from after their first clicks.
+`attribute_rate`, a ranking serving may choose online (ADR 0021) but not a source of the re-ranker's, is
+the attribute source with the evidence against: the user's recent rate of wanted evidence in the item's
+category (its wanted mass over its wanted and unwanted mass, items shown and passed over counting
+against it) times that in its price band, each smoothed towards the user's own rate, times the item's
+popularity percentile; a category the user keeps passing over falls below one they were never shown.
 The union of each source's top `candidates` items is then ordered by the re-ranker (gradient-boosted
 trees over the sources' scores and ranks and the user's, the item's and the pair's feedback features,
 evaluated with numpy), or, when the re-ranker did not beat the best single source on validation, by
@@ -45,9 +50,13 @@ _SCORED = ("mf", "item_item", "history", "attribute")  # sources that score only
 PRICE_BANDS = 4  # the catalogue's price quartiles
 ATTRIBUTE_PRIOR = 0.1  # the confidence mass the catalogue's mix counts for in a user's shares (half a click's)
 ATTRIBUTE_HALF_LIFE_DAYS = 1.0  # "recent" in the user's recent shares: the interest of their latest visits
+# the confidence mass at the user's own rate that each category's and price band's rate starts from (five
+# examined views' worth), and the rate a user without evidence starts from
+ATTRIBUTE_RATE_PRIOR = 0.5
+ATTRIBUTE_PRIOR_RATE = 0.1
 # the single sources serving may choose between online besides the model's own choice (ADR 0021): the
 # personalized ones; popularity and its kin are what a user without feedback gets anyway
-ONLINE_RANKERS = ("attribute", "item_item", "mf", "history")
+ONLINE_RANKERS = ("attribute_rate", "item_item", "mf", "history")
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,32 @@ class Ranker:
             out.append(share[codes])
         return out[0], out[1]
 
+    def attribute_rates(self, s: UserSignals, half_life_days: float = ATTRIBUTE_HALF_LIFE_DAYS
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Per item, the user's rate of wanted evidence in its category and in its price band: the wanted
+        mass over the wanted and unwanted mass there (pairs turned against or only shown, and the examined
+        exposures passed over since a wanted pair's latest positive), each signal weighed by 0.5^(days
+        before the user's latest signal / `half_life_days`), smoothed towards the user's own rate over
+        every attribute by ATTRIBUTE_RATE_PRIOR. A category the user was never shown gets their own rate,
+        one they keep passing over falls below it: the ranking moves on when their taste does."""
+        age = s.days_since - (s.days_since.min() if len(s.rows) else 0.0)
+        decay = np.exp2(-age / half_life_days)
+        wanted = np.where(s.confidence > 0, s.confidence, 0.0) * decay
+        unwanted = np.where(s.confidence < 0, -s.confidence, 0.0) * decay
+        if s.ignored is not None:
+            unwanted = unwanted + np.where(s.confidence > 0, s.ignored, 0.0)
+        own = ((wanted.sum() + ATTRIBUTE_RATE_PRIOR * ATTRIBUTE_PRIOR_RATE)
+               / (wanted.sum() + unwanted.sum() + ATTRIBUTE_RATE_PRIOR))
+        out = []
+        for codes in (self.item_category, self.item_price_band):
+            n = int(codes.max(initial=0)) + 1
+            pro = np.bincount(codes[s.rows], weights=wanted, minlength=n)[:n]
+            con = np.bincount(codes[s.rows], weights=unwanted, minlength=n)[:n]
+            rate = (pro + ATTRIBUTE_RATE_PRIOR * own) / (pro + con + ATTRIBUTE_RATE_PRIOR)
+            rate[0] = own  # no attribute known: no evidence about attributes
+            out.append(rate[codes])
+        return out[0], out[1]
+
     def _top(self, name: str, scores: np.ndarray, allowed: np.ndarray, s: UserSignals, excluded: int
              ) -> np.ndarray:
         """A source's top `candidates` allowed items with a score, best first (`excluded`: how many items
@@ -297,7 +332,7 @@ class Ranker:
         """The rankings this model can serve: the one validation chose first, then every personalized single
         source it holds data for (serving may learn online which earns clicks, ADR 0021)."""
         have = {"mf": True, "item_item": len(self.neighbors[1]) > 0, "history": True,
-                "attribute": bool(self.item_category.any() or self.item_price_band.any())}
+                "attribute_rate": bool(self.item_category.any() or self.item_price_band.any())}
         return (self.strategy,) + tuple(name for name in ONLINE_RANKERS if have[name] and name != self.strategy)
 
     def rank(self, s: UserSignals, k: int, blocked: np.ndarray | None = None, strategy: str | None = None
@@ -316,6 +351,9 @@ class Ranker:
             value = self.rerank(self.features(s, scores, union, ranks))
             order = np.argsort(-value, kind="stable")[:k]
             return union[order], value[order]
+        if strategy == "attribute_rate":
+            category, price = self.attribute_rates(s)
+            scores["attribute_rate"] = category * price * self.popularity_percentile
         value = self.single(strategy, scores)
         value = np.where(allowed, value, -np.inf)
         k = min(k, int(np.isfinite(value).sum()))

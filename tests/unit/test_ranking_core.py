@@ -206,6 +206,34 @@ def test_the_attribute_source_generalizes_one_click_to_every_item_like_it():
     assert np.allclose(c0[::2], c0[0]) and c0[1] > c0[0]  # the odd items are the more popular mix
 
 
+def _page(clicked: int, passed: dict[int, float]) -> UserSignals:
+    """A click (confidence 0.2) and the items examined and passed over beside it (only ever shown)."""
+    rows = np.array([clicked, *passed])
+    confidence = np.array([0.2, *(-c for c in passed.values())])
+    return UserSignals(rows, confidence, np.zeros(len(rows)), np.zeros(len(rows)), np.zeros(len(rows), dtype=bool))
+
+
+def test_the_attribute_rates_rank_like_items_first_and_move_on_from_a_category_passed_over():
+    """ADR 0021's `attribute_rate`: a click on an even, cheap item on a page whose other items (odd or dear)
+    were passed over ranks the even items first, the cheap ones most popular first; once the user has
+    passed over every even cheap item too (three examined views each), that category and band fall below
+    the user's own rate and the ranking turns to what they were never shown (odd or dear)."""
+    ranker = _attribute_ranker()
+    assert ranker.rankers == ("attribute", "attribute_rate", "mf", "history")
+    page = _page(4, {5: 0.1, 7: 0.1, 25: 0.1, 27: 0.1, 24: 0.1})
+    top, _ = ranker.rank(page, 3, strategy="attribute_rate")
+    assert [int(i) for i in top[:2]] == [18, 16] and all(i % 2 == 0 for i in top.tolist())
+    category, price = ranker.attribute_rates(page)
+    assert category[4] > category[5] and price[4] > price[30]
+    later = _page(4, dict.fromkeys([0, 2, 6, 8, 10, 12, 14, 16, 18], 0.3))
+    category, price = ranker.attribute_rates(later)
+    assert category[1] > category[4] and price[39] > price[4]
+    top = [int(i) for i in ranker.rank(later, 3, strategy="attribute_rate")[0]]
+    assert top[:2] == [39, 37] and all(i >= 20 for i in top)
+    with pytest.raises(ValueError, match="cannot rank by"):
+        ranker.rank(later, 3, strategy="reranker")  # no trees in this model
+
+
 def test_a_user_who_ignored_the_popular_page_gets_the_next_popular_items_spread_over_categories():
     ranker = _attribute_ranker()
     ranker.item_category = np.where(np.arange(40) >= 20, 1, 2)  # the 20 most popular items share a category
