@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="replay Online Retail through the local API and show the result")
     demo.add_argument("--limit", type=int, default=None,
-                      help="send only the last N invoice lines (default 40,000; 0: all 541,909)")
+                      help="send only the last N invoice lines (default 60,000; 0: all 541,909)")
     demo.add_argument("--days", type=int, default=LoopPlan.days, help="simulated days of the closed loop")
     demo.add_argument("--users", type=int, default=LoopPlan.users, help="simulated users")
     demo.add_argument("--visits", type=int, default=LoopPlan.visits_per_day, help="visits per simulated day")

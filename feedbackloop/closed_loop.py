@@ -40,16 +40,12 @@ RETRAINING_TIMEOUT = 3600.0  # seconds the loop waits for a retraining the adjus
 
 @dataclass(frozen=True)
 class LoopPlan:
-    """`make demo`'s closed loop: two days before the shift, the shift day, a day after it. Each visit
-    costs the stand-in about a tenth of a CPU-second (the request, its events' ingestion and cleaning),
-    so the visits are as few as keep the A/B verdict clear (about 6 visits and 60 impressions a user)."""
-
-    days: int = 4
+    days: int = 5
     users: int = 500
-    visits_per_day: int = 800
-    shift_day: int = 2  # preferences shift at the start of this day (0-based)
-    arrival_day: int = 1  # the catalogue's new items arrive at the start of this day
-    nightly_retrain_days: tuple[int, ...] = (0,)  # retrain after these days (besides drift-triggered runs)
+    visits_per_day: int = 1200
+    shift_day: int = 3  # preferences shift at the start of this day (0-based)
+    arrival_day: int = 2  # the catalogue's new items arrive at the start of this day
+    nightly_retrain_days: tuple[int, ...] = (0, 2)  # retrain after these days (besides drift-triggered runs)
     seed: int = 7
 
 

@@ -34,10 +34,10 @@ from glue_jobs.build_tables import JOB_NAMES, DataQualityError, run_job
 
 # The dataset spans 374 days, shifted to end where the simulated days begin: accept a year of late data.
 DEMO_MAX_EVENT_AGE_DAYS = 400
-# The real data the demo replays by default: the last invoice lines (about two weeks of the busiest
+# The real data the demo replays by default: the last invoice lines (about three weeks of the busiest
 # season). `--limit 0` replays all 541,909. The demo prints where its time went (wall and CPU seconds
 # per phase) at the end.
-DEFAULT_LIMIT = 40_000
+DEFAULT_LIMIT = 60_000
 REPORT_FILE = STATE_DIR / "report.html"
 APPCONFIG_TIME_SCALE = 60  # the UI config's 5-minute rollout and 5-minute bake take ten seconds
 # The demo's event source mapping takes up to 5,000 records a batch (about 4 MB of Kinesis event, within
