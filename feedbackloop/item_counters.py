@@ -17,6 +17,7 @@ clicks / examinations is a click rate corrected for the position items were show
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -138,6 +139,50 @@ class ItemCounterStore(Protocol):
 
     def load(self, item_ids: Iterable[str], now: float) -> dict[str, ItemCounts]:
         """The items' counts at `now` (items never counted are absent)."""
+
+
+class CachedCounts:
+    """A serving container's reads of the item counters: each item's counts are read from `store` at
+    most once per `ttl_seconds` and carried from the moment read to the moment asked. Every field of a
+    counter decays at the same rate, so that is exact: only counts added in the last `ttl_seconds` are
+    missing. The counters are a trend with a day's half-life; seconds of lag cannot move a ranking, while
+    a read per page would fetch the same popular items' counters on every cold page (a BatchGetItem of
+    its 100-item pool per request). Items never counted are remembered as absent for as long."""
+
+    MAX_ENTRIES = 200_000  # beyond this many items remembered, the expired ones are dropped first
+
+    def __init__(self, store: ItemCounterStore, ttl_seconds: float) -> None:
+        self._store = store
+        self._ttl = ttl_seconds
+        self._lock = threading.Lock()
+        self._read: dict[str, tuple[float, ItemCounts | None]] = {}  # item -> (read at, counts or absent)
+
+    def add(self, additions: Mapping[str, Mapping[str, float]], now: float) -> None:
+        self._store.add(additions, now)
+        with self._lock:
+            for item in additions:
+                self._read.pop(item, None)
+
+    def load(self, item_ids: Iterable[str], now: float) -> dict[str, ItemCounts]:
+        wanted = list(dict.fromkeys(item_ids))
+        with self._lock:
+            stale = [i for i in wanted if i not in self._read or not 0 <= now - self._read[i][0] < self._ttl]
+        if stale:
+            fresh = self._store.load(stale, now)
+            with self._lock:
+                if len(self._read) + len(stale) > self.MAX_ENTRIES:
+                    self._read = {i: e for i, e in self._read.items() if 0 <= now - e[0] < self._ttl}
+                self._read.update((i, (now, fresh.get(i))) for i in stale)
+        found: dict[str, ItemCounts] = {}
+        with self._lock:
+            entries = [(i, self._read.get(i)) for i in wanted]
+        for item, entry in entries:
+            if entry is not None and entry[1] is not None:
+                at, counts = entry
+                factor = math.exp(-_DECAY * max(0.0, now - at))
+                found[item] = ItemCounts(counts.examinations * factor, counts.clicks * factor,
+                                         counts.purchases * factor)
+        return found
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,9 @@ class ServingSettings(_Settings):
     online_table: str = Field(min_length=1)
     item_counters_table: str | None = Field(default=None, min_length=1,
                                             description="recent counts per item; unset: rankings ignore them")
+    # each item's counters are read at most this often per container (item_counters.CachedCounts); 0: every
+    # request reads its candidates' counters
+    item_counters_ttl_seconds: float = Field(default=10, ge=0)
     model_refresh_seconds: float = Field(default=60, ge=0)
     # ranking rules: items never recommended (comma-separated ids), and whether to leave out every item
     # the user already has (off for repeat-purchase catalogues)

@@ -41,9 +41,10 @@ class LocalFunction:
     belongs to (names.Function), the `service` of its logs."""
 
     def __init__(self, handler: str, lock: threading.Lock | None = None,
-                 after_invoke: Callable[[], None] | None = None) -> None:
+                 after_invoke: Callable[[dict], None] | None = None) -> None:
         self.name = Function.of_handler(handler).value
-        self._after = after_invoke  # e.g. wake the consumers of what the function may have written to
+        # called with the event: e.g. wake the consumers of what the function may have written to
+        self._after = after_invoke
         self._handler_path = handler
         self._handler: Callable[[dict, Any], Any] | None = None
         self._lock = lock or threading.Lock()  # shared by functions that must not run at once in one process
@@ -55,7 +56,7 @@ class LocalFunction:
             return self._invoke(event)
         finally:
             if self._after is not None:
-                self._after()
+                self._after(event)
 
     def _invoke(self, event: dict) -> Any:
         with self._lock:

@@ -127,11 +127,12 @@ class LocalRuntime:
         # shares (in AWS, one function per process): the two API functions take turns, or one reads the
         # other's request under concurrent load
         api_turns = threading.Lock()
-        # what the API's functions put on the stream or the erasure queue is polled at once (an idle
-        # consumer polls once a second)
-        self.ingest = LocalFunction(INGEST_FUNCTION, api_turns, after_invoke=self._wake_consumers)
+        # what the API's functions put on the stream (ingest) or the erasure queue (serving's writes) is
+        # polled at once (an idle consumer polls once a second); a read wakes nobody: waking the stream's
+        # four pollers and the queue's after every GET cost five polls per recommendation
+        self.ingest = LocalFunction(INGEST_FUNCTION, api_turns, after_invoke=self._wake_stream_consumers)
         self.cleaner = LocalFunction(CLEANER_FUNCTION)
-        self.serving = LocalFunction(SERVING_FUNCTION, api_turns, after_invoke=self._wake_consumers)
+        self.serving = LocalFunction(SERVING_FUNCTION, api_turns, after_invoke=self._wake_queue_consumers)
         self.mappings, self.archivers, self.queues = [], [], []
         self.eraser = LocalFunction(ERASER_FUNCTION)
         self.adjust = LocalFunction(ADJUST_FUNCTION)
@@ -164,9 +165,14 @@ class LocalRuntime:
         self.endpoints.save(self.state_dir)
         return self
 
-    def _wake_consumers(self) -> None:
-        for consumer in (*self.mappings, *self.archivers, *self.queues):
+    def _wake_stream_consumers(self, event: dict) -> None:
+        for consumer in (*self.mappings, *self.archivers):
             consumer.wake()
+
+    def _wake_queue_consumers(self, event: dict) -> None:
+        if event.get("httpMethod", "GET") not in ("GET", "HEAD"):
+            for consumer in self.queues:
+                consumer.wake()
 
     def reset(self) -> None:
         """Empty every store and cache: the stack as a fresh start, on the same ports and with the same API key,

@@ -25,6 +25,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from feedbackloop import erasure, wiring
 from feedbackloop.api_errors import error_body
 from feedbackloop.exploration import GREEDY, policy_for
+from feedbackloop.item_counters import CachedCounts
 from feedbackloop.names import METRICS_NAMESPACE, SERVICE, Function, Metric
 from feedbackloop.resources import UI_CONFIG
 from feedbackloop.schemas import strict_json
@@ -75,8 +76,12 @@ def _online():
 
 @cache
 def _item_counters():
-    table = wiring.serving_settings().item_counters_table
-    return None if table is None else wiring.item_counter_store(table)
+    settings = wiring.serving_settings()
+    if settings.item_counters_table is None:
+        return None
+    store = wiring.item_counter_store(settings.item_counters_table)
+    ttl = settings.item_counters_ttl_seconds
+    return CachedCounts(store, ttl) if ttl > 0 else store
 
 
 @cache

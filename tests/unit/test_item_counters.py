@@ -23,6 +23,7 @@ from feedbackloop.item_counters import (
     KEEP_LANDMARKS,
     LANDMARK_SECONDS,
     NEGLIGIBLE,
+    CachedCounts,
     Freshness,
     ItemCounts,
     batch_additions,
@@ -129,3 +130,39 @@ def test_the_cleaner_adds_a_batchs_committed_rows_to_the_item_counters(make_even
         0.5 ** ((NOW - datetime(2025, 6, 10, 11, 59, tzinfo=UTC)).total_seconds() / HALF_LIFE_SECONDS))
     service.clean([make_record(click, 0)])  # redelivered: a duplicate, not counted again
     assert counters.load(["hot"], NOW.timestamp())["hot"].clicks < 1
+
+
+class _CountingStore(MemoryItemCounterStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[list[str]] = []
+
+    def load(self, item_ids, now: float) -> dict:
+        self.reads.append(list(item_ids))
+        return super().load(item_ids, now)
+
+
+def test_cached_counts_read_each_item_once_per_ttl_and_decay_exactly_in_between():
+    store = _CountingStore()
+    t0 = 1_700_000_000.0
+    store.add({"a": {f"clicks@{int(t0 // LANDMARK_SECONDS) * LANDMARK_SECONDS}": 4.0}}, t0)
+    cached = CachedCounts(store, ttl_seconds=10)
+    first = cached.load(["a", "b"], t0)
+    assert store.reads == [["a", "b"]] and set(first) == {"a"}  # b never counted: absent, and remembered so
+    later = cached.load(["b", "a"], t0 + 9)
+    assert store.reads == [["a", "b"]]  # within the TTL: no read
+    assert later["a"].clicks == pytest.approx(store.load(["a"], t0 + 9)["a"].clicks, rel=1e-12)
+    store.reads.clear()
+    store.add({"a": {f"clicks@{int(t0 // LANDMARK_SECONDS) * LANDMARK_SECONDS}": 1.0}}, t0 + 9)
+    assert cached.load(["a"], t0 + 9.5)["a"].clicks == pytest.approx(later["a"].clicks * 0.5 ** (0.5 / HALF_LIFE_SECONDS))
+    assert cached.load(["a", "c"], t0 + 10)["a"].clicks > later["a"].clicks  # expired: read again, with the new click
+    assert store.reads == [["a", "c"]]
+
+
+def test_cached_counts_pass_writes_through_and_forget_what_they_changed():
+    store = _CountingStore()
+    t0 = 1_700_000_000.0
+    cached = CachedCounts(store, ttl_seconds=60)
+    assert cached.load(["a"], t0) == {}
+    cached.add({"a": {f"examinations@{int(t0 // LANDMARK_SECONDS) * LANDMARK_SECONDS}": 2.0}}, t0)
+    assert cached.load(["a"], t0 + 1)["a"] == store.load(["a"], t0 + 1)["a"] and len(store.reads) == 3
