@@ -101,7 +101,8 @@ def account(monkeypatch) -> Iterator[Account]:
         "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
         "POWERTOOLS_SERVICE_NAME": SERVICE, "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
-        **ingest.to_env(), **cleaner.to_env(), **serving_settings(model_refresh_seconds=0, item_counters_ttl_seconds=0).to_env(),
+        **ingest.to_env(), **cleaner.to_env(),
+        **serving_settings(model_refresh_seconds=0, item_counters_ttl_seconds=0).to_env(),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -106,6 +106,7 @@ def test_the_ranking_experiments_arm_decides_the_ranking_and_is_reported(
         account, serving_handler, post, cleaner_handler, make_event, api_event, monkeypatch, arm, strategy):
     """Everyone in one arm (weights 1 and 0): the control arm gets popularity whatever their feedback."""
     from feedbackloop.local.appconfig import LocalAppConfigAgent
+    from feedbackloop.ranker_choice import choose
     from feedbackloop.resources import UI_CONFIG
     from feedbackloop.uiconfig import RANKING_EXPERIMENT, default_document
 
@@ -126,11 +127,14 @@ def test_the_ranking_experiments_arm_decides_the_ranking_and_is_reported(
         import lambdas.serving.handler as module
 
         module._ui_config.cache_clear()
-        status, body = _get(serving_handler, api_event, "/users/u1/recommendations?k=3")
+        # a request whose page the model's own choice makes (ADR 0021: no ranking has evidence here yet)
+        request = next(f"q{n}" for n in range(100) if choose(("blend", "mf", "history"), {}, f"q{n}")[0] == "blend")
+        status, body = _get(serving_handler, api_event, f"/users/u1/recommendations?k=3&request_id={request}")
     finally:
         agent.stop()
         module._ui_config.cache_clear()
     assert status == 200 and body["experiments"] == {RANKING_EXPERIMENT: arm} and body["ordering"] == arm
+    assert arm == "popularity" or body["ranker"] == "blend"
     assert body["strategy"] in (strategy, "popularity") if arm == "popularity" else body["strategy"] == strategy
     expected = items[:3] if arm == "popularity" else ["item-20", "item-21", "item-22"]
     assert sorted(i["item_id"] for i in body["items"]) == sorted(expected)
