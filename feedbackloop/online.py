@@ -16,11 +16,13 @@ columnar too, so it is read and written without a Python step per item.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -61,6 +63,8 @@ class ItemSignal:
 _COLUMNS = ("item_id", "score_mass", "weight_mass", "last_positive", "last_negative", "last_type", "last_at",
             "ignored_mass")
 _FIRST_LAYOUT = _COLUMNS[1:-1]  # {item: [score_mass, ..., last_at]}, as profiles were first written
+_DOCUMENT_KEYS = ("items", *_COLUMNS[1:])
+_ALL_COLUMNS = attrgetter(*_COLUMNS)  # a profile's columns, in one call per profile
 
 
 @dataclass(eq=False)
@@ -110,7 +114,7 @@ class ProfileItems:
         return ItemSignal(*(getattr(self, name)[position] for name in _COLUMNS[1:]))
 
     def to_document(self) -> dict[str, list]:
-        return {"items" if name == "item_id" else name: getattr(self, name) for name in _COLUMNS}
+        return dict(zip(_DOCUMENT_KEYS, _ALL_COLUMNS(self), strict=True))
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> ProfileItems:
@@ -294,7 +298,7 @@ def _rows_of(profiles: Sequence[UserProfile], rows: pa.Table) -> tuple[np.ndarra
 
 
 def _stack(columns: list[ProfileItems], name: str) -> list:
-    return list(chain.from_iterable(getattr(c, name) for c in columns))
+    return list(chain.from_iterable(map(attrgetter(name), columns)))
 
 
 def _floats(values: list) -> np.ndarray:
@@ -333,23 +337,51 @@ class OnlineStoreLike(Protocol):
     def save(self, profiles: Iterable[UserProfile]) -> list[str]: ...
 
 
-def merge_into_profiles(store: OnlineStoreLike, profiles: dict[str, UserProfile], rows: pa.Table, now: float,
+@dataclass(frozen=True)
+class ProfileMerge:
+    """A batch merged into its users' profiles, not saved yet: the cleaner computes it while the batch's
+    objects are being written to the lake and saves it once they are committed. The profiles it was
+    computed from are left as they were loaded (a failed write leaves them to merge fewer rows)."""
+
+    rows: pa.Table
+    now: float
+    pending: dict[str, UserProfile]  # the consenting users' profiles with the rows merged in
+
+    @classmethod
+    def of(cls, profiles: Mapping[str, UserProfile], rows: pa.Table, now: float) -> ProfileMerge:
+        """Merge clean rows into copies of their users' profiles (loaded already, to decide consent).
+        Users who turned personalization off are left alone."""
+        import pyarrow.compute as pc
+
+        present = set(pc.unique(rows["user_id"]).to_pylist()) if rows.num_rows else set()
+        # a shallow copy: a merge replaces a profile's columns, never changes them in place
+        pending = {u: copy.copy(p) for u, p in profiles.items() if u in present and p.personalization}
+        merge_rows(list(pending.values()), rows, now)
+        return cls(rows, now, pending)
+
+    def save(self, store: OnlineStoreLike, attempts: int = 3) -> int:
+        """Save the merged profiles, reloading and merging again the users whose profile moved meanwhile.
+        Returns the profiles written."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        pending, rows = self.pending, self.rows
+        written = 0
+        for attempt in range(attempts):
+            if attempt:
+                merge_rows(list(pending.values()), rows, self.now)
+            lost = set(store.save(pending.values()))
+            written += len(pending) - len(lost)
+            if not lost:
+                return written
+            pending = {u: p for u, p in store.load(lost).items() if p.personalization}
+            rows = rows.filter(pc.is_in(rows["user_id"], pa.array(list(pending), pa.string())))
+        raise RuntimeError(f"online profiles of {len(pending)} users kept moving under {attempts} attempts")
+
+
+def merge_into_profiles(store: OnlineStoreLike, profiles: Mapping[str, UserProfile], rows: pa.Table, now: float,
                         attempts: int = 3) -> int:
     """Merge clean rows into their users' profiles (loaded already, to decide consent) and save them,
     reloading and merging again the users whose profile moved meanwhile. Users who turned
     personalization off are left alone. Returns the profiles written."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    present = set(pc.unique(rows["user_id"]).to_pylist()) if rows.num_rows else set()
-    pending = {u: p for u, p in profiles.items() if u in present and p.personalization}
-    written = 0
-    for _ in range(attempts):
-        merge_rows(list(pending.values()), rows, now)
-        lost = set(store.save(pending.values()))
-        written += len(pending) - len(lost)
-        if not lost:
-            return written
-        pending = {u: p for u, p in store.load(lost).items() if p.personalization}
-        rows = rows.filter(pc.is_in(rows["user_id"], pa.array(list(pending), pa.string())))
-    raise RuntimeError(f"online profiles of {len(pending)} users kept moving under {attempts} attempts")
+    return ProfileMerge.of(profiles, rows, now).save(store, attempts)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import functools
+import gc
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -22,13 +25,33 @@ from feedbackloop.examination import preference_rows
 from feedbackloop.item_counters import ItemCounterStore, batch_additions
 from feedbackloop.lake import CURATED_EVENTS, QUARANTINE, LakeTable
 from feedbackloop.names import QuarantineReason
-from feedbackloop.online import UserProfile, merge_into_profiles
+from feedbackloop.online import ProfileMerge, UserProfile
 from feedbackloop.ports import DedupStore, LakeWriter, OnlineStore, StateStore
 
 _REDELIVERY_IS_DUPLICATE = frozenset(
     {QuarantineReason.OUTLIER.value, QuarantineReason.TOO_OLD.value, QuarantineReason.FUTURE.value,
      QuarantineReason.ERASED_USER.value}
 )
+
+
+_T = TypeVar("_T")
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """CPython's cycle collector held off for a batch. A batch allocates tens of thousands of short-lived
+    containers (decoded values, profile columns) and makes next to no reference cycles; reference counting
+    frees them as it goes. Left on, the collector would run dozens of young collections per batch, and
+    every so often a full one over the whole heap of a warm process (tens of milliseconds). It resumes
+    after the batch, which its next collection covers."""
+    if not gc.isenabled():  # the caller holds it off already
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @functools.cache
@@ -115,6 +138,10 @@ class CleanerService:
         self._item_counters = item_counters
 
     def clean(self, records: Sequence[SourceRecord]) -> BatchOutcome:
+        with _cyclic_gc_paused():
+            return self._clean(records)
+
+    def _clean(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         now = self._clock()
         records = SourceRecords.of(records)
         outcome = BatchOutcome(records_in=len(records))
@@ -177,9 +204,23 @@ class CleanerService:
         writes = [_Write(CURATED_EVENTS, day, batch_name, rows) for day, rows in partitions.items()]
         if quarantine.num_rows:
             writes.append(_Write(QUARANTINE, now.strftime("%Y-%m-%d"), quarantine_name, quarantine))
+        curated_rows = [write.rows for write in writes if write.table is CURATED_EVENTS]
+
+        def merge_profiles() -> ProfileMerge | Exception | None:
+            """The profiles with every curated row merged in, computed while the objects are written
+            (the S3 PUTs wait on the network, Parquet encodes outside the GIL); saved only once the rows
+            are committed."""
+            if not (profiles and curated_rows):
+                return None
+            try:
+                return ProfileMerge.of(profiles, preference_rows(pa.concat_tables(curated_rows)), now.timestamp())
+            except Exception as error:  # noqa: BLE001 - reported below, as a failed save
+                return error
+
+        errors, merge = self._write_all(writes, meanwhile=merge_profiles)
         failed: list[np.ndarray] = []
         written: list[pa.Table] = []
-        for write, error in zip(writes, self._write_all(writes), strict=True):
+        for write, error in zip(writes, errors, strict=True):
             if error is not None:
                 outcome.write_errors.append(f"{write.table.name}/{write.partition}: {error!r}")
                 failed.append(write.rows["record_index"].to_numpy())
@@ -194,8 +235,11 @@ class CleanerService:
             # after the rows are committed: a retried record is a duplicate then, never merged twice
             # (a failure here loses only the online update; training still sees the rows)
             try:
-                outcome.profiles_updated = merge_into_profiles(
-                    self._online, profiles, preference_rows(pa.concat_tables(written)), now.timestamp())
+                if len(written) < len(curated_rows):  # an event day failed: merge only the committed rows
+                    merge = ProfileMerge.of(profiles, preference_rows(pa.concat_tables(written)), now.timestamp())
+                if isinstance(merge, Exception):
+                    raise merge
+                outcome.profiles_updated = merge.save(self._online)
             except Exception as error:  # noqa: BLE001 - the online store is a cache of the lake
                 outcome.write_errors.append(f"online store: {error!r}")
         if self._item_counters is not None and written:
@@ -224,16 +268,20 @@ class CleanerService:
             raise ConservationError(outcome)
         return outcome
 
-    def _write_all(self, writes: list[_Write]) -> list[Exception | None]:
-        """Each object's write error, None where it was written. A batch's objects (its event days and the
-        quarantine) are written at once: an S3 PUT waits on the network, and Parquet encodes outside the GIL."""
-        if len(writes) <= 1 or self._write_threads <= 1:
-            return list(map(self._write, writes))
+    def _write_all(self, writes: list[_Write], meanwhile: Callable[[], _T]) -> tuple[list[Exception | None], _T]:
+        """Each object's write error, None where it was written, and what `meanwhile` returns, called while
+        they are written. A batch's objects (its event days and the quarantine) are written at once: an S3
+        PUT waits on the network, and Parquet encodes outside the GIL."""
+        if not writes or self._write_threads <= 1:
+            return list(map(self._write, writes)), meanwhile()
         futures = [_lake_writers(self._write_threads).submit(self._write, write) for write in writes]
-        # a crash in one write (a BaseException: nothing catches it) is raised once every write has
-        # ended: no object of the batch lands after its redelivery has looked for it
-        wait(futures)
-        return [future.result() for future in futures]
+        try:
+            during = meanwhile()
+        finally:
+            # a crash in one write (a BaseException: nothing catches it), or in `meanwhile`, is raised once
+            # every write has ended: no object of the batch lands after its redelivery has looked for it
+            wait(futures)
+        return [future.result() for future in futures], during
 
     def _write(self, write: _Write) -> Exception | None:
         try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedbackloop.adapters.memory import MemoryDedupStore, MemoryLake, MemoryStateStore
+from feedbackloop.adapters.memory import MemoryDedupStore, MemoryLake, MemoryOnlineStore, MemoryStateStore
 from feedbackloop.cleaning.clean import CleaningRules
 from feedbackloop.cleaning.decode import SourceRecord
 from feedbackloop.cleaning.service import BatchOutcome, CleanerService
@@ -23,6 +25,7 @@ from feedbackloop.cleaning.stats import CleanerState, StreamStats
 from feedbackloop.ingest import envelope
 from feedbackloop.lake import CURATED_EVENTS, QUARANTINE, LakeTable
 from feedbackloop.names import QuarantineReason
+from feedbackloop.online import ProfileMerge
 
 pytestmark = pytest.mark.unit
 
@@ -457,3 +460,78 @@ def test_an_empty_batch_is_a_no_op(lake):
     outcome = lake.clean([])
     assert outcome == BatchOutcome()
     assert lake.lake.objects == {}
+
+
+# --- the online merge, computed while the batch's objects are written ----------------------------------
+
+def _profiled(records: list[SourceRecord], write_threads: int, fail: set[str] | None = None,
+              lake: MemoryLake | None = None) -> tuple[BatchOutcome, MemoryOnlineStore, MemoryLake]:
+    online, lake = MemoryOnlineStore(), lake or MemoryLake()
+    lake.fail_partitions = fail or set()
+    service = CleanerService(MemoryDedupStore(), MemoryStateStore(), lake, COLD, clock=lambda: NOW, online=online,
+                             write_threads=write_threads)
+    return service.clean(records), online, lake
+
+
+@pytest.mark.parametrize("write_threads", [1, 4])
+def test_the_profiles_take_only_the_rows_of_the_event_days_that_were_written(write_threads, make_event, make_record):
+    events = [make_event(event_id=f"e{i}", user_id=f"u{i % 2}", item_id=f"i{i}", timestamp=_day(i % 3))
+              for i in range(9)]
+    outcome, online, _ = _profiled([make_record(e, i) for i, e in enumerate(events)], write_threads, {_date(1)})
+    assert outcome.clean == 6 and outcome.profiles_updated == 2
+    assert sorted(chain.from_iterable(online.items[u]["doc"]["items"] for u in ("u0", "u1"))) == [
+        f"i{i}" for i in (0, 2, 3, 5, 6, 8)]
+    # as if the failed day's records had not been in the batch
+    kept = [i for i in range(9) if i % 3 != 1]
+    _, alone, _ = _profiled([make_record(events[i], i) for i in kept], write_threads)
+    assert {u: item["doc"] for u, item in online.items.items()} == {u: item["doc"] for u, item in alone.items.items()}
+
+
+def test_a_merge_that_fails_is_reported_and_the_rows_are_still_committed(make_event, make_record, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("no merge")
+
+    monkeypatch.setattr(ProfileMerge, "of", broken)
+    outcome, online, lake = _profiled([make_record(make_event(event_id=f"e{i}", timestamp=_day(i % 2)), i)
+                                       for i in range(4)], write_threads=4)
+    assert outcome.clean == 4 and outcome.profiles_updated == 0 and not outcome.failed_sources
+    assert outcome.write_errors == ["online store: ValueError('no merge')"]
+    assert len([k for k in lake.objects if k.startswith("curated/")]) == 2 and online.items == {}
+
+
+class _SlowLake(MemoryLake):
+    """Writes that take a while, noting whether the cycle collector ran meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collector: list[bool] = []
+
+    def write(self, table, partition, name, rows):
+        time.sleep(0.05)
+        self.collector.append(gc.isenabled())
+        return super().write(table, partition, name, rows)
+
+
+def test_a_crash_while_merging_is_raised_only_once_every_object_is_written(make_event, make_record, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProfileMerge, "of", crash)
+    lake = _SlowLake()
+    with pytest.raises(KeyboardInterrupt):
+        _profiled([make_record(make_event(event_id=f"e{i}", timestamp=_day(i % 3)), i) for i in range(6)],
+                  write_threads=4, lake=lake)
+    assert len([k for k in lake.objects if k.startswith("curated/")]) == 3
+
+
+def test_the_cycle_collector_is_held_off_during_a_batch_and_left_as_it_was_found(make_event, make_record):
+    records = [make_record(make_event(event_id=f"e{i}", timestamp=_day(i % 2)), i) for i in range(4)]
+    assert gc.isenabled()
+    _, _, lake = _profiled(records, write_threads=4, lake=_SlowLake())
+    assert lake.collector == [False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        _profiled(records, write_threads=1, lake=_SlowLake())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
