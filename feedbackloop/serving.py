@@ -19,12 +19,15 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import struct
 import tarfile
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
@@ -39,6 +42,8 @@ VERBS = {"purchase": "bought", "click": "clicked", "view": "viewed", "rating": "
          "feature_use": "used", "form_score": "scored", "nps": "rated"}
 
 _SPOOL_CHUNK = 1 << 20  # model.npz is copied to its temporary file a MiB at a time
+# a zip member's local header: its signature, then (after 22 bytes) its name's and its extra field's lengths
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
 
 
 @dataclass(frozen=True)
@@ -85,18 +90,31 @@ class ServingModel:
 
     @classmethod
     def from_archive(cls, archive: bytes) -> ServingModel:
-        """From a published model.tar.gz (model.npz and metrics.json).
+        """From a published model.tar.gz (model.npz and metrics.json, in either order), in one pass.
 
-        model.npz is decompressed to a temporary file (Lambda's /tmp), not into memory: read from memory,
-        the archive, the npz's bytes and the arrays read from them were held at once, about three times
-        the arrays (1,038 MiB at 100,000 items, docs/capacity.md); from the file, the archive and the arrays."""
+        The archive is decompressed once, its members read in the order they come (looking a member up by
+        name read the whole gzip stream to list the members, then again from the start to reach model.npz:
+        twice the decompression, most of a cold start's load, docs/capacity.md). model.npz goes to a
+        temporary file (Lambda's /tmp), not into memory (the archive, the npz's bytes and the arrays would
+        be held at once), and each array is read from that file straight into its own memory
+        (`read_npz`)."""
+        document = arrays = None
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            document = json.loads(tar.extractfile(METRICS_FILE).read())
-            with tempfile.TemporaryFile(prefix="model-", suffix=".npz") as spool:
-                shutil.copyfileobj(tar.extractfile(MODEL_FILE), spool, _SPOOL_CHUNK)
-                spool.seek(0)
-                with np.load(spool) as npz:
-                    arrays = {name: npz[name] for name in npz.files}
+            for member in tar:
+                name = member.name.removeprefix("./")
+                if name == METRICS_FILE and member.isfile():
+                    document = json.loads(tar.extractfile(member).read())
+                elif name == MODEL_FILE and member.isfile():
+                    with tempfile.TemporaryFile(prefix="model-", suffix=".npz") as spool:
+                        shutil.copyfileobj(tar.extractfile(member), spool, _SPOOL_CHUNK)
+                        arrays = read_npz(spool)
+            # to the end of the gzip stream, which checks its CRC-32 over every byte read (`read_npz` does
+            # not repeat the zip members' own)
+            while tar.fileobj.read(_SPOOL_CHUNK):
+                pass
+        missing = [name for name, found in ((MODEL_FILE, arrays), (METRICS_FILE, document)) if found is None]
+        if missing:
+            raise ValueError(f"the model archive holds no {' and no '.join(missing)}")
         return cls(arrays, document)
 
     def signals(self, user_id: str, profile: UserProfile | None, now: float) -> tuple[UserSignals, list[str]]:
@@ -117,6 +135,36 @@ class ServingModel:
         return UserSignals(rows[known], confidence[known], composite[known],
                            np.maximum(0.0, now - last[known]) / 86400, conflicting[known], segment_row,
                            ignored[known]), own
+
+
+def read_npz(file: BinaryIO) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file, as `np.load` reads them (no pickled objects), each uncompressed member
+    (`np.savez`'s) read from its offset in the file straight into the array's memory: `np.load` reads a
+    member through the zip module in chunks, checks its CRC-32 and copies it again, a third of the load's
+    time at 100,000 items. Compressed members (`np.savez_compressed`) go through `np.load`."""
+    arrays = {}
+    with zipfile.ZipFile(file) as npz:
+        members = npz.infolist()
+    with open(file.fileno(), "rb", closefd=False) as reader:  # a real file: numpy reads it with fromfile
+        for info in members:
+            if not info.filename.endswith(".npy") or info.compress_type != zipfile.ZIP_STORED \
+                    or info.flag_bits & 0x1:  # not an array, compressed, or encrypted: np.load's
+                continue
+            reader.seek(info.header_offset)
+            header = reader.read(_LOCAL_HEADER.size)
+            signature, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+            if signature != b"PK\x03\x04":
+                raise ValueError(f"model.npz: no local header for {info.filename}")
+            reader.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
+            arrays[info.filename.removesuffix(".npy")] = np.lib.format.read_array(reader, allow_pickle=False)
+            if reader.tell() != info.header_offset + _LOCAL_HEADER.size + name_length + extra_length \
+                    + info.file_size:
+                raise ValueError(f"model.npz: {info.filename} is not the size its zip entry says")
+    if len(arrays) < len(members):
+        file.seek(0)
+        with np.load(file) as npz:
+            arrays |= {name: npz[name] for name in npz.files if name not in arrays}
+    return arrays
 
 
 def legacy_arrays(arrays: dict[str, np.ndarray], document: dict) -> dict[str, np.ndarray]:
