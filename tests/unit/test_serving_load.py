@@ -82,7 +82,8 @@ def test_the_members_load_in_either_order_and_compressed_members_through_np_load
 
 
 def test_read_npz_reads_every_array_np_load_reads(tmp_path):
-    arrays = {"ints": np.arange(7, dtype=np.int32), "matrix": np.asfortranarray(np.random.default_rng(1).random((5, 3))),
+    arrays = {"ints": np.arange(7, dtype=np.int32),
+              "matrix": np.asfortranarray(np.random.default_rng(1).random((5, 3))),
               "text": np.array(["a", "bcd"]), "scalar": np.array(2.5), "empty": np.array([], dtype=np.int64),
               "flag": np.array(True)}
     path = tmp_path / "model.npz"
@@ -110,3 +111,21 @@ def test_an_incomplete_or_damaged_archive_is_refused(published):
     damaged[-8] ^= 0xFF
     with pytest.raises(gzip.BadGzipFile, match="CRC"):
         ServingModel.from_archive(bytes(damaged))
+
+
+def test_int32_neighbour_indices_rank_as_the_int64_ones_older_models_carry(published):
+    members = _members(published)
+    with np.load(io.BytesIO(members[MODEL_FILE])) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    assert arrays["ranker_neighbors_indices"].dtype == np.int32  # as the training job now publishes them
+    older = io.BytesIO()
+    np.savez(older, **arrays | {"ranker_neighbors_indices": arrays["ranker_neighbors_indices"].astype(np.int64)})
+    model = ServingModel.from_archive(_archive([(MODEL_FILE, older.getvalue()), (METRICS_FILE, members[METRICS_FILE])]))
+    assert model.ranker.neighbors[1].dtype == np.int64
+    now = time.time()
+    items = list(model.item_index)
+    expected = ServingModel.from_archive(published)
+    for start in range(0, 200, 20):
+        profile = UserProfile("u", ProfileItems(items[start:start + 20], [2.0] * 20, [1.0] * 20, [now - 60] * 20,
+                                                [None] * 20, ["click"] * 20, [now - 60] * 20), now)
+        assert recommend(model, "u", profile, now, k=30) == recommend(expected, "u", profile, now, k=30)
