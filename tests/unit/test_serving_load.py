@@ -1,7 +1,7 @@
-"""A published model loads in one pass over its archive, model.npz through a temporary file and each array
-read from it directly (not through the zip module): the same arrays and the same rankings as `np.load` of
-the npz read in memory, whatever the members' order, for compressed members too, and a damaged or
-incomplete archive is refused with a clear error."""
+"""A published model loads in one pass over its archive, model.npz's arrays read as it is decompressed (or,
+for an npz `np.savez` did not write to a seekable file, from a temporary file): the same arrays and the same
+rankings as `np.load` of the npz read in memory, whatever the members' order, for compressed members too,
+and a damaged or incomplete archive is refused with a clear error."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from feedbackloop.bench.capacity import _from_archive_in_memory, model_archive
 from feedbackloop.models.contract import METRICS_FILE, MODEL_FILE
 from feedbackloop.online import ProfileItems, UserProfile
-from feedbackloop.serving import ServingModel, read_npz, recommend
+from feedbackloop.serving import ServingModel, _NotStreamable, read_npz, recommend, stream_npz
 
 pytestmark = pytest.mark.unit
 
@@ -64,6 +64,7 @@ def published(tmp_path_factory) -> bytes:
 
 
 def test_a_one_pass_load_holds_the_arrays_and_ranks_as_an_in_memory_one(published):
+    stream_npz(io.BytesIO(_members(published)[MODEL_FILE]))  # np.savez's npz, as training writes it: streamed
     _assert_same(ServingModel.from_archive(published), _from_archive_in_memory(published))
 
 
@@ -81,7 +82,7 @@ def test_the_members_load_in_either_order_and_compressed_members_through_np_load
                                                      (METRICS_FILE, members[METRICS_FILE])])), expected)
 
 
-def test_read_npz_reads_every_array_np_load_reads(tmp_path):
+def test_both_npz_readers_read_every_array_np_load_reads(tmp_path):
     arrays = {"ints": np.arange(7, dtype=np.int32),
               "matrix": np.asfortranarray(np.random.default_rng(1).random((5, 3))),
               "text": np.array(["a", "bcd"]), "scalar": np.array(2.5), "empty": np.array([], dtype=np.int64),
@@ -89,11 +90,41 @@ def test_read_npz_reads_every_array_np_load_reads(tmp_path):
     path = tmp_path / "model.npz"
     np.savez(path, **arrays)
     with open(path, "rb") as file:
-        read = read_npz(file)
-    assert set(read) == set(arrays)
-    for name, values in arrays.items():
-        assert read[name].dtype == values.dtype and read[name].shape == values.shape, name
-        np.testing.assert_array_equal(read[name], values, err_msg=name)
+        from_file = read_npz(file)
+        file.seek(0)
+        streamed = stream_npz(file)
+    for read in (from_file, streamed):
+        assert list(read) == list(arrays)
+        for name, values in arrays.items():
+            assert read[name].dtype == values.dtype and read[name].shape == values.shape, name
+            np.testing.assert_array_equal(read[name], values, err_msg=name)
+
+
+class _Unseekable(io.RawIOBase):
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.data += b
+        return len(b)
+
+
+def test_an_npz_written_without_seeking_is_read_from_a_file(published):
+    """np.savez to a stream it cannot seek puts each member's size after its data: not streamed, read from
+    the spooled file (the archive decompressed again), the same model."""
+    members = _members(published)
+    with np.load(io.BytesIO(members[MODEL_FILE])) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    unseekable = _Unseekable()
+    np.savez(unseekable, **arrays)
+    with pytest.raises(_NotStreamable):
+        stream_npz(io.BytesIO(bytes(unseekable.data)))
+    _assert_same(ServingModel.from_archive(_archive([(MODEL_FILE, bytes(unseekable.data)),
+                                                     (METRICS_FILE, members[METRICS_FILE])])),
+                 _from_archive_in_memory(published))
 
 
 def test_an_incomplete_or_damaged_archive_is_refused(published):
