@@ -379,6 +379,13 @@ class Ranker:
                 + 1e-9 * self.popularity / (self.popularity.max() + 1.0))
 
 
+def neighbor_indices(indices: np.ndarray, n_items: int) -> np.ndarray:
+    """The item-item neighbours' column indices as a model publishes them: int32 below 2^31 items (half
+    int64's bytes; with the weights, the largest arrays of a large catalogue's model, so half the
+    indices' share of a cold start's decompression), int64 above. The ranking reads either."""
+    return indices.astype(np.int32 if n_items < 2**31 else np.int64)
+
+
 def _mix(codes: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """The catalogue's share of `weights` per attribute code (code 0, none known, gets none)."""
     mix = np.bincount(codes, weights=weights + 1.0, minlength=int(codes.max(initial=0)) + 1)

@@ -19,12 +19,15 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import struct
 import tarfile
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
@@ -40,6 +43,10 @@ VERBS = {"purchase": "bought", "click": "clicked", "view": "viewed", "rating": "
          "feature_use": "used", "form_score": "scored", "nps": "rated"}
 
 _SPOOL_CHUNK = 1 << 20  # model.npz is copied to its temporary file a MiB at a time
+# a zip member's local header: its signature, then (after 22 bytes) its name's and its extra field's lengths
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+# after its signature: flags, compression, (time, date, CRC-32, compressed size,) size, name and extra lengths
+_STREAMED_HEADER = struct.Struct("<2xHH12xLHH")
 
 
 @dataclass(frozen=True)
@@ -87,18 +94,18 @@ class ServingModel:
 
     @classmethod
     def from_archive(cls, archive: bytes) -> ServingModel:
-        """From a published model.tar.gz (model.npz and metrics.json).
+        """From a published model.tar.gz (model.npz and metrics.json, in either order), in one pass.
 
-        model.npz is decompressed to a temporary file (Lambda's /tmp), not into memory: read from memory,
-        the archive, the npz's bytes and the arrays read from them were held at once, about three times
-        the arrays (1,038 MiB at 100,000 items, docs/capacity.md); from the file, the archive and the arrays."""
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            document = json.loads(tar.extractfile(METRICS_FILE).read())
-            with tempfile.TemporaryFile(prefix="model-", suffix=".npz") as spool:
-                shutil.copyfileobj(tar.extractfile(MODEL_FILE), spool, _SPOOL_CHUNK)
-                spool.seek(0)
-                with np.load(spool) as npz:
-                    arrays = {name: npz[name] for name in npz.files}
+        The archive is decompressed once, its members read in the order they come (looking a member up by
+        name read the whole gzip stream to list the members, then again from the start to reach model.npz:
+        twice the decompression, most of a cold start's load, docs/capacity.md), and model.npz's arrays are
+        read as it is decompressed (`stream_npz`): neither the npz's bytes nor a copy in Lambda's /tmp are
+        held beside the arrays. An npz that cannot be read that way (not `np.savez`'s) is decompressed again
+        to a temporary file and read from there (`read_npz`)."""
+        try:
+            arrays, document = _read_archive(archive, streamed=True)
+        except _NotStreamable:
+            arrays, document = _read_archive(archive, streamed=False)
         return cls(arrays, document)
 
     def signals(self, user_id: str, profile: UserProfile | None, now: float) -> tuple[UserSignals, list[str]]:
@@ -119,6 +126,106 @@ class ServingModel:
         return UserSignals(rows[known], confidence[known], composite[known],
                            np.maximum(0.0, now - last[known]) / 86400, conflicting[known], segment_row,
                            ignored[known]), own
+
+
+class _NotStreamable(Exception):
+    """model.npz is not one `stream_npz` reads."""
+
+
+def _read_archive(archive: bytes, streamed: bool) -> tuple[dict[str, np.ndarray], dict]:
+    document = arrays = None
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        for member in tar:
+            name = member.name.removeprefix("./")
+            if name == METRICS_FILE and member.isfile():
+                document = json.loads(tar.extractfile(member).read())
+            elif name == MODEL_FILE and member.isfile() and streamed:
+                arrays = stream_npz(tar.extractfile(member))
+            elif name == MODEL_FILE and member.isfile():
+                with tempfile.TemporaryFile(prefix="model-", suffix=".npz") as spool:
+                    shutil.copyfileobj(tar.extractfile(member), spool, _SPOOL_CHUNK)
+                    arrays = read_npz(spool)
+        # to the end of the gzip stream, which checks its CRC-32 over every byte read (the arrays' readers
+        # do not repeat the zip members' own)
+        while tar.fileobj.read(_SPOOL_CHUNK):
+            pass
+    missing = [name for name, found in ((MODEL_FILE, arrays), (METRICS_FILE, document)) if found is None]
+    if missing:
+        raise ValueError(f"the model archive holds no {' and no '.join(missing)}")
+    return arrays, document
+
+
+class _Member:
+    """The next `size` bytes of a stream, and no more."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self._stream, self.remaining = stream, size
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(self.remaining if size < 0 else min(size, self.remaining))
+        self.remaining -= len(data)
+        return data
+
+
+def stream_npz(stream: BinaryIO) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file read in one pass from its start, as `np.load` reads them (no pickled
+    objects): each member from its local header straight into its array, until the zip's central
+    directory. For `np.savez`'s files (uncompressed members, their sizes in their headers); anything else
+    (compressed members, sizes after the data, members that are not arrays) raises `_NotStreamable`."""
+    arrays = {}
+    while True:
+        signature = stream.read(4)
+        if signature in (b"PK\x01\x02", b"PK\x05\x06", b"PK\x06\x06"):  # the central directory: all read
+            return arrays
+        header = stream.read(_STREAMED_HEADER.size)
+        if signature != b"PK\x03\x04" or len(header) < _STREAMED_HEADER.size:
+            raise _NotStreamable
+        flags, method, size, name_length, extra_length = _STREAMED_HEADER.unpack(header)
+        name, extra = stream.read(name_length).decode(), stream.read(extra_length)
+        if flags & 0x9 or method != zipfile.ZIP_STORED or not name.endswith(".npy"):
+            raise _NotStreamable  # encrypted, sizes after the data, compressed, or not an array
+        at = 0
+        while size == 0xFFFFFFFF and at + 4 <= len(extra):  # Zip64: the size in its extra field, first
+            kind, length = struct.unpack_from("<HH", extra, at)
+            if kind == 1 and length >= 8:
+                (size,) = struct.unpack_from("<Q", extra, at + 4)
+            at += 4 + length
+        if size == 0xFFFFFFFF:
+            raise _NotStreamable
+        member = _Member(stream, size)
+        arrays[name.removesuffix(".npy")] = np.lib.format.read_array(member, allow_pickle=False)
+        if member.remaining:
+            raise ValueError(f"model.npz: {name} is not the size its zip header says")
+
+
+def read_npz(file: BinaryIO) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file, as `np.load` reads them (no pickled objects), each uncompressed member
+    (`np.savez`'s) read from its offset in the file straight into the array's memory: `np.load` reads a
+    member through the zip module in chunks, checks its CRC-32 and copies it again, a third of the load's
+    time at 100,000 items. Compressed members (`np.savez_compressed`) go through `np.load`."""
+    arrays = {}
+    with zipfile.ZipFile(file) as npz:
+        members = npz.infolist()
+    with open(file.fileno(), "rb", closefd=False) as reader:  # a real file: numpy reads it with fromfile
+        for info in members:
+            if not info.filename.endswith(".npy") or info.compress_type != zipfile.ZIP_STORED \
+                    or info.flag_bits & 0x1:  # not an array, compressed, or encrypted: np.load's
+                continue
+            reader.seek(info.header_offset)
+            header = reader.read(_LOCAL_HEADER.size)
+            signature, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+            if signature != b"PK\x03\x04":
+                raise ValueError(f"model.npz: no local header for {info.filename}")
+            reader.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
+            arrays[info.filename.removesuffix(".npy")] = np.lib.format.read_array(reader, allow_pickle=False)
+            if reader.tell() != info.header_offset + _LOCAL_HEADER.size + name_length + extra_length \
+                    + info.file_size:
+                raise ValueError(f"model.npz: {info.filename} is not the size its zip entry says")
+    if len(arrays) < len(members):
+        file.seek(0)
+        with np.load(file) as npz:
+            arrays |= {name: npz[name] for name in npz.files if name not in arrays}
+    return arrays
 
 
 def legacy_arrays(arrays: dict[str, np.ndarray], document: dict) -> dict[str, np.ndarray]:

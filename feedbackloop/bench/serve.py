@@ -43,7 +43,7 @@ from feedbackloop.bench import write_results
 from feedbackloop.models.pipeline import CANDIDATES
 from feedbackloop.models.trees import TreeEnsemble
 from feedbackloop.online import UserProfile
-from feedbackloop.ranking import ARRAY_PREFIX, FEATURES, ITEM_FEATURES, PRICE_BANDS
+from feedbackloop.ranking import ARRAY_PREFIX, FEATURES, ITEM_FEATURES, PRICE_BANDS, neighbor_indices
 from feedbackloop.serving import Recommendation, Recommendations, ServingModel, recommend
 from feedbackloop.serving_api import recommendations_body
 
@@ -80,7 +80,8 @@ def model_arrays(items: int = ITEMS, factors: int = FACTORS, seed: int = 0, tree
         "item_ids": np.array([f"item-{i}" for i in range(items)]),
         "item_factors": rng.normal(0, 0.1, (items, factors)).astype(np.float32),
         "regularization": np.array(PARAMS["regularization"]), "alpha": np.array(PARAMS["alpha"]),
-        "neighbors_indptr": neighbors.indptr.astype(np.int64), "neighbors_indices": neighbors.indices.astype(np.int64),
+        "neighbors_indptr": neighbors.indptr.astype(np.int64),
+        "neighbors_indices": neighbor_indices(neighbors.indices, items),
         "neighbors_data": neighbors.data, "item_item_binary": np.array(False),
         "popularity": rng.zipf(1.5, items).astype(np.float64), "trending": rng.zipf(1.5, items).astype(np.float64),
         "segment_names": np.array(["s0", "s1"]), "segment_popularity": rng.random((2, items)),

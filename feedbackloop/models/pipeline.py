@@ -31,7 +31,16 @@ from feedbackloop.models.contract import HALF_LIFE_DAYS, TUNING_MINUTES, K
 from feedbackloop.models.data import feedback_as_of, unwanted
 from feedbackloop.models.evaluation import ndcg_by_user, ranking_metrics
 from feedbackloop.models.sources import EASE, EASE_MAX_ITEMS, ConfidenceMF, ItemKNN
-from feedbackloop.ranking import ARRAY_PREFIX, FEATURES, ITEM_FEATURES, PRICE_BANDS, SOURCES, Ranker, UserSignals
+from feedbackloop.ranking import (
+    ARRAY_PREFIX,
+    FEATURES,
+    ITEM_FEATURES,
+    PRICE_BANDS,
+    SOURCES,
+    Ranker,
+    UserSignals,
+    neighbor_indices,
+)
 
 NDCG = f"ndcg_at_{K}"
 TRENDING_DAYS = 30  # the trending source's recent window
@@ -447,7 +456,8 @@ def ranker_arrays(state: State, chosen: dict[str, dict[str, Any]], params: Ranki
     arrays = {
         "item_ids": state.item_ids.astype(str), "item_factors": mf.item_factors_,
         "regularization": np.array(mf.regularization), "alpha": np.array(mf.alpha),
-        "neighbors_indptr": neighbors.indptr.astype(np.int64), "neighbors_indices": neighbors.indices.astype(np.int64),
+        "neighbors_indptr": neighbors.indptr.astype(np.int64),
+        "neighbors_indices": neighbor_indices(neighbors.indices, len(state.item_ids)),
         "neighbors_data": neighbors.data.astype(np.float64),
         "item_item_binary": np.array(isinstance(item_item, EASE)),
         "mf_engagement": np.array(bool(chosen["mf"].get("engagement", False))),

@@ -231,8 +231,11 @@ def save(model: TrainedModel, folder: Path) -> None:
                    "rating_item_ids": model.rating.item_ids_.astype(str),
                    "rating_user_bias": model.rating.user_bias_, "rating_item_bias": model.rating.item_bias_,
                    "rating_global_mean": np.array([model.rating.global_mean_])}
+    # stored, not compressed: SageMaker gzips the output folder into model.tar.gz, and a second compression
+    # inside it made a cold start decompress every array twice for no smaller archive (serving reads the
+    # stored members as the archive is decompressed, `serving.stream_npz`; older compressed ones still load)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez(buffer, **arrays)
     (folder / MODEL_FILE).write_bytes(buffer.getvalue())
     document = {"version": model.version, "params": asdict(model.params), "metrics": model.metrics,
                 "data": model.data, "ranker": {k: v for k, v in model.ranking.report.items() if k != "trials"},

@@ -172,7 +172,7 @@ class TreeEnsemble:
     # -- persistence --------------------------------------------------------------------------------------
 
     def to_arrays(self, prefix: str = ARRAY_PREFIX) -> dict[str, np.ndarray]:
-        """The arrays to save beside the model's others: `np.savez_compressed(path, **other, **to_arrays())`."""
+        """The arrays to save beside the model's others: `np.savez(path, **other, **to_arrays())`."""
         values = {"feature": self.feature, "threshold": self.threshold, "missing_type": self.missing_type,
                   "default_left": self.default_left, "left_child": self.left_child,
                   "right_child": self.right_child, "leaf_value": self.leaf_value, "tree_root": self.tree_root,
