@@ -269,3 +269,21 @@ def test_ndcg_by_user_averages_to_the_reported_ndcg():
     wanted = [{1}, {7}, {1, 2}]
     assert np.isclose(ndcg_by_user(ranked, wanted, 3).mean(), ranking_metrics(ranked, wanted, 8, 3)["ndcg_at_3"])
     assert ndcg_by_user(ranked, wanted, 3)[1] == 0.0
+
+
+def test_the_pair_features_place_an_item_within_the_users_own_history():
+    """Repeat purchases depend on an item's place in the user's history, which trees cannot compute from
+    absolute columns: its share of the user's wanted mass and how long before their latest visit it was seen."""
+    ranker = _attribute_ranker()
+    s = UserSignals(np.array([3, 5, 9]), np.array([3.0, 1.0, -1.0]), np.array([1.0, 0.5, -1.0]),
+                    np.array([2.0, 12.0, 5.0]), np.zeros(3, dtype=bool))
+    scores = ranker.source_scores(s)
+    union, ranks = ranker.candidates_of(s, scores, ranker.allowed(s))
+    x = ranker.features(s, scores, union, ranks)
+    share, before = x[:, FEATURES.index("hist_share")], x[:, FEATURES.index("days_before_last")]
+    at = {int(item): j for j, item in enumerate(union)}
+    assert 9 not in at  # turned against: never a candidate
+    assert share[at[3]] == pytest.approx(0.75) and share[at[5]] == pytest.approx(0.25)
+    assert before[at[3]] == 0.0 and before[at[5]] == 10.0
+    other = next(j for item, j in at.items() if item not in (3, 5))
+    assert share[other] == 0.0 and np.isnan(before[other])
