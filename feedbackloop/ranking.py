@@ -36,7 +36,9 @@ import numpy as np
 
 SOURCES = ("mf", "item_item", "history", "popularity", "trending", "segment", "attribute")
 PAIR_FEATURES = ("hist_mass", "neg_mass", "composite", "days_since", "conflicting", "category_share",
-                 "price_share", "recent_category_share", "recent_price_share")
+                 "price_share", "recent_category_share", "recent_price_share", "hist_share", "days_before_last")
+# the pair features read from `source_scores` (the user's shares of the item's attributes)
+_SHARE_FEATURES = PAIR_FEATURES[5:9]
 USER_FEATURES = ("user_items", "user_mass", "user_days_since", "user_mean_composite")
 ITEM_FEATURES = ("item_users", "item_trending", "item_age_days", "item_purchase_rate", "item_cancel_rate",
                  "item_ctr", "item_rating", "item_mean_score")
@@ -319,9 +321,16 @@ class Ranker:
             pair[w, 2] = s.composite[inside]
             pair[w, 3] = s.days_since[inside]
             pair[w, 4] = s.conflicting[inside]
-        for j, name in enumerate(PAIR_FEATURES[5:], start=5):
+        for j, name in enumerate(_SHARE_FEATURES, start=5):
             pair[:, j] = scores[name][union]
+        # the pair relative to the user's own history, which trees cannot compute from the columns above:
+        # its share of the user's wanted mass, and how long before the user's latest signal it was last
+        # seen (an item of the latest visit: 0; NaN: not in the history)
         wanted = s.wanted
+        total = float(s.confidence[wanted].sum())
+        pair[:, 9] = pair[:, 0] / total if total > 0 else 0.0
+        if len(s.rows):
+            pair[:, 10] = pair[:, 3] - float(s.days_since.min())
         user = np.array([float(len(s.rows)), float(s.confidence[wanted].sum()),
                          float(s.days_since.min()) if len(s.rows) else np.nan,
                          float(s.composite.mean()) if len(s.rows) else np.nan])

@@ -523,6 +523,12 @@ class Candidates:
         return (np.vstack([self.features[i] for i in keep]), np.concatenate([self.labels[i] for i in keep]),
                 np.array([len(self.labels[i]) for i in keep]))
 
+    def subset(self, users: np.ndarray) -> Candidates:
+        """These users only (positions in the pass's user order)."""
+        return Candidates({name: top[users] for name, top in self.top.items()},
+                          [self.union[i] for i in users], [self.features[i] for i in users],
+                          [self.labels[i] for i in users])
+
     def reranked(self, predict: Callable[[np.ndarray], np.ndarray], k: int = K) -> np.ndarray:
         sizes = [len(u) for u in self.union]
         values = predict(np.vstack(self.features)) if sum(sizes) else np.empty(0)
@@ -566,6 +572,16 @@ def candidates(ranker: Ranker, signals: list[UserSignals], users: np.ndarray, wa
     finally:
         ranker.exclude_seen = saved
     return out
+
+
+def decision_halves(users: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions 0..users-1 in two seeded halves (tune, decide); both all of them when there are too
+    few users to split (fewer than 4)."""
+    if users < 4:
+        every = np.arange(users)
+        return every, every
+    order = np.random.default_rng(seed).permutation(users)
+    return np.sort(order[: users // 2]), np.sort(order[users // 2:])
 
 
 def label_windows(v1: Split, splitter: Splitter, count: int) -> list[Split]:
@@ -703,7 +719,13 @@ def fit_ranking(daily: pd.DataFrame, splitter: Splitter, params: RankingParams,
         state = State.build(w.train, w.as_of, params.feature_half_life_days)
         passes.append(candidates(*_window(state, w, chosen, params, segments)[:4], [seen], singles=False)[seen])
     console(f"candidates built in {time.monotonic() - started:.0f} s ({len(passes) - 1} label windows)")
-    valid_rows = passes[0].rows(params.max_groups, params.random_state)
+    # V1's users in two seeded halves: the re-ranker's settings, base and number of trees are chosen on
+    # one (`tune`), and whether it serves is decided on the other (`decide`), which none of those choices
+    # saw: chosen among many on the same users, its score there is biased upwards and a small gain is noise
+    tune, decide = decision_halves(len(users1), params.random_state)
+    tune_pass, decide_pass = passes[0].subset(tune), passes[0].subset(decide)
+    wanted_tune, wanted_decide = [wanted1[i] for i in tune], [wanted1[i] for i in decide]
+    valid_rows = tune_pass.rows(params.max_groups, params.random_state)
     train_rows = stack_rows([p.rows(params.max_groups, params.random_state + i) for i, p in enumerate(passes[1:])])
     best_settings: dict[str, Any] | None = None
     trees_of, base = 0, (-1, 0.0)
@@ -715,45 +737,53 @@ def fit_ranking(daily: pd.DataFrame, splitter: Splitter, params: RankingParams,
         for settings, weight in reranker_settings(params, deadline):
             b = (column, weight) if weight else (-1, 0.0)
             booster = fit_trees(*train_rows, params, params.max_trees, valid=valid_rows, settings=settings, base=b)
-            ranked = passes[0].reranked(lambda x, bo=booster, b=b: with_base(bo.predict(x, raw_score=True), x, b))
-            tried.append((ranking_metrics(ranked, wanted1, n1)[NDCG], len(tried), settings, b,
+            ranked = tune_pass.reranked(lambda x, bo=booster, b=b: with_base(bo.predict(x, raw_score=True), x, b))
+            tried.append((ranking_metrics(ranked, wanted_tune, n1)[NDCG], len(tried), settings, b,
                           booster.best_iteration or params.max_trees, booster))
             if time.monotonic() >= deadline and len(tried) >= 3:
                 break
         value, _, best_settings, base, trees_of, booster = max(tried, key=lambda t: (t[0], -t[1]))
         scores[("reranker", seen)] = value
-        reranked_top = passes[0].reranked(lambda x: with_base(booster.predict(x, raw_score=True), x, base))
+        reranked_top = decide_pass.reranked(lambda x: with_base(booster.predict(x, raw_score=True), x, base))
         report["reranker_trials"] = [{"params": t[2], "base": FEATURES[t[3][0]] if t[3][0] >= 0 else None,
                                       "base_weight": t[3][1], "trees": t[4], "ndcg": round(t[0], 4)} for t in tried]
         report["importance"] = dict(sorted(zip(FEATURES, booster.feature_importance("gain").round(1).tolist(),
                                                strict=True), key=lambda kv: -kv[1])[:12])
     single_value, (single_name, single_seen) = max((v, key) for key, v in scores.items() if key[0] != "reranker")
-    (strategy, seen), best = max(scores.items(), key=lambda kv: kv[1])
+    (strategy, seen), best = (single_name, single_seen), single_value
     reranker = scores.get(("reranker", seen))
-    if strategy == "reranker":
-        # the re-ranker was chosen among several on this window: it serves only if it wins by more than
-        # the noise of a per-user comparison (one standard error of the paired difference)
-        gain = (ndcg_by_user(reranked_top, wanted1) - ndcg_by_user(singles[single_seen].top[single_name], wanted1))
+    if reranker is not None:
+        # on the users none of its choices saw, the re-ranker serves only if it beats the best single
+        # source by more than the noise of a per-user comparison (one standard error of the paired difference)
+        single_top = singles[single_seen].top[single_name][decide]
+        gain = ndcg_by_user(reranked_top, wanted_decide) - ndcg_by_user(single_top, wanted_decide)
         error = float(gain.std(ddof=1) / math.sqrt(len(gain))) if len(gain) > 1 else math.inf
-        report["reranker_gain"] = {"mean": round(float(gain.mean()), 4), "standard_error": round(error, 4)}
-        if not gain.mean() > error:
+        report["reranker_gain"] = {"users": len(gain), "mean": round(float(gain.mean()), 4),
+                                   "standard_error": round(error, 4), "single": single_name}
+        if gain.mean() > error:
+            (strategy, seen), best = ("reranker", seen), reranker
+        else:
             (strategy, seen), best = (single_name, single_seen), single_value
+    # the single strategies' on all of V1's users, the re-ranker's on the half that tuned it
     report["validation_ndcg"] = {f"{name}{', seen excluded' if s else ''}": round(v, 4)
                                  for (name, s), v in scores.items()}
     report["strategy"], report["exclude_seen"] = strategy, seen
-    report["why"] = (f"the re-ranker's validation NDCG@10 {best:.4f} beats the best single source, "
-                     f"{single_name} at {single_value:.4f}" if strategy == "reranker" else
-                     f"the best single source, {strategy} at {best:.4f}, beats the re-ranker"
-                     f" ({'none trained' if reranker is None else f'{reranker:.4f}'})" if reranker is None
-                     or reranker <= best else
-                     f"the re-ranker's validation NDCG@10 {reranker:.4f} is within the noise (one standard error) "
-                     f"of the best single source, {strategy} at {best:.4f}, which serves")
+    decided = report.get("reranker_gain", {})
+    report["why"] = (f"the best single source, {strategy} at {best:.4f}, serves: no re-ranker trained"
+                     if reranker is None else
+        f"on {decided['users']} validation users its choices never saw, the re-ranker beats the best single "
+        f"source, {single_name}, by {decided['mean']:.4f} NDCG@10 (standard error {decided['standard_error']:.4f})"
+        if strategy == "reranker" else
+        f"the best single source, {strategy} at {best:.4f}, serves: on {decided['users']} validation users the "
+        f"re-ranker's choices never saw, it gains {decided['mean']:.4f} NDCG@10 over it, not more than the "
+        f"noise (one standard error, {decided['standard_error']:.4f})")
     # 4. refit: the re-ranker on the latest windows' labels, V1's included (as many windows as it learnt
     # from, its settings and number of trees found above), the sources on everything
     trees = None
-    if strategy == "reranker":
+    if reranker is not None:  # what was chosen for it, recorded whether it serves or not
         report["reranker_trees"], report["reranker_params"] = trees_of, best_settings
         report["reranker_base"] = {"feature": FEATURES[base[0]] if base[0] >= 0 else None, "weight": base[1]}
+    if strategy == "reranker":
         rows = stack_rows([p.rows(params.max_groups, params.random_state + i) for i, p in enumerate(passes[:-1])])
         trees = tree_arrays(fit_trees(*rows, params, trees_of, settings=best_settings, base=base), base)
     final = State.build(daily, daily["event_date"].max(), params.feature_half_life_days)
