@@ -58,6 +58,11 @@ def explored_item_probability(k: int, m: int, budget: float) -> float:
     return budget * share / m
 
 
+def request_seed(text: str) -> int:
+    """A generator seed from a request id (or a text derived from it): one id, one draw, on any machine."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
 def explore(candidates: Sequence[Candidate], k: int, policy: ExplorationPolicy,
             request_id: str) -> list[tuple[Candidate, float]]:
     """The slate shown for a candidate list ranked best first: up to k (candidate, propensity) pairs."""
@@ -65,7 +70,7 @@ def explore(candidates: Sequence[Candidate], k: int, policy: ExplorationPolicy,
     pool = list(candidates[len(greedy):len(greedy) + policy.pool])
     if not greedy or not pool or policy.budget == 0:
         return [(c, 1.0) for c in greedy]
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big"))
+    rng = np.random.default_rng(request_seed(request_id))
     explored = np.flatnonzero(rng.random(len(greedy)) < policy.budget)
     explored = rng.permutation(explored)[:len(pool)]
     replacements = rng.choice(len(pool), size=len(explored), replace=False)

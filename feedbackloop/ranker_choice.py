@@ -24,16 +24,17 @@ Pure numpy, no I/O.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from feedbackloop.exploration import request_seed
 from feedbackloop.item_counters import ItemCounts, ranker_key
 
 PRIOR = 20.0  # the examinations every ranker's click rate starts from
 OTHERS_PRIOR_SHARE = 0.5  # the share of the pooled rate the other rankers start from (the model's choice: all)
 DRAWS = 2000  # Monte Carlo draws behind each ranker's probability of serving
+
 
 def probabilities(rankers: Sequence[str], counts: Mapping[str, ItemCounts]) -> np.ndarray:
     """Per ranker (the model's choice first), the probability that Thompson sampling picks it now."""
@@ -55,8 +56,8 @@ def choose(rankers: Sequence[str], counts: Mapping[str, ItemCounts], request_id:
     if len(rankers) == 1:
         return rankers[0], 1.0
     p = probabilities(rankers, counts)
-    seed = int.from_bytes(hashlib.sha256(f"ranker|{request_id}".encode()).digest()[:8], "big")
-    j = int(np.searchsorted(np.cumsum(p), np.random.default_rng(seed).random() * p.sum(), side="right"))
+    j = int(np.searchsorted(np.cumsum(p), np.random.default_rng(request_seed(f"ranker|{request_id}")).random()
+                            * p.sum(), side="right"))
     j = min(j, len(rankers) - 1)
     while p[j] == 0:  # (the uniform landed on a boundary; step to a ranker that can be picked)
         j = (j + 1) % len(rankers)
