@@ -59,6 +59,14 @@ class Behaviour:
     category_concentration: float = 0.3
     price_concentration: float = 1.0
 
+    def click_rate(self, affinity: np.ndarray, appeal: np.ndarray) -> np.ndarray:
+        """An examined item's click probability before fatigue and recent purchases."""
+        return self.base_ctr + self.lift * affinity ** 2 * appeal
+
+    def rating(self, affinity: np.ndarray) -> np.ndarray:
+        """The 1-5 rating a click is followed by (when it is)."""
+        return 1 + np.round(4 * affinity)
+
 
 @dataclass(frozen=True)
 class Catalog:
@@ -165,11 +173,15 @@ class World:
 
     def attractiveness(self, user: int, now: float) -> np.ndarray:
         """Every item's click probability if examined, for the user now (0 for items not yet arrived)."""
+        return self.behaviour.click_rate(self.affinity(user), self.catalog.appeal) * self.memory(user, now)
+
+    def memory(self, user: int, now: float) -> np.ndarray:
+        """Every item's factor on its click rate from what the user saw and bought (fatigue, recent
+        purchases; 0 for items not yet arrived): what a system that logs its pages and the purchases knows."""
         b = self.behaviour
-        base = b.base_ctr + b.lift * self.affinity(user) ** 2 * self.catalog.appeal
         tired = b.fatigue ** self.ignored[user].astype(np.float64)
         rebuy = np.where(self.bought_until[user] > now, b.rebuy_factor, 1.0)
-        return np.where(self.available, base * tired * rebuy, 0.0)
+        return np.where(self.available, tired * rebuy, 0.0)
 
     def best(self, user: int, k: int, now: float) -> np.ndarray:
         """The oracle's page: the k most attractive items now, most attractive first."""
@@ -222,7 +234,7 @@ class World:
                     event("purchase", j, 1, j + 0.8)
                     self.bought_until[user, rows[j]] = now + b.rebuy_days * 86400
                 if rng.random() < b.rating_rate:
-                    event("rating", j, float(1 + round(4 * affinity[j])), j + 0.9)
+                    event("rating", j, float(b.rating(affinity[j])), j + 0.9)
             else:
                 self.ignored[user, rows[j]] = min(int(self.ignored[user, rows[j]]) + 1, 1000)
         return Session(user, context.get("variant"), len(shown), int(clicked.sum()),

@@ -19,6 +19,13 @@ shift, same new items):
   until the user's first click, the oracle's page from then on: the most a policy that learns a
   user's taste from their clicks can earn here, however fast it learns. A user who never clicks
   keeps the cold page, so the share of visits made before a first click bounds every learner.
+- bayes (a reference too): a learner that knows the world's rules and priors but not the user's tastes.
+  It keeps an exact posterior over each user's tastes (particles drawn from the world's own Dirichlet
+  priors, weighed by the likelihood of every click, non-click, purchase and rating under the position,
+  fatigue and purchase rules) and shows the items of highest posterior-expected click rate; it is told
+  when tastes shift and starts again from the prior. No deployable system knows the rules of the world
+  it serves: this is what learning from the clicks alone can earn here at best (with a greedy page), the
+  yardstick the personalized arm's share is read against.
 
 Figures are expected click rates per shown slot (the mean click probability of what was shown: the
 ground truth, free of click noise); realized CTRs are printed beside them. Entries:
@@ -69,7 +76,8 @@ from feedbackloop.simulation import CATEGORIES, PRICE_LEVELS, Catalog, Session, 
 
 START = datetime(2026, 11, 2, tzinfo=UTC)  # the first simulated day; the real data ends an hour before
 K = 10
-ARMS = ("personalized", "popularity", "bandit", "oracle", "informed")
+REGAINED_ARMS = ("personalized", "popularity", "bandit", "informed", "bayes")
+ARMS = ("personalized", "popularity", "bandit", "oracle", "informed", "bayes")
 
 
 @dataclass(frozen=True)
@@ -266,6 +274,62 @@ class InformedArm:
         pass
 
 
+class BayesArm:
+    """The greedy Bayesian learner that knows the world's rules (the module's docstring)."""
+
+    def __init__(self, world: World, seed: int, particles: int = 4000) -> None:
+        self.world = world
+        b = world.behaviour
+        rng = np.random.default_rng(seed)
+        categories = rng.dirichlet(np.full(len(CATEGORIES), b.category_concentration), particles)
+        prices = rng.dirichlet(np.full(len(PRICE_LEVELS), b.price_concentration), particles)
+        # each particle's affinity per category x price-level cell, as World.affinity computes it
+        self.affinity = ((categories / categories.max(axis=1, keepdims=True))[:, :, None]
+                         * (prices / prices.max(axis=1, keepdims=True))[:, None, :]).reshape(particles, -1)
+        self.cell = world.catalog.categories * len(PRICE_LEVELS) + world.catalog.price_levels
+        self.log_weights: dict[int, np.ndarray] = defaultdict(lambda: np.zeros(particles))
+        self.memory: dict[int, np.ndarray] = {}  # per user, the shown items' memory factors when shown
+
+    def rank(self, user_id: str, now: datetime) -> list[str]:
+        user = int(user_id.removeprefix("sim"))
+        log_weights = self.log_weights[user]
+        weights = np.exp(log_weights - log_weights.max())
+        b, catalog = self.world.behaviour, self.world.catalog
+        # the click rate is linear in affinity^2: its posterior mean takes the posterior mean of that alone
+        expected = b.click_rate(np.sqrt(weights @ self.affinity ** 2 / weights.sum())[self.cell], catalog.appeal)
+        memory = self.world.memory(user, now.timestamp())
+        value = expected * memory
+        top = np.argpartition(-value, K - 1)[:K]
+        top = top[np.argsort(-value[top], kind="stable")]
+        self.memory[user] = memory[top]
+        return [str(catalog.item_ids[i]) for i in top]
+
+    def observe(self, visit: Session, shown: list[str]) -> None:
+        b, catalog = self.world.behaviour, self.world.catalog
+        rows, memory = catalog.positions(shown), self.memory.pop(visit.user)
+        clicked = set(visit.clicked)
+        bought = {e["item_id"] for e in visit.events if e["event_type"] == "purchase"}
+        ratings = {e["item_id"]: e["value"] for e in visit.events if e["event_type"] == "rating"}
+        log_weights = self.log_weights[visit.user]
+        for j, row in enumerate(rows):
+            affinity = self.affinity[:, self.cell[row]]
+            click = np.clip(self.world.examination[j] * b.click_rate(affinity, catalog.appeal[row]) * memory[j],
+                            1e-12, 1 - 1e-12)
+            if j not in clicked:
+                log_weights += np.log1p(-click)
+                continue
+            purchase = np.clip(b.purchase_rate * affinity, 1e-12, 1 - 1e-12)
+            log_weights += np.log(click) + (np.log(purchase) if shown[j] in bought else np.log1p(-purchase))
+            if shown[j] in ratings:  # the rating is a function of the affinity: particles that disagree go
+                log_weights += np.where(b.rating(affinity) == ratings[shown[j]], 0.0, -30.0)
+
+    def shift(self) -> None:
+        self.log_weights.clear()
+
+    def flush(self) -> None:
+        pass
+
+
 # --- the model the personalized and popularity arms serve -------------------------------------------
 
 def trained_model(frame: pd.DataFrame, catalog: Catalog, start: datetime) -> ServingModel:
@@ -365,7 +429,7 @@ def simulate(plan: LoopBenchPlan, frame: pd.DataFrame | None = None,
     popularity = dict(zip(model.item_ids, model.popularity.astype(float), strict=True))
     arms = {"personalized": PersonalizedArm(model, lambda: now[0]), "popularity": PopularityArm(model),
             "bandit": BanditArm(worlds["bandit"], popularity, plan.seed), "oracle": OracleArm(worlds["oracle"]),
-            "informed": InformedArm(worlds["informed"], model)}
+            "informed": InformedArm(worlds["informed"], model), "bayes": BayesArm(worlds["bayes"], plan.seed)}
     run = LoopRun(plan, seconds=dict.fromkeys(ARMS, 0.0))
     schedule = np.random.default_rng(plan.seed + 1)
     per_hour = plan.visits_per_day / 24
@@ -376,6 +440,7 @@ def simulate(plan: LoopBenchPlan, frame: pd.DataFrame | None = None,
         if day == plan.shift_day:
             for world in worlds.values():
                 world.shift(plan.seed + 1000)
+            arms["bayes"].shift()
         for hour in range(24):
             visits = int(schedule.poisson(per_hour))
             users = worlds["oracle"].visitors(visits, schedule)
@@ -440,9 +505,10 @@ def _table(run: LoopRun, console: TextIO) -> None:
                       for a, b in spans.values())
         console.write(f"{arm:<14}{row}{run.window(arm, 0, p.days * 24).ctr:>16.4f}{run.seconds[arm]:>9.1f}\n")
     console.write("(expected CTR per shown slot, and as a share of the oracle's over the same visits; informed: "
-                  "the oracle's page from a user's first click on, the ceiling of any learner)\n")
+                  "the oracle's page from a user's first click on, the ceiling of any learner; bayes: a learner "
+                  "that knows the world's rules, the most learning from clicks earns here)\n")
     console.write(f"visits made before the user's first click, before the shift: {run.cold_share(shift):.0%}\n")
-    for arm in ("personalized", "popularity", "bandit", "informed"):
+    for arm in REGAINED_ARMS:
         r = run.regained(arm)
         console.write(f"{arm:<14} share the day before the shift {r['before']:.0%}, first {p.dip_hours}h after "
                       f"{r['dip']:.0%}, last {p.recovered_hours}h of that day {r['recovered']:.0%}: "
@@ -463,8 +529,9 @@ def run(json_path: str, console: TextIO, plan: LoopBenchPlan | None = None) -> i
     _table(result, console)
     before = plan.shift_day * 24
     write_results(json_path, entries(result), console, plan=asdict(plan),
-                  regained={arm: result.regained(arm) for arm in ("personalized", "popularity", "bandit", "informed")},
+                  regained={arm: result.regained(arm) for arm in REGAINED_ARMS},
                   ceiling={"informed_oracle_share_before_shift": round(result.share("informed", 0, before), 4),
+                           "bayes_oracle_share_before_shift": round(result.share("bayes", 0, before), 4),
                            "visits_before_a_first_click_share": round(result.cold_share(before), 4)},
                   pages_per_ranking=result.rankers,
                   seconds={"total": round(time.perf_counter() - started, 1),
