@@ -278,13 +278,12 @@ class Ranker:
             order = s.rows[s.wanted]
             order = order[np.argsort(-scores[order], kind="stable")]
         elif name == "item_item":  # only the wanted items' neighbours have a score: partition those alone
-            scored = np.flatnonzero(scores)
+            scored = np.flatnonzero(scores != 0)  # (a boolean's nonzero: several times a float's speed)
             m = min(len(scored), self.candidates + excluded)
             order = scored[np.argpartition(-scores[scored], m - 1)[:m]] if 0 < m < len(scored) else scored
             order = order[np.argsort(-scores[order], kind="stable")]
         else:
-            m = min(self.n_items, self.candidates + excluded)
-            order = np.argpartition(-scores, m - 1)[:m] if m < self.n_items else np.arange(self.n_items)
+            order = _largest(scores, min(self.n_items, self.candidates + excluded))
             order = order[np.argsort(-scores[order], kind="stable")]
         keep = allowed[order] & (scores[order] != 0) if name in _SCORED else allowed[order]
         return order[keep][:self.candidates]
@@ -459,7 +458,8 @@ class SourceScores(dict):
             filled = first < self.ranker.cell_indptr[1:]
             return float(np.max(self.ranker._attribute_cells(self)[filled]
                                 * self.ranker.popularity_percentile[self.ranker.cell_items[first[filled]]]))
-        return np.abs(self[name]).max()
+        value = self[name]
+        return max(value.max(), -value.min())  # (two reductions: less than half np.abs's pass and copy)
 
     def __missing__(self, name: str) -> np.ndarray:
         if name in self._SHARE_CODES or name == "attribute":
@@ -474,6 +474,30 @@ def neighbor_indices(indices: np.ndarray, n_items: int) -> np.ndarray:
     int64's bytes; with the weights, the largest arrays of a large catalogue's model, so half the
     indices' share of a cold start's decompression), int64 above. The ranking reads either."""
     return indices.astype(np.int32 if n_items < 2**31 else np.int64)
+
+
+def _largest(values: np.ndarray, m: int) -> np.ndarray:
+    """The indexes of the m largest values, in no order (ties at the m-th in any): `argpartition` over the
+    values at or above a bound that a strided sample's order statistic gives (every SAMPLE_STRIDE-th value;
+    about 2m + 9 * SAMPLE_STRIDE of a large catalogue's items pass it), not over the whole catalogue: a
+    fraction of the partition's time. Where fewer than m pass, the whole catalogue's partition."""
+    n = len(values)
+    if m >= n:
+        return np.arange(n)
+    if n >= _SAMPLED_PARTITION_ITEMS:
+        sample = values[::_SAMPLE_STRIDE]
+        rank = min(len(sample), 2 * (m // _SAMPLE_STRIDE) + 9)
+        bound = np.partition(sample, len(sample) - rank)[len(sample) - rank]
+        above = np.flatnonzero(values >= bound)
+        if len(above) > m:
+            return above[np.argpartition(-values[above], m - 1)[:m]]
+        if len(above) == m:
+            return above
+    return np.argpartition(-values, m - 1)[:m]
+
+
+_SAMPLE_STRIDE = 64
+_SAMPLED_PARTITION_ITEMS = 16_384  # below this many items, a whole partition is as quick
 
 
 def _mix(codes: np.ndarray, weights: np.ndarray) -> np.ndarray:

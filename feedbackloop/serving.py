@@ -315,16 +315,17 @@ def _reasons(model: ServingModel, rows: np.ndarray, own: list[str], profile: Use
         position.setdefault(row, j)
     y = model.item_factors
     liked_factors, liked_norms = y[liked], model.item_norms[liked]
+    items = profile.items if profile is not None else None  # (one view: it indexes the items once)
 
     def reason(item: int) -> str:
-        if profile is not None and item in position:
-            signal = profile.items[own[position[item]]]
+        if items is not None and item in position:
+            signal = items[own[position[item]]]
             return f"you {VERBS.get(signal.last_type, 'chose')} it before"
         if len(liked) == 0:
             return "recommended for you"
         similarity = (liked_factors @ y[item]) / (liked_norms * model.item_norms[item])
         anchor = int(liked[int(np.argmax(similarity))])
-        signal = profile.items[str(model.item_ids[anchor])] if profile is not None else None
+        signal = items[str(model.item_ids[anchor])] if items is not None else None
         verb = VERBS.get(signal.last_type, "liked") if signal is not None else "liked"
         return f"because you {verb} {model.item_ids[anchor]}"
     return reason
