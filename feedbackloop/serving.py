@@ -289,10 +289,8 @@ def recommend(model: ServingModel, user_id: str, profile: UserProfile | None, no
     if item_counts is not None:
         ranked = freshen(ranked, scores, model.item_ids, item_counts([str(model.item_ids[i]) for i in ranked]))
     shown = explore(ranked, k, exploration, request_id)
-    liked = signals.rows[signals.wanted]
-    return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(scores[i]),
-                                                    _reason(model, i, signals.rows, own, profile, liked),
-                                                    chosen * p)
+    reason = _reasons(model, signals.rows, own, profile, signals.rows[signals.wanted])
+    return Recommendations(user_id, [Recommendation(str(model.item_ids[i]), float(scores[i]), reason(i), chosen * p)
                                      for i, p in shown], model.version, segment, True, "fold_in", ranker, chosen)
 
 
@@ -308,19 +306,29 @@ def _by_recent_clicks(model: ServingModel, item_counts: Callable[[list[str]], Ma
     return reorder
 
 
-def _reason(model: ServingModel, item: int, rows: np.ndarray, own: list[str], profile: UserProfile | None,
-            liked: np.ndarray) -> str:
-    if profile is not None and item in set(rows.tolist()):
-        signal = profile.items[own[int(np.flatnonzero(rows == item)[0])]]
-        return f"you {VERBS.get(signal.last_type, 'chose')} it before"
-    if len(liked) == 0:
-        return "recommended for you"
+def _reasons(model: ServingModel, rows: np.ndarray, own: list[str], profile: UserProfile | None,
+             liked: np.ndarray) -> Callable[[int], str]:
+    """Why each item of a user's page is there: an item of their own ("you bought it before"), else the
+    liked item whose factors are closest to it's (what every item's reason reads, gathered once a page)."""
+    position: dict[int, int] = {}
+    for j, row in enumerate(rows.tolist()):
+        position.setdefault(row, j)
     y = model.item_factors
-    similarity = (y[liked] @ y[item]) / (model.item_norms[liked] * model.item_norms[item])
-    anchor = int(liked[int(np.argmax(similarity))])
-    signal = profile.items[str(model.item_ids[anchor])] if profile is not None else None
-    verb = VERBS.get(signal.last_type, "liked") if signal is not None else "liked"
-    return f"because you {verb} {model.item_ids[anchor]}"
+    liked_factors, liked_norms = y[liked], model.item_norms[liked]
+    items = profile.items if profile is not None else None  # (one view: it indexes the items once)
+
+    def reason(item: int) -> str:
+        if items is not None and item in position:
+            signal = items[own[position[item]]]
+            return f"you {VERBS.get(signal.last_type, 'chose')} it before"
+        if len(liked) == 0:
+            return "recommended for you"
+        similarity = (liked_factors @ y[item]) / (liked_norms * model.item_norms[item])
+        anchor = int(liked[int(np.argmax(similarity))])
+        signal = items[str(model.item_ids[anchor])] if items is not None else None
+        verb = VERBS.get(signal.last_type, "liked") if signal is not None else "liked"
+        return f"because you {verb} {model.item_ids[anchor]}"
+    return reason
 
 
 def _popular(model: ServingModel, user_id: str, segment: str | None, k: int, blocked: Collection[str],

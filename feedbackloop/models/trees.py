@@ -18,6 +18,8 @@ How `predict` stays fast in numpy (the serving budget is about 2 ms for a few hu
   threshold as infinities would), so one `x > threshold` says "go right" for every node.
 - Every tree's nodes live in one array; a node's right child is its left child + 1, so the next node is
   `left[node] + go_right`; a leaf is its own left child with threshold +inf, so it stays put.
+- The prepared columns lie column-major, so a (tree, candidate) pair reads its node's value at the node's
+  column's start plus the candidate's row.
 - All (tree, candidate) pairs advance a level at a time with `np.take`; once a good share of them has
   reached its leaf, those leaves' values are added to the scores and the pairs leave the working set
   (a leaf-wise tree's paths are about half its depth).
@@ -215,11 +217,12 @@ class TreeEnsemble:
         n = X.shape[0]
         if n == 0 or self.n_trees == 0:
             return np.zeros(n)
-        columns = self._columns(X)  # (n, n_columns), row-major
-        flat, width = columns.ravel(), columns.shape[1]
-        # One entry per (tree, row) still inside a tree: its node, and its row's offset in `flat`.
+        # the columns side by side, column-major: a node's value for row r is at its column's start + r
+        flat = np.ascontiguousarray(self._columns(X).T).ravel()
+        start = self._column * n  # each node's column's start in `flat`
+        # One entry per (tree, row) still inside a tree: its node, and its row.
         node = np.repeat(self.tree_root.astype(np.intp), n)
-        offset = np.tile(np.arange(n, dtype=np.intp) * width, self.n_trees)
+        row = np.tile(np.arange(n, dtype=np.intp), self.n_trees)
         score = np.zeros(n)
         threshold = np.take(self._threshold, node, mode="clip")  # indices were validated: no bounds check
         while node.size:
@@ -229,13 +232,13 @@ class TreeEnsemble:
             # what a level does, and a leaf-wise tree's paths are about half its depth.
             if finished and (finished >= _COMPACT_SHARE * node.size or finished == node.size):
                 done = np.flatnonzero(at_leaf)
-                score += np.bincount(offset[done] // width, weights=self.leaf_value.take(node[done]), minlength=n)
+                score += np.bincount(row.take(done), weights=self.leaf_value.take(node.take(done)), minlength=n)
                 keep = np.flatnonzero(~at_leaf)
-                node, offset, threshold = node.take(keep), offset.take(keep), threshold.take(keep)
+                node, row, threshold = node.take(keep), row.take(keep), threshold.take(keep)
                 if not node.size:
                     break
-            column = np.take(self._column, node, mode="clip")
-            column += offset
+            column = np.take(start, node, mode="clip")
+            column += row
             go_right = np.take(flat, column, mode="clip") > threshold
             node = np.take(self._left, node, mode="clip")
             node += go_right

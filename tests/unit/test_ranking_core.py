@@ -315,3 +315,68 @@ def test_the_pair_features_place_an_item_within_the_users_own_history():
     assert before[at[3]] == 0.0 and before[at[5]] == 10.0
     other = next(j for item, j in at.items() if item not in (3, 5))
     assert share[other] == 0.0 and np.isnan(before[other])
+
+
+def test_the_largest_values_from_a_sampled_bound_are_the_partitions():
+    from feedbackloop.ranking import _largest
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n, m = int(rng.choice([50, 20_000, 70_000])), int(rng.integers(1, 400))
+        values = rng.normal(size=n).astype(np.float32 if trial % 2 else np.float64)
+        if trial % 5 == 0:
+            values[rng.random(n) < 0.6] = 0.0  # ties at the m-th: any of them
+        if trial % 7 == 0:
+            values = np.sort(values)  # the sample's bound from the largest values alone
+        top = _largest(values, m)
+        assert len(top) == min(m, n) and len(np.unique(top)) == len(top)
+        assert np.array_equal(np.sort(values[top]), np.sort(values)[::-1][:min(m, n)][::-1])
+
+
+def test_serving_at_catalogue_scale_ranks_as_the_full_score_vectors_do():
+    """Per request, serving reads the attribute source per (category, price band) cell, bounds the
+    factorization's top candidates by a sample and reads each source's scale with two reductions: the
+    candidates, their features and the ranking are exactly those of every source's score of every item
+    sorted in full."""
+    from feedbackloop.bench.serve import model_arrays, synthetic_profiles
+    from feedbackloop.ranking import _SCORED, SOURCES, SourceScores
+
+    now = 1.7e9
+    ranker = Ranker(model_arrays(items=20_000, trees=20))
+    checked = 0
+    for profile in synthetic_profiles(now, users=12, items=20_000):
+        items, confidence, composite = profile.signals(now)
+        rows = np.array([int(i.removeprefix("item-")) for i in items])
+        s = UserSignals(rows, confidence, composite, np.linspace(0.0, 30.0, len(rows)),
+                        np.zeros(len(rows), dtype=bool))
+        if not s.wanted.any():
+            continue
+        scores = ranker.source_scores(s)
+        lazy = ("attribute", "category_share", "price_share", "recent_category_share", "recent_price_share")
+        full = SourceScores(ranker, dict(scores) | {name: scores.at(name, np.arange(ranker.n_items))
+                                                    for name in lazy}, scores.shares)
+        blocked = np.arange(0, ranker.n_items, 11)
+        allowed = ranker.allowed(s, blocked)
+        union, ranks = ranker.candidates_of(s, scores, allowed)
+        tops = {}
+        for name in SOURCES:  # every item sorted by its score (the precomputed popularity orders as they are)
+            if name in ("popularity", "trending", "segment"):
+                tops[name] = ranker._top(name, full[name], allowed, s, 0)
+                continue
+            order = np.argsort(-full[name], kind="stable")
+            keep = allowed[order] & (full[name][order] != 0) if name in _SCORED else allowed[order]
+            tops[name] = order[keep][:ranker.candidates]
+        expected = np.unique(np.concatenate(list(tops.values())))
+        assert np.array_equal(union, expected)
+        for j, name in enumerate(SOURCES):
+            assert np.array_equal(union[ranks[:, j] <= ranker.candidates][np.argsort(
+                ranks[ranks[:, j] <= ranker.candidates, j])], tops[name]), name
+            assert scores.largest(name) == np.abs(full[name]).max()
+        x = ranker.features(s, scores, union, ranks)
+        assert np.array_equal(x, ranker.features(s, full, union, ranks), equal_nan=True)
+        top, value = ranker.rank(s, 10, blocked)
+        reference = ranker.rerank(x)
+        order = np.argsort(-reference, kind="stable")[:10]
+        assert np.array_equal(top, union[order]) and np.array_equal(value, reference[order])
+        checked += 1
+    assert checked >= 8

@@ -125,6 +125,31 @@ def test_fold_in_ranks_the_users_taste_and_explains_it():
     assert ranked.items[1].reason == "because you bought i3"
 
 
+def test_each_reason_names_the_liked_item_closest_to_the_recommended_one():
+    """A page's reasons are gathered once per page; each is still the user's own item's, or the liked item
+    whose factors are most similar (cosine) to the recommended one's."""
+    model = _model(items=200, factors=8, seed=5)
+    liked = [3, 17, 40, 101, 150]
+    profile = _profile(*[(f"i{j}", kind, 0.8, 0.6, DAY + j) for j, kind in zip(liked, ["purchase", "click",
+                                                                                       "view", "click", "purchase"],
+                                                                            strict=True)],
+                       ("i60", "purchase", -0.5, 1.0, DAY))
+    ranked = recommend(model, "u1", profile, NOW, k=20)
+    signals, own = model.signals("u1", profile, NOW)
+    wanted = signals.rows[signals.wanted]
+    y = model.item_factors.astype(np.float64)
+    verbs = {"purchase": "bought", "click": "clicked", "view": "viewed"}
+    assert any(r.reason.startswith("because") for r in ranked.items)
+    for r in ranked.items:
+        if r.item_id in own:
+            assert r.reason == f"you {verbs[profile.items[r.item_id].last_type]} it before"
+            continue
+        item = model.item_index[r.item_id]
+        cosine = y[wanted] @ y[item] / (np.linalg.norm(y[wanted], axis=1) * np.linalg.norm(y[item]))
+        anchor = str(model.item_ids[wanted[int(np.argmax(cosine))]])
+        assert r.reason == f"because you {verbs[profile.items[anchor].last_type]} {anchor}"
+
+
 def test_a_new_event_changes_the_next_ranking_without_retraining():
     model = _model()
     profile = _profile(("i3", "purchase", 0.8, 0.6, 10 * DAY))
