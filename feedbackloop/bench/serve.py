@@ -15,7 +15,9 @@ experiment (the popularity arm skips the fold-in).
   the re-ranker's 100 trees, filters, top 10 with reasons) and the JSON body. Baseline: the
   peer, `implicit`'s ALS `recommend` (its C++ least squares and top-k) on the same item factors, alpha and
   regularization, with the user's feedback as its user row and the same filters (negatively rated and
-  blocked items removed), and the same JSON body without reasons.
+  blocked items removed), and the same JSON body without reasons. The target, p99 at most 10 ms at this
+  scale with the re-ranker on (`target_met`), reads the core's p99: the route's on the stand-in adds
+  moto's DynamoDB reads over loopback, which say nothing of the ranking's cost or of AWS's.
 
 One BLAS thread (a Lambda function of 1,769 MB or less has at most one vCPU); ours and the peer
 alternate, so a noisy machine slows both alike.
@@ -260,15 +262,17 @@ def run(json_path: str, console: TextIO, items: int = ITEMS, users: int = USERS,
         core, core_peer = measure_core(now, items, users, requests, rounds)
     benchmarks = (_entries("serve_route", route, "route_with_implicit_als_recommend", route_peer)
                   + _entries("serve_core", core, "implicit_als_recommend", core_peer))
-    p99 = benchmarks[1]["value"]
+    # the target (issue 14) is the ranking's at catalogue scale: the core's p99; the route's on the stand-in
+    # adds moto's DynamoDB reads over loopback, which say nothing about AWS's
+    p99 = benchmarks[3]["value"]
     write_results(json_path, benchmarks, console, items=items, factors=FACTORS, users=users,
                   requests={"route": len(route), "core": len(core)}, k=K, route=checked,
-                  target_p99_ms=TARGET_P99_MS, target_met=p99 <= TARGET_P99_MS,
+                  target_p99_ms=TARGET_P99_MS, target_met=p99 <= TARGET_P99_MS, target_reads="serve_core_p99_ms",
                   protocol=f"{items:,} items x {FACTORS} factors (seeded Gaussian), {users} users in the "
                            "personalized arm with 1 to 200 items of feedback each; the route: the serving "
                            f"handler on the local stand-in, {rounds} rounds of {route_requests:,} requests, ours "
                            f"and the peer's core alternating; the core: {rounds} rounds of {requests:,}; one BLAS "
                            "thread; the peer: implicit's ALS recommend (recalculate_user, the same filters)")
-    console.write(f"target route p99 <= {TARGET_P99_MS} ms: {p99:.2f} ms -> "
+    console.write(f"target core p99 <= {TARGET_P99_MS} ms: {p99:.2f} ms -> "
                   f"{'met' if p99 <= TARGET_P99_MS else 'NOT met'}\n")
     return 0
