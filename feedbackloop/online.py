@@ -16,7 +16,6 @@ columnar too, so it is read and written without a Python step per item.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -165,6 +164,12 @@ class UserProfile:
     def items(self) -> Mapping[str, ItemSignal]:
         return _ItemsView(self.columns)
 
+    def copy(self) -> UserProfile:
+        """A shallow copy, as copy.copy makes it, without its generic protocol (a batch copies thousands)."""
+        twin = object.__new__(UserProfile)
+        twin.__dict__.update(self.__dict__)
+        return twin
+
     def decayed_to(self, now: float) -> float:
         """The factor that carries the stored masses from updated_at to `now`."""
         return math.exp(-DECAY_PER_SECOND * max(0.0, now - self.updated_at))
@@ -232,18 +237,19 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
     # positive, none later than that)
     ignored = np.concatenate([_floats(_stack(stored, "ignored_mass")) * factor[stored_user],
                               np.where(exposure, contribution, 0.0)])
-    items = pa.concat_arrays([pa.array(_stack(stored, "item_id"), pa.string()),
-                              rows["item_id"].take(take).combine_chunks().cast(pa.string())])
-    types = pa.concat_arrays([pa.array(_stack(stored, "last_type"), pa.string()),
-                              rows["event_type"].take(take).combine_chunks().cast(pa.string())])
     entries = len(user)
     if entries == 0:
         for profile, moment in zip(profiles, new_updated.tolist(), strict=True):
             profile.updated_at = moment
         return
+    # items and event types as codes into their distinct values: the merged profiles' strings are then
+    # taken from those (a few thousand items, nine types), not converted from Arrow once per entry
+    item_names, item = _codes(pa.concat_arrays([pa.array(_stack(stored, "item_id"), pa.string()),
+                                                rows["item_id"].take(take).combine_chunks().cast(pa.string())]))
+    type_names, kind = _codes(pa.concat_arrays([pa.array(_stack(stored, "last_type"), pa.string()),
+                                                rows["event_type"].take(take).combine_chunks().cast(pa.string())]))
 
-    encoded = pc.dictionary_encode(items)
-    key = user * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    key = user * len(item_names) + item
     # grouped by (user, item); within a group, in the order stacked: the stored signal (if any), then the
     # rows in time order, so that the sums add up in time order and only the stored signal can be later
     # than the group's last row (an event that arrived late)
@@ -261,15 +267,15 @@ def merge_rows(profiles: Sequence[UserProfile], rows: pa.Table, now: float) -> N
     after = np.isnan(since) | (last_at[sort] > since)
     ignored_mass = np.add.reduceat(np.where(after, ignored[sort], 0.0), starts)
     chosen = _strongest(np.argsort(group_user * entries + first), group_user, weight, len(profiles))
-    winners = pa.array(latest[chosen])
+    winners = latest[chosen]
     merged = ProfileItems(
-        item_id=items.take(winners).to_pylist(),
+        item_id=item_names[item[winners]].tolist(),
         score_mass=_listed(np.add.reduceat(score_mass[sort], starts)[chosen]),
         weight_mass=_listed(weight[chosen]),
         # fmax: NaN is "none yet"
         last_positive=_listed(positive[chosen], nullable=True),
         last_negative=_listed(np.fmax.reduceat(last_negative[sort], starts)[chosen], nullable=True),
-        last_type=types.take(winners).to_pylist(),
+        last_type=type_names[kind[winners]].tolist(),
         last_at=_listed(last_at[latest[chosen]]),
         ignored_mass=_listed(ignored_mass[chosen]))
     bounds = np.searchsorted(group_user[chosen], np.arange(len(profiles) + 1)).tolist()
@@ -295,6 +301,17 @@ def _rows_of(profiles: Sequence[UserProfile], rows: pa.Table) -> tuple[np.ndarra
     order = np.argsort(times, kind="stable")
     order = order[row_user[order] >= 0]
     return row_user[order], order, times[order]
+
+
+def _codes(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct strings of an array without nulls (an object array, in order of appearance) and
+    per value the index of its string."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(values)
+    names = np.empty(len(encoded.dictionary), dtype=object)
+    names[:] = encoded.dictionary.to_pylist()
+    return names, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _stack(columns: list[ProfileItems], name: str) -> list:
@@ -355,7 +372,7 @@ class ProfileMerge:
 
         present = set(pc.unique(rows["user_id"]).to_pylist()) if rows.num_rows else set()
         # a shallow copy: a merge replaces a profile's columns, never changes them in place
-        pending = {u: copy.copy(p) for u, p in profiles.items() if u in present and p.personalization}
+        pending = {u: p.copy() for u, p in profiles.items() if u in present and p.personalization}
         merge_rows(list(pending.values()), rows, now)
         return cls(rows, now, pending)
 

@@ -45,6 +45,13 @@ EVENT_SCHEMA = registry.event_schema(registry.CURRENT_MAJOR)
 _EVENT_TYPE = pa.struct([(k, _arrow_type(v)) for k, v in EVENT_SCHEMA["properties"].items()])
 _ENVELOPE = pa.schema([("received_at", pa.string()), ("event", _EVENT_TYPE)])
 _PARSE = pajson.ParseOptions(explicit_schema=_ENVELOPE, unexpected_field_behavior="error")
+# The envelope with the event's own fields typed and its context left to Arrow to infer: Arrow's reader
+# spends about a fifth of its time filling in the fields a batch never sends (most of the context's), so
+# the context is parsed as it comes and then conformed to the schema's types (`_conformed`); anything
+# not exactly of those types is parsed again with the whole schema, as before.
+_CORE = pa.schema([("received_at", pa.string()),
+                   ("event", pa.struct([f for f in _EVENT_TYPE if f.name != "context"]))])
+_PARSE_CORE = pajson.ParseOptions(explicit_schema=_CORE, unexpected_field_behavior="infer")
 CONTEXT_FIELDS = tuple(EVENT_SCHEMA["properties"]["context"]["properties"])
 TOP_FIELDS = tuple(k for k in EVENT_SCHEMA["properties"] if k != "context")
 
@@ -275,14 +282,17 @@ def _parse_blocks(joined: pa.Buffer | bytes, data: list[bytes], index: np.ndarra
     # Arrow parses blocks of 512 KiB on its own thread pool, outside the GIL; with one CPU the batch
     # is one block, whose columns then need no copying together
     block_size = 1 << 19 if pa.cpu_count() > 1 else max(1 << 19, len(joined))
+    read_options = pajson.ReadOptions(use_threads=True, block_size=block_size)
     try:
-        table = pajson.read_json(
-            pa.BufferReader(joined),
-            read_options=pajson.ReadOptions(use_threads=True, block_size=block_size),
-            parse_options=_PARSE,
-        )
+        table = _conformed(pajson.read_json(pa.BufferReader(joined), read_options=read_options,
+                                            parse_options=_PARSE_CORE))
     except pa.ArrowInvalid:
         table = None
+    if table is None:  # a context not of the schema's types, or a block Arrow cannot parse: the whole schema
+        try:
+            table = pajson.read_json(pa.BufferReader(joined), read_options=read_options, parse_options=_PARSE)
+        except pa.ArrowInvalid:
+            table = None
     if table is not None and table.num_rows == len(index):
         yield table, index
     elif len(index) == 1:
@@ -291,6 +301,54 @@ def _parse_blocks(joined: pa.Buffer | bytes, data: list[bytes], index: np.ndarra
         mid = len(index) // 2
         for half in (index[:mid], index[mid:]):
             yield from _parse_blocks(b"".join(data[i] for i in half), data, half, slow)
+
+
+_CONTEXT_TYPE = _EVENT_TYPE.field("context").type
+
+
+def _conformed(table: pa.Table) -> pa.Table | None:
+    """A table parsed with `_CORE` (the context inferred) in the `_ENVELOPE` shape, the one that parsing
+    with the whole schema gives; None where that parse could differ: a field outside the schema, a
+    context that is not an object, or a context field whose inferred type is not exactly the schema's
+    (a null type aside: every value null or absent). Arrow converts each value from its text by the
+    column's type either way, so a column of the schema's type holds the same values."""
+    typed = _CORE.field("event").type.names  # the event's fields the core schema types, first and in order
+    if table.schema.names != _CORE.names:  # a field of the envelope outside the schema
+        return None
+    batches = []
+    for batch in table.to_batches():
+        event = batch.column(1)
+        names = event.type.names
+        if names[: len(typed)] != typed or names[len(typed):] not in ([], ["context"]):
+            return None
+        children = event.flatten()  # a null event's fields are null
+        context = _conformed_context(children[len(typed)] if len(names) > len(typed) else None, len(batch))
+        if context is None:
+            return None
+        fields = children[: len(typed)] + [context]
+        event = pa.StructArray.from_arrays(fields, fields=list(_EVENT_TYPE), mask=event.is_null())
+        batches.append(pa.RecordBatch.from_arrays([batch.column(0), event], schema=_ENVELOPE))
+    return pa.Table.from_batches(batches, schema=_ENVELOPE)
+
+
+def _conformed_context(context: pa.Array | None, rows: int) -> pa.Array | None:
+    if context is None or context.type == pa.null():  # no row has a context
+        return pa.nulls(rows, _CONTEXT_TYPE)
+    if not pa.types.is_struct(context.type):
+        return None
+    given = dict(zip([f.name for f in context.type], context.flatten(), strict=True))
+    if not given.keys() <= set(CONTEXT_FIELDS):
+        return None
+    children = []
+    for wanted in _CONTEXT_TYPE:
+        column = given.get(wanted.name)
+        if column is None or column.type == pa.null():
+            children.append(pa.nulls(rows, wanted.type))
+        elif column.type == wanted.type:
+            children.append(column)
+        else:
+            return None
+    return pa.StructArray.from_arrays(children, fields=list(_CONTEXT_TYPE), mask=context.is_null())
 
 
 def one_array(column: pa.ChunkedArray) -> pa.Array:

@@ -254,7 +254,8 @@ class CleanerService:
             # popularity before the first model: clean events per item (lost counts only blur a fallback)
             try:
                 items = pa.concat_tables(written)["item_id"].value_counts()
-                self._online.add_item_counts({str(v["values"]): int(v["counts"]) for v in items.to_pylist()})
+                self._online.add_item_counts(dict(zip(items.field("values").to_pylist(),
+                                                      items.field("counts").to_pylist(), strict=True)))
             except Exception as error:  # noqa: BLE001 - the online store is a cache of the lake
                 outcome.write_errors.append(f"item counts: {error!r}")
         if failed:

@@ -612,3 +612,51 @@ def test_records_from_a_kinesis_event(make_event):
     assert record.data == data
     assert record.source == "shardId-000000000006:49590338271490256608559692538361571095921575989136588898"
     assert record.arrival == datetime(2025, 6, 10, 12, 0, 0, 250000, tzinfo=UTC)
+
+
+# --- the context Arrow infers (decode._CORE) -------------------------------------------------------
+
+_CONTEXT_SHAPES = [
+    {"price": 4},  # an integer where the schema says number: inferred int64, parsed again as float64
+    {"price": 4.5},
+    {"price": "4.5"},
+    {"price": 1e308},
+    {"position": 1.0},  # a float where the schema says integer
+    {"position": 3},
+    {"position": 12345678901234567890},  # beyond int64
+    {"session_id": 7},
+    {"session_id": "2025-06-10T11:59:00Z"},  # a string Arrow would infer as a timestamp
+    {"session_id": None, "device": None},
+    {"device": "tv"},
+    {"device": "phone"},
+    {"unknown": 1},
+    {"ranker": {"nested": {"deeper": [1, 2, {"x": None}]}}},
+    {"propensity": 0.5, "request_id": "r-1", "position": 2, "ranker": "popular"},
+    {},
+    None,
+    "a string",
+    [1, 2],
+    7,
+]
+
+
+@pytest.mark.parametrize("shape", range(len(_CONTEXT_SHAPES)))
+def test_a_context_of_any_shape_gets_the_exact_paths_verdict_and_values(make_record, make_event, shape):
+    """Each shape once alone in a batch and once among every other (a block that infers a type for a
+    field from several records): what is accepted, and the values read, are the exact path's."""
+
+    def event(i: int, context) -> dict[str, Any]:
+        made = make_event(event_id=f"evt-{i}", drop=("context",))
+        return made if context == "absent" else made | {"context": context}
+
+    for contexts in ([_CONTEXT_SHAPES[shape]], [*_CONTEXT_SHAPES, "absent"]):
+        events = [event(i, context) for i, context in enumerate(contexts)]
+        raws = [envelope(e, RECEIVED_AT) for e in events]
+        decoded = decode_batch([make_record(raw, i) for i, raw in enumerate(raws)])
+        verdicts = [exact_verdict(raw) for raw in raws]
+        assert decoded.valid["record_index"].to_pylist() == [i for i, v in enumerate(verdicts) if v is not None]
+        for row in decoded.valid.to_pylist():
+            sent = verdicts[row["record_index"]].get("context") or {}
+            for name in CONTEXT:
+                assert _same(row[name], sent.get(name)), name
+            assert all(type(row[name]) is not int for name in ("price", "propensity", "value") if row[name] is not None)

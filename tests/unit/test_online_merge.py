@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedbackloop.online import DECAY_PER_SECOND, MAX_ITEMS, ItemSignal, UserProfile, merge_rows
+from feedbackloop.online import DECAY_PER_SECOND, MAX_ITEMS, ItemSignal, ProfileMerge, UserProfile, merge_rows
 
 pytestmark = pytest.mark.unit
 
@@ -168,3 +168,17 @@ def test_documents_written_before_the_ignored_column_read_as_nothing_ignored():
     profile = UserProfile.from_document("u", document)
     assert profile.items["a"].ignored_mass == 0.0
     assert UserProfile.from_document("u", profile.to_document()).to_document() == profile.to_document()
+
+
+def test_a_profile_copy_carries_every_field_and_a_merge_leaves_the_original_alone():
+    profile = UserProfile.from_document("u1", {"items": ["i1"], "score_mass": [1.0], "weight_mass": [1.0],
+                                               "last_positive": [10.0], "last_negative": [None],
+                                               "last_type": ["click"], "last_at": [10.0], "updated_at": 10.0},
+                                        personalization=True, version=3, erased_at=5.0)
+    twin = profile.copy()
+    assert twin == profile and twin is not profile
+    rows = pa.table({"user_id": ["u1"], "item_id": ["i2"], "event_type": ["click"], "feedback_score": [1.0],
+                     "confidence": [0.2], "event_time": pa.array([20_000_000], pa.timestamp("us", tz="UTC"))})
+    merged = ProfileMerge.of({"u1": profile}, rows, 20.0).pending["u1"]
+    assert list(merged.items) == ["i1", "i2"]
+    assert list(profile.items) == ["i1"] and profile.updated_at == 10.0 and profile.version == 3
