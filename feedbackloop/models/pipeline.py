@@ -108,12 +108,16 @@ Splitter = Callable[[pd.DataFrame], Split]
 def relevant_after(later: pd.DataFrame, known_users: set[str], train: pd.DataFrame | None = None,
                    consumed: bool = False) -> dict[str, set[str]]:
     """Each known user's items with a positive signal in `later` (with `consumed`, with any signal, a
-    low rating too: the item was chosen and consumed, which is what a protocol that counts every later
-    interaction asks to predict; exposures alone never count); with `train`, the items they had
-    already are left out (a discovery protocol) and users left with none dropped."""
+    low rating or one at the scale's neutral point too, which the feedback layer records as an explicit
+    event with neither a positive nor a negative time: the item was chosen and consumed, which is what a
+    protocol that counts every later interaction asks to predict; exposures alone never count); with
+    `train`, the items they had already are left out (a discovery protocol) and users left with none
+    dropped."""
     signal = later["last_positive_at"].notna()
     if consumed:
         signal = signal | later["last_negative_at"].notna()
+        if "explicit_events" in later:
+            signal = signal | (later["explicit_events"].fillna(0) > 0)
     positive = later[signal]
     relevant = {u: set(g) for u, g in positive.groupby("user_id")["item_id"] if u in known_users}
     if train is not None:

@@ -107,7 +107,10 @@ def test_a_consumed_hold_out_counts_a_low_rating_that_a_wanted_one_leaves_out():
     daily = pipeline.daily_from_log(log, rating_scale=(1, 3, 5))
     assert pipeline.temporal_splitter(20)(daily).relevant == {"a": {"y"}}
     assert pipeline.temporal_splitter(20, consumed=True)(daily).relevant == {"a": {"y", "z"}}
-    exposures = daily.assign(last_positive_at=pd.NaT, last_negative_at=pd.NaT)  # views alone never count
+    # a rating at the neutral point: the table jobs record an explicit event with neither signal time
+    neutral = daily.assign(last_positive_at=pd.NaT, last_negative_at=pd.NaT)
+    assert pipeline.temporal_splitter(20, consumed=True)(neutral).relevant == {"a": {"y", "z"}}
+    exposures = neutral.assign(explicit_events=0)  # views alone never count
     assert pipeline.temporal_splitter(20, consumed=True)(exposures).relevant == {}
 
 
