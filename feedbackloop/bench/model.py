@@ -10,8 +10,10 @@ Protocols (a contract):
 - `--interactions FILE --protocol`: `random-per-item` (each item's interactions shuffled with the seed,
   75% to train), `temporal-per-user` (each user's last 25% of interactions to test), `temporal-global`
   (the last 25% of interactions in time to test). Every test interaction is relevant (ratings of any
-  value: a rated item was consumed); items seen in train are removed unless the protocol allows
-  repeats (the temporal protocols, when the table has repeated user-item pairs).
+  value: a rated item was consumed), in the test split and in every validation split cut from train,
+  ours included (`consumed`: the training job's own hold-out counts only wanted items, which on a
+  ratings table leaves out what the test counts); items seen in train are removed unless the protocol
+  allows repeats (the temporal protocols, when the table has repeated user-item pairs).
 - Every model with hyperparameters is tuned on a validation split cut from train alone by the same
   protocol, with the same budget (`--tuning-minutes` each), by NDCG@10, then refitted on the whole train
   part; every model is scored by the same `ranking_metrics` on the same users.
@@ -105,18 +107,18 @@ def split_log(log: pd.DataFrame, protocol: str, seed: int = SEED) -> Protocol:
         size = shuffled.groupby("item_id")["item_id"].transform("size").to_numpy()
         test = position < np.floor(size * TEST_SHARE)
         train, later = shuffled[~test], shuffled[test]
-        splitter = pipeline.random_item_splitter(TEST_SHARE, seed, discovery=True)
+        splitter = pipeline.random_item_splitter(TEST_SHARE, seed, discovery=True, consumed=True)
     elif protocol == "temporal-per-user":
         ordered = log.sort_values(["user_id", "timestamp"], kind="stable")
         position = ordered.groupby("user_id").cumcount().to_numpy()
         size = ordered.groupby("user_id")["user_id"].transform("size").to_numpy()
         test = position >= np.ceil(size * (1 - TEST_SHARE))
         train, later = ordered[~test], ordered[test]
-        splitter = pipeline.temporal_user_splitter(TEST_SHARE, discovery=not repeats)
+        splitter = pipeline.temporal_user_splitter(TEST_SHARE, discovery=not repeats, consumed=True)
     elif protocol == "temporal-global":
         cut = log["timestamp"].quantile(1 - TEST_SHARE)
         train, later = log[log["timestamp"] < cut], log[log["timestamp"] >= cut]
-        splitter = pipeline.temporal_share_splitter(TEST_SHARE, discovery=not repeats)
+        splitter = pipeline.temporal_share_splitter(TEST_SHARE, discovery=not repeats, consumed=True)
     else:
         raise ValueError(f"unknown protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
     return Protocol(protocol, repeats, train, later, splitter)

@@ -105,11 +105,20 @@ class Split:
 Splitter = Callable[[pd.DataFrame], Split]
 
 
-def relevant_after(later: pd.DataFrame, known_users: set[str], train: pd.DataFrame | None = None
-                   ) -> dict[str, set[str]]:
-    """Each known user's items with a positive signal in `later`; with `train`, the items they had
-    already are left out (a discovery protocol) and users left with none dropped."""
-    positive = later[later["last_positive_at"].notna()]
+def relevant_after(later: pd.DataFrame, known_users: set[str], train: pd.DataFrame | None = None,
+                   consumed: bool = False) -> dict[str, set[str]]:
+    """Each known user's items with a positive signal in `later` (with `consumed`, with any signal, a
+    low rating or one at the scale's neutral point too, which the feedback layer records as an explicit
+    event with neither a positive nor a negative time: the item was chosen and consumed, which is what a
+    protocol that counts every later interaction asks to predict; exposures alone never count); with
+    `train`, the items they had already are left out (a discovery protocol) and users left with none
+    dropped."""
+    signal = later["last_positive_at"].notna()
+    if consumed:
+        signal = signal | later["last_negative_at"].notna()
+        if "explicit_events" in later:
+            signal = signal | (later["explicit_events"].fillna(0) > 0)
+    positive = later[signal]
     relevant = {u: set(g) for u, g in positive.groupby("user_id")["item_id"] if u in known_users}
     if train is not None:
         seen = train.groupby("user_id")["item_id"].agg(set)
@@ -118,20 +127,21 @@ def relevant_after(later: pd.DataFrame, known_users: set[str], train: pd.DataFra
     return relevant
 
 
-def temporal_splitter(days: int, discovery: bool = False) -> Splitter:
-    """The last `days` days (a quarter of the span when that is shorter) are predicted."""
+def temporal_splitter(days: int, discovery: bool = False, consumed: bool = False) -> Splitter:
+    """The last `days` days (a quarter of the span when that is shorter) are predicted (`discovery`,
+    `consumed`: `relevant_after`'s)."""
 
     def split(daily: pd.DataFrame) -> Split:
         first, last = (pd.Timestamp(d) for d in (daily["event_date"].min(), daily["event_date"].max()))
         span = max(1, min(days, (last - first).days // 4))
         cut = (last - pd.Timedelta(days=span)).strftime("%Y-%m-%d")
         train, later = daily[daily["event_date"] <= cut], daily[daily["event_date"] > cut]
-        return Split(train, cut, relevant_after(later, set(train["user_id"]), train if discovery else None))
+        return Split(train, cut, relevant_after(later, set(train["user_id"]), train if discovery else None, consumed))
 
     return split
 
 
-def temporal_share_splitter(share: float = 0.25, discovery: bool = False) -> Splitter:
+def temporal_share_splitter(share: float = 0.25, discovery: bool = False, consumed: bool = False) -> Splitter:
     """The last `share` of the rows in time are predicted (a global cut at a day)."""
 
     def split(daily: pd.DataFrame) -> Split:
@@ -141,12 +151,12 @@ def temporal_share_splitter(share: float = 0.25, discovery: bool = False) -> Spl
         if not len(train):
             train, later = daily[daily["event_date"] <= cut], daily[daily["event_date"] > cut]
         return Split(train, train["event_date"].max(), relevant_after(later, set(train["user_id"]),
-                                                                      train if discovery else None))
+                                                                      train if discovery else None, consumed))
 
     return split
 
 
-def temporal_user_splitter(share: float = 0.25, discovery: bool = False) -> Splitter:
+def temporal_user_splitter(share: float = 0.25, discovery: bool = False, consumed: bool = False) -> Splitter:
     """Each user's last `share` of rows in time are predicted."""
 
     def split(daily: pd.DataFrame) -> Split:
@@ -156,12 +166,13 @@ def temporal_user_splitter(share: float = 0.25, discovery: bool = False) -> Spli
         test = position >= np.ceil(size * (1 - share))
         train, later = ordered[~test], ordered[test]
         return Split(train, daily["event_date"].max(), relevant_after(later, set(train["user_id"]),
-                                                                      train if discovery else None))
+                                                                      train if discovery else None, consumed))
 
     return split
 
 
-def random_item_splitter(test_share: float = 0.25, seed: int = 0, discovery: bool = True) -> Splitter:
+def random_item_splitter(test_share: float = 0.25, seed: int = 0, discovery: bool = True,
+                         consumed: bool = False) -> Splitter:
     """Each item's rows shuffled (seeded), `test_share` of them predicted."""
 
     def split(daily: pd.DataFrame) -> Split:
@@ -173,7 +184,8 @@ def random_item_splitter(test_share: float = 0.25, seed: int = 0, discovery: boo
         test = position < np.floor(size * test_share)
         train, later = shuffled[~test], shuffled[test]
         as_of = daily["event_date"].max()
-        return Split(train, as_of, relevant_after(later, set(train["user_id"]), train if discovery else None))
+        return Split(train, as_of, relevant_after(later, set(train["user_id"]), train if discovery else None,
+                                                  consumed))
 
     return split
 

@@ -99,6 +99,21 @@ def test_daily_from_log_scores_ratings_around_their_neutral_point():
     assert signed["x"] > 0 and signed["y"] > 0 and signed["z"] < 0  # a 3 of 5 is engagement, not a dislike
 
 
+def test_a_consumed_hold_out_counts_a_low_rating_that_a_wanted_one_leaves_out():
+    # what the --interactions protocols predict (every later interaction): ours validates on the same
+    log = pd.DataFrame({"user_id": ["a", "a", "a", "b"], "item_id": ["x", "y", "z", "x"],
+                        "timestamp": [1_700_000_000, 1_700_000_000 + 40 * 86400, 1_700_000_000 + 41 * 86400,
+                                      1_700_000_000], "rating": [4, 5, 1, 2]})
+    daily = pipeline.daily_from_log(log, rating_scale=(1, 3, 5))
+    assert pipeline.temporal_splitter(20)(daily).relevant == {"a": {"y"}}
+    assert pipeline.temporal_splitter(20, consumed=True)(daily).relevant == {"a": {"y", "z"}}
+    # a rating at the neutral point: the table jobs record an explicit event with neither signal time
+    neutral = daily.assign(last_positive_at=pd.NaT, last_negative_at=pd.NaT)
+    assert pipeline.temporal_splitter(20, consumed=True)(neutral).relevant == {"a": {"y", "z"}}
+    exposures = neutral.assign(explicit_events=0)  # views alone never count
+    assert pipeline.temporal_splitter(20, consumed=True)(exposures).relevant == {}
+
+
 def test_fit_ranking_tunes_chooses_and_publishes_what_serving_ranks_with():
     daily = pipeline.daily_from_log(_world())
     params = pipeline.RankingParams(tuning_minutes=0.0, max_trees=20, candidates=15,
