@@ -15,4 +15,6 @@ def test_a_short_soak_loses_doubles_and_resets_nothing(tmp_path):
     assert figures["soak"]["accepted"] > 0 and figures["baseline"]["accepted"] > 0, render(figures)
     assert (figures["lost"], figures["doubled"], figures["resets"]) == (0, 0, 0), render(figures)
     assert figures["ok"], render(figures)
-    assert figures["memory_mb"]["start"] > 0 and figures["memory_mb"]["peak"] >= figures["memory_mb"]["start"]
+    memory = figures["memory_mb"]
+    assert 0 < memory["before_warm_up"] and 0 < memory["start"] <= memory["peak"], render(figures)
+    assert memory["end"] <= memory["limit"] * memory["start"], render(figures)
