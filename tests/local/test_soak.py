@@ -16,5 +16,5 @@ def test_a_short_soak_loses_doubles_and_resets_nothing(tmp_path):
     assert (figures["lost"], figures["doubled"], figures["resets"]) == (0, 0, 0), render(figures)
     assert figures["ok"], render(figures)
     memory = figures["memory_mb"]
-    assert 0 < memory["before_warm_up"] and 0 < memory["start"] <= memory["peak"], render(figures)
+    assert memory["before_warm_up"] > 0 and 0 < memory["start"] <= memory["peak"], render(figures)
     assert memory["end"] <= memory["limit"] * memory["start"], render(figures)
